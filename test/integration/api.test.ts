@@ -1,0 +1,68 @@
+// The CRDs and the admission webhook against a real kube-apiserver: what `kubectl apply` does for a user.
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { stringify } from 'yaml';
+import { badResources } from '../fixtures/bad-resources.ts';
+import { exampleDocuments, namesOf } from '../harness/examples.ts';
+import { createNamespace, installAdmissionWebhook, installCRDs, kubectl } from '../harness/kube.ts';
+import { root } from '../harness/servers.ts';
+
+describe('API against a real kube-apiserver', () => {
+  let namespace: string;
+  let removeWebhook: () => Promise<void>;
+
+  before(async () => {
+    await installCRDs();
+    removeWebhook = await installAdmissionWebhook();
+    namespace = await createNamespace('api');
+  });
+  after(async () => {
+    await removeWebhook?.();
+  });
+
+  it('accepts every example with a server-side apply', async () => {
+    const r = await kubectl(['apply', '--server-side', '-n', namespace, '-f', join(root, 'examples')]);
+    assert.equal(r.code, 0, r.stderr);
+    const docs = exampleDocuments();
+    const names = async (resource: string) =>
+      (await kubectl(['get', resource, '-n', namespace, '-o', 'jsonpath={.items[*].metadata.name}'])).stdout
+        .split(' ')
+        .sort();
+    assert.deepEqual(await names('pe'), namesOf(docs, 'ProviderEndpoint'));
+    assert.deepEqual(await names('wsub'), namesOf(docs, 'WebhookSubscription'));
+    assert.deepEqual(await names('secrets'), namesOf(docs, 'Secret'));
+  });
+
+  it('fills in defaults', async () => {
+    const r = await kubectl(['get', 'wsub', 'shopflix-orders', '-n', namespace, '-o', 'json']);
+    const spec = JSON.parse(r.stdout).spec;
+    assert.equal(spec.target.timeout, '30s');
+    assert.equal(spec.ackWait, '2m');
+    assert.equal(spec.retry.maxAttempts, 8);
+    assert.deepEqual(spec.retry.retryableStatusCodes, ['408', '429', '5xx']);
+    assert.equal(spec.target.service.port, 8080);
+    const pe = JSON.parse((await kubectl(['get', 'pe', 'shopflix', '-n', namespace, '-o', 'json'])).stdout).spec;
+    assert.equal(pe.receiver.replicas, 2);
+    assert.equal(pe.stream.deletionPolicy, 'Delete');
+  });
+
+  it('shows the printer columns', async () => {
+    const r = await kubectl(['get', 'providerendpoints', '-n', namespace]);
+    assert.match(r.stdout.split('\n')[0] ?? '', /NAME\s+PROVIDER\s+READY\s+URL\s+AGE/);
+    const s = await kubectl(['get', 'webhooksubscriptions', '-n', namespace]);
+    assert.match(s.stdout.split('\n')[0] ?? '', /NAME\s+READY\s+TARGET\s+PENDING\s+DEAD\s+AGE/);
+  });
+
+  for (const bad of badResources) {
+    it(`refuses ${bad.name}`, async () => {
+      const manifest = { ...bad.manifest, metadata: { name: 'bad', namespace } };
+      const r = await kubectl(['apply', '--server-side', '-f', '-'], stringify(manifest));
+      assert.notEqual(r.code, 0, `applied: ${r.stdout}`);
+      assert.ok(r.stderr.includes(bad.field), `does not name ${bad.field}: ${r.stderr}`);
+      for (const words of [bad.message, bad.apiServer]) {
+        if (words) assert.ok(r.stderr.includes(words), `does not say "${words}": ${r.stderr}`);
+      }
+    });
+  }
+});

@@ -1,0 +1,106 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { run } from '@bufbuild/cel';
+import fc from 'fast-check';
+import { duration } from '../../src/api/common.ts';
+import { crdFileName, crdYAML, kinds } from '../../src/api/crd.ts';
+import { InvalidResource, parseResource } from '../../src/api/validate.ts';
+import { compileFilter, FilterCompileError } from '../../src/filter/cel.ts';
+import { badResources } from '../fixtures/bad-resources.ts';
+import { exampleDocuments } from '../harness/examples.ts';
+import { root } from '../harness/servers.ts';
+
+describe('generated CRDs', () => {
+  for (const k of kinds) {
+    for (const dir of ['crds', 'charts/hookyard/crds']) {
+      it(`${dir}/${crdFileName(k)} is what the generator writes (run npm run generate)`, () => {
+        const committed = readFileSync(join(root, dir, crdFileName(k)), 'utf8');
+        assert.ok(committed === crdYAML(k), `${dir}/${crdFileName(k)} is stale: run npm run generate`);
+      });
+    }
+  }
+});
+
+describe('examples', () => {
+  const docs = exampleDocuments();
+  it('cover every seed provider', () => {
+    const providers = docs.filter((d) => d.doc.kind === 'ProviderEndpoint').map((d) => d.doc.spec?.provider);
+    assert.deepEqual(providers.sort(), ['fotoweb', 'printiq', 'proign', 'shopflix', 'siteflow']);
+  });
+  for (const { file, doc } of docs.filter((d) => d.doc.kind !== 'Secret')) {
+    it(`${file}: ${doc.kind}/${doc.metadata.name} is valid`, () => {
+      parseResource(doc);
+    });
+  }
+});
+
+describe('bad resources are refused by the schemas with the field and the reason', () => {
+  for (const bad of badResources) {
+    it(bad.name, () => {
+      assert.throws(
+        () => parseResource(bad.manifest),
+        (err: unknown) => {
+          assert.ok(err instanceof InvalidResource);
+          const problem = err.problems.find((p) => p.startsWith(`${bad.field}:`));
+          assert.ok(problem, `no problem names ${bad.field}: ${err.problems.join(' | ')}`);
+          if (bad.message) assert.ok(problem.includes(bad.message), problem);
+          return true;
+        },
+      );
+    });
+  }
+});
+
+describe('filters', () => {
+  it('compile or fail with FilterCompileError, never anything else', () => {
+    fc.assert(
+      fc.property(fc.string(), (expression) => {
+        try {
+          compileFilter(expression);
+        } catch (err) {
+          assert.ok(err instanceof FilterCompileError, String(err));
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('evaluate to a boolean for any body, never throwing', () => {
+    const filter = compileFilter("type == 'order.created' && body.order.total > 10 && headers['x-shop'] == 'eu'");
+    fc.assert(
+      fc.property(fc.string(), fc.dictionary(fc.string(), fc.string()), fc.jsonValue(), (type, headers, body) => {
+        assert.equal(typeof filter({ type, headers, body }), 'boolean');
+      }),
+    );
+  });
+
+  it('select what they say', () => {
+    const filter = compileFilter("type.startsWith('order.') && body.items.exists(i, i.qty > 1)");
+    assert.equal(filter({ type: 'order.created', headers: {}, body: { items: [{ qty: 2 }] } }), true);
+    assert.equal(filter({ type: 'order.created', headers: {}, body: { items: [{ qty: 1 }] } }), false);
+    assert.equal(filter({ type: 'return.created', headers: {}, body: { items: [{ qty: 2 }] } }), false);
+    assert.equal(filter({ type: 'order.created', headers: {}, body: 'not an object' }), false);
+  });
+});
+
+describe('durations', () => {
+  it('every string the schema accepts is a duration CEL reads, as the API server rules need', () => {
+    const schema = duration('test');
+    const part = fc.tuple(fc.nat({ max: 100000 }), fc.constantFrom('ms', 's', 'm', 'h'));
+    fc.assert(
+      fc.property(fc.array(part, { minLength: 1, maxLength: 4 }), (parts) => {
+        const text = parts.map(([n, unit]) => `${n}${unit}`).join('');
+        assert.ok(schema.safeParse(text).success);
+        assert.equal(run(`duration(d) >= duration('0s')`, { d: text }), true);
+      }),
+    );
+  });
+
+  it('refuses durations CEL cannot read', () => {
+    for (const text of ['30 seconds', '1d', '-5s', '', 's', '1.5']) {
+      assert.equal(duration('test').safeParse(text).success, false, text);
+    }
+  });
+});

@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import { run } from '@bufbuild/cel';
 import fc from 'fast-check';
 import { duration } from '../../src/api/common.ts';
-import { crdFileName, crdYAML, kinds } from '../../src/api/crd.ts';
+import { apiReference, crdFileName, crdYAML, kinds } from '../../src/api/crd.ts';
 import { InvalidResource, parseResource } from '../../src/api/validate.ts';
 import { compileFilter, FilterCompileError } from '../../src/filter/cel.ts';
 import { badResources } from '../fixtures/bad-resources.ts';
@@ -21,6 +21,12 @@ describe('generated CRDs', () => {
       });
     }
   }
+});
+
+describe('docs/api.md', () => {
+  it('is what the generator writes (run npm run generate)', () => {
+    assert.ok(readFileSync(join(root, 'docs/api.md'), 'utf8') === apiReference(), 'docs/api.md is stale');
+  });
 });
 
 describe('examples', () => {

@@ -1,0 +1,54 @@
+// Where events live in JetStream: one stream per ProviderEndpoint, one dead-letter stream per
+// WebhookSubscription, and the headers that travel with every stored event. Shared by the receiver, the
+// dispatcher, the operator and dev mode, so all of them agree on names.
+
+/** Stream names allow letters, digits, - and _; namespaces and names are DNS labels, so _ separates unambiguously. */
+export const endpointStream = (namespace: string, endpoint: string) => `hookyard_${namespace}_${endpoint}`;
+export const deadLetterStream = (namespace: string, subscription: string) =>
+  `hookyard-dlq_${namespace}_${subscription}`;
+
+export const endpointSubjects = (namespace: string, endpoint: string) => `hookyard.${namespace}.${endpoint}.>`;
+export const deadLetterSubject = (namespace: string, subscription: string) =>
+  `hookyard-dlq.${namespace}.${subscription}`;
+
+/**
+ * An event type as subject tokens: each dot-separated part keeps letters, digits, - and _, and anything else
+ * (spaces, *, >, slashes, ...) becomes _, so no event type can act as a wildcard or add a token.
+ */
+export function eventTypeTokens(eventType: string): string {
+  return eventType
+    .split('.')
+    .map((part) => part.replace(/[^A-Za-z0-9_-]/g, '_') || '_')
+    .join('.');
+}
+
+export const eventSubject = (namespace: string, endpoint: string, eventType: string) =>
+  `hookyard.${namespace}.${endpoint}.${eventTypeTokens(eventType)}`;
+
+/**
+ * A subscription's event-type pattern as a filter subject: literal parts are made subject-safe the same way, and
+ * `*` (one part) and a final `>` (the rest) stay wildcards.
+ */
+export function eventFilterSubject(namespace: string, endpoint: string, pattern: string): string {
+  const tokens = pattern.split('.').map((part) => (part === '*' || part === '>' ? part : eventTypeTokens(part)));
+  return `hookyard.${namespace}.${endpoint}.${tokens.join('.')}`;
+}
+
+/** Headers stored with each event (besides Nats-Msg-Id, which carries the dedup key). */
+export const headers = {
+  eventType: 'Hookyard-Event-Type',
+  eventId: 'Hookyard-Event-Id',
+  contentType: 'Hookyard-Content-Type',
+  receivedAt: 'Hookyard-Received-At',
+  provider: 'Hookyard-Provider',
+  endpoint: 'Hookyard-Endpoint',
+  providerRetry: 'Hookyard-Provider-Retry',
+  /** Prefix of the provider's own request headers that are kept, e.g. Hookyard-Header-X-Proign-Delivery-Id. */
+  original: 'Hookyard-Header-',
+  // Dead letters add:
+  lastStatus: 'Hookyard-Last-Status',
+  lastError: 'Hookyard-Last-Error',
+  attempts: 'Hookyard-Attempts',
+  sourceStream: 'Hookyard-Source-Stream',
+  sourceSequence: 'Hookyard-Source-Sequence',
+} as const;

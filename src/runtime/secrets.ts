@@ -1,0 +1,56 @@
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { SecretKeyRef } from '../api/common.ts';
+
+/** The Secret values a process may read, by Secret name and key. Values never leave as text in errors or logs. */
+export interface SecretStore {
+  get(name: string, key: string): Buffer | undefined;
+}
+
+export class MissingSecret extends Error {
+  override name = 'MissingSecret';
+  readonly ref: SecretKeyRef;
+  constructor(ref: SecretKeyRef) {
+    super(`Secret "${ref.name}" has no key "${ref.key}" (or does not exist)`);
+    this.ref = ref;
+  }
+}
+
+export function mapSecrets(secrets: Record<string, Record<string, Buffer>>): SecretStore {
+  return { get: (name, key) => secrets[name]?.[key] };
+}
+
+/**
+ * Secrets mounted as files, `<dir>/<secret name>/<key>`: how the operator mounts each referenced Secret.
+ * Read once; call again to reload after Kubernetes updated the files.
+ */
+export function directorySecrets(dir: string): SecretStore {
+  const secrets: Record<string, Record<string, Buffer>> = {};
+  for (const name of safeList(dir)) {
+    const secretDir = join(dir, name);
+    if (name.startsWith('..') || !statSync(secretDir).isDirectory()) continue;
+    secrets[name] = {};
+    for (const key of safeList(secretDir)) {
+      const file = join(secretDir, key);
+      if (!key.startsWith('..') && statSync(file).isFile()) secrets[name][key] = readFileSync(file);
+    }
+  }
+  return mapSecrets(secrets);
+}
+
+function safeList(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+/** The values of several refs, in order; throws MissingSecret for the first one that is not there. */
+export function resolveSecrets(store: SecretStore, refs: SecretKeyRef[]): Buffer[] {
+  return refs.map((ref) => {
+    const value = store.get(ref.name, ref.key);
+    if (!value) throw new MissingSecret(ref);
+    return value;
+  });
+}

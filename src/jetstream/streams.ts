@@ -1,0 +1,50 @@
+import {
+  DiscardPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  type JetStreamManager,
+  RetentionPolicy,
+  StorageType,
+  type StreamConfig,
+} from '@nats-io/jetstream';
+import type { ProviderEndpointSpec } from '../api/provider-endpoint.ts';
+import { durationNanos } from '../runtime/duration.ts';
+import { endpointStream, endpointSubjects } from './layout.ts';
+
+/** How long a dedup key is remembered when the endpoint does not say: a day covers providers' resends. */
+export const defaultDedupWindow = '24h';
+
+/**
+ * The stream of one ProviderEndpoint. Limits retention: every subscription reads every event, and events that
+ * arrive before any subscription exists are kept (interest retention would drop them).
+ */
+export function endpointStreamConfig(
+  namespace: string,
+  name: string,
+  spec: Pick<ProviderEndpointSpec, 'stream' | 'dedup'>,
+): Partial<StreamConfig> & { name: string } {
+  const maxAge = durationNanos(spec.stream.maxAge);
+  return {
+    name: endpointStream(namespace, name),
+    description: `Hookyard events of ProviderEndpoint ${namespace}/${name}`,
+    subjects: [endpointSubjects(namespace, name)],
+    retention: RetentionPolicy.Limits,
+    storage: spec.stream.storage === 'memory' ? StorageType.Memory : StorageType.File,
+    num_replicas: spec.stream.replicas,
+    max_age: maxAge,
+    duplicate_window: Math.min(durationNanos(spec.dedup?.window ?? defaultDedupWindow), maxAge),
+    discard: DiscardPolicy.Old,
+    allow_direct: true,
+  };
+}
+
+/** Creates the stream, or updates it in place: a stream is never deleted and recreated, so no event is lost. */
+export async function ensureStream(jsm: JetStreamManager, config: Partial<StreamConfig> & { name: string }) {
+  try {
+    return await jsm.streams.update(config.name, config);
+  } catch (err) {
+    if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)
+      return await jsm.streams.add(config);
+    throw err;
+  }
+}

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SecretKeyRef } from '../api/common.ts';
@@ -24,7 +25,7 @@ export function mapSecrets(secrets: Record<string, Record<string, Buffer>>): Sec
  * Secrets mounted as files, `<dir>/<secret name>/<key>`: how the operator mounts each referenced Secret.
  * Read once; call again to reload after Kubernetes updated the files.
  */
-export function directorySecrets(dir: string): SecretStore {
+export function directorySecrets(dir: string): SecretStore & { fingerprint: string } {
   const secrets: Record<string, Record<string, Buffer>> = {};
   for (const name of safeList(dir)) {
     const secretDir = join(dir, name);
@@ -35,7 +36,12 @@ export function directorySecrets(dir: string): SecretStore {
       if (!key.startsWith('..') && statSync(file).isFile()) secrets[name][key] = readFileSync(file);
     }
   }
-  return mapSecrets(secrets);
+  // A digest of everything read, to tell a changed Secret without keeping or logging its value.
+  const hash = createHash('sha256');
+  for (const [name, keys] of Object.entries(secrets).sort()) {
+    for (const [key, value] of Object.entries(keys).sort()) hash.update(`${name}/${key}\0`).update(value);
+  }
+  return { ...mapSecrets(secrets), fingerprint: hash.digest('hex') };
 }
 
 function safeList(dir: string): string[] {

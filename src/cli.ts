@@ -1,0 +1,19 @@
+#!/usr/bin/env node
+// hookyard <command>: one image, one CLI. Each command lives in its own module and is loaded on demand.
+const commands: Record<string, { summary: string; load: () => Promise<{ main(args: string[]): Promise<void> }> }> = {
+  receiver: { summary: 'serve one ProviderEndpoint', load: () => import('./receiver/main.ts') },
+};
+
+const [command, ...args] = process.argv.slice(2);
+const entry = command ? commands[command] : undefined;
+if (!entry) {
+  const list = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(12)}${c.summary}`);
+  console.error(`usage: hookyard <command> [options]\n\ncommands:\n${list.join('\n')}`);
+  process.exit(command === undefined || command === 'help' || command === '--help' ? 0 : 2);
+}
+try {
+  await (await entry.load()).main(args);
+} catch (err) {
+  console.error(`hookyard ${command}: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+}

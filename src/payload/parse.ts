@@ -1,0 +1,133 @@
+// The JSON view of a request body, by content type: what event types, dedup keys and filters read. What is
+// stored and delivered is always the raw bytes; this view is only read.
+import { XMLParser, XMLValidator } from 'fast-xml-parser';
+
+export type MediaKind = 'json' | 'form' | 'multipart' | 'xml';
+
+export class InvalidPayload extends Error {
+  override name = 'InvalidPayload';
+}
+
+/** The kind of a Content-Type header, or undefined when it is missing or not one Hookyard reads. */
+export function mediaKind(contentType: string | undefined): MediaKind | undefined {
+  const type = contentType?.split(';')[0]?.trim().toLowerCase();
+  if (!type) return undefined;
+  if (type === 'application/json' || type.endsWith('+json')) return 'json';
+  if (type === 'application/x-www-form-urlencoded') return 'form';
+  if (type === 'multipart/form-data') return 'multipart';
+  if (type === 'application/xml' || type === 'text/xml' || type.endsWith('+xml')) return 'xml';
+  return undefined;
+}
+
+/** Guesses JSON or XML from the first character, for senders that forget the Content-Type. */
+export function sniff(body: Uint8Array): MediaKind | undefined {
+  const first = Buffer.from(body.subarray(0, 64)).toString('utf8').trimStart()[0];
+  if (first === '{' || first === '[') return 'json';
+  if (first === '<') return 'xml';
+  return undefined;
+}
+
+const xml = new XMLParser({
+  ignoreAttributes: false,
+  attributeNamePrefix: '@',
+  parseTagValue: false,
+  processEntities: false,
+});
+
+/** Parses the body as the given kind; throws InvalidPayload with what is wrong. */
+export async function parseAs(kind: MediaKind, body: Uint8Array, contentType?: string): Promise<unknown> {
+  const charset = /;\s*charset="?([^";]+)"?/i.exec(contentType ?? '')?.[1]?.trim() ?? 'utf-8';
+  switch (kind) {
+    case 'json':
+      try {
+        return JSON.parse(decode(body, charset));
+      } catch (err) {
+        throw new InvalidPayload(`body is not valid JSON: ${(err as Error).message}`);
+      }
+    case 'form':
+      return parseForm(body, charset);
+    case 'xml': {
+      const text = decode(body, charset);
+      const valid = XMLValidator.validate(text);
+      if (valid !== true) throw new InvalidPayload(`body is not valid XML: ${valid.err.msg} (line ${valid.err.line})`);
+      return xml.parse(text);
+    }
+    case 'multipart': {
+      let form: FormData;
+      try {
+        form = await new Response(Buffer.from(body), { headers: { 'content-type': contentType ?? '' } }).formData();
+      } catch (err) {
+        throw new InvalidPayload(`body is not valid multipart/form-data: ${(err as Error).message}`);
+      }
+      const fields: Record<string, unknown> = {};
+      for (const [name, value] of form) {
+        fields[name] = typeof value === 'string' ? value : { filename: value.name, size: value.size, type: value.type };
+      }
+      return fields;
+    }
+  }
+}
+
+function decode(body: Uint8Array, charset: string): string {
+  try {
+    return new TextDecoder(charset, { fatal: false }).decode(body);
+  } catch {
+    throw new InvalidPayload(`unknown charset "${charset}"`);
+  }
+}
+
+/**
+ * application/x-www-form-urlencoded in any charset: percent-escapes are bytes of that charset (URLSearchParams
+ * would read them as UTF-8 only). A repeated field becomes a list.
+ */
+function parseForm(body: Uint8Array, charset: string): Record<string, string | string[]> {
+  decode(new Uint8Array(), charset); // refuse an unknown charset up front
+  const decoder = new TextDecoder(charset);
+  const fields: Record<string, string | string[]> = {};
+  const text = Buffer.from(body).toString('latin1');
+  for (const pair of text.split('&')) {
+    if (pair === '') continue;
+    const eq = pair.indexOf('=');
+    const [name, value] = [eq < 0 ? pair : pair.slice(0, eq), eq < 0 ? '' : pair.slice(eq + 1)].map((part) =>
+      decoder.decode(percentDecode(part.replaceAll('+', ' '))),
+    ) as [string, string];
+    const existing = fields[name];
+    fields[name] = existing === undefined ? value : [...(Array.isArray(existing) ? existing : [existing]), value];
+  }
+  return fields;
+}
+
+function percentDecode(latin1: string): Uint8Array {
+  const bytes: number[] = [];
+  for (let i = 0; i < latin1.length; i++) {
+    const hex = latin1.slice(i + 1, i + 3);
+    if (latin1[i] === '%' && /^[0-9a-fA-F]{2}$/.test(hex)) {
+      bytes.push(Number.parseInt(hex, 16));
+      i += 2;
+    } else {
+      bytes.push(latin1.charCodeAt(i));
+    }
+  }
+  return Uint8Array.from(bytes);
+}
+
+/** The view for filters: the parsed body when it can be read, undefined otherwise; never throws. */
+export async function parseBody(body: Uint8Array, contentType: string | undefined): Promise<unknown> {
+  const kind = mediaKind(contentType) ?? sniff(body);
+  if (!kind) return undefined;
+  try {
+    return await parseAs(kind, body, contentType);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reads a dotted path (`order_data.eventType`, `items.0.sku`) from a parsed body. */
+export function readPath(value: unknown, path: string): unknown {
+  let current = value;
+  for (const part of path.split('.')) {
+    if (current === null || typeof current !== 'object' || !Object.hasOwn(current, part)) return undefined;
+    current = (current as Record<string, unknown>)[part];
+  }
+  return current;
+}

@@ -1,0 +1,161 @@
+// Provider presets as data: what each provider's own documentation says about how it sends webhooks. A
+// ProviderEndpoint's spec overrides any of it. Where a document is vague, the preset says so in a comment and the
+// field stays configurable.
+import type { HmacVerification, ProviderEndpointSpec, ProviderName } from '../api/provider-endpoint.ts';
+
+type Spec = ProviderEndpointSpec;
+
+export interface Preset {
+  /** Defaults for an `hmac` verification entry (its secretRefs always come from the spec). */
+  hmac?: Omit<HmacVerification, 'secretRefs' | 'secret'>;
+  eventType: NonNullable<Spec['eventType']>;
+  dedup: Omit<NonNullable<Spec['dedup']>, 'window'>;
+  /** Status for an accepted event. */
+  status: number;
+  registrationCheck?: { header: string; value: string };
+  routes?: NonNullable<Spec['routes']>;
+  fallbackContentType?: 'json' | 'form' | 'xml';
+  /** Header whose presence with a value above 0 marks a provider's retry (counted, and stored). */
+  retryHeader?: string;
+}
+
+/** printIQ's 28 webhook events; CreateJobXml and UpdateJobStatus_Xml send XML, the others JSON. */
+export const printiqEvents = [
+  'CreateCustomer',
+  'CreateCustomerContact',
+  'CreateCustomerAddress',
+  'CreateQuote',
+  'CreateJob',
+  'CompleteJob',
+  'RejectQuote',
+  'ExpireQuote',
+  'DiscardQuote',
+  'ExportInvoice',
+  'FailCxmlJob',
+  'ExportPurchaseOrder',
+  'FailXMPieJob',
+  'CreateJobXml',
+  'UpdateJobStatus',
+  'UpdateDispatchStatus',
+  'RequestQuoteApproval',
+  'UpdateOrderStatus',
+  'CompleteOrder',
+  'InventoryPOStatusChange',
+  'OutsourcePOStatusChange',
+  'InventoryTransactionInserted',
+  'UpdateJobStatus_Xml',
+  'AcceptQuote',
+  'CreateConsignment',
+  'AcceptanceCreated',
+  'SalesItemUpdated',
+  'ProductUpdated',
+  'UpdateSalesOrderStatusLine',
+] as const;
+
+export const presets: Record<ProviderName, Preset> = {
+  // HP Site Flow triggers post user-written JSON templates to two endpoints; no signature scheme, no event id, and
+  // a missing Content-Type: application/json is a documented common mistake, so bodies default to JSON.
+  siteflow: {
+    eventType: { source: 'route' },
+    dedup: { source: 'bodyHash' },
+    status: 200,
+    routes: [{ path: 'statusupdate' }, { path: 'ordersubmissionerror' }],
+    fallbackContentType: 'json',
+  },
+  // PROIGN: X-Proign-Signature = "sha256=" + hex HMAC-SHA256 of JSON.stringify(payload), the parsed body
+  // re-serialized (its Node snippet); envelope {id, type, timestamp, tenant_id, data}; id is stable across retries.
+  proign: {
+    hmac: {
+      header: 'X-Proign-Signature',
+      algorithm: 'sha256',
+      encoding: 'hex',
+      prefix: 'sha256=',
+      signedContent: 'json',
+    },
+    eventType: { source: 'body', bodyPaths: ['type'] },
+    dedup: { source: 'body', bodyPaths: ['id'] },
+    status: 200,
+    retryHeader: 'X-Proign-Retry-Count',
+  },
+  // printIQ signs nothing; its team links each event to a URL, so each event is a route and names the type.
+  printiq: {
+    eventType: { source: 'route' },
+    dedup: { source: 'bodyHash' },
+    status: 200,
+    routes: printiqEvents.map((path) => ({ path })),
+  },
+  // Shopflix: X-Data-Signature over the `data` object only; the hash and encoding are not documented (hex
+  // HMAC-SHA256 assumed; configurable). Its reference says `data` and `eventType` at the top, but its own example
+  // has `order_data` with the type inside and the misspelled `order.deliverd`: both shapes are read. Dedup key:
+  // eventType + order id + eventTime, as it recommends (its example has no eventTime, only
+  // timestamp_webhook_creation). Only HTTP 200 counts as success.
+  shopflix: {
+    hmac: {
+      header: 'X-Data-Signature',
+      algorithm: 'sha256',
+      encoding: 'hex',
+      signedContent: 'jsonField',
+      jsonPaths: ['data', 'order_data'],
+    },
+    eventType: {
+      source: 'body',
+      bodyPaths: ['eventType', 'data.eventType', 'order_data.eventType'],
+      aliases: { 'order.deliverd': 'order.delivered' },
+    },
+    dedup: {
+      source: 'body',
+      bodyPaths: [
+        'eventType|data.eventType|order_data.eventType',
+        'data.id|order_data.id',
+        'eventTime|timestamp_webhook_creation',
+      ],
+    },
+    status: 200,
+    registrationCheck: { header: 'User-Agent', value: 'Shopflix WebHook Test' },
+  },
+  // FotoWeb: JSON {data, type: "order", id, created} or form fields (id, href, state, ...); cart changed, order
+  // submitted and order approved are separate webhooks (routes); resends reuse `id`; 204 preferred.
+  fotoweb: {
+    eventType: { source: 'route' },
+    dedup: { source: 'body', bodyPaths: ['id'] },
+    status: 204,
+    routes: [
+      { path: 'cart-changed', eventType: 'cart.changed' },
+      { path: 'order-submitted', eventType: 'order.submitted' },
+      { path: 'order-approved', eventType: 'order.approved' },
+    ],
+  },
+  'standard-webhooks': {
+    eventType: { source: 'body', bodyPaths: ['type'] },
+    dedup: { source: 'header', header: 'webhook-id' },
+    status: 200,
+  },
+  github: {
+    hmac: {
+      header: 'X-Hub-Signature-256',
+      algorithm: 'sha256',
+      encoding: 'hex',
+      prefix: 'sha256=',
+      signedContent: 'body',
+    },
+    eventType: { source: 'header', header: 'X-GitHub-Event' },
+    dedup: { source: 'header', header: 'X-GitHub-Delivery' },
+    status: 200,
+  },
+  stripe: {
+    eventType: { source: 'body', bodyPaths: ['type'] },
+    dedup: { source: 'body', bodyPaths: ['id'] },
+    status: 200,
+  },
+  shopify: {
+    hmac: { header: 'X-Shopify-Hmac-Sha256', algorithm: 'sha256', encoding: 'base64', signedContent: 'body' },
+    eventType: { source: 'header', header: 'X-Shopify-Topic' },
+    dedup: { source: 'header', header: 'X-Shopify-Webhook-Id' },
+    status: 200,
+  },
+  generic: {
+    eventType: { source: 'constant', value: 'webhook' },
+    dedup: { source: 'bodyHash' },
+    status: 200,
+  },
+};

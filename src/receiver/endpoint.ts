@@ -1,0 +1,123 @@
+// A ProviderEndpoint compiled for serving: its spec merged over its provider preset, secrets resolved, and the
+// rules that turn a request into an event type and a dedup key.
+import { createHash } from 'node:crypto';
+import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
+import { readPath } from '../payload/parse.ts';
+import { type Preset, presets } from '../providers/presets.ts';
+import type { SecretStore } from '../runtime/secrets.ts';
+import { Refused } from './errors.ts';
+import { compileVerifier, type RequestView, type Verifier } from './verify.ts';
+
+export interface CompiledEndpoint {
+  namespace: string;
+  name: string;
+  provider: string;
+  status: number;
+  registrationCheck?: { header: string; value: string };
+  /** Sub-routes and their event types; undefined when the endpoint has none (only its root path). */
+  routes?: Map<string, string>;
+  eventType: Preset['eventType'];
+  dedup: Preset['dedup'];
+  fallbackContentType?: 'json' | 'form' | 'xml';
+  retryHeader?: string;
+  maxBodyBytes: number;
+  verifiers: Verifier[];
+  /** Lower-case names of headers that carry a token: never stored with the event. */
+  tokenHeaders: Set<string>;
+  /** The resource as configured, to tell whether a reload changed anything. */
+  generation: string;
+}
+
+export function compileEndpoint(resource: ProviderEndpoint, secrets: SecretStore): CompiledEndpoint {
+  const { spec, metadata } = resource;
+  const preset = presets[spec.provider];
+  const routes = spec.routes ?? preset.routes;
+  return {
+    namespace: metadata.namespace ?? 'default',
+    name: metadata.name,
+    provider: spec.provider,
+    status: spec.response?.status ?? preset.status,
+    registrationCheck: spec.response?.registrationCheck ?? preset.registrationCheck,
+    routes: routes && new Map(routes.map((r) => [r.path, r.eventType ?? r.path])),
+    eventType: {
+      ...preset.eventType,
+      ...spec.eventType,
+      aliases: { ...preset.eventType.aliases, ...spec.eventType?.aliases },
+    },
+    dedup: { ...preset.dedup, ...spec.dedup },
+    fallbackContentType: spec.payload?.fallbackContentType ?? preset.fallbackContentType,
+    retryHeader: preset.retryHeader,
+    maxBodyBytes: bytesOf(spec.receiver.maxBodySize),
+    verifiers: spec.verification.map((entry) => compileVerifier(entry, preset, secrets)),
+    tokenHeaders: new Set(
+      spec.verification.flatMap((v) => (v.headerToken ? [v.headerToken.header.toLowerCase()] : [])),
+    ),
+    generation: JSON.stringify(spec),
+  };
+}
+
+function bytesOf(size: string): number {
+  const [, n, unit] = /^(\d+)(Ki|Mi)?$/.exec(size) ?? [];
+  return Number(n) * (unit === 'Mi' ? 1 << 20 : unit === 'Ki' ? 1 << 10 : 1);
+}
+
+/** The event type of a request: from its route, a header, the body or a constant, then aliased. */
+export async function eventTypeOf(
+  endpoint: CompiledEndpoint,
+  route: string | undefined,
+  r: RequestView,
+): Promise<string> {
+  const rule = endpoint.eventType;
+  let type: string | undefined;
+  switch (rule.source) {
+    case 'route':
+      type = route === undefined ? undefined : endpoint.routes?.get(route);
+      break;
+    case 'header':
+      type = r.headers[rule.header?.toLowerCase() ?? ''];
+      break;
+    case 'body': {
+      const body = await r.parsed();
+      type = firstString(body, rule.bodyPaths ?? []);
+      break;
+    }
+    case 'constant':
+      type = rule.value;
+      break;
+  }
+  if (route !== undefined && rule.source !== 'route' && !type) type = endpoint.routes?.get(route);
+  if (!type) throw new Refused('invalid_payload', `no event type: expected it in ${describeSource(rule)}`);
+  return rule.aliases?.[type] ?? type;
+}
+
+/**
+ * The dedup key: a header, body fields joined with ":" (each field may list alternatives as "a|b"), or the
+ * SHA-256 of the raw body. When the configured fields are all missing, the body hash is used, so distinct events
+ * are never merged into one.
+ */
+export async function dedupKeyOf(endpoint: CompiledEndpoint, r: RequestView): Promise<string> {
+  const rule = endpoint.dedup;
+  let key: string | undefined;
+  if (rule.source === 'header') key = r.headers[rule.header?.toLowerCase() ?? ''];
+  if (rule.source === 'body') {
+    const body = await r.parsed();
+    const parts = (rule.bodyPaths ?? []).map((field) => firstString(body, field.split('|')) ?? '');
+    if (parts.some((p) => p !== '')) key = parts.join(':');
+  }
+  return key ? key.slice(0, 256) : `sha256:${createHash('sha256').update(r.body).digest('hex')}`;
+}
+
+function firstString(body: unknown, paths: string[]): string | undefined {
+  for (const path of paths) {
+    const value = readPath(body, path);
+    if (typeof value === 'string' && value !== '') return value;
+    if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  }
+  return undefined;
+}
+
+function describeSource(rule: Preset['eventType']): string {
+  if (rule.source === 'header') return `the ${rule.header} header`;
+  if (rule.source === 'body') return `the body field ${rule.bodyPaths?.join(' or ')}`;
+  return 'the route';
+}

@@ -1,0 +1,165 @@
+// hookyard receiver: serves one ProviderEndpoint from a mounted config file and mounted Secrets, reloading both
+// when they change without dropping requests.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { parseArgs } from 'node:util';
+import { jetstream } from '@nats-io/jetstream';
+import { Registry } from 'prom-client';
+import { parse as parseYAML } from 'yaml';
+import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
+import { parseResource } from '../api/validate.ts';
+import { type Logger, log as rootLog } from '../runtime/log.ts';
+import { connectNats } from '../runtime/nats.ts';
+import { directorySecrets, type SecretStore } from '../runtime/secrets.ts';
+import { compileEndpoint } from './endpoint.ts';
+import { ReceiverMetrics } from './metrics.ts';
+import { type EndpointState, type ReceiverOptions, receiverApp } from './server.ts';
+
+export function loadEndpoint(file: string): ProviderEndpoint {
+  const resource = parseResource(parseYAML(readFileSync(file, 'utf8')));
+  if (resource.kind !== 'ProviderEndpoint') throw new Error(`${file} holds a ${resource.kind}, not a ProviderEndpoint`);
+  return resource;
+}
+
+/** The state of one endpoint from its resource and secrets: compiled, or why it cannot serve. */
+export function endpointState(
+  resource: ProviderEndpoint,
+  secrets: SecretStore,
+  metrics: ReceiverMetrics,
+): EndpointState {
+  const labels = {
+    namespace: resource.metadata.namespace ?? 'default',
+    endpoint: resource.metadata.name,
+    provider: resource.spec.provider,
+  };
+  metrics.registerEndpoint(labels);
+  try {
+    return { endpoint: compileEndpoint(resource, secrets) };
+  } catch (err) {
+    return { labels, error: (err as Error).message };
+  }
+}
+
+export interface RunningServer {
+  server: Server;
+  port: number;
+  /** Stops accepting, finishes in-flight requests, then resolves. */
+  close(): Promise<void>;
+}
+
+/** Serves the receiver app with keep-alive above common load balancers' idle timeouts (GCLB: 600 s). */
+export async function listen(
+  app: ReturnType<typeof receiverApp>,
+  port: number,
+  host = '0.0.0.0',
+): Promise<RunningServer> {
+  const server = app.listen(port, host);
+  server.keepAliveTimeout = 620_000;
+  server.headersTimeout = 630_000;
+  server.requestTimeout = 660_000;
+  await new Promise<void>((ok, fail) => server.once('listening', ok).once('error', fail));
+  return {
+    server,
+    port: (server.address() as { port: number }).port,
+    close: () =>
+      new Promise<void>((ok) => {
+        // Keep-alive connections become idle as their last responses go out: close them as they do, or close()
+        // would wait for the keep-alive timeout.
+        const sweep = setInterval(() => server.closeIdleConnections(), 50);
+        server.close(() => {
+          clearInterval(sweep);
+          ok();
+        });
+        server.closeIdleConnections();
+      }),
+  };
+}
+
+export async function main(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      config: { type: 'string', default: '/etc/hookyard/config/endpoint.yaml' },
+      'secrets-dir': { type: 'string', default: '/etc/hookyard/secrets' },
+      'nats-url': { type: 'string', default: process.env.NATS_URL ?? 'nats://127.0.0.1:4222' },
+      'nats-creds': { type: 'string', default: process.env.NATS_CREDS },
+      'nats-ca': { type: 'string', default: process.env.NATS_CA },
+      port: { type: 'string', default: '8080' },
+      'reload-interval': { type: 'string', default: '2000' },
+    },
+  });
+  const configFile = values.config;
+  const secretsDir = values['secrets-dir'];
+  let resource = loadEndpoint(configFile);
+  const log: Logger = rootLog.child({ endpoint: `${resource.metadata.namespace}/${resource.metadata.name}` });
+  const registry = new Registry();
+  const metrics = new ReceiverMetrics(registry);
+  const fingerprint = (secrets: { fingerprint: string }) =>
+    createHash('sha256').update(readFileSync(configFile)).update(secrets.fingerprint).digest('hex');
+  const initialSecrets = directorySecrets(secretsDir);
+  let lastFingerprint = fingerprint(initialSecrets);
+  let endpoints = stateMap(endpointState(resource, initialSecrets, metrics));
+  logState(log, endpoints);
+
+  const nats = await connectNats(
+    { url: values['nats-url'], credsFile: values['nats-creds'], caFile: values['nats-ca'], name: 'hookyard-receiver' },
+    log,
+  );
+  metrics.natsConnected.set(1);
+  let stopping = false;
+  const options: ReceiverOptions = {
+    endpoints: () => endpoints,
+    js: jetstream(nats.nc),
+    natsReady: () => {
+      metrics.natsConnected.set(nats.connected() ? 1 : 0);
+      return nats.connected();
+    },
+    metrics,
+    log,
+  };
+  // Not ready while shutting down, so the Service stops routing here, but in-flight requests still publish.
+  const ready = () => options.natsReady() && !stopping;
+  const running = await listen(receiverApp({ ...options, registry, ready }), Number(values.port));
+  log.info({ port: running.port }, 'receiver listening');
+
+  // Kubernetes swaps mounted ConfigMaps and Secrets in place: poll, and swap the compiled endpoint atomically.
+  const reload = setInterval(() => {
+    try {
+      const secrets = directorySecrets(secretsDir);
+      const current = fingerprint(secrets);
+      if (current === lastFingerprint) return;
+      lastFingerprint = current;
+      resource = loadEndpoint(configFile);
+      endpoints = stateMap(endpointState(resource, secrets, metrics));
+      log.info('configuration reloaded');
+      logState(log, endpoints);
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'reload failed; keeping the previous configuration');
+    }
+  }, Number(values['reload-interval']));
+
+  await new Promise<void>((ok) => {
+    process.once('SIGTERM', ok);
+    process.once('SIGINT', ok);
+  });
+  log.info('shutting down: finishing in-flight requests');
+  stopping = true;
+  clearInterval(reload);
+  await running.close();
+  await nats.nc.drain();
+}
+
+function stateMap(state: EndpointState): Map<string, EndpointState> {
+  const labels =
+    'endpoint' in state ? { namespace: state.endpoint.namespace, endpoint: state.endpoint.name } : state.labels;
+  return new Map([[`${labels.namespace}/${labels.endpoint}`, state]]);
+}
+
+function logState(log: Logger, endpoints: Map<string, EndpointState>): void {
+  for (const [key, state] of endpoints) {
+    if ('error' in state) log.error({ key, reason: state.error }, 'endpoint cannot serve');
+  }
+}
+
+if (import.meta.main) await main(process.argv.slice(2));

@@ -1,0 +1,148 @@
+// `hookyard receiver` as a process, the way its Deployment runs it: config and Secrets from files, NATS that
+// goes away and comes back, a reload, and a graceful stop.
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fetch } from 'undici';
+import { stringify } from 'yaml';
+import type { ProviderEndpoint } from '../../src/api/provider-endpoint.ts';
+import { parseResource } from '../../src/api/validate.ts';
+import { endpointStream } from '../../src/jetstream/layout.ts';
+import { endpointStreamConfig, ensureStream } from '../../src/jetstream/streams.ts';
+import { streamMessages, testNats } from '../harness/nats.ts';
+import { freePort, type NatsServer, root, startNats, tempDir } from '../harness/servers.ts';
+
+const manifest = {
+  apiVersion: 'hookyard.io/v1alpha1',
+  kind: 'ProviderEndpoint',
+  metadata: { name: 'orders', namespace: 'shop' },
+  spec: { provider: 'stripe', verification: [{ bearer: { secretRefs: [{ name: 'orders-token', key: 'token' }] } }] },
+};
+
+describe('receiver process', () => {
+  const work = tempDir('hookyard-receiver-');
+  const secretFile = join(work.path, 'secrets/orders-token/token');
+  let nats: NatsServer;
+  let receiver: ChildProcess;
+  let base: string;
+  const output: string[] = [];
+
+  const startNatsServer = async (port?: number) => startNats(work.path, join(work.path, 'nats'), port);
+
+  before(async () => {
+    mkdirSync(join(work.path, 'secrets/orders-token'), { recursive: true });
+    writeFileSync(secretFile, 'token-one\n');
+    writeFileSync(join(work.path, 'endpoint.yaml'), stringify(manifest));
+    nats = await startNatsServer();
+    const { jsm, nc } = await testNats(nats.url);
+    const resource = parseResource(manifest) as ProviderEndpoint;
+    await ensureStream(jsm, endpointStreamConfig('shop', 'orders', resource.spec));
+    await nc.close();
+    const port = await freePort();
+    base = `http://127.0.0.1:${port}`;
+    receiver = spawn(
+      process.execPath,
+      [join(root, 'src/cli.ts'), 'receiver', '--config', join(work.path, 'endpoint.yaml')]
+        .concat(['--secrets-dir', join(work.path, 'secrets'), '--nats-url', nats.url, '--port', String(port)])
+        .concat(['--reload-interval', '100']),
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    receiver.stdout?.on('data', (d) => output.push(String(d)));
+    receiver.stderr?.on('data', (d) => output.push(String(d)));
+    await until(async () => (await fetch(`${base}/readyz`).catch(() => null))?.status === 200, 'receiver ready');
+  });
+  after(async () => {
+    receiver?.kill('SIGKILL');
+    await nats?.stop();
+    work.remove();
+  });
+
+  const until = async (check: () => Promise<boolean>, what: string) => {
+    for (let i = 0; i < 300; i++) {
+      if (await check()) return;
+      await sleep(50);
+    }
+    throw new Error(`${what} not reached; receiver output:\n${output.join('')}`);
+  };
+  const send = (id: string, token = 'token-one') =>
+    fetch(`${base}/hooks/shop/orders`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ id, type: 'charge.succeeded' }),
+    });
+
+  it('answers 503 while NATS is down, and every event it answered 2xx is stored', async () => {
+    const accepted: string[] = [];
+    const statuses = new Map<number, number>();
+    let n = 0;
+    const worker = async (until: () => boolean) => {
+      while (!until()) {
+        const id = `evt_${n++}`;
+        const res = await send(id).catch(() => null);
+        const status = res?.status ?? 0;
+        statuses.set(status, (statuses.get(status) ?? 0) + 1);
+        if (status >= 200 && status < 300) accepted.push(id);
+        if (status === 503) assert.equal(res?.headers.get('retry-after'), '5');
+        await res?.arrayBuffer();
+      }
+    };
+    let phase = 'before';
+    const workers = Promise.all([1, 2, 3, 4].map(() => worker(() => phase === 'done')));
+    await until(async () => accepted.length >= 40, '40 events accepted');
+    const port = nats.port;
+    await nats.stop();
+    phase = 'down';
+    await until(async () => (statuses.get(503) ?? 0) >= 5, 'requests refused with 503 while NATS is down');
+    assert.equal((await fetch(`${base}/readyz`)).status, 503);
+    nats = await startNatsServer(port);
+    await until(async () => (await fetch(`${base}/readyz`)).status === 200, 'ready again after NATS restarts');
+    const after = accepted.length;
+    await until(async () => accepted.length >= after + 40, '40 more events accepted');
+    phase = 'done';
+    await workers;
+
+    const { jsm, nc } = await testNats(nats.url);
+    const stored = new Set(
+      (await streamMessages(jsm, endpointStream('shop', 'orders'))).map((m) => m.header.get('Nats-Msg-Id')),
+    );
+    await nc.close();
+    const lost = accepted.filter((id) => !stored.has(id));
+    assert.deepEqual(lost, [], `answered 2xx but not stored: ${lost.join(', ')}`);
+    assert.ok((statuses.get(503) ?? 0) > 0);
+    assert.deepEqual(
+      [...statuses.keys()].filter((s) => s !== 200 && s !== 503),
+      [],
+      `other statuses: ${[...statuses]}`,
+    );
+  });
+
+  it('reloads a rotated Secret without a restart', async () => {
+    writeFileSync(secretFile, 'token-two\n');
+    await until(async () => (await send('evt_rotated', 'token-two')).status === 200, 'new token accepted');
+    assert.equal((await send('evt_old', 'token-one')).status, 401);
+  });
+
+  it('finishes an in-flight request on SIGTERM, then exits', async () => {
+    const url = new URL(`${base}/hooks/shop/orders`);
+    const { request } = await import('node:http');
+    const response = new Promise<number>((ok, fail) => {
+      const req = request({ host: url.hostname, port: url.port, path: url.pathname, method: 'POST' }, (res) =>
+        ok(res.statusCode ?? 0),
+      );
+      req.on('error', fail);
+      req.setHeader('content-type', 'application/json');
+      req.setHeader('authorization', 'Bearer token-two');
+      req.write('{"id":"evt_inflight",');
+      setTimeout(() => {
+        receiver.kill('SIGTERM');
+        setTimeout(() => req.end('"type":"charge.succeeded"}'), 300);
+      }, 100);
+    });
+    assert.equal(await response, 200);
+    const code = await new Promise((ok) => receiver.once('exit', ok));
+    assert.equal(code, 0);
+  });
+});

@@ -1,0 +1,383 @@
+// The receiver against a real nats-server, serving the examples/ endpoints exactly as users write them.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import type { JetStreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import fc from 'fast-check';
+import { Registry } from 'prom-client';
+import { fetch } from 'undici';
+import type { ProviderEndpoint } from '../../src/api/provider-endpoint.ts';
+import { parseResource } from '../../src/api/validate.ts';
+import { endpointStream } from '../../src/jetstream/layout.ts';
+import { endpointStreamConfig, ensureStream } from '../../src/jetstream/streams.ts';
+import { providerSignature, type Sample, samples } from '../../src/providers/samples.ts';
+import { endpointState, listen, type RunningServer } from '../../src/receiver/main.ts';
+import { ReceiverMetrics } from '../../src/receiver/metrics.ts';
+import { type EndpointState, receiverApp } from '../../src/receiver/server.ts';
+import { log } from '../../src/runtime/log.ts';
+import { mapSecrets } from '../../src/runtime/secrets.ts';
+import { exampleDocuments } from '../harness/examples.ts';
+import { streamMessages, testNats } from '../harness/nats.ts';
+
+const namespace = `rcv-${randomBytes(3).toString('hex')}`;
+
+/** The examples' Secrets and endpoints, plus endpoints for the other presets and methods. */
+function configuration() {
+  const docs = exampleDocuments();
+  const secrets: Record<string, Record<string, Buffer>> = {};
+  for (const { doc } of docs.filter((d) => d.doc.kind === 'Secret')) {
+    const data = doc.stringData as Record<string, string>;
+    secrets[doc.metadata.name] = Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v)]));
+  }
+  secrets.extra = {
+    token: Buffer.from('extra-token'),
+    whsec: Buffer.from(`whsec_${randomBytes(24).toString('base64')}`),
+  };
+  secrets['basic-a'] = { username: Buffer.from('printer'), password: Buffer.from('s3cret') };
+  const endpoints = docs
+    .filter((d) => d.doc.kind === 'ProviderEndpoint')
+    .map((d) => ({ ...d.doc, metadata: { ...d.doc.metadata, namespace } }));
+  const extra = (name: string, spec: Record<string, unknown>) => ({
+    apiVersion: 'hookyard.io/v1alpha1',
+    kind: 'ProviderEndpoint',
+    metadata: { name, namespace },
+    spec,
+  });
+  const ref = (key: string) => [{ name: 'extra', key }];
+  endpoints.push(
+    extra('github', { provider: 'github', verification: [{ hmac: { secretRefs: ref('token') } }] }),
+    extra('stripe', { provider: 'stripe', verification: [{ stripe: { secretRefs: ref('token') } }] }),
+    extra('sw', { provider: 'standard-webhooks', verification: [{ standardWebhooks: { secretRefs: ref('whsec') } }] }),
+    extra('shopify', { provider: 'shopify', verification: [{ hmac: { secretRefs: ref('token') } }] }),
+    extra('basic', { provider: 'generic', verification: [{ basicAuth: { secretNames: ['basic-a'] } }] }),
+    extra('bearer', { provider: 'generic', verification: [{ bearer: { secretRefs: ref('token') } }] }),
+    extra('small', { provider: 'generic', verification: [{ none: true }], receiver: { maxBodySize: '1Ki' } }),
+    extra('typed', {
+      provider: 'generic',
+      verification: [{ none: true }],
+      eventType: { source: 'body', bodyPaths: ['kind'] },
+    }),
+    extra('missing-secret', {
+      provider: 'github',
+      verification: [{ hmac: { secretRefs: [{ name: 'nope', key: 'x' }] } }],
+    }),
+  );
+  return {
+    secrets: mapSecrets(secrets),
+    raw: secrets,
+    endpoints: endpoints.map((e) => parseResource(e) as ProviderEndpoint),
+  };
+}
+
+describe('receiver', () => {
+  const config = configuration();
+  let nc: NatsConnection;
+  let jsm: JetStreamManager;
+  let server: RunningServer;
+  let base: string;
+  const registry = new Registry();
+
+  before(async () => {
+    ({ nc, jsm } = await testNats());
+    const metrics = new ReceiverMetrics(registry);
+    const states = new Map<string, EndpointState>();
+    for (const e of config.endpoints) {
+      await ensureStream(jsm, endpointStreamConfig(namespace, e.metadata.name, e.spec));
+      states.set(`${namespace}/${e.metadata.name}`, endpointState(e, config.secrets, metrics));
+    }
+    const { jetstream } = await import('@nats-io/jetstream');
+    server = await listen(
+      receiverApp({ endpoints: () => states, js: jetstream(nc), natsReady: () => true, metrics, log, registry }),
+      0,
+      '127.0.0.1',
+    );
+    base = `http://127.0.0.1:${server.port}/hooks/${namespace}`;
+  });
+  after(async () => {
+    await server?.close();
+    await nc?.close();
+  });
+
+  const post = (path: string, body: Buffer | string, headers: Record<string, string> = {}) =>
+    fetch(`${base}/${path}`, { method: 'POST', body, headers });
+  const send = (endpoint: string, sample: Sample, extra: Record<string, string> = {}) =>
+    post(sample.route ? `${endpoint}/${sample.route}` : endpoint, sample.body, {
+      ...(sample.contentType ? { 'content-type': sample.contentType } : {}),
+      ...sample.headers,
+      ...extra,
+    });
+  const stored = (endpoint: string) => streamMessages(jsm, endpointStream(namespace, endpoint));
+  const metric = async (name: string, labels: Record<string, string>) => {
+    const m = (await registry.getSingleMetric(name)?.get())?.values.find((v) =>
+      Object.entries(labels).every(([k, val]) => v.labels[k] === val),
+    );
+    return m?.value;
+  };
+  const secretOf = (name: string, key: string) => config.raw[name]?.[key]?.toString() ?? '';
+  const shopflix = samples.shopflix ?? [];
+  const proign = samples.proign ?? [];
+
+  it('answers the Shopflix registration check with 200 and publishes nothing', async () => {
+    const res = await send('shopflix', shopflix[0] as Sample);
+    assert.equal(res.status, 200);
+    assert.equal((await stored('shopflix')).length, 0);
+    assert.equal(
+      await metric('hookyard_receiver_requests_total', { endpoint: 'shopflix', outcome: 'registration_check' }),
+      1,
+    );
+  });
+
+  it('stores the Shopflix example byte for byte under its aliased event type, answering exactly 200', async () => {
+    const sample = shopflix[1] as Sample;
+    const res = await send(
+      'shopflix',
+      sample,
+      providerSignature('shopflix', secretOf('shopflix-webhook', 'secret'), sample.body),
+    );
+    assert.equal(res.status, 200);
+    const [msg] = await stored('shopflix');
+    assert.ok(msg);
+    assert.deepEqual(Buffer.from(msg.data), sample.body);
+    assert.equal(msg.subject, `hookyard.${namespace}.shopflix.order.delivered`);
+    assert.equal(msg.header.get('Hookyard-Event-Type'), 'order.delivered');
+    assert.equal(msg.header.get('Nats-Msg-Id'), 'order.deliverd:GR--4004973--MER75:2025-12-18 08:08:37');
+  });
+
+  it('refuses a Shopflix event with a wrong signature, and one without', async () => {
+    const sample = shopflix[1] as Sample;
+    const before = (await stored('shopflix')).length;
+    const wrong = await send('shopflix', sample, providerSignature('shopflix', 'not-the-secret', sample.body));
+    assert.equal(wrong.status, 401);
+    assert.deepEqual(await wrong.json(), { error: 'bad_signature', message: 'X-Data-Signature does not match' });
+    assert.equal((await send('shopflix', sample)).status, 401);
+    assert.equal((await stored('shopflix')).length, before);
+  });
+
+  it('checks PROIGN signatures as its Node snippet computes them, deduplicates on id and counts retries', async () => {
+    const [first, retry] = proign as [Sample, Sample];
+    const secret = secretOf('proign-webhook', 'secret');
+    const res = await send('proign', first, providerSignature('proign', secret, first.body));
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { status: 'accepted', id: 'evt_abc123', type: 'order.shipped' });
+    const again = await send('proign', retry, providerSignature('proign', secret, retry.body));
+    assert.equal(again.status, 200);
+    assert.equal(((await again.json()) as { status: string }).status, 'duplicate');
+    const messages = await stored('proign');
+    assert.equal(messages.length, 1);
+    assert.deepEqual(Buffer.from(messages[0]?.data ?? []), first.body);
+    assert.equal(messages[0]?.header.get('Hookyard-Header-x-proign-delivery-id'), 'dlv_0001');
+    assert.equal(await metric('hookyard_receiver_requests_total', { endpoint: 'proign', outcome: 'duplicate' }), 1);
+    assert.equal(await metric('hookyard_receiver_provider_retries_total', { endpoint: 'proign' }), 1);
+    const forged = await send('proign', first, { 'X-Proign-Signature': `sha256=${'0'.repeat(64)}` });
+    assert.equal(forged.status, 401);
+  });
+
+  it('answers FotoWeb 204 for JSON and form data from its network, deduplicating on id', async () => {
+    const [jsonSample, formSample] = samples.fotoweb as [Sample, Sample];
+    const from = { 'x-forwarded-for': '203.0.113.7' };
+    assert.equal((await send('fotoweb', jsonSample, from)).status, 204);
+    assert.equal((await send('fotoweb', formSample, from)).status, 204);
+    const messages = await stored('fotoweb');
+    // Both carry the same FotoWeb event id: the form resend is recognized as a duplicate.
+    assert.equal(messages.length, 1);
+    assert.equal(await metric('hookyard_receiver_requests_total', { endpoint: 'fotoweb', outcome: 'duplicate' }), 1);
+    const outsider = await send('fotoweb', jsonSample, { 'x-forwarded-for': '198.51.100.1' });
+    assert.equal(outsider.status, 403);
+  });
+
+  it('stores FotoWeb form data verbatim with its fields readable', async () => {
+    const formSample = (samples.fotoweb as Sample[])[1] as Sample;
+    const body = Buffer.from(formSample.body.toString().replace('0237d5cb', '1111aaaa'));
+    const res = await post('fotoweb/order-approved', body, {
+      'content-type': 'application/x-www-form-urlencoded; charset=utf-8',
+      'x-forwarded-for': '203.0.113.9',
+    });
+    assert.equal(res.status, 204);
+    const last = (await stored('fotoweb')).at(-1);
+    assert.deepEqual(Buffer.from(last?.data ?? []), body);
+    assert.equal(last?.header.get('Nats-Msg-Id'), '1111aaaa-ebc7-4647-9a70-7c27bd3f5e9d');
+    assert.equal(last?.header.get('Hookyard-Event-Type'), 'order.approved');
+  });
+
+  it('takes printIQ events from the route, JSON and XML, with the token in the URL', async () => {
+    const token = secretOf('printiq-webhook', 'token');
+    for (const sample of samples.printiq as Sample[]) {
+      const res = await post(`printiq/${sample.route}?token=${token}`, sample.body, {
+        'content-type': sample.contentType ?? '',
+      });
+      assert.equal(res.status, 200, sample.name);
+    }
+    const messages = await stored('printiq');
+    assert.deepEqual(
+      messages.map((m) => m.header.get('Hookyard-Event-Type')),
+      ['CreateJob', 'CreateJobXml'],
+    );
+    assert.deepEqual(Buffer.from(messages[1]?.data ?? []), (samples.printiq as Sample[])[1]?.body);
+    assert.equal(
+      (await post(`printiq/CreateJob?token=wrong`, '{}', { 'content-type': 'application/json' })).status,
+      401,
+    );
+    const unknown = await post(`printiq/NotAnEvent?token=${token}`, '{}', { 'content-type': 'application/json' });
+    assert.equal(unknown.status, 404);
+    assert.match(((await unknown.json()) as { message: string }).message, /unknown route "NotAnEvent"/);
+  });
+
+  it('accepts Site Flow on both routes, also without Content-Type, and counts the mismatch', async () => {
+    const token = { 'X-Hookyard-Token': secretOf('siteflow-webhook', 'token') };
+    for (const sample of samples.siteflow as Sample[])
+      assert.equal((await send('siteflow', sample, token)).status, 200);
+    const messages = await stored('siteflow');
+    assert.deepEqual(
+      messages.map((m) => m.subject.split('.').at(-1)),
+      ['statusupdate', 'ordersubmissionerror'],
+    );
+    assert.equal(await metric('hookyard_receiver_content_type_mismatches_total', { endpoint: 'siteflow' }), 1);
+    assert.equal(messages[0]?.header.has('Hookyard-Header-x-hookyard-token'), false, 'token header stored');
+    assert.equal(messages[0]?.header.get('Hookyard-Header-user-agent') !== '', true);
+    assert.equal((await send('siteflow', (samples.siteflow as Sample[])[0] as Sample)).status, 401);
+  });
+
+  it('verifies GitHub, Stripe, Shopify and Standard Webhooks signatures', async () => {
+    const body = Buffer.from('{"id":"evt_1","type":"order.created"}');
+    const token = secretOf('extra', 'token');
+    const json = { 'content-type': 'application/json' };
+    const cases: [string, Record<string, string>][] = [
+      ['github', { ...providerSignature('github', token, body), 'X-GitHub-Event': 'push', 'X-GitHub-Delivery': 'd1' }],
+      ['stripe', providerSignature('stripe', token, body)],
+      [
+        'shopify',
+        {
+          ...providerSignature('shopify', token, body),
+          'X-Shopify-Topic': 'orders/create',
+          'X-Shopify-Webhook-Id': 'w1',
+        },
+      ],
+      ['sw', providerSignature('standard-webhooks', secretOf('extra', 'whsec'), body)],
+    ];
+    for (const [endpoint, headers] of cases) {
+      assert.equal((await post(endpoint, body, { ...json, ...headers })).status, 200, endpoint);
+      const tampered = Buffer.from(body.toString().replace('evt_1', 'evt_2'));
+      assert.equal((await post(endpoint, tampered, { ...json, ...headers })).status, 401, `${endpoint} tampered`);
+    }
+    const shopifyStored = (await stored('shopify'))[0];
+    assert.equal(shopifyStored?.subject, `hookyard.${namespace}.shopify.orders_create`);
+  });
+
+  it('checks Basic and bearer credentials', async () => {
+    const basic = `Basic ${Buffer.from('printer:s3cret').toString('base64')}`;
+    assert.equal((await post('basic', 'x', { authorization: basic })).status, 200);
+    assert.equal(
+      (await post('basic', 'x', { authorization: `Basic ${Buffer.from('printer:no').toString('base64')}` })).status,
+      401,
+    );
+    assert.equal((await post('bearer', 'x', { authorization: 'Bearer extra-token' })).status, 200);
+    assert.equal((await post('bearer', 'x', { authorization: 'Bearer extra-tokem' })).status, 401);
+    const stored = (await streamMessages(jsm, endpointStream(namespace, 'bearer')))[0];
+    assert.ok(stored, 'bearer request stored');
+    assert.equal(stored.header.has('Hookyard-Header-authorization'), false);
+  });
+
+  it('refuses client mistakes with 4xx and a JSON body that says what is wrong', async () => {
+    const json = { 'content-type': 'application/json' };
+    const cases: [Promise<Response | import('undici').Response>, number, string][] = [
+      [post('small', Buffer.alloc(2048, 'a'), json), 413, 'too_large'],
+      [post('typed', '{"kind": ', json), 400, 'invalid_payload'],
+      [post('typed', '{"other": 1}', json), 400, 'invalid_payload'],
+      [post('typed', 'GIF89a', { 'content-type': 'image/gif' }), 415, 'unsupported_media_type'],
+      [post('nope', '{}', json), 404, 'not_found'],
+      [fetch(`${base}/typed`), 405, 'method_not_allowed'],
+      [post('missing-secret', '{}', json), 503, 'unavailable'],
+    ];
+    for (const [request, status, error] of cases) {
+      const res = await request;
+      assert.equal(res.status, status, error);
+      const body = (await res.json()) as { error: string; message: string };
+      assert.equal(body.error, error);
+      assert.ok(body.message.length > 0);
+    }
+  });
+
+  it('says which Secret is missing, never a secret value', async () => {
+    const res = await post('missing-secret', '{}', { 'content-type': 'application/json' });
+    const { message } = (await res.json()) as { message: string };
+    assert.match(message, /Secret "nope" has no key "x"/);
+    assert.equal(res.headers.get('retry-after'), '5');
+  });
+
+  it('refuses any change to a signed body or signature (property)', async () => {
+    const secret = secretOf('extra', 'token');
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uint8Array({ minLength: 1, maxLength: 200 }),
+        fc.nat(),
+        fc.integer({ min: 1, max: 255 }),
+        async (bytes, at, flip) => {
+          const body = Buffer.from(bytes);
+          const headers: Record<string, string> = {
+            ...providerSignature('github', secret, body),
+            'X-GitHub-Event': 'push',
+            'content-type': 'application/octet-stream',
+          };
+          const changed = Buffer.from(body);
+          changed[at % changed.length] = (changed[at % changed.length] ?? 0) ^ flip;
+          assert.equal((await post('github', changed, headers)).status, 401);
+          const sig = headers['X-Hub-Signature-256'] as string;
+          const i = 7 + (at % 64);
+          const flipped = sig.slice(0, i) + (sig[i] === '0' ? '1' : '0') + sig.slice(i + 1);
+          assert.equal((await post('github', body, { ...headers, 'X-Hub-Signature-256': flipped })).status, 401);
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
+  it('never answers 5xx to malformed signatures or bodies (property)', async () => {
+    const endpoints = ['github', 'proign', 'shopflix', 'sw', 'stripe', 'typed', 'fotoweb/order-approved'];
+    const header = fc.string({ maxLength: 80 }).filter((s) => /^[\t\x20-\x7e]*$/.test(s));
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom(...endpoints),
+        fc.oneof(
+          fc.uint8Array({ maxLength: 300 }).map((b) => Buffer.from(b)),
+          fc.json().map((j) => Buffer.from(j)),
+        ),
+        fc.constantFrom(
+          'application/json',
+          'application/xml',
+          'application/x-www-form-urlencoded; charset=latin1',
+          'multipart/form-data; boundary=x',
+          'text/plain',
+        ),
+        header,
+        async (endpoint, body, contentType, signature) => {
+          const res = await post(endpoint, body, {
+            'content-type': contentType,
+            'X-Hub-Signature-256': signature,
+            'X-Proign-Signature': signature,
+            'X-Data-Signature': signature,
+            'webhook-signature': signature,
+            'Stripe-Signature': signature,
+            'x-forwarded-for': signature,
+          });
+          assert.ok(res.status < 500, `${endpoint}: ${res.status} ${await res.text()}`);
+          await res.arrayBuffer().catch(() => {});
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+
+  it('registers every series of every endpoint at zero', async () => {
+    const text = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
+    for (const outcome of ['accepted', 'unavailable', 'too_large', 'registration_check']) {
+      assert.match(
+        text,
+        new RegExp(
+          `hookyard_receiver_requests_total\\{namespace="${namespace}",endpoint="printiq",provider="printiq",outcome="${outcome}"\\} \\d`,
+        ),
+      );
+    }
+    assert.ok(!text.includes(secretOf('proign-webhook', 'secret')));
+  });
+});

@@ -2,7 +2,7 @@
 // when they change without dropping requests.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { parseArgs } from 'node:util';
 import { jetstream } from '@nats-io/jetstream';
 import { Registry } from 'prom-client';
@@ -14,7 +14,7 @@ import { connectNats } from '../runtime/nats.ts';
 import { directorySecrets, type SecretStore } from '../runtime/secrets.ts';
 import { compileEndpoint } from './endpoint.ts';
 import { ReceiverMetrics } from './metrics.ts';
-import { type EndpointState, type ReceiverOptions, receiverApp } from './server.ts';
+import { type EndpointState, type ReceiverHandler, type ReceiverOptions, receiverHandler } from './server.ts';
 
 export function loadEndpoint(file: string): ProviderEndpoint {
   const resource = parseResource(parseYAML(readFileSync(file, 'utf8')));
@@ -33,11 +33,11 @@ export function endpointState(
     endpoint: resource.metadata.name,
     provider: resource.spec.provider,
   };
-  metrics.registerEndpoint(labels);
+  const bound = metrics.forEndpoint(labels);
   try {
-    return { endpoint: compileEndpoint(resource, secrets) };
+    return { metrics: bound, endpoint: compileEndpoint(resource, secrets) };
   } catch (err) {
-    return { labels, error: (err as Error).message };
+    return { metrics: bound, error: (err as Error).message };
   }
 }
 
@@ -48,13 +48,9 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** Serves the receiver app with keep-alive above common load balancers' idle timeouts (GCLB: 600 s). */
-export async function listen(
-  app: ReturnType<typeof receiverApp>,
-  port: number,
-  host = '0.0.0.0',
-): Promise<RunningServer> {
-  const server = app.listen(port, host);
+/** Serves the receiver with keep-alive above common load balancers' idle timeouts (GCLB: 600 s). */
+export async function listen(handler: ReceiverHandler, port: number, host = '0.0.0.0'): Promise<RunningServer> {
+  const server = createServer(handler).listen(port, host);
   server.keepAliveTimeout = 620_000;
   server.headersTimeout = 630_000;
   server.requestTimeout = 660_000;
@@ -99,7 +95,7 @@ export async function main(args: string[]): Promise<void> {
     createHash('sha256').update(readFileSync(configFile)).update(secrets.fingerprint).digest('hex');
   const initialSecrets = directorySecrets(secretsDir);
   let lastFingerprint = fingerprint(initialSecrets);
-  let endpoints = stateMap(endpointState(resource, initialSecrets, metrics));
+  let endpoints = stateMap(resource, endpointState(resource, initialSecrets, metrics));
   logState(log, endpoints);
 
   const nats = await connectNats(
@@ -115,12 +111,11 @@ export async function main(args: string[]): Promise<void> {
       metrics.natsConnected.set(nats.connected() ? 1 : 0);
       return nats.connected();
     },
-    metrics,
     log,
   };
   // Not ready while shutting down, so the Service stops routing here, but in-flight requests still publish.
   const ready = () => options.natsReady() && !stopping;
-  const running = await listen(receiverApp({ ...options, registry, ready }), Number(values.port));
+  const running = await listen(receiverHandler({ ...options, registry, ready }), Number(values.port));
   log.info({ port: running.port }, 'receiver listening');
 
   // Kubernetes swaps mounted ConfigMaps and Secrets in place: poll, and swap the compiled endpoint atomically.
@@ -131,7 +126,7 @@ export async function main(args: string[]): Promise<void> {
       if (current === lastFingerprint) return;
       lastFingerprint = current;
       resource = loadEndpoint(configFile);
-      endpoints = stateMap(endpointState(resource, secrets, metrics));
+      endpoints = stateMap(resource, endpointState(resource, secrets, metrics));
       log.info('configuration reloaded');
       logState(log, endpoints);
     } catch (err) {
@@ -150,10 +145,8 @@ export async function main(args: string[]): Promise<void> {
   await nats.nc.drain();
 }
 
-function stateMap(state: EndpointState): Map<string, EndpointState> {
-  const labels =
-    'endpoint' in state ? { namespace: state.endpoint.namespace, endpoint: state.endpoint.name } : state.labels;
-  return new Map([[`${labels.namespace}/${labels.endpoint}`, state]]);
+function stateMap(resource: ProviderEndpoint, state: EndpointState): Map<string, EndpointState> {
+  return new Map([[`${resource.metadata.namespace ?? 'default'}/${resource.metadata.name}`, state]]);
 }
 
 function logState(log: Logger, endpoints: Map<string, EndpointState>): void {
@@ -161,5 +154,3 @@ function logState(log: Logger, endpoints: Map<string, EndpointState>): void {
     if ('error' in state) log.error({ key, reason: state.error }, 'endpoint cannot serve');
   }
 }
-
-if (import.meta.main) await main(process.argv.slice(2));

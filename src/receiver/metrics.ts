@@ -12,6 +12,7 @@ export class ReceiverMetrics {
   readonly requestDuration: Histogram<'namespace' | 'endpoint' | 'provider'>;
   readonly publishDuration: Histogram<'namespace' | 'endpoint' | 'provider'>;
   readonly natsConnected: Gauge;
+  private readonly bound = new Map<string, EndpointMetrics>();
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -62,16 +63,44 @@ export class ReceiverMetrics {
     });
   }
 
-  /** Registers every series of one endpoint at zero, so rates and alerts see it before its first request. */
-  registerEndpoint(labels: EndpointLabels): void {
-    for (const outcome of outcomes) this.requests.inc({ ...labels, outcome }, 0);
-    this.contentTypeMismatches.inc(labels, 0);
-    this.providerRetries.inc(labels, 0);
-    this.requestDuration.zero(labels);
-    this.publishDuration.zero(labels);
+  /**
+   * The series of one endpoint, bound once (label lookups cost on every request otherwise) and registered at zero,
+   * so rates and alerts see the endpoint before its first request.
+   */
+  forEndpoint(labels: EndpointLabels): EndpointMetrics {
+    const key = `${labels.namespace}/${labels.endpoint}/${labels.provider}`;
+    let bound = this.bound.get(key);
+    if (!bound) {
+      const { namespace, endpoint, provider } = labels;
+      const byOutcome = new Map(outcomes.map((o) => [o, this.requests.labels(namespace, endpoint, provider, o)]));
+      for (const child of byOutcome.values()) child.inc(0);
+      const mismatches = this.contentTypeMismatches.labels(namespace, endpoint, provider);
+      const retries = this.providerRetries.labels(namespace, endpoint, provider);
+      const requestDuration = this.requestDuration.labels(namespace, endpoint, provider);
+      const publishDuration = this.publishDuration.labels(namespace, endpoint, provider);
+      mismatches.inc(0);
+      retries.inc(0);
+      this.requestDuration.zero(labels);
+      this.publishDuration.zero(labels);
+      bound = {
+        count: (outcome) => byOutcome.get(outcome)?.inc(),
+        contentTypeMismatch: () => mismatches.inc(),
+        providerRetry: () => retries.inc(),
+        event: (eventType) => this.events.labels(namespace, endpoint, provider, eventType).inc(),
+        requestSeconds: (s) => requestDuration.observe(s),
+        publishSeconds: (s) => publishDuration.observe(s),
+      };
+      this.bound.set(key, bound);
+    }
+    return bound;
   }
+}
 
-  count(labels: EndpointLabels, outcome: Outcome): void {
-    this.requests.inc({ ...labels, outcome });
-  }
+export interface EndpointMetrics {
+  count(outcome: Outcome): void;
+  contentTypeMismatch(): void;
+  providerRetry(): void;
+  event(eventType: string): void;
+  requestSeconds(seconds: number): void;
+  publishSeconds(seconds: number): void;
 }

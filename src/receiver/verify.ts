@@ -1,5 +1,6 @@
 // The verification methods of a ProviderEndpoint, compiled once per config with their secrets. Each one fails
 // closed: anything missing, malformed or unequal refuses the request.
+import { createSecretKey } from 'node:crypto';
 import { BlockList, isIP, isIPv6 } from 'node:net';
 import type { HmacVerification, Verification } from '../api/provider-endpoint.ts';
 import { readPath } from '../payload/parse.ts';
@@ -100,7 +101,8 @@ export function compileVerifier(entry: Verification, preset: Preset, secrets: Se
 function hmacVerifier(spec: Omit<HmacVerification, 'secret'>, secrets: SecretStore): Verifier {
   const { header, algorithm = 'sha256', encoding = 'hex', prefix = '', signedContent = 'body' } = spec;
   if (!header) throw new Error('hmac verification needs a header (the provider preset has none)');
-  const keys = resolveSecrets(secrets, spec.secretRefs);
+  // Key objects made once: building one from bytes on every request shows up in profiles.
+  const keys = resolveSecrets(secrets, spec.secretRefs).map((secret) => createSecretKey(secret));
   const toleranceSeconds = durationMs(spec.tolerance ?? '5m') / 1000;
   const name = header.toLowerCase();
   return async (r) => {

@@ -1,9 +1,9 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, type KeyObject, timingSafeEqual } from 'node:crypto';
 
 export type Algorithm = 'sha1' | 'sha256' | 'sha512';
 export type Encoding = 'hex' | 'base64';
 
-export function hmac(algorithm: Algorithm, key: Uint8Array, ...parts: (string | Uint8Array)[]): Buffer {
+export function hmac(algorithm: Algorithm, key: Uint8Array | KeyObject, ...parts: (string | Uint8Array)[]): Buffer {
   const h = createHmac(algorithm, key);
   for (const part of parts) h.update(part);
   return h.digest();

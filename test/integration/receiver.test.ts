@@ -14,7 +14,7 @@ import { endpointStreamConfig, ensureStream } from '../../src/jetstream/streams.
 import { providerSignature, type Sample, samples } from '../../src/providers/samples.ts';
 import { endpointState, listen, type RunningServer } from '../../src/receiver/main.ts';
 import { ReceiverMetrics } from '../../src/receiver/metrics.ts';
-import { type EndpointState, receiverApp } from '../../src/receiver/server.ts';
+import { type EndpointState, receiverHandler } from '../../src/receiver/server.ts';
 import { log } from '../../src/runtime/log.ts';
 import { mapSecrets } from '../../src/runtime/secrets.ts';
 import { exampleDocuments } from '../harness/examples.ts';
@@ -88,7 +88,7 @@ describe('receiver', () => {
     }
     const { jetstream } = await import('@nats-io/jetstream');
     server = await listen(
-      receiverApp({ endpoints: () => states, js: jetstream(nc), natsReady: () => true, metrics, log, registry }),
+      receiverHandler({ endpoints: () => states, js: jetstream(nc), natsReady: () => true, log, registry }),
       0,
       '127.0.0.1',
     );

@@ -1,0 +1,122 @@
+// npm run bench:receiver — the receiver (`hookyard receiver`, GitHub preset: HMAC-SHA256 over the body) and the
+// minimal baseline (bench/baseline-receiver.ts) against the same nats-server, loaded by the same autocannon
+// settings one after the other in one run. Prints req/s, p50/p99 latency, their ratios and the receiver's idle RSS.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHmac, randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import autocannon from 'autocannon';
+import { stringify } from 'yaml';
+import type { ProviderEndpoint } from '../src/api/provider-endpoint.ts';
+import { parseResource } from '../src/api/validate.ts';
+import { endpointStreamConfig, ensureStream } from '../src/jetstream/streams.ts';
+import { freePort, root, startNats, tempDir } from '../test/harness/servers.ts';
+
+const connections = Number(process.env.CONNECTIONS ?? 64);
+const seconds = Number(process.env.DURATION ?? 5);
+const rounds = Number(process.env.ROUNDS ?? 3);
+const secret = 'bench-secret';
+const body = Buffer.from(JSON.stringify({ action: 'opened', pad: 'x'.repeat(960) })); // about 1 KiB
+const signature = `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+
+const work = tempDir('hookyard-bench-');
+const nats = await startNats(work.path, join(work.path, 'nats'));
+const children: ChildProcess[] = [];
+try {
+  const resource = {
+    apiVersion: 'hookyard.io/v1alpha1',
+    kind: 'ProviderEndpoint',
+    metadata: { name: 'bench', namespace: 'bench' },
+    spec: { provider: 'github', verification: [{ hmac: { secretRefs: [{ name: 'bench', key: 'secret' }] } }] },
+  };
+  const nc = await connect({ servers: nats.url });
+  const jsm = await jetstreamManager(nc);
+  await ensureStream(jsm, endpointStreamConfig('bench', 'bench', (parseResource(resource) as ProviderEndpoint).spec));
+  await jsm.streams.add({ name: 'bench_baseline', subjects: ['bench.baseline.>'], duplicate_window: 86_400e9 });
+  await nc.close();
+  mkdirSync(join(work.path, 'secrets/bench'), { recursive: true });
+  writeFileSync(join(work.path, 'secrets/bench/secret'), secret);
+  writeFileSync(join(work.path, 'endpoint.yaml'), stringify(resource));
+
+  const start = async (args: string[]) => {
+    const port = await freePort();
+    const child = spawn(process.execPath, [...args.map((a) => a.replace('$PORT', String(port)))], { stdio: 'ignore' });
+    children.push(child);
+    for (let i = 0; i < 200; i++) {
+      const up = await fetch(`http://127.0.0.1:${port}/`).then(
+        () => true,
+        () => false,
+      );
+      if (up) return { port, child };
+      await sleep(50);
+    }
+    throw new Error(`${args.join(' ')} did not start`);
+  };
+  const receiver = await start([
+    join(root, 'src/cli.ts'),
+    'receiver',
+    '--config',
+    join(work.path, 'endpoint.yaml'),
+    '--secrets-dir',
+    join(work.path, 'secrets'),
+    '--nats-url',
+    nats.url,
+    '--port',
+    '$PORT',
+  ]);
+  await sleep(2000);
+  const idleRssMiB = rssMiB(receiver.child.pid as number);
+  const baseline = await start([join(root, 'bench/baseline-receiver.ts'), '$PORT', nats.url]);
+
+  const load = (url: string) =>
+    autocannon({
+      url,
+      method: 'POST',
+      connections,
+      duration: seconds,
+      body,
+      headers: { 'content-type': 'application/json', 'x-hub-signature-256': signature, 'x-github-event': 'push' },
+      requests: [
+        { setupRequest: (req) => ({ ...req, headers: { ...req.headers, 'x-github-delivery': randomUUID() } }) },
+      ],
+    });
+  const baselineUrl = `http://127.0.0.1:${baseline.port}/`;
+  const receiverUrl = `http://127.0.0.1:${receiver.port}/hooks/bench/bench`;
+  await load(baselineUrl); // warm up both the same way
+  await load(receiverUrl);
+  // Alternate rounds and take the median of each, so a burst of other work on the machine hits both alike.
+  const results: Record<'b' | 'r', autocannon.Result[]> = { b: [], r: [] };
+  for (let round = 0; round < rounds; round++) {
+    results.b.push(await load(baselineUrl));
+    results.r.push(await load(receiverUrl));
+  }
+  const median = (xs: autocannon.Result[]) =>
+    xs.toSorted((x, y) => x.requests.average - y.requests.average)[Math.floor(xs.length / 2)] as autocannon.Result;
+  const b = median(results.b);
+  const r = median(results.r);
+  const row = (name: string, x: autocannon.Result) =>
+    `| ${name} | ${x.requests.average.toFixed(0)} | ${x.latency.p50} | ${x.latency.p99} | ${x.non2xx + x.errors} |`;
+  console.log(
+    `${connections} connections, ${seconds} s each, ${body.length}-byte signed POSTs, one nats-server (file storage)\n`,
+  );
+  console.log('| server | req/s | p50 ms | p99 ms | non-2xx or errors |\n| --- | --- | --- | --- | --- |');
+  console.log(row('baseline (node:http + HMAC + js.publish)', b));
+  console.log(row('hookyard receiver', r));
+  console.log(
+    `\nthroughput ratio (receiver / baseline): ${(r.requests.average / b.requests.average).toFixed(2)} (goal >= 0.9)`,
+  );
+  console.log(`p99 ratio (receiver / baseline): ${(r.latency.p99 / b.latency.p99).toFixed(2)} (goal <= 1.25)`);
+  console.log(`receiver idle RSS: ${idleRssMiB.toFixed(1)} MiB (goal < 80)`);
+} finally {
+  for (const child of children) child.kill('SIGTERM');
+  await nats.stop();
+  work.remove();
+}
+
+function rssMiB(pid: number): number {
+  const kb = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  return Number(kb) / 1024;
+}

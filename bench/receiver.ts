@@ -100,7 +100,7 @@ try {
   const row = (name: string, x: autocannon.Result) =>
     `| ${name} | ${x.requests.average.toFixed(0)} | ${x.latency.p50} | ${x.latency.p99} | ${x.non2xx + x.errors} |`;
   console.log(
-    `${connections} connections, ${seconds} s each, ${body.length}-byte signed POSTs, one nats-server (file storage)\n`,
+    `${connections} connections, median of ${rounds} alternating ${seconds}-second rounds, ${body.length}-byte signed POSTs, one nats-server (file storage)\n`,
   );
   console.log('| server | req/s | p50 ms | p99 ms | non-2xx or errors |\n| --- | --- | --- | --- | --- |');
   console.log(row('baseline (node:http + HMAC + js.publish)', b));

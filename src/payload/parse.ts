@@ -68,7 +68,7 @@ function parseForm(bytes: Uint8Array, charset: string | undefined): Record<strin
     if (!pair) continue;
     const i = pair.indexOf('=');
     const key = unescapeForm(i < 0 ? pair : pair.slice(0, i), charset);
-    out[key] = unescapeForm(i < 0 ? '' : pair.slice(i + 1), charset);
+    setField(out, key, unescapeForm(i < 0 ? '' : pair.slice(i + 1), charset));
   }
   return out;
 }
@@ -100,7 +100,12 @@ function parseMultipart(bytes: Uint8Array, boundary: string): Record<string, str
     // File parts are left out: the JSON view is for fields a filter can test, not uploaded content.
     if (name === undefined || /;\s*filename=/i.test(head)) continue;
     const value = part.slice(end + 4).replace(/\r\n$/, '');
-    out[Buffer.from(name, 'latin1').toString('utf8')] = Buffer.from(value, 'latin1').toString('utf8');
+    setField(out, Buffer.from(name, 'latin1').toString('utf8'), Buffer.from(value, 'latin1').toString('utf8'));
   }
   return out;
+}
+
+/** An own property even for a key such as `__proto__`, which plain assignment would treat as the prototype. */
+function setField(out: Record<string, string>, key: string, value: string): void {
+  Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
 }

@@ -159,7 +159,11 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     const all = endpointSubjects(source.namespace, source.endpoint);
     const patterns = spec.eventTypes.map((p) => eventFilterSubject(source.namespace, source.endpoint, p));
     const clientSideTypes = config.filter_subjects.includes(all) && !patterns.includes(all) ? patterns : undefined;
-    loops.push({ stream: info.stream_name, consumer: await js.consumers.get(info.stream_name, name), clientSideTypes });
+    loops.push({
+      stream: info.stream_name,
+      consumer: await js.consumers.get(info.stream_name, name),
+      clientSideTypes,
+    });
   }
   if (spec.paused) metrics.paused(true);
 
@@ -182,10 +186,14 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
 
   let stopping = false;
   let inFlight = 0;
-  let reserved = 0;
   const running = new Set<Promise<void>>();
   /** Messages this process nak'ed on purpose; any other redelivery may repeat an attempt that reached the target. */
   const scheduled = new Set<string>();
+  /**
+   * Messages that arrived while no delivery could start (all slots busy, circuit open): they wait here, in order,
+   * and are kept from timing out with `working()`, so waiting never costs them a delivery attempt.
+   */
+  const held: { msg: JsMsg; loop: Loop }[] = [];
   let wakeUp: () => void = () => {};
   let changed = new Promise<void>((ok) => {
     wakeUp = ok;
@@ -274,7 +282,6 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       await deadLetter(msg, attempt - 1, 'exhausted');
       return;
     }
-    breaker?.started();
     const started = performance.now();
     const result = await delivery.send(event, attempt);
     const seconds = (performance.now() - started) / 1000;
@@ -320,6 +327,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
 
   function start(msg: JsMsg, loop: Loop) {
     inFlight++;
+    breaker?.started();
     metrics.inFlight(inFlight);
     const p = handle(msg, loop)
       .catch((err) => {
@@ -340,47 +348,79 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     running.add(p);
   }
 
+  /** Waits for a free slot and, with a rate limit, a token. */
+  async function slot(): Promise<void> {
+    while (!stopping && inFlight >= spec.concurrency) await changed;
+    for (let wait = bucket?.take() ?? 0; wait > 0 && !stopping; wait = bucket?.take() ?? 0) await sleep(wait);
+  }
+
+  const ackWaitMs = durationMs(spec.ackWait);
+  const keepHeld = setInterval(
+    () => {
+      for (const { msg } of held) msg.working();
+    },
+    Math.max(100, Math.floor(ackWaitMs / 3)),
+  );
+  keepHeld.unref();
+
+  /**
+   * Consumes one source. While the circuit is closed, a pull subscription keeps up to `concurrency` events on
+   * their way, and each one starts as soon as a slot is free. When the circuit opens, the subscription stops:
+   * events already received wait here (kept alive with `working()`, so waiting costs no delivery attempt) and
+   * go out one at a time as probes once the breaker lets them, then the subscription starts again.
+   */
   async function run(loop: Loop) {
+    const closed = () => !breaker || breaker.state === 'closed';
     while (!stopping) {
       if (spec.paused) {
         await Promise.race([changed, sleep(1000)]);
         continue;
       }
-      let n = spec.concurrency - inFlight - reserved;
-      if (breaker) n = breaker.allowance(n);
-      if (n > 0 && bucket) {
-        const wait = bucket.take();
-        if (wait > 0) {
-          await Promise.race([changed, sleep(wait)]);
+      if (!closed() || held.length > 0) {
+        if (inFlight >= spec.concurrency || !breaker || breaker.allowance(1) === 0) {
+          await Promise.race([changed, sleep(100)]);
           continue;
         }
-        n = 1; // one token, one event: the bucket paces every delivery
-      }
-      if (n <= 0) {
-        await Promise.race([changed, sleep(breaker?.waitMs || fetchExpiresMs)]);
+        const next = held.findIndex((h) => h.loop === loop);
+        if (next >= 0) {
+          const [{ msg }] = held.splice(next, 1) as [{ msg: JsMsg; loop: Loop }];
+          start(msg, loop);
+        } else if (!closed()) {
+          await pull(loop, { max_messages: 1, expires: fetchExpiresMs }, true);
+        } else {
+          await Promise.race([changed, sleep(100)]); // another source's held events go first
+        }
         continue;
       }
-      reserved += n;
+      await pull(loop, { max_messages: Math.max(1, spec.concurrency), expires: fetchExpiresMs }, false);
+    }
+  }
+
+  async function pull(loop: Loop, options: { max_messages: number; expires: number }, once: boolean) {
+    try {
+      const messages = once ? await loop.consumer.fetch(options) : await loop.consumer.consume(options);
+      const stop = () => messages.stop();
+      stopFetches.add(stop);
       try {
-        const batch = await loop.consumer.fetch({ max_messages: n, expires: fetchExpiresMs });
-        const stop = () => batch.stop();
-        stopFetches.add(stop);
-        try {
-          for await (const msg of batch) {
-            reserved--;
-            n--;
-            start(msg, loop);
+        for await (const msg of messages) {
+          if (stopping) {
+            msg.nak(); // not attempted: hand it straight to whoever runs next
+            continue;
           }
-        } finally {
-          stopFetches.delete(stop);
-        }
-      } catch (err) {
-        if (!stopping) {
-          log.warn({ error: (err as Error).message, stream: loop.stream }, 'fetch failed; retrying');
-          await sleep(500);
+          await slot();
+          if (stopping) msg.nak();
+          else if (breaker && breaker.allowance(1) === 0) {
+            held.push({ msg, loop });
+            messages.stop();
+          } else start(msg, loop);
         }
       } finally {
-        reserved -= n;
+        stopFetches.delete(stop);
+      }
+    } catch (err) {
+      if (!stopping) {
+        log.warn({ error: (err as Error).message, stream: loop.stream }, 'pull failed; retrying');
+        await sleep(500);
       }
     }
   }
@@ -404,7 +444,9 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       if (stopping) return;
       stopping = true;
       clearInterval(status);
+      clearInterval(keepHeld);
       for (const stop of stopFetches) stop();
+      for (const { msg } of held.splice(0)) msg.nak();
       wake();
       await loopsDone;
       while (running.size > 0) await Promise.all([...running]);

@@ -4,7 +4,7 @@ import type { WebhookSubscriptionSpec } from '../api/webhook-subscription.ts';
 import { durationMs } from '../runtime/duration.ts';
 
 export type AttemptResult =
-  | { kind: 'Response'; status: number; retryAfterMs?: number; body?: string }
+  | { kind: 'Response'; status: number; retryAfterMs?: number }
   /** The attempt did not finish within target.timeout. */
   | { kind: 'TargetTimeout'; error: string }
   /** Connection refused, reset, DNS failure, TLS failure: the target was not reached or hung up. */

@@ -43,9 +43,10 @@ typecheck: deps
 test: deps tools lint typecheck
 	node test/harness/run.ts node --test --test-reporter=spec 'test/**/*.test.ts'
 
-demo:
-	@echo "make demo arrives with dev mode (hookyard dev); until then run 'make test'." >&2
-	@exit 1
+# The main job on the embedded default: dev mode on examples/, each provider's documented webhooks played.
+demo: deps
+	scripts/build-tools.sh nats-server
+	node scripts/demo.ts
 
 clean:
 	rm -rf .cache node_modules

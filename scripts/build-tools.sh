@@ -39,15 +39,14 @@ go_install() { # name module@version
   rm -rf "$tmp"
 }
 
-build_etcd
-go_install nats-server "github.com/nats-io/nats-server/v2@$NATS_VERSION"
-build_kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
-build_kube kubectl k8s.io/kubernetes/cmd/kubectl
-go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-
-# Stable names the harness and the Makefile use.
-ln -sf "etcd-$ETCD_VERSION" "$bin/etcd"
-ln -sf "nats-server-$NATS_VERSION" "$bin/nats-server"
-ln -sf "kube-apiserver-$KUBE_VERSION" "$bin/kube-apiserver"
-ln -sf "kubectl-$KUBE_VERSION" "$bin/kubectl"
-ln -sf "helm-$HELM_VERSION" "$bin/helm"
+# With names (etcd, nats-server, kube-apiserver, kubectl, helm) only those are built: `make demo` needs nats-server.
+wanted=${*:-etcd nats-server kube-apiserver kubectl helm}
+want() { [[ " $wanted " == *" $1 "* ]]; }
+want etcd && build_etcd && ln -sf "etcd-$ETCD_VERSION" "$bin/etcd"
+want nats-server && go_install nats-server "github.com/nats-io/nats-server/v2@$NATS_VERSION" &&
+  ln -sf "nats-server-$NATS_VERSION" "$bin/nats-server"
+want kube-apiserver && build_kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver &&
+  ln -sf "kube-apiserver-$KUBE_VERSION" "$bin/kube-apiserver"
+want kubectl && build_kube kubectl k8s.io/kubernetes/cmd/kubectl && ln -sf "kubectl-$KUBE_VERSION" "$bin/kubectl"
+want helm && go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" && ln -sf "helm-$HELM_VERSION" "$bin/helm"
+exit 0

@@ -2,6 +2,12 @@
 // hookyard <command>: one image, one CLI. Each command lives in its own module and is loaded on demand.
 const commands: Record<string, { summary: string; load: () => Promise<{ main(args: string[]): Promise<void> }> }> = {
   receiver: { summary: 'serve one ProviderEndpoint', load: () => import('./receiver/main.ts') },
+  dispatcher: { summary: 'deliver one WebhookSubscription', load: () => import('./dispatcher/main.ts') },
+  dev: {
+    summary: 'run ProviderEndpoints and WebhookSubscriptions from YAML files, no cluster',
+    load: () => import('./dev/main.ts'),
+  },
+  send: { summary: "send a provider's documented sample webhooks, signed", load: () => import('./dev/send.ts') },
 };
 
 const [command, ...args] = process.argv.slice(2);

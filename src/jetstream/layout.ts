@@ -7,6 +7,12 @@ export const endpointStream = (namespace: string, endpoint: string) => `hookyard
 export const deadLetterStream = (namespace: string, subscription: string) =>
   `hookyard-dlq_${namespace}_${subscription}`;
 
+/** `<namespace>/<endpoint>` of an endpoint stream's name (the inverse of endpointStream). */
+export function endpointOfStream(stream: string): string {
+  const [, namespace, endpoint] = /^hookyard_([^_]+)_(.+)$/.exec(stream) ?? [];
+  return namespace && endpoint ? `${namespace}/${endpoint}` : stream;
+}
+
 export const endpointSubjects = (namespace: string, endpoint: string) => `hookyard.${namespace}.${endpoint}.>`;
 export const deadLetterSubject = (namespace: string, subscription: string) =>
   `hookyard-dlq.${namespace}.${subscription}`;
@@ -47,7 +53,9 @@ export const headers = {
   original: 'Hookyard-Header-',
   /** The request's Content-Type, as the provider sent it. */
   contentType: 'Hookyard-Header-content-type',
-  // Dead letters add:
+  // Dead letters drop Nats-* headers (they steer a publish) and add the original's id and receive time, and why:
+  deadLetterEventId: 'Hookyard-Event-Id',
+  receivedAt: 'Hookyard-Received-At',
   lastStatus: 'Hookyard-Last-Status',
   lastError: 'Hookyard-Last-Error',
   attempts: 'Hookyard-Attempts',

@@ -22,7 +22,7 @@ const json = 'application/json';
 
 /** FotoWeb's form webhook: every field its document lists, in its order. */
 export const fotowebFormFields: [string, string][] = [
-  ['id', '0237d5cb-ebc7-4647-9a70-7c27bd3f5e9d'],
+  ['id', 'b5a1e0c2-6f0e-4c55-9d0e-3f1f2c7a8e11'],
   ['href', '/fotoweb/me/orders/1042/'],
   ['created', '2016-12-12T14:18:49.915000Z'],
   ['modified', '2016-12-12T14:20:02.101000Z'],

@@ -178,9 +178,13 @@ describe('receiver', () => {
     const from = { 'x-forwarded-for': '203.0.113.7' };
     assert.equal((await send('fotoweb', jsonSample, from)).status, 204);
     assert.equal((await send('fotoweb', formSample, from)).status, 204);
+    // FotoWeb resends an event with the same id: stored once, counted.
+    assert.equal((await send('fotoweb', jsonSample, from)).status, 204);
     const messages = await stored('fotoweb');
-    // Both carry the same FotoWeb event id: the form resend is recognized as a duplicate.
-    assert.equal(messages.length, 1);
+    assert.deepEqual(
+      messages.map((m) => m.header.get('Nats-Msg-Id')),
+      ['0237d5cb-ebc7-4647-9a70-7c27bd3f5e9d', 'b5a1e0c2-6f0e-4c55-9d0e-3f1f2c7a8e11'],
+    );
     assert.equal(await metric('hookyard_receiver_requests_total', { endpoint: 'fotoweb', outcome: 'duplicate' }), 1);
     const outsider = await send('fotoweb', jsonSample, { 'x-forwarded-for': '198.51.100.1' });
     assert.equal(outsider.status, 403);
@@ -188,7 +192,7 @@ describe('receiver', () => {
 
   it('stores FotoWeb form data verbatim with its fields readable', async () => {
     const formSample = (samples.fotoweb as Sample[])[1] as Sample;
-    const body = Buffer.from(formSample.body.toString().replace('0237d5cb', '1111aaaa'));
+    const body = Buffer.from(formSample.body.toString().replace('b5a1e0c2', '1111aaaa'));
     const res = await post('fotoweb/order-approved', body, {
       'content-type': 'application/x-www-form-urlencoded; charset=utf-8',
       'x-forwarded-for': '203.0.113.9',
@@ -196,7 +200,7 @@ describe('receiver', () => {
     assert.equal(res.status, 204);
     const last = (await stored('fotoweb')).at(-1);
     assert.deepEqual(Buffer.from(last?.data ?? []), body);
-    assert.equal(last?.header.get('Nats-Msg-Id'), '1111aaaa-ebc7-4647-9a70-7c27bd3f5e9d');
+    assert.equal(last?.header.get('Nats-Msg-Id'), '1111aaaa-6f0e-4c55-9d0e-3f1f2c7a8e11');
     assert.equal(last?.header.get('Hookyard-Event-Type'), 'order.approved');
   });
 

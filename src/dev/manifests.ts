@@ -1,0 +1,99 @@
+// Reading the resources dev mode runs: ProviderEndpoints, WebhookSubscriptions and Secrets from YAML files,
+// checked with the same schemas (and so the same messages) as the API server's admission.
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
+import { InvalidResource, parseResource } from '../api/validate.ts';
+import type { WebhookSubscription } from '../api/webhook-subscription.ts';
+import type { Source } from '../dispatcher/dispatcher.ts';
+import { mapSecrets, type SecretStore } from '../runtime/secrets.ts';
+
+export interface Manifests {
+  endpoints: ProviderEndpoint[];
+  subscriptions: WebhookSubscription[];
+  secrets: SecretStore;
+  files: string[];
+}
+
+export class InvalidManifests extends Error {
+  override name = 'InvalidManifests';
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`refusing to start; fix these first:\n  ${problems.join('\n  ')}`);
+    this.problems = problems;
+  }
+}
+
+/** The YAML files of a file or a folder (not recursive). */
+export function yamlFiles(path: string): string[] {
+  if (!statSync(path).isDirectory()) return [path];
+  return readdirSync(path)
+    .filter((f) => /\.ya?ml$/.test(f))
+    .sort()
+    .map((f) => join(path, f));
+}
+
+/**
+ * Reads every document; all problems of all files are collected and thrown together, so nothing starts half-way.
+ * Resources without a namespace go to `defaultNamespace`.
+ */
+export function readManifests(paths: string[], defaultNamespace = 'default'): Manifests {
+  const problems: string[] = [];
+  const endpoints: ProviderEndpoint[] = [];
+  const subscriptions: WebhookSubscription[] = [];
+  const secrets: Record<string, Record<string, Buffer>> = {};
+  const files = paths.flatMap(yamlFiles);
+  for (const file of files) {
+    for (const doc of parseAllDocuments(readFileSync(file, 'utf8'))) {
+      if (doc.errors.length > 0) {
+        problems.push(`${file}: not valid YAML: ${doc.errors[0]?.message}`);
+        continue;
+      }
+      const value = doc.toJS() as { kind?: string; metadata?: { name?: string; namespace?: string } } | null;
+      if (!value) continue;
+      if (value.metadata && !value.metadata.namespace) value.metadata.namespace = defaultNamespace;
+      if (value.kind === 'Secret') {
+        const secret = value as {
+          metadata: { name: string };
+          data?: Record<string, string>;
+          stringData?: Record<string, string>;
+        };
+        secrets[secret.metadata.name] = {
+          ...Object.fromEntries(Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64')])),
+          ...Object.fromEntries(Object.entries(secret.stringData ?? {}).map(([k, v]) => [k, Buffer.from(v)])),
+        };
+        continue;
+      }
+      try {
+        const resource = parseResource(value);
+        if (resource.kind === 'ProviderEndpoint') endpoints.push(resource);
+        else subscriptions.push(resource);
+      } catch (err) {
+        if (!(err instanceof InvalidResource)) throw err;
+        problems.push(`${file}: ${err.message}`);
+      }
+    }
+  }
+  for (const sub of subscriptions) {
+    if (resolveSources(sub, endpoints).length === 0) {
+      problems.push(`WebhookSubscription/${sub.metadata.name}: no ProviderEndpoint matches its sources`);
+    }
+  }
+  if (problems.length > 0) throw new InvalidManifests(problems);
+  return { endpoints, subscriptions, secrets: mapSecrets(secrets), files };
+}
+
+/** The endpoints a subscription reads: named in spec.sources, or matched by spec.sourceSelector, same namespace. */
+export function resolveSources(sub: WebhookSubscription, endpoints: ProviderEndpoint[]): Source[] {
+  const namespace = sub.metadata.namespace ?? 'default';
+  const { sources, sourceSelector } = sub.spec;
+  return endpoints
+    .filter((e) => (e.metadata.namespace ?? 'default') === namespace)
+    .filter((e) =>
+      sources
+        ? sources.some((s) => s.endpoint === e.metadata.name)
+        : Object.entries(sourceSelector?.matchLabels ?? {}).every(([k, v]) => e.metadata.labels?.[k] === v),
+    )
+    .map((e) => ({ namespace, endpoint: e.metadata.name, provider: e.spec.provider }));
+}

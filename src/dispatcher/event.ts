@@ -1,0 +1,54 @@
+import type { MsgHdrs } from '@nats-io/transport-node';
+import { headers as h } from '../jetstream/layout.ts';
+import { parseBody } from '../payload/parse.ts';
+
+/** One stored event, as the receiver published it. */
+export interface StoredEvent {
+  id: string;
+  type: string;
+  contentType: string | undefined;
+  /** When the receiver stored it (RFC 3339). */
+  receivedAt: string | undefined;
+  /** `<namespace>/<endpoint>` */
+  endpoint: string;
+  /** The provider's original request headers (lowercase names), without the Hookyard-Header- prefix. */
+  originalHeaders: Record<string, string>;
+  body: Uint8Array;
+  /** The JSON view of the body (parsed once, on first use; undefined when it has none). */
+  view(): Promise<unknown>;
+}
+
+/**
+ * The event of a stream message: its id is Nats-Msg-Id (Hookyard-Event-Id on a dead letter), its receive time the
+ * message's stream timestamp, its endpoint the stream's.
+ */
+export function storedEvent(
+  message: { data: Uint8Array; headers?: MsgHdrs; receivedAt?: Date },
+  endpoint: string,
+): StoredEvent {
+  const { data, headers } = message;
+  const get = (name: string) => headers?.get(name) || undefined;
+  const originalHeaders: Record<string, string> = {};
+  if (headers) {
+    const prefix = h.original.toLowerCase();
+    for (const key of headers.keys()) {
+      if (key.toLowerCase().startsWith(prefix))
+        originalHeaders[key.slice(prefix.length).toLowerCase()] = headers.get(key);
+    }
+  }
+  const contentType = get(h.contentType);
+  let view: Promise<unknown> | undefined;
+  return {
+    id: get(h.eventId) ?? get(h.deadLetterEventId) ?? '',
+    type: get(h.eventType) ?? '',
+    contentType,
+    receivedAt: get(h.receivedAt) ?? message.receivedAt?.toISOString(),
+    endpoint,
+    originalHeaders,
+    body: data,
+    view() {
+      view ??= parseBody(data, contentType);
+      return view;
+    },
+  };
+}

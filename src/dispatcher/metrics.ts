@@ -1,0 +1,140 @@
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { type StatusClass, statusClasses } from './outcome.ts';
+
+export const attemptOutcomes = ['delivered', 'retried', 'dead_lettered', 'paused'] as const;
+export type AttemptOutcome = (typeof attemptOutcomes)[number];
+export const deadLetterReasons = ['exhausted', 'permanent'] as const;
+
+const buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+const latencyBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60, 300, 1800, 7200, 86400];
+
+/**
+ * The dispatcher's series for one subscription, every one registered at zero so dashboards and alerts see it.
+ * Several subscriptions (dev mode) or a restarted dispatcher share one registry: a metric already registered
+ * there is reused.
+ */
+export function dispatcherMetrics(registry: Registry, namespace: string, subscription: string) {
+  const base = { namespace, subscription };
+  const registers: Registry[] = [];
+  function shared<M>(make: new (o: never) => M, options: { name: string } & Record<string, unknown>): M {
+    return (registry.getSingleMetric(options.name) as M | undefined) ?? registerAndReturn(new make(options as never));
+  }
+  function registerAndReturn<M>(metric: M): M {
+    registry.registerMetric(metric as never);
+    return metric;
+  }
+  const attempts = shared(Counter, {
+    name: 'hookyard_dispatcher_attempts_total',
+    help: 'Delivery attempts, by what followed (outcome) and the response status class.',
+    labelNames: ['namespace', 'subscription', 'outcome', 'status_class'],
+    registers,
+  });
+  const failures = shared(Counter, {
+    name: 'hookyard_dispatcher_failures_total',
+    help: 'Attempts that did not get a 2xx, by status class.',
+    labelNames: ['namespace', 'subscription', 'status_class'],
+    registers,
+  });
+  const retries = shared(Counter, {
+    name: 'hookyard_dispatcher_retries_total',
+    help: 'Retries scheduled (a nak with a delay).',
+    labelNames: ['namespace', 'subscription'],
+    registers,
+  });
+  const delivered = shared(Counter, {
+    name: 'hookyard_dispatcher_delivered_total',
+    help: 'Events the target accepted with a 2xx.',
+    labelNames: ['namespace', 'subscription'],
+    registers,
+  });
+  const deadLetters = shared(Counter, {
+    name: 'hookyard_dispatcher_dead_letters_total',
+    help: 'Events stored in the dead-letter stream: attempts exhausted or a permanent failure.',
+    labelNames: ['namespace', 'subscription', 'reason'],
+    registers,
+  });
+  const discarded = shared(Counter, {
+    name: 'hookyard_dispatcher_discarded_total',
+    help: 'Events that failed for good while dead letters are disabled.',
+    labelNames: ['namespace', 'subscription', 'reason'],
+    registers,
+  });
+  const filtered = shared(Counter, {
+    name: 'hookyard_dispatcher_filtered_total',
+    help: 'Events skipped because the filter (or the event-type patterns) did not match.',
+    labelNames: ['namespace', 'subscription'],
+    registers,
+  });
+  const duplicates = shared(Counter, {
+    name: 'hookyard_dispatcher_possible_duplicates_total',
+    help: 'Redeliveries this dispatcher did not schedule (a crash or ack timeout after an attempt): the target may see the event twice.',
+    labelNames: ['namespace', 'subscription'],
+    registers,
+  });
+  const duration = shared(Histogram, {
+    name: 'hookyard_dispatcher_delivery_duration_seconds',
+    help: 'Duration of one delivery attempt, by status class.',
+    labelNames: ['namespace', 'subscription', 'status_class'],
+    buckets,
+    registers,
+  });
+  const latency = shared(Histogram, {
+    name: 'hookyard_dispatcher_end_to_end_latency_seconds',
+    help: 'From receipt by the receiver to a 2xx from the target.',
+    labelNames: ['namespace', 'subscription'],
+    buckets: latencyBuckets,
+    registers,
+  });
+  const circuit = shared(Gauge, {
+    name: 'hookyard_dispatcher_circuit_state',
+    help: 'Circuit breaker state: 0 closed, 1 open, 2 half-open.',
+    labelNames: ['namespace', 'subscription'],
+    registers,
+  });
+  const paused = shared(Gauge, {
+    name: 'hookyard_dispatcher_paused',
+    help: '1 while the subscription is paused (spec.paused, or the target answered 410 Gone).',
+    labelNames: ['namespace', 'subscription'],
+    registers,
+  });
+  const inFlight = shared(Gauge, {
+    name: 'hookyard_dispatcher_in_flight',
+    help: 'Deliveries in progress.',
+    labelNames: ['namespace', 'subscription'],
+    registers,
+  });
+
+  for (const status_class of statusClasses) {
+    for (const outcome of attemptOutcomes) attempts.inc({ ...base, outcome, status_class }, 0);
+    failures.inc({ ...base, status_class }, 0);
+    duration.zero({ ...base, status_class });
+  }
+  for (const reason of deadLetterReasons) {
+    deadLetters.inc({ ...base, reason }, 0);
+    discarded.inc({ ...base, reason }, 0);
+  }
+  for (const c of [retries, delivered, filtered, duplicates]) c.inc(base, 0);
+  latency.zero(base);
+  for (const g of [circuit, paused, inFlight]) g.set(base, 0);
+
+  return {
+    attempt(outcome: AttemptOutcome, statusClass: StatusClass, seconds: number) {
+      attempts.inc({ ...base, outcome, status_class: statusClass });
+      duration.observe({ ...base, status_class: statusClass }, seconds);
+      if (statusClass !== '2xx') failures.inc({ ...base, status_class: statusClass });
+    },
+    retry: () => retries.inc(base),
+    delivered(latencySeconds: number | undefined) {
+      delivered.inc(base);
+      if (latencySeconds !== undefined && latencySeconds >= 0) latency.observe(base, latencySeconds);
+    },
+    deadLetter: (reason: (typeof deadLetterReasons)[number]) => deadLetters.inc({ ...base, reason }),
+    discarded: (reason: (typeof deadLetterReasons)[number]) => discarded.inc({ ...base, reason }),
+    filtered: () => filtered.inc(base),
+    possibleDuplicate: () => duplicates.inc(base),
+    circuit: (value: number) => circuit.set(base, value),
+    paused: (on: boolean) => paused.set(base, on ? 1 : 0),
+    inFlight: (n: number) => inFlight.set(base, n),
+  };
+}
+export type DispatcherMetrics = ReturnType<typeof dispatcherMetrics>;

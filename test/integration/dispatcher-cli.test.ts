@@ -1,0 +1,146 @@
+// The dispatcher as the real command, in a child process: killed with SIGKILL mid-delivery it loses nothing.
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { stringify } from 'yaml';
+import { freePort, root, tempDir } from '../harness/servers.ts';
+import {
+  eventually,
+  metricValue,
+  natsSetup,
+  natsUrl,
+  publishEvent,
+  startTarget,
+  uniqueNames,
+} from './dispatcher-support.ts';
+
+const work = tempDir('hookyard-dispatcher-cli-');
+after(() => work.remove());
+
+function dispatcherProcess(
+  config: string,
+  metricsPort: number,
+): { child: ChildProcess; exited: Promise<number | null>; stderr: () => string } {
+  let stderr = '';
+  const child = spawn(
+    process.execPath,
+    [
+      join(root, 'src/cli.ts'),
+      'dispatcher',
+      '--config',
+      config,
+      '--nats-url',
+      natsUrl(),
+      '--metrics-port',
+      String(metricsPort),
+      '--secrets-dir',
+      join(work.path, 'secrets'),
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, HOOKYARD_LOG_LEVEL: 'warn' } },
+  );
+  child.stderr?.on('data', (d) => {
+    stderr += d;
+  });
+  const exited = new Promise<number | null>((ok) => child.once('exit', (code) => ok(code)));
+  return { child, exited, stderr: () => stderr };
+}
+
+describe('hookyard dispatcher (the command)', () => {
+  it('loses nothing when killed with SIGKILL in the middle of deliveries, and counts possible duplicates', async () => {
+    const names = uniqueNames('crash');
+    const nats = await natsSetup(names.namespace, names.endpoint);
+    const target = await startTarget(async (_r, res) => {
+      await new Promise((ok) => setTimeout(ok, 5));
+      res.end();
+    });
+    const total = 300;
+    const ids: string[] = [];
+    for (let i = 0; i < total; i++) {
+      ids.push(
+        (await publishEvent(nats.nc, names.namespace, names.endpoint, { type: 'order.shipped', body: `{"i":${i}}` }))
+          .id,
+      );
+    }
+    const config = join(work.path, `${names.subscription}.yaml`);
+    writeFileSync(
+      config,
+      stringify({
+        subscription: {
+          apiVersion: 'hookyard.io/v1alpha1',
+          kind: 'WebhookSubscription',
+          metadata: { name: names.subscription, namespace: names.namespace },
+          spec: {
+            sources: [{ endpoint: names.endpoint }],
+            target: { url: target.url, timeout: '1s' },
+            ackWait: '2s',
+            retry: { maxAttempts: 5, backoff: { initialDelay: '50ms', maxDelay: '200ms' } },
+          },
+        },
+        sources: [{ namespace: names.namespace, endpoint: names.endpoint, provider: 'proign' }],
+      }),
+    );
+    mkdirSync(join(work.path, 'secrets'), { recursive: true });
+
+    const first = dispatcherProcess(config, await freePort());
+    await target.waitFor(total / 3);
+    first.child.kill('SIGKILL');
+    await first.exited;
+    assert.ok(target.received.length < total, 'killed before it was done');
+
+    const port = await freePort();
+    const second = dispatcherProcess(config, port);
+    await eventually(() => new Set(target.received.map((r) => r.headers['hookyard-event-id'])).size === total, 100);
+    const metrics = async () => (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    await eventually(async () => {
+      const info = await nats.jsm.consumers.info(nats.stream, names.subscription);
+      return info.num_pending === 0 && info.num_ack_pending === 0;
+    }, 100);
+    assert.deepEqual(new Set(target.received.map((r) => r.headers['hookyard-event-id'])), new Set(ids));
+    const duplicates = target.received.length - total;
+    const counted = metricValue(await metrics(), 'hookyard_dispatcher_possible_duplicates_total');
+    assert.ok(counted >= duplicates, `${duplicates} duplicates reached the target, ${counted} counted`);
+
+    // SIGTERM drains and exits cleanly.
+    assert.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200);
+    second.child.kill('SIGTERM');
+    assert.equal(await second.exited, 0, second.stderr());
+    await target.close();
+    await nats.nc.drain();
+  });
+
+  it('refuses a bad config, naming the field', async () => {
+    const config = join(work.path, 'bad.yaml');
+    writeFileSync(
+      config,
+      stringify({
+        subscription: {
+          apiVersion: 'hookyard.io/v1alpha1',
+          kind: 'WebhookSubscription',
+          metadata: { name: 'bad', namespace: 'shop' },
+          spec: { sources: [{ endpoint: 'proign' }], target: { url: 'http://x.test/', timeout: '5m' } },
+        },
+        sources: [{ namespace: 'shop' }],
+      }),
+    );
+    const run = dispatcherProcess(config, await freePort());
+    assert.notEqual(await run.exited, 0);
+    assert.match(run.stderr(), /spec\.target\.timeout/);
+    writeFileSync(
+      config,
+      stringify({
+        subscription: {
+          apiVersion: 'hookyard.io/v1alpha1',
+          kind: 'WebhookSubscription',
+          metadata: { name: 'ok', namespace: 'shop' },
+          spec: { sources: [{ endpoint: 'proign' }], target: { url: 'http://x.test/' } },
+        },
+        sources: [{ namespace: 'shop' }],
+      }),
+    );
+    const run2 = dispatcherProcess(config, await freePort());
+    assert.notEqual(await run2.exited, 0);
+    assert.match(run2.stderr(), /sources\[0\]\.endpoint/);
+  });
+});

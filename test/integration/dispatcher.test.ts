@@ -1,0 +1,408 @@
+// The dispatcher against a real nats-server and real HTTP targets on loopback: what a subscriber relies on.
+import assert from 'node:assert/strict';
+import { createHmac, randomBytes } from 'node:crypto';
+import { after, describe, it } from 'node:test';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { HTTP } from 'cloudevents';
+import { Registry } from 'prom-client';
+import { Webhook } from 'standardwebhooks';
+import { type Dispatcher, replayDeadLetters, startDispatcher } from '../../src/dispatcher/dispatcher.ts';
+import { deadLetterStream, headers as h } from '../../src/jetstream/layout.ts';
+import { mapSecrets } from '../../src/runtime/secrets.ts';
+import {
+  eventually,
+  metricValue,
+  natsSetup,
+  type PublishedEvent,
+  publishEvent,
+  quietLogger,
+  startTarget,
+  subscription,
+  uniqueNames,
+} from './dispatcher-support.ts';
+
+const whsec = `whsec_${randomBytes(24).toString('base64')}`;
+const whsecOld = `whsec_${randomBytes(24).toString('base64')}`;
+const hmacKey = 'fulfillment-signing-key';
+const secrets = mapSecrets({
+  signing: { current: Buffer.from(whsec), previous: Buffer.from(whsecOld), hmac: Buffer.from(hmacKey) },
+  auth: { token: Buffer.from('s3cr3t-token') },
+});
+const fast = { backoff: { initialDelay: '50ms', maxDelay: '200ms', jitter: false } };
+
+const cleanups: (() => Promise<unknown>)[] = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+async function setup(spec: Record<string, unknown>, respond?: Parameters<typeof startTarget>[0]) {
+  const names = uniqueNames('disp');
+  const nats = await natsSetup(names.namespace, names.endpoint);
+  const target = await startTarget(respond);
+  const registry = new Registry();
+  const sub = subscription(names, {
+    ackWait: '5s',
+    ...spec,
+    target: { url: target.url, timeout: '2s', ...(spec.target as object) },
+  });
+  let dispatcher: Dispatcher | undefined;
+  const run = async () => {
+    dispatcher = await startDispatcher({
+      subscription: sub,
+      sources: [{ namespace: names.namespace, endpoint: names.endpoint, provider: 'proign' }],
+      secrets,
+      nc: nats.nc,
+      registry,
+      logger: quietLogger,
+      fetchExpiresMs: 1000,
+      statusIntervalMs: 100,
+    });
+    return dispatcher;
+  };
+  cleanups.push(async () => {
+    await dispatcher?.stop();
+    await target.close();
+    await nats.nc.drain();
+  });
+  const publish = (event: Parameters<typeof publishEvent>[3]) =>
+    publishEvent(nats.nc, names.namespace, names.endpoint, event);
+  const metric = async (name: string, labels: Record<string, string> = {}) =>
+    metricValue(await registry.metrics(), name, labels);
+  const consumerInfo = () => nats.jsm.consumers.info(nats.stream, names.subscription);
+  return { names, nats, target, registry, sub, run, publish, metric, consumerInfo, stop: () => dispatcher?.stop() };
+}
+
+const proignPayload = (carrier = 'UPS') => ({
+  id: `evt_${randomBytes(6).toString('hex')}`,
+  type: 'order.shipped',
+  timestamp: '2024-01-15T10:30:00Z',
+  tenant_id: 'tenant_xyz',
+  data: { order_id: 'ord_123', tracking_number: '1Z999AA10123456784', carrier, shipped_at: '2024-01-15T10:30:00Z' },
+});
+
+describe('dispatcher', () => {
+  it('delivers each event once, raw, with a Standard Webhooks signature the standardwebhooks package accepts', async () => {
+    const t = await setup({
+      signing: {
+        scheme: 'standardWebhooks',
+        secretRefs: [
+          { name: 'signing', key: 'current' },
+          { name: 'signing', key: 'previous' },
+        ],
+      },
+      target: { headers: [{ name: 'Authorization', valueFrom: { secretKeyRef: { name: 'auth', key: 'token' } } }] },
+    });
+    const events: PublishedEvent[] = [];
+    for (let i = 0; i < 5; i++) {
+      const payload = proignPayload();
+      events.push(await t.publish({ type: 'order.shipped', id: payload.id, body: JSON.stringify(payload) }));
+    }
+    await t.run();
+    await t.target.waitFor(5);
+    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 5);
+    assert.equal(t.target.received.length, 5);
+    assert.deepEqual(
+      new Set(t.target.received.map((r) => r.headers['hookyard-event-id'])),
+      new Set(events.map((e) => e.id)),
+    );
+    for (const r of t.target.received) {
+      const event = events.find((e) => e.id === r.headers['hookyard-event-id']);
+      assert.ok(event);
+      assert.deepEqual(r.body, event.body, 'raw sends the original bytes');
+      assert.equal(r.headers['content-type'], 'application/json');
+      assert.equal(r.headers['hookyard-attempt'], '1');
+      assert.equal(r.headers['hookyard-delivery-id'], `${event.id}:1`);
+      assert.equal(r.headers['hookyard-event-type'], 'order.shipped');
+      assert.match(String(r.headers['user-agent']), /^Hookyard\//);
+      assert.equal(r.headers.authorization, 's3cr3t-token');
+      assert.equal(r.headers['webhook-id'], event.id);
+      const hdrs = {
+        'webhook-id': String(r.headers['webhook-id']),
+        'webhook-timestamp': String(r.headers['webhook-timestamp']),
+        'webhook-signature': String(r.headers['webhook-signature']),
+      };
+      // Both keys of a rotation verify it.
+      assert.deepEqual(new Webhook(whsec).verify(r.body.toString(), hdrs), JSON.parse(r.body.toString()));
+      assert.deepEqual(new Webhook(whsecOld).verify(r.body.toString(), hdrs), JSON.parse(r.body.toString()));
+    }
+    const info = await t.consumerInfo();
+    assert.equal(info.num_pending + info.num_ack_pending, 0);
+  });
+
+  it('signs with an HMAC header that the PROIGN snippet reproduces', async () => {
+    const t = await setup({
+      signing: { scheme: 'hmac', header: 'X-Hookyard-Signature', secretRefs: [{ name: 'signing', key: 'hmac' }] },
+    });
+    const payload = proignPayload();
+    await t.publish({ type: 'order.shipped', id: payload.id, body: JSON.stringify(payload) });
+    await t.run();
+    await t.target.waitFor(1);
+    const r = t.target.received[0];
+    assert.ok(r);
+    // PROIGN's verifyWebhook(payload, signature, secret), with the parsed body as payload.
+    const expected = createHmac('sha256', hmacKey)
+      .update(JSON.stringify(JSON.parse(r.body.toString())))
+      .digest('hex');
+    assert.equal(r.headers['x-hookyard-signature'], `sha256=${expected}`);
+  });
+
+  it('sends the envelope format', async () => {
+    const t = await setup({ format: { type: 'envelope' } });
+    const form = await t.publish({
+      type: 'order.created',
+      body: 'order=42&note=caf%E9',
+      contentType: 'application/x-www-form-urlencoded; charset=iso-8859-1',
+    });
+    await t.run();
+    await t.target.waitFor(1);
+    const r = t.target.received[0];
+    assert.ok(r);
+    assert.equal(r.headers['content-type'], 'application/json');
+    const envelope = JSON.parse(r.body.toString());
+    assert.equal(envelope.id, form.id);
+    assert.equal(envelope.type, 'order.created');
+    assert.equal(envelope.source, `/hookyard/${t.names.namespace}/${t.names.endpoint}`);
+    assert.ok(!Number.isNaN(Date.parse(envelope.receivedAt)));
+    assert.deepEqual(envelope.data, { order: '42', note: 'café' });
+  });
+
+  for (const mode of ['binary', 'structured'] as const) {
+    it(`sends CloudEvents in ${mode} mode that the cloudevents package reads`, async () => {
+      const t = await setup({ format: { type: 'cloudevents', cloudEventsMode: mode } });
+      const payload = proignPayload();
+      const e = await t.publish({ type: 'order.shipped', id: payload.id, body: JSON.stringify(payload) });
+      await t.run();
+      await t.target.waitFor(1);
+      const r = t.target.received[0];
+      assert.ok(r);
+      const ce = HTTP.toEvent({ headers: r.headers, body: r.body.toString() });
+      assert.ok(!Array.isArray(ce));
+      assert.equal(ce.id, e.id);
+      assert.equal(ce.type, 'order.shipped');
+      assert.equal(ce.source, `/hookyard/${t.names.namespace}/${t.names.endpoint}`);
+      assert.equal(ce.datacontenttype, 'application/json');
+      assert.deepEqual(ce.data, payload);
+      if (mode === 'binary') assert.deepEqual(r.body, e.body, 'binary mode keeps the original bytes');
+      else assert.match(String(r.headers['content-type']), /^application\/cloudevents\+json/);
+    });
+  }
+
+  it('gives a target that fails twice then succeeds exactly three attempts, and counts two retries', async () => {
+    const t = await setup({ retry: { maxAttempts: 5, ...fast } }, (_r, res, i) => {
+      res.statusCode = i < 2 ? 503 : 200;
+      res.end();
+    });
+    const e = await t.publish({ type: 'order.shipped', body: '{}' });
+    await t.run();
+    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 1);
+    assert.equal(t.target.received.length, 3);
+    assert.deepEqual(
+      t.target.received.map((r) => r.headers['hookyard-attempt']),
+      ['1', '2', '3'],
+    );
+    assert.deepEqual(
+      t.target.received.map((r) => r.headers['hookyard-delivery-id']),
+      [`${e.id}:1`, `${e.id}:2`, `${e.id}:3`],
+    );
+    assert.equal(await t.metric('hookyard_dispatcher_retries_total'), 2);
+    assert.equal(await t.metric('hookyard_dispatcher_attempts_total', { outcome: 'retried', status_class: '5xx' }), 2);
+    assert.equal(
+      await t.metric('hookyard_dispatcher_attempts_total', { outcome: 'delivered', status_class: '2xx' }),
+      1,
+    );
+    assert.equal(await t.metric('hookyard_dispatcher_possible_duplicates_total'), 0);
+  });
+
+  it('dead-letters after exactly maxAttempts attempts, with the last status, and removes the original', async () => {
+    const t = await setup({ retry: { maxAttempts: 3, ...fast } }, (_r, res, i) => {
+      res.statusCode = i < 2 ? 500 : 502;
+      res.end('upstream down');
+    });
+    const e = await t.publish({
+      type: 'order.shipped',
+      body: '{"n":1}',
+      headers: { 'X-Proign-Delivery-Id': 'd-1' },
+    });
+    await t.run();
+    await eventually(
+      async () => (await t.metric('hookyard_dispatcher_dead_letters_total', { reason: 'exhausted' })) === 1,
+    );
+    assert.equal(t.target.received.length, 3);
+    const dlq = deadLetterStream(t.names.namespace, t.names.subscription);
+    const stored = await t.nats.jsm.streams.getMessage(dlq, {
+      last_by_subj: `hookyard-dlq.${t.names.namespace}.${t.names.subscription}`,
+    });
+    assert.ok(stored);
+    assert.deepEqual(Buffer.from(stored.data), e.body);
+    assert.equal(stored.header.get(h.lastStatus), '502');
+    assert.equal(stored.header.get(h.attempts), '3');
+    assert.equal(stored.header.get(h.lastError), 'HTTP 502');
+    assert.equal(stored.header.get(h.sourceStream), t.nats.stream);
+    assert.equal(stored.header.get(h.sourceSequence), '1');
+    assert.equal(stored.header.get(h.deadLetterEventId), e.id);
+    assert.equal(stored.header.get(`${h.original}X-Proign-Delivery-Id`), 'd-1');
+    await eventually(async () => {
+      const info = await t.consumerInfo();
+      return info.num_pending === 0 && info.num_ack_pending === 0;
+    });
+    // Nothing more is sent for it.
+    assert.equal(t.target.received.length, 3);
+
+    // Replay: the target now accepts; the dead letter is delivered and removed.
+    await t.stop();
+    const before = t.target.received.length;
+    const okTarget = await startTarget();
+    const replaySub = { ...t.sub, spec: { ...t.sub.spec, target: { ...t.sub.spec.target, url: okTarget.url } } };
+    const result = await replayDeadLetters({ subscription: replaySub, secrets, nc: t.nats.nc, logger: quietLogger });
+    await okTarget.close();
+    assert.deepEqual(result, { replayed: 1, failed: 0 });
+    assert.equal(t.target.received.length, before);
+    assert.deepEqual(okTarget.received[0]?.body, e.body);
+    assert.equal((await t.nats.jsm.streams.info(dlq)).state.messages, 0);
+  });
+
+  it('dead-letters a permanent failure (400) at once', async () => {
+    const t = await setup({ retry: { maxAttempts: 5, ...fast } }, (_r, res) => {
+      res.statusCode = 400;
+      res.end();
+    });
+    await t.publish({ type: 'order.shipped', body: '{}' });
+    await t.run();
+    await eventually(
+      async () => (await t.metric('hookyard_dispatcher_dead_letters_total', { reason: 'permanent' })) === 1,
+    );
+    assert.equal(t.target.received.length, 1);
+  });
+
+  it('waits out a 429 Retry-After', async () => {
+    // The backoff alone would wait an hour: a second attempt at all shows Retry-After was used.
+    const t = await setup(
+      { retry: { maxAttempts: 3, backoff: { initialDelay: '1h', maxDelay: '1h' } } },
+      (_r, res, i) => {
+        if (i === 0) {
+          res.statusCode = 429;
+          res.setHeader('Retry-After', '1');
+        }
+        res.end();
+      },
+    );
+    await t.publish({ type: 'order.shipped', body: '{}' });
+    await t.run();
+    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 1);
+    assert.equal(t.target.received.length, 2);
+    assert.equal(await t.metric('hookyard_dispatcher_attempts_total', { outcome: 'retried', status_class: '4xx' }), 1);
+  });
+
+  it('pauses the subscription on 410 Gone, keeps the event, and delivers it once resumed', async () => {
+    let gone = true;
+    const t = await setup({ retry: { maxAttempts: 3, ...fast } }, (_r, res) => {
+      res.statusCode = gone ? 410 : 200;
+      res.end();
+    });
+    await t.publish({ type: 'order.shipped', body: '{}' });
+    await t.run();
+    await eventually(async () => (await t.metric('hookyard_dispatcher_paused')) === 1);
+    assert.equal((await t.consumerInfo()).paused, true);
+    await t.publish({ type: 'order.shipped', body: '{}' });
+    const info = await t.consumerInfo();
+    assert.equal(info.num_pending + info.num_ack_pending, 2, 'both events are still there');
+    assert.equal(t.target.received.length, 1);
+    assert.equal(await t.metric('hookyard_dispatcher_dead_letters_total', { reason: 'permanent' }), 0);
+
+    // A restarted dispatcher keeps the pause.
+    await t.stop();
+    await t.run();
+    assert.equal((await t.consumerInfo()).paused, true);
+
+    // The operator (or a person) resumes it once the target is back.
+    gone = false;
+    await t.nats.jsm.consumers.resume(t.nats.stream, t.names.subscription);
+    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 2);
+    await eventually(async () => (await t.metric('hookyard_dispatcher_paused')) === 0);
+  });
+
+  it('times out a slow target and retries', async () => {
+    const t = await setup({ target: { timeout: '300ms' }, retry: { maxAttempts: 3, ...fast } }, async (_r, res, i) => {
+      if (i === 0) await new Promise((ok) => setTimeout(ok, 1500));
+      res.end();
+    });
+    await t.publish({ type: 'order.shipped', body: '{}' });
+    await t.run();
+    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 1);
+    assert.equal(t.target.received.length, 2);
+    assert.equal(
+      await t.metric('hookyard_dispatcher_attempts_total', { outcome: 'retried', status_class: 'timeout' }),
+      1,
+    );
+  });
+
+  it('never sends events the event types or the filter exclude', async () => {
+    const t = await setup({
+      eventTypes: ['order.shipped', 'order.*'],
+      filter: "has(body.data.carrier) && body.data.carrier == 'UPS'",
+    });
+    const ups = await t.publish({ type: 'order.shipped', body: JSON.stringify(proignPayload('UPS')) });
+    await t.publish({ type: 'order.shipped', body: JSON.stringify(proignPayload('DHL')) });
+    await t.publish({ type: 'order.packed', body: '<not json' });
+    await t.publish({ type: 'ticket.created', body: JSON.stringify(proignPayload('UPS')) });
+    const last = await t.publish({ type: 'order.packed', body: JSON.stringify(proignPayload('UPS')) });
+    await t.run();
+    await eventually(async () => (await t.metric('hookyard_dispatcher_filtered_total')) === 2);
+    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 2);
+    await eventually(async () => (await t.consumerInfo()).num_ack_pending === 0);
+    assert.deepEqual(t.target.received.map((r) => r.headers['hookyard-event-id']).sort(), [ups.id, last.id].sort());
+  });
+
+  it('keeps at most `concurrency` deliveries in flight', async () => {
+    const t = await setup({ concurrency: 3 }, async (_r, res) => {
+      await new Promise((ok) => setTimeout(ok, 30));
+      res.end();
+    });
+    for (let i = 0; i < 30; i++) await t.publish({ type: 'order.shipped', body: `{"i":${i}}` });
+    await t.run();
+    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 30);
+    assert.equal(t.target.received.length, 30);
+    assert.equal(t.target.maxInFlight, 3);
+  });
+
+  it('refuses a link-local target unless allowed', async () => {
+    const t = await setup({
+      target: { url: 'http://169.254.169.254/latest/meta-data' },
+      retry: { maxAttempts: 3, ...fast },
+    });
+    await t.publish({ type: 'order.shipped', body: '{}' });
+    await t.run();
+    await eventually(
+      async () => (await t.metric('hookyard_dispatcher_dead_letters_total', { reason: 'permanent' })) === 1,
+    );
+    const dlq = deadLetterStream(t.names.namespace, t.names.subscription);
+    const stored = await t.nats.jsm.streams.getMessage(dlq, { seq: 1 });
+    assert.match(String(stored?.header.get(h.lastError)), /^TargetForbidden/);
+  });
+
+  it('registers every series at zero', async () => {
+    const t = await setup({});
+    await t.run();
+    const text = await t.registry.metrics();
+    for (const name of [
+      'hookyard_dispatcher_attempts_total',
+      'hookyard_dispatcher_failures_total',
+      'hookyard_dispatcher_retries_total',
+      'hookyard_dispatcher_dead_letters_total',
+      'hookyard_dispatcher_filtered_total',
+      'hookyard_dispatcher_possible_duplicates_total',
+      'hookyard_dispatcher_circuit_state',
+      'hookyard_dispatcher_paused',
+    ]) {
+      assert.equal(metricValue(text, name, { namespace: t.names.namespace }), 0, name);
+    }
+    assert.equal(
+      metricValue(text, 'hookyard_dispatcher_attempts_total', { outcome: 'dead_lettered', status_class: 'timeout' }),
+      0,
+    );
+    assert.equal(metricValue(text, 'hookyard_dispatcher_delivery_duration_seconds_count', { status_class: '5xx' }), 0);
+    assert.equal(metricValue(text, 'hookyard_dispatcher_end_to_end_latency_seconds_count'), 0);
+  });
+});
+
+export type { NatsConnection };

@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { headers as natsHeaders } from '@nats-io/transport-node';
+import { HTTP } from 'cloudevents';
+import fc from 'fast-check';
+import { type StoredEvent, storedEvent } from '../../src/dispatcher/event.ts';
+import { formatEvent } from '../../src/dispatcher/format.ts';
+
+const event = (body: Uint8Array, contentType?: string): StoredEvent => {
+  const headers = natsHeaders();
+  if (contentType) headers.set('Hookyard-Header-content-type', contentType);
+  headers.set('Nats-Msg-Id', 'evt_1');
+  headers.set('Hookyard-Event-Type', 'order.shipped');
+  return storedEvent({ data: body, headers, receivedAt: new Date('2024-01-15T10:30:00.000Z') }, 'shop/proign');
+};
+
+describe('formats', () => {
+  it('raw sends the original bytes and content type', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.uint8Array(), async (bytes) => {
+        const f = await formatEvent(event(bytes, 'application/xml'), { type: 'raw', cloudEventsMode: 'binary' });
+        assert.deepEqual(f.body, bytes);
+        assert.equal(f.headers['content-type'], 'application/xml');
+      }),
+    );
+  });
+
+  it('envelope carries the JSON view, or the text, or base64', async () => {
+    const env = async (b: Uint8Array, ct?: string) =>
+      JSON.parse(
+        Buffer.from((await formatEvent(event(b, ct), { type: 'envelope', cloudEventsMode: 'binary' })).body).toString(),
+      );
+    assert.deepEqual(await env(Buffer.from('{"a":[1]}'), 'application/json'), {
+      id: 'evt_1',
+      type: 'order.shipped',
+      source: '/hookyard/shop/proign',
+      receivedAt: '2024-01-15T10:30:00.000Z',
+      data: { a: [1] },
+    });
+    assert.equal((await env(Buffer.from('hello'), 'text/plain')).data, 'hello');
+    assert.equal((await env(Buffer.from([0xff, 0x00]), 'application/octet-stream')).data, '/wA=');
+  });
+
+  it('CloudEvents in both modes read back with the cloudevents package, whatever the bytes', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(
+          // Webhook payloads are objects or arrays (the cloudevents package reads a bare `null` as text).
+          fc
+            .jsonValue()
+            .filter((v) => v !== null && typeof v === 'object')
+            .map((v) => ({ bytes: Buffer.from(JSON.stringify(v)), ct: 'application/json' })),
+          fc.uint8Array().map((b) => ({ bytes: Buffer.from(b), ct: 'application/octet-stream' })),
+          fc.string().map((s) => ({ bytes: Buffer.from(s), ct: 'text/plain' })),
+        ),
+        fc.constantFrom('binary' as const, 'structured' as const),
+        async ({ bytes, ct }, mode) => {
+          const f = await formatEvent(event(bytes, ct), { type: 'cloudevents', cloudEventsMode: mode });
+          // A receiver reads text bodies as strings and anything else as bytes.
+          const body = ct === 'application/octet-stream' && mode === 'binary' ? f.body : Buffer.from(f.body).toString();
+          const ce = HTTP.toEvent({ headers: f.headers, body });
+          assert.ok(!Array.isArray(ce));
+          assert.equal(ce.id, 'evt_1');
+          assert.equal(ce.datacontenttype, ct);
+          if (mode === 'binary') assert.deepEqual(Buffer.from(f.body), bytes);
+          if (ct === 'application/json') assert.deepEqual(ce.data, JSON.parse(bytes.toString()));
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+});

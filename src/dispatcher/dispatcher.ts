@@ -260,6 +260,22 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     }
   }
 
+  /**
+   * Acks go out together once per turn of the event loop: each is a small NATS message, and writing them one
+   * socket write at a time costs more than the delivery around them. An ack lost to a crash in between only
+   * means a redelivery, which is counted as a possible duplicate.
+   */
+  let acks: JsMsg[] = [];
+  function ack(msg: JsMsg) {
+    if (acks.length === 0) setImmediate(flushAcks);
+    acks.push(msg);
+  }
+  function flushAcks() {
+    const batch = acks;
+    acks = [];
+    for (const m of batch) m.ack();
+  }
+
   async function handle(msg: JsMsg, loop: Loop): Promise<void> {
     const attempt = msg.info.deliveryCount;
     const key = `${msg.info.stream}:${msg.seq}`;
@@ -297,7 +313,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     const logged = { eventId: event.id, eventType: event.type, attempt, result: describeResult(result) };
     switch (decision.action) {
       case 'ack': {
-        msg.ack();
+        ack(msg);
         metrics.attempt('delivered', cls, seconds);
         const receivedAt = event.receivedAt ? Date.parse(event.receivedAt) : Number.NaN;
         metrics.delivered(Number.isNaN(receivedAt) ? undefined : (Date.now() - receivedAt) / 1000);
@@ -450,6 +466,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       wake();
       await loopsDone;
       while (running.size > 0) await Promise.all([...running]);
+      flushAcks();
       await delivery.target.close();
       log.info('dispatcher stopped');
     },

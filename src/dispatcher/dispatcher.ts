@@ -5,6 +5,8 @@ import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   type Consumer,
+  JetStreamApiCodes,
+  JetStreamApiError,
   type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
@@ -146,6 +148,8 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
 
   interface Loop {
     stream: string;
+    /** `<namespace>/<endpoint>`, for events stored without a Hookyard-Endpoint header. */
+    endpoint: string;
     consumer: Consumer;
     /** Event-type patterns the dispatcher checks itself when JetStream could not (overlapping patterns). */
     clientSideTypes?: string[];
@@ -161,6 +165,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     const clientSideTypes = config.filter_subjects.includes(all) && !patterns.includes(all) ? patterns : undefined;
     loops.push({
       stream: info.stream_name,
+      endpoint: `${source.namespace}/${source.endpoint}`,
       consumer: await js.consumers.get(info.stream_name, name),
       clientSideTypes,
     });
@@ -280,7 +285,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     const attempt = msg.info.deliveryCount;
     const key = `${msg.info.stream}:${msg.seq}`;
     if (attempt > 1 && !scheduled.delete(key)) metrics.possibleDuplicate();
-    const event = storedEvent(msg.data, msg.headers, '');
+    const event = storedEvent(msg.data, msg.headers, loop.endpoint);
     if (loop.clientSideTypes && !loop.clientSideTypes.some((p) => subjectMatches(p, msg.subject))) {
       msg.ack();
       metrics.filtered();
@@ -485,12 +490,16 @@ export async function replayDeadLetters(options: {
   const stream = deadLetterStream(namespace, subscription.metadata.name);
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);
+  const info = await jsm.streams.info(stream).catch((err) => {
+    if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return undefined;
+    throw err;
+  });
+  const total = info?.state.messages ?? 0;
+  if (total === 0) return { replayed: 0, failed: 0 };
   const delivery = createDelivery(subscription, options.secrets);
-  const total = (await jsm.streams.info(stream)).state.messages;
   let replayed = 0;
   let failed = 0;
   try {
-    if (total === 0) return { replayed, failed };
     const ordered = await js.consumers.get(stream);
     const messages = await ordered.consume();
     for await (const m of messages) {

@@ -195,7 +195,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   /** Messages this process nak'ed on purpose; any other redelivery may repeat an attempt that reached the target. */
   const scheduled = new Set<string>();
   /**
-   * Messages that arrived while no delivery could start (all slots busy, circuit open): they wait here, in order,
+   * Messages that arrived while the circuit was open or probing: they wait here, in order,
    * and are kept from timing out with `working()`, so waiting never costs them a delivery attempt.
    */
   const held: { msg: JsMsg; loop: Loop }[] = [];
@@ -287,7 +287,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     if (attempt > 1 && !scheduled.delete(key)) metrics.possibleDuplicate();
     const event = storedEvent(msg.data, msg.headers, loop.endpoint);
     if (loop.clientSideTypes && !loop.clientSideTypes.some((p) => subjectMatches(p, msg.subject))) {
-      msg.ack();
+      ack(msg);
       metrics.filtered();
       return;
     }
@@ -295,7 +295,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       filter &&
       !filter({ type: event.type, headers: event.originalHeaders, body: parseBody(event.body, event.contentType) })
     ) {
-      msg.ack();
+      ack(msg);
       metrics.filtered();
       return;
     }

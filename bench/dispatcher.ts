@@ -95,7 +95,23 @@ async function runBench() {
       latencies: number[];
     };
 
-  const nc = await connect({ servers: nats.url });
+  // The nats-server and the sink are stopped however the run ends.
+  try {
+    await measure(nats.url, sinkUrl, sinkStats, { events, concurrency, rate, seconds });
+  } finally {
+    sink.kill();
+    await nats.stop();
+    work.remove();
+  }
+}
+
+async function measure(
+  natsUrl: string,
+  sinkUrl: string,
+  sinkStats: (path: string) => Promise<{ count: number; first: number; last: number; latencies: number[] }>,
+  { events, concurrency, rate, seconds }: { events: number; concurrency: number; rate: number; seconds: number },
+) {
+  const nc = await connect({ servers: natsUrl });
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);
   const [ns, ep] = ['bench', 'proign'];
@@ -264,7 +280,4 @@ async function runBench() {
   console.log(`throughput ratio (dispatcher / baseline): ${(median(dRuns) / median(bRuns)).toFixed(2)}`);
 
   await nc.drain();
-  sink.kill();
-  await nats.stop();
-  work.remove();
 }

@@ -41,7 +41,7 @@ typecheck: deps
 
 # The whole suite: lint, types, then every test against real etcd, kube-apiserver and nats-server.
 test: deps tools lint typecheck
-	node test/harness/run.ts node --test --test-reporter=spec 'test/**/*.test.ts'
+	node test/harness/run.ts node --test --test-reporter=spec --test-timeout=300000 'test/**/*.test.ts'
 
 # The main job on the embedded default: dev mode on examples/, each provider's documented webhooks played.
 demo: deps

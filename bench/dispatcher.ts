@@ -4,7 +4,10 @@
 //      deliveries/s = N / (last arrival − first arrival) at the sink.
 //   2. latency: both run side by side while events are published at a steady rate; end-to-end = from publish
 //      to arrival at the sink, p50 and p99.
-// Options: --events N (default 20000), --concurrency C (64), --rate R events/s (500), --seconds S (5).
+// The machine is shared (2 cores), so the throughput phase runs in rounds, dispatcher and baseline alternating,
+// each round with fresh consumers over the same N events, and the median of each side is reported.
+// Options: --events N (default 20000), --concurrency C (64), --rate R events/s (500), --seconds S (5),
+// --rounds (3).
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
@@ -29,6 +32,7 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '64' },
     rate: { type: 'string', default: '500' },
     seconds: { type: 'string', default: '5' },
+    rounds: { type: 'string', default: '3' },
     sink: { type: 'string' },
   },
 });
@@ -91,7 +95,23 @@ async function runBench() {
       latencies: number[];
     };
 
-  const nc = await connect({ servers: nats.url });
+  // The nats-server and the sink are stopped however the run ends.
+  try {
+    await measure(nats.url, sinkUrl, sinkStats, { events, concurrency, rate, seconds });
+  } finally {
+    sink.kill();
+    await nats.stop();
+    work.remove();
+  }
+}
+
+async function measure(
+  natsUrl: string,
+  sinkUrl: string,
+  sinkStats: (path: string) => Promise<{ count: number; first: number; last: number; latencies: number[] }>,
+  { events, concurrency, rate, seconds }: { events: number; concurrency: number; rate: number; seconds: number },
+) {
+  const nc = await connect({ servers: natsUrl });
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);
   const [ns, ep] = ['bench', 'proign'];
@@ -117,20 +137,21 @@ async function runBench() {
     await Promise.all(Array.from({ length: Math.min(256, events - i) }, publish));
   }
 
-  const subscription = parseResource({
-    apiVersion: 'hookyard.io/v1alpha1',
-    kind: 'WebhookSubscription',
-    metadata: { name: 'bench', namespace: ns },
-    spec: {
-      sources: [{ endpoint: ep }],
-      target: { url: `${sinkUrl}/dispatcher` },
-      concurrency,
-      circuitBreaker: { enabled: false },
-    },
-  }) as WebhookSubscription;
-  const startDisp = () =>
+  const subscriptionNamed = (name: string, path: string) =>
+    parseResource({
+      apiVersion: 'hookyard.io/v1alpha1',
+      kind: 'WebhookSubscription',
+      metadata: { name, namespace: ns },
+      spec: {
+        sources: [{ endpoint: ep }],
+        target: { url: `${sinkUrl}${path}` },
+        concurrency,
+        circuitBreaker: { enabled: false },
+      },
+    }) as WebhookSubscription;
+  const startDisp = (name: string, path: string) =>
     startDispatcher({
-      subscription,
+      subscription: subscriptionNamed(name, path),
       sources: [{ namespace: ns, endpoint: ep }],
       secrets: mapSecrets({}),
       nc,
@@ -139,14 +160,14 @@ async function runBench() {
     });
 
   /** The baseline: what a hand-written consumer does, nothing more. */
-  const startBaseline = async () => {
+  const startBaseline = async (name: string, path: string) => {
     await jsm.consumers.add(stream, {
-      durable_name: 'baseline',
+      durable_name: name,
       ack_policy: AckPolicy.Explicit,
       deliver_policy: DeliverPolicy.All,
       max_ack_pending: concurrency + 1000,
     });
-    const consumer = await js.consumers.get(stream, 'baseline');
+    const consumer = await js.consumers.get(stream, name);
     const pool = new Pool(sinkUrl, { connections: concurrency });
     const messages = await consumer.consume({ max_messages: concurrency });
     let inFlight = 0;
@@ -156,7 +177,7 @@ async function runBench() {
         while (inFlight >= concurrency) await new Promise<void>((ok) => (free = ok));
         inFlight++;
         pool
-          .request({ path: '/baseline', method: 'POST', headers: { 'content-type': 'application/json' }, body: m.data })
+          .request({ path, method: 'POST', headers: { 'content-type': 'application/json' }, body: m.data })
           .then(async (res) => {
             await res.body.dump();
             if (res.statusCode < 300) m.ack();
@@ -179,6 +200,9 @@ async function runBench() {
     };
   };
 
+  const perSecond = (s: { count: number; first: number; last: number }) =>
+    s.count / (Math.max(1, s.last - s.first) / 1000);
+  const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] as number;
   const waitFor = async (path: string, n: number) => {
     for (;;) {
       const s = await sinkStats(path);
@@ -187,18 +211,30 @@ async function runBench() {
     }
   };
 
-  // 1. Throughput, one at a time.
-  const d = await startDisp();
-  const dThroughput = await waitFor('/dispatcher', events);
-  await d.stop();
-  const b = await startBaseline();
-  const bThroughput = await waitFor('/baseline', events);
-  await b.stop();
+  // 1. Throughput, one at a time, alternating.
+  const dRuns: number[] = [];
+  const bRuns: number[] = [];
+  // CPU time of this process (where the dispatcher or the baseline runs) per 1000 deliveries.
+  const dCpu: number[] = [];
+  const bCpu: number[] = [];
+  const cpuMsPer1000 = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000 / (events / 1000);
+  for (let r = 0; r < Number(values.rounds); r++) {
+    let cpu = process.cpuUsage();
+    const d = await startDisp(`bench-${r}`, `/dispatcher-${r}`);
+    dRuns.push(perSecond(await waitFor(`/dispatcher-${r}`, events)));
+    await d.stop();
+    dCpu.push(cpuMsPer1000(process.cpuUsage(cpu)));
+    cpu = process.cpuUsage();
+    const b = await startBaseline(`baseline-${r}`, `/baseline-${r}`);
+    bRuns.push(perSecond(await waitFor(`/baseline-${r}`, events)));
+    await b.stop();
+    bCpu.push(cpuMsPer1000(process.cpuUsage(cpu)));
+  }
 
   // 2. Latency, side by side, at a steady rate.
   await fetch(`${sinkUrl}/reset`);
-  const d2 = await startDisp();
-  const b2 = await startBaseline();
+  const d2 = await startDisp('bench-0', '/dispatcher');
+  const b2 = await startBaseline('baseline-0', '/baseline');
   const total = rate * seconds;
   const started = Date.now();
   for (let i = 0; i < total; i++) {
@@ -211,26 +247,34 @@ async function runBench() {
   await d2.stop();
   await b2.stop();
 
-  const perSecond = (s: { count: number; first: number; last: number }) =>
-    s.count / (Math.max(1, s.last - s.first) / 1000);
   const pct = (xs: number[], p: number) => {
     const sorted = [...xs].sort((x, y) => x - y);
     return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
   };
   const ms = (x: number) => x.toFixed(2);
   const rows = [
-    ['', 'deliveries/s', `p50 ms (at ${rate}/s)`, `p99 ms (at ${rate}/s)`],
-    ['dispatcher', perSecond(dThroughput).toFixed(0), ms(pct(dLatency.latencies, 50)), ms(pct(dLatency.latencies, 99))],
-    ['baseline', perSecond(bThroughput).toFixed(0), ms(pct(bLatency.latencies, 50)), ms(pct(bLatency.latencies, 99))],
+    ['', 'deliveries/s', 'CPU ms/1000', `p50 ms (at ${rate}/s)`, `p99 ms (at ${rate}/s)`],
+    [
+      'dispatcher',
+      median(dRuns).toFixed(0),
+      median(dCpu).toFixed(0),
+      ms(pct(dLatency.latencies, 50)),
+      ms(pct(dLatency.latencies, 99)),
+    ],
+    [
+      'baseline',
+      median(bRuns).toFixed(0),
+      median(bCpu).toFixed(0),
+      ms(pct(bLatency.latencies, 50)),
+      ms(pct(bLatency.latencies, 99)),
+    ],
   ];
   console.log(`events: ${events} of 1 KiB, concurrency ${concurrency}, latency phase: ${total} events at ${rate}/s`);
   for (const r of rows) console.log(r.map((c) => String(c).padStart(22)).join(''));
   console.log(
-    `throughput ratio (dispatcher / baseline): ${(perSecond(dThroughput) / perSecond(bThroughput)).toFixed(2)}`,
+    `rounds, deliveries/s: dispatcher ${dRuns.map((x) => x.toFixed(0)).join(' ')}; baseline ${bRuns.map((x) => x.toFixed(0)).join(' ')}`,
   );
+  console.log(`throughput ratio (dispatcher / baseline): ${(median(dRuns) / median(bRuns)).toFixed(2)}`);
 
   await nc.drain();
-  sink.kill();
-  await nats.stop();
-  work.remove();
 }

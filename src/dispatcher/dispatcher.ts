@@ -5,6 +5,8 @@ import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   type Consumer,
+  JetStreamApiCodes,
+  JetStreamApiError,
   type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
@@ -156,6 +158,8 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
 
   interface Loop {
     stream: string;
+    /** `<namespace>/<endpoint>`, for events stored without a Hookyard-Endpoint header. */
+    endpoint: string;
     consumer: Consumer;
     /** Event-type patterns the dispatcher checks itself when JetStream could not (overlapping patterns). */
     clientSideTypes?: string[];
@@ -171,6 +175,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     const clientSideTypes = config.filter_subjects.includes(all) && !patterns.includes(all) ? patterns : undefined;
     loops.push({
       stream: info.stream_name,
+      endpoint: `${source.namespace}/${source.endpoint}`,
       consumer: await js.consumers.get(info.stream_name, name),
       clientSideTypes,
     });
@@ -200,7 +205,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   /** Messages this process nak'ed on purpose; any other redelivery may repeat an attempt that reached the target. */
   const scheduled = new Set<string>();
   /**
-   * Messages that arrived while no delivery could start (all slots busy, circuit open): they wait here, in order,
+   * Messages that arrived while the circuit was open or probing: they wait here, in order,
    * and are kept from timing out with `working()`, so waiting never costs them a delivery attempt.
    */
   const held: { msg: JsMsg; loop: Loop }[] = [];
@@ -272,19 +277,35 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     }
   }
 
+  /**
+   * Acks go out together once per turn of the event loop: each is a small NATS message, and writing them one
+   * socket write at a time costs more than the delivery around them. An ack lost to a crash in between only
+   * means a redelivery, which is counted as a possible duplicate.
+   */
+  let acks: JsMsg[] = [];
+  function ack(msg: JsMsg) {
+    if (acks.length === 0) setImmediate(flushAcks);
+    acks.push(msg);
+  }
+  function flushAcks() {
+    const batch = acks;
+    acks = [];
+    for (const m of batch) m.ack();
+  }
+
   async function handle(msg: JsMsg, loop: Loop): Promise<void> {
     const attempt = msg.info.deliveryCount;
     const key = `${msg.info.stream}:${msg.seq}`;
     if (attempt > 1 && !scheduled.delete(key)) metrics.possibleDuplicate();
     const receivedAt = new Date(msg.info.timestampNanos / 1e6);
-    const event = storedEvent({ data: msg.data, headers: msg.headers, receivedAt }, endpointOfStream(msg.info.stream));
+    const event = storedEvent({ data: msg.data, headers: msg.headers, receivedAt }, loop.endpoint);
     if (loop.clientSideTypes && !loop.clientSideTypes.some((p) => subjectMatches(p, msg.subject))) {
-      msg.ack();
+      ack(msg);
       metrics.filtered();
       return;
     }
     if (filter && !filter({ type: event.type, headers: event.originalHeaders, body: await event.view() })) {
-      msg.ack();
+      ack(msg);
       metrics.filtered();
       return;
     }
@@ -307,7 +328,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     const logged = { eventId: event.id, eventType: event.type, attempt, result: describeResult(result) };
     switch (decision.action) {
       case 'ack': {
-        msg.ack();
+        ack(msg);
         metrics.attempt('delivered', cls, seconds);
         const receivedAt = event.receivedAt ? Date.parse(event.receivedAt) : Number.NaN;
         metrics.delivered(Number.isNaN(receivedAt) ? undefined : (Date.now() - receivedAt) / 1000);
@@ -460,6 +481,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       wake();
       await loopsDone;
       while (running.size > 0) await Promise.all([...running]);
+      flushAcks();
       await delivery.target.close();
       log.info('dispatcher stopped');
     },
@@ -478,12 +500,16 @@ export async function replayDeadLetters(options: {
   const stream = deadLetterStream(namespace, subscription.metadata.name);
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);
+  const info = await jsm.streams.info(stream).catch((err) => {
+    if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return undefined;
+    throw err;
+  });
+  const total = info?.state.messages ?? 0;
+  if (total === 0) return { replayed: 0, failed: 0 };
   const delivery = createDelivery(subscription, options.secrets);
-  const total = (await jsm.streams.info(stream)).state.messages;
   let replayed = 0;
   let failed = 0;
   try {
-    if (total === 0) return { replayed, failed };
     const ordered = await js.consumers.get(stream);
     const messages = await ordered.consume();
     for await (const m of messages) {

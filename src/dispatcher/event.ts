@@ -39,7 +39,7 @@ export function storedEvent(
   const contentType = get(h.contentType);
   let view: Promise<unknown> | undefined;
   return {
-    id: get(h.eventId) ?? get(h.deadLetterEventId) ?? '',
+    id: get(h.deadLetterEventId) ?? get(h.eventId) ?? '',
     type: get(h.eventType) ?? '',
     contentType,
     receivedAt: get(h.receivedAt) ?? message.receivedAt?.toISOString(),

@@ -4,7 +4,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { Registry } from 'prom-client';
 import { stringify } from 'yaml';
+import { parseResource } from '../../src/api/validate.ts';
+import type { WebhookSubscription } from '../../src/api/webhook-subscription.ts';
+import { startDispatcher } from '../../src/dispatcher/dispatcher.ts';
+import { deadLetterStream } from '../../src/jetstream/layout.ts';
+import { mapSecrets } from '../../src/runtime/secrets.ts';
 import { freePort, root, tempDir } from '../harness/servers.ts';
 import {
   eventually,
@@ -12,6 +18,7 @@ import {
   natsSetup,
   natsUrl,
   publishEvent,
+  quietLogger,
   startTarget,
   uniqueNames,
 } from './dispatcher-support.ts';
@@ -48,7 +55,7 @@ function dispatcherProcess(
 }
 
 describe('hookyard dispatcher (the command)', () => {
-  it('loses nothing when killed with SIGKILL in the middle of deliveries, and counts possible duplicates', async () => {
+  it('loses nothing when killed with SIGKILL in the middle of deliveries, and counts possible duplicates', async (t) => {
     const names = uniqueNames('crash');
     const nats = await natsSetup(names.namespace, names.endpoint);
     const target = await startTarget(async (_r, res) => {
@@ -101,11 +108,80 @@ describe('hookyard dispatcher (the command)', () => {
     const duplicates = target.received.length - total;
     const counted = metricValue(await metrics(), 'hookyard_dispatcher_possible_duplicates_total');
     assert.ok(counted >= duplicates, `${duplicates} duplicates reached the target, ${counted} counted`);
+    t.diagnostic(`${duplicates} duplicates reached the target, ${counted} possible duplicates counted`);
 
     // SIGTERM drains and exits cleanly.
     assert.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200);
     second.child.kill('SIGTERM');
     assert.equal(await second.exited, 0, second.stderr());
+    await target.close();
+    await nats.nc.drain();
+  });
+
+  it('replays dead letters with --replay-dead-letters, removing each after a 2xx', async () => {
+    const names = uniqueNames('replay');
+    const nats = await natsSetup(names.namespace, names.endpoint);
+    const failing = await startTarget((_r, res) => {
+      res.statusCode = 500;
+      res.end();
+    });
+    const manifest = (url: string) => ({
+      apiVersion: 'hookyard.io/v1alpha1',
+      kind: 'WebhookSubscription',
+      metadata: { name: names.subscription, namespace: names.namespace },
+      spec: { sources: [{ endpoint: names.endpoint }], target: { url }, retry: { maxAttempts: 1 } },
+    });
+    const registry = new Registry();
+    const dispatcher = await startDispatcher({
+      subscription: parseResource(manifest(failing.url)) as WebhookSubscription,
+      sources: [{ namespace: names.namespace, endpoint: names.endpoint }],
+      secrets: mapSecrets({}),
+      nc: nats.nc,
+      registry,
+      logger: quietLogger,
+    });
+    const events = [];
+    for (let i = 0; i < 3; i++) {
+      events.push(await publishEvent(nats.nc, names.namespace, names.endpoint, { type: 'a.b', body: `{"i":${i}}` }));
+    }
+    await eventually(
+      async () =>
+        metricValue(await registry.metrics(), 'hookyard_dispatcher_dead_letters_total', { reason: 'exhausted' }) === 3,
+    );
+    await dispatcher.stop();
+    await failing.close();
+
+    const target = await startTarget();
+    const config = join(work.path, `${names.subscription}.yaml`);
+    mkdirSync(join(work.path, 'secrets'), { recursive: true });
+    writeFileSync(
+      config,
+      stringify({
+        subscription: manifest(target.url),
+        sources: [{ namespace: names.namespace, endpoint: names.endpoint }],
+      }),
+    );
+    const run = spawn(
+      process.execPath,
+      [
+        join(root, 'src/cli.ts'),
+        'dispatcher',
+        '--config',
+        config,
+        '--nats-url',
+        natsUrl(),
+        '--replay-dead-letters',
+        '--secrets-dir',
+        join(work.path, 'secrets'),
+      ],
+      { stdio: 'ignore', env: { ...process.env, HOOKYARD_LOG_LEVEL: 'warn' } },
+    );
+    assert.equal(await new Promise((ok) => run.once('exit', ok)), 0);
+    assert.deepEqual(target.received.map((r) => r.headers['hookyard-event-id']).sort(), events.map((e) => e.id).sort());
+    assert.equal(
+      (await nats.jsm.streams.info(deadLetterStream(names.namespace, names.subscription))).state.messages,
+      0,
+    );
     await target.close();
     await nats.nc.drain();
   });

@@ -7,6 +7,7 @@ import { HTTP } from 'cloudevents';
 import { Registry } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
 import { type Dispatcher, replayDeadLetters, startDispatcher } from '../../src/dispatcher/dispatcher.ts';
+import { consumerConfig, ensureConsumer } from '../../src/jetstream/consumers.ts';
 import { deadLetterStream, headers as h } from '../../src/jetstream/layout.ts';
 import { mapSecrets } from '../../src/runtime/secrets.ts';
 import {
@@ -378,6 +379,84 @@ describe('dispatcher', () => {
     const dlq = deadLetterStream(t.names.namespace, t.names.subscription);
     const stored = await t.nats.jsm.streams.getMessage(dlq, { seq: 1 });
     assert.match(String(stored?.header.get(h.lastError)), /^TargetForbidden/);
+  });
+
+  it('opens the circuit after failureThreshold failures and probes the target again only after openDuration', async () => {
+    const at: number[] = [];
+    const t = await setup(
+      {
+        concurrency: 1,
+        retry: { maxAttempts: 10, backoff: { initialDelay: '10ms', maxDelay: '10ms', jitter: false } },
+        circuitBreaker: { failureThreshold: 3, openDuration: '400ms' },
+      },
+      (_r, res, i) => {
+        at.push(performance.now());
+        res.statusCode = i < 3 ? 503 : 200;
+        res.end();
+      },
+    );
+    for (let i = 0; i < 3; i++) await t.publish({ type: 'order.shipped', body: `{"i":${i}}` });
+    await t.run();
+    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 3);
+    assert.equal(t.target.received.length, 6, '3 failures, then the probe and the two others');
+    // The retries alone would come after 10ms; the breaker holds the probe back for openDuration.
+    assert.ok((at[3] as number) - (at[2] as number) >= 390, `probe after ${(at[3] as number) - (at[2] as number)}ms`);
+    assert.equal(await t.metric('hookyard_dispatcher_circuit_state'), 0, 'closed again');
+    assert.equal(await t.metric('hookyard_dispatcher_possible_duplicates_total'), 0);
+  });
+
+  it('paces deliveries with the rate limit', async () => {
+    const at: number[] = [];
+    const t = await setup({ rateLimit: { perSecond: 20, burst: 1 } }, (_r, res) => {
+      at.push(performance.now());
+      res.end();
+    });
+    for (let i = 0; i < 5; i++) await t.publish({ type: 'order.shipped', body: `{"i":${i}}` });
+    await t.run();
+    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 5);
+    // 20 a second with no burst: at least 50ms between deliveries, 200ms for five.
+    assert.ok(
+      (at[4] as number) - (at[0] as number) >= 195,
+      `five deliveries in ${(at[4] as number) - (at[0] as number)}ms`,
+    );
+  });
+
+  it('also posts a dead letter to the sink URL', async () => {
+    const sink = await startTarget();
+    cleanups.push(() => sink.close());
+    const t = await setup({ retry: { maxAttempts: 1 }, deadLetter: { sinkUrl: sink.url } }, (_r, res) => {
+      res.statusCode = 500;
+      res.end();
+    });
+    const e = await t.publish({ type: 'order.shipped', body: '{"x":1}' });
+    await t.run();
+    await sink.waitFor(1);
+    const r = sink.received[0];
+    assert.ok(r);
+    assert.deepEqual(r.body, e.body);
+    assert.equal(r.headers['hookyard-last-status'], '500');
+    assert.equal(r.headers['hookyard-attempts'], '1');
+    assert.equal(r.headers['hookyard-event-id'], e.id);
+  });
+
+  it('updates its consumer in place: a changed spec keeps the position', async () => {
+    const t = await setup({});
+    await t.publish({ type: 'order.shipped', body: '{}' });
+    await t.run();
+    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 1);
+    await t.stop();
+    const before = await t.consumerInfo();
+    const changed = { ...t.sub, spec: { ...t.sub.spec, concurrency: 3, eventTypes: ['order.*'], ackWait: '7s' } };
+    const config = consumerConfig(t.names.namespace, t.names.subscription, t.names.endpoint, changed.spec);
+    const after = await ensureConsumer(t.nats.jsm, t.nats.stream, config);
+    assert.equal(after.created, before.created);
+    assert.equal(after.delivered.stream_seq, 1);
+    assert.equal(after.ack_floor.stream_seq, 1);
+    assert.deepEqual(after.config.filter_subjects, [`hookyard.${t.names.namespace}.${t.names.endpoint}.order.*`]);
+    assert.equal(after.config.max_ack_pending, 3 + 1000);
+    // Running it again changes nothing.
+    const again = await ensureConsumer(t.nats.jsm, t.nats.stream, config);
+    assert.equal(again.created, before.created);
   });
 
   it('registers every series at zero', async () => {

@@ -14,6 +14,7 @@ import { endpointState, listen, type RunningServer } from '../receiver/main.ts';
 import { ReceiverMetrics } from '../receiver/metrics.ts';
 import { type EndpointState, receiverHandler } from '../receiver/server.ts';
 import type { Logger } from '../runtime/log.ts';
+import { connectNats } from '../runtime/nats.ts';
 import { freePort } from '../runtime/net.ts';
 import { type Manifests, readManifests, resolveSources } from './manifests.ts';
 
@@ -42,7 +43,7 @@ export async function startDev(options: DevOptions): Promise<Dev> {
   let manifests = readManifests(options.paths);
   const { log } = options;
   const nats = options.natsUrl ? undefined : await startLocalNats(log);
-  const nc = await connect({ servers: options.natsUrl ?? nats?.url, name: 'hookyard-dev' });
+  const { nc } = await connectNats({ url: options.natsUrl ?? nats?.url ?? '', name: 'hookyard-dev' }, log);
   const jsm = await jetstreamManager(nc);
   const registry = new Registry();
   const metrics = new ReceiverMetrics(registry);
@@ -85,11 +86,19 @@ export async function startDev(options: DevOptions): Promise<Dev> {
   await apply(manifests);
 
   const server: RunningServer = await listen(
-    receiverHandler({ endpoints: () => states, js: jetstream(nc), natsReady: () => !nc.isClosed(), log, registry }),
+    receiverHandler({
+      endpoints: () => states,
+      js: jetstream(nc),
+      natsReady: () => !nc.isClosed(),
+      maxPayload: () => nc.info?.max_payload,
+      log,
+      registry,
+    }),
     options.port,
     options.host,
   );
 
+  let reloading = Promise.resolve();
   const dev: Dev = {
     port: server.port,
     get manifests() {
@@ -97,13 +106,17 @@ export async function startDev(options: DevOptions): Promise<Dev> {
     },
     registry,
     nc,
-    async reload() {
-      try {
-        await apply(readManifests(options.paths));
-        log.info('reloaded');
-      } catch (err) {
-        log.error((err as Error).message);
-      }
+    reload() {
+      // One reload at a time, so two quick file changes never start two dispatchers for one subscription.
+      reloading = reloading.then(async () => {
+        try {
+          await apply(readManifests(options.paths));
+          log.info('reloaded');
+        } catch (err) {
+          log.error((err as Error).message);
+        }
+      });
+      return reloading;
     },
     async stop() {
       await server.close();

@@ -256,24 +256,27 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       },
       'event dead-lettered',
     );
-    if (spec.deadLetter.sinkUrl) void postToSink(spec.deadLetter.sinkUrl, msg.data, headers);
+    void postToSink(msg.data, headers);
   }
 
-  async function postToSink(url: string, body: Uint8Array, headers: MsgHdrs) {
+  // The sink goes through the same guarded pool as targets: no link-local or metadata addresses unless allowed.
+  const sink =
+    spec.deadLetter.sinkUrl &&
+    new Target({
+      url: spec.deadLetter.sinkUrl,
+      timeoutMs: 10_000,
+      connections: 2,
+      allowPrivateAddresses: spec.target.allowPrivateAddresses,
+    });
+
+  async function postToSink(body: Uint8Array, headers: MsgHdrs) {
+    if (!sink) return;
     // Best effort: the dead letter is already stored; the sink is a notification.
-    try {
-      const plain: Record<string, string> = { 'user-agent': userAgent };
-      for (const key of headers.keys()) plain[key] = headers.get(key);
-      const res = await fetch(url, {
-        method: 'POST',
-        headers: plain,
-        body: Buffer.from(body),
-        signal: AbortSignal.timeout(10_000),
-      });
-      await res.arrayBuffer();
-      if (!res.ok) log.warn({ status: res.status }, 'dead-letter sink refused the dead letter');
-    } catch (err) {
-      log.warn({ error: (err as Error).message }, 'dead-letter sink not reachable');
+    const plain: Record<string, string> = { 'user-agent': userAgent };
+    for (const key of headers.keys()) plain[key] = headers.get(key);
+    const result = await sink.send({ method: 'POST', headers: plain, body });
+    if (result.kind !== 'Response' || result.status >= 300) {
+      log.warn({ result: describeResult(result) }, 'dead-letter sink did not take the dead letter');
     }
   }
 
@@ -483,6 +486,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       while (running.size > 0) await Promise.all([...running]);
       flushAcks();
       await delivery.target.close();
+      if (sink) await sink.close();
       log.info('dispatcher stopped');
     },
   };

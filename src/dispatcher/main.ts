@@ -1,9 +1,9 @@
 // `hookyard dispatcher`: delivers one WebhookSubscription until SIGTERM or SIGINT, then drains.
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
-import { connect } from '@nats-io/transport-node';
 import { Registry } from 'prom-client';
 import { log } from '../runtime/log.ts';
+import { connectNats } from '../runtime/nats.ts';
 import { directorySecrets } from '../runtime/secrets.ts';
 import { InvalidConfig, loadConfig } from './config.ts';
 import { replayDeadLetters, startDispatcher } from './dispatcher.ts';
@@ -20,6 +20,8 @@ export async function main(args: string[]): Promise<void> {
       config: { type: 'string' },
       'secrets-dir': { type: 'string', default: '/etc/hookyard/secrets' },
       'nats-url': { type: 'string', default: process.env.NATS_URL ?? 'nats://127.0.0.1:4222' },
+      'nats-creds': { type: 'string', default: process.env.NATS_CREDS },
+      'nats-ca': { type: 'string', default: process.env.NATS_CA },
       'metrics-port': { type: 'string', default: '9090' },
       'replay-dead-letters': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -42,7 +44,16 @@ export async function main(args: string[]): Promise<void> {
   const { subscription, sources } = config;
   const logger = log.child({ namespace: subscription.metadata.namespace, subscription: subscription.metadata.name });
   const secrets = directorySecrets(values['secrets-dir']);
-  const nc = await connect({ servers: values['nats-url'], name: `hookyard-dispatcher-${subscription.metadata.name}` });
+  // Reconnects forever, like the receiver: a NATS outage must not leave a dispatcher that has given up.
+  const { nc } = await connectNats(
+    {
+      url: values['nats-url'],
+      credsFile: values['nats-creds'],
+      caFile: values['nats-ca'],
+      name: `hookyard-dispatcher-${subscription.metadata.name}`,
+    },
+    logger,
+  );
 
   if (values['replay-dead-letters']) {
     try {
@@ -62,7 +73,8 @@ export async function main(args: string[]): Promise<void> {
       res.setHeader('content-type', registry.contentType);
       res.end(await registry.metrics());
     } else if (req.url === '/healthz') {
-      res.end('ok');
+      res.statusCode = nc.isClosed() ? 503 : 200;
+      res.end(nc.isClosed() ? 'NATS connection closed' : 'ok');
     } else if (req.url === '/readyz') {
       res.statusCode = ready && !nc.isClosed() ? 200 : 503;
       res.end(ready ? 'ok' : 'starting');

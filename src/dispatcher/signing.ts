@@ -1,4 +1,5 @@
 import type { WebhookSubscriptionSpec } from '../api/webhook-subscription.ts';
+import { withoutNewline } from '../runtime/secrets.ts';
 import { hmac } from '../signatures/hmac.ts';
 import { signStandardWebhook, standardWebhookHeaders, standardWebhookKey } from '../signatures/standard-webhooks.ts';
 
@@ -21,7 +22,7 @@ export function createSigner(spec: SigningSpec, secrets: Buffer[]): Signer {
       [standardWebhookHeaders.signature]: keys.map((k) => signStandardWebhook(k, eventId, nowSeconds, body)).join(' '),
     });
   }
-  const key = secrets[0] as Buffer;
+  const key = withoutNewline(secrets[0] as Buffer);
   const header = spec.header.toLowerCase();
   return (_eventId, body) => ({
     [header]: `${spec.prefix}${hmac(spec.algorithm, key, body).toString(spec.encoding)}`,

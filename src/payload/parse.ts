@@ -59,7 +59,7 @@ export async function parseAs(kind: MediaKind, body: Uint8Array, contentType?: s
       } catch (err) {
         throw new InvalidPayload(`body is not valid multipart/form-data: ${(err as Error).message}`);
       }
-      const fields: Record<string, unknown> = {};
+      const fields: Record<string, unknown> = Object.create(null);
       for (const [name, value] of form) {
         fields[name] = typeof value === 'string' ? value : { filename: value.name, size: value.size, type: value.type };
       }
@@ -83,7 +83,8 @@ function decode(body: Uint8Array, charset: string): string {
 function parseForm(body: Uint8Array, charset: string): Record<string, string | string[]> {
   decode(new Uint8Array(), charset); // refuse an unknown charset up front
   const decoder = new TextDecoder(charset);
-  const fields: Record<string, string | string[]> = {};
+  // No prototype: a field named __proto__ or constructor is just a field.
+  const fields: Record<string, string | string[]> = Object.create(null);
   const text = Buffer.from(body).toString('latin1');
   for (const pair of text.split('&')) {
     if (pair === '') continue;

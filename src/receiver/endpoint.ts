@@ -87,13 +87,17 @@ export async function eventTypeOf(
   }
   if (route !== undefined && rule.source !== 'route' && !type) type = endpoint.routes?.get(route);
   if (!type) throw new Refused('invalid_payload', `no event type: expected it in ${describeSource(rule)}`);
-  return rule.aliases?.[type] ?? type;
+  // The type becomes NATS subject tokens and a metric label: keep it to what event names look like.
+  if (type.length > 128 || type.split('.').length > 16) {
+    throw new Refused('invalid_payload', 'event type is longer than 128 characters or 16 dot-separated parts');
+  }
+  return rule.aliases && Object.hasOwn(rule.aliases, type) ? (rule.aliases[type] as string) : type;
 }
 
 /**
  * The dedup key: a header, body fields joined with ":" (each field may list alternatives as "a|b"), or the
- * SHA-256 of the raw body. When the configured fields are all missing, the body hash is used, so distinct events
- * are never merged into one.
+ * SHA-256 of the raw body. When a configured field is missing, the body hash is used instead, and a key longer
+ * than 200 characters is hashed, so distinct events are never merged into one.
  */
 export async function dedupKeyOf(endpoint: CompiledEndpoint, r: RequestView): Promise<string> {
   const rule = endpoint.dedup;
@@ -101,11 +105,14 @@ export async function dedupKeyOf(endpoint: CompiledEndpoint, r: RequestView): Pr
   if (rule.source === 'header') key = r.headers[rule.header?.toLowerCase() ?? ''];
   if (rule.source === 'body') {
     const body = await r.parsed();
-    const parts = (rule.bodyPaths ?? []).map((field) => firstString(body, field.split('|')) ?? '');
-    if (parts.some((p) => p !== '')) key = parts.join(':');
+    const parts = (rule.bodyPaths ?? []).map((field) => firstString(body, field.split('|')));
+    if (parts.length > 0 && parts.every((p) => p !== undefined)) key = parts.join(':');
   }
-  return key ? key.slice(0, 256) : `sha256:${createHash('sha256').update(r.body).digest('hex')}`;
+  if (!key) return `sha256:${sha256(r.body)}`;
+  return key.length > 200 ? `sha256:${sha256(Buffer.from(key))}` : key;
 }
+
+const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
 
 function firstString(body: unknown, paths: string[]): string | undefined {
   for (const path of paths) {

@@ -107,6 +107,7 @@ export async function main(args: string[]): Promise<void> {
   const options: ReceiverOptions = {
     endpoints: () => endpoints,
     js: jetstream(nats.nc),
+    maxPayload: () => nats.nc.info?.max_payload,
     natsReady: () => {
       metrics.natsConnected.set(nats.connected() ? 1 : 0);
       return nats.connected();

@@ -1,6 +1,9 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { type Outcome, outcomes } from './errors.ts';
 
+/** Distinct event_type label values per endpoint; further types are counted as "other". */
+const maxEventTypeLabels = 200;
+
 type EndpointLabels = { namespace: string; endpoint: string; provider: string };
 
 /** The receiver's metrics, registered on the given registry; every series of a known endpoint starts at zero. */
@@ -72,6 +75,7 @@ export class ReceiverMetrics {
     let bound = this.bound.get(key);
     if (!bound) {
       const { namespace, endpoint, provider } = labels;
+      const seenTypes = new Set<string>();
       const byOutcome = new Map(outcomes.map((o) => [o, this.requests.labels(namespace, endpoint, provider, o)]));
       for (const child of byOutcome.values()) child.inc(0);
       const mismatches = this.contentTypeMismatches.labels(namespace, endpoint, provider);
@@ -86,7 +90,12 @@ export class ReceiverMetrics {
         count: (outcome) => byOutcome.get(outcome)?.inc(),
         contentTypeMismatch: () => mismatches.inc(),
         providerRetry: () => retries.inc(),
-        event: (eventType) => this.events.labels(namespace, endpoint, provider, eventType).inc(),
+        // Event types come from verified requests, but a provider may still invent many: cap the label values.
+        event: (eventType) => {
+          if (!seenTypes.has(eventType) && seenTypes.size >= maxEventTypeLabels) eventType = 'other';
+          seenTypes.add(eventType);
+          this.events.labels(namespace, endpoint, provider, eventType).inc();
+        },
         requestSeconds: (s) => requestDuration.observe(s),
         publishSeconds: (s) => publishDuration.observe(s),
       };

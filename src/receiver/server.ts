@@ -21,6 +21,8 @@ export interface ReceiverOptions {
   js: JetStreamClient;
   /** False while NATS is unreachable: requests get 503 at once instead of waiting for a publish timeout. */
   natsReady: () => boolean;
+  /** The server's max_payload: a body that cannot fit in one message is refused with 413, not retried forever. */
+  maxPayload?: () => number | undefined;
   log: Logger;
   publishTimeoutMs?: number;
 }
@@ -56,7 +58,7 @@ async function handleWebhook(
     if ('error' in state) throw new Refused('unavailable', `endpoint ${key} is not ready: ${state.error}`);
     const { endpoint } = state;
     const route = checkRoute(endpoint, params.route);
-    const body = await readBody(req, endpoint.maxBodyBytes);
+    const body = await readBody(req, bodyLimit(endpoint, options));
     const request = view(req, body, endpoint);
     if (!mediaKind(request.headers['content-type'])) state.metrics.contentTypeMismatch();
     const check = endpoint.registrationCheck;
@@ -114,15 +116,28 @@ function checkRoute(endpoint: CompiledEndpoint, route: string | undefined): stri
   return route;
 }
 
+/** Room left in a NATS message for the headers stored with an event (Node caps request headers at 16 KiB). */
+const headerRoom = 32 << 10;
+
+function bodyLimit(endpoint: CompiledEndpoint, options: ReceiverOptions): number {
+  const maxPayload = options.maxPayload?.();
+  return maxPayload ? Math.min(endpoint.maxBodyBytes, maxPayload - headerRoom) : endpoint.maxBodyBytes;
+}
+
 async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = Number(req.headers['content-length']);
   if (declared > limit) throw new Refused('too_large', `body is larger than the ${limit} bytes this endpoint accepts`);
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw new Refused('too_large', `body is larger than the ${limit} bytes this endpoint accepts`);
-    chunks.push(chunk);
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > limit) throw new Refused('too_large', `body is larger than the ${limit} bytes this endpoint accepts`);
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    if (err instanceof Refused) throw err;
+    throw new Refused('invalid_payload', 'the request body was cut off');
   }
   return Buffer.concat(chunks);
 }

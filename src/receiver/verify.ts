@@ -6,7 +6,7 @@ import type { HmacVerification, Verification } from '../api/provider-endpoint.ts
 import { readPath } from '../payload/parse.ts';
 import type { Preset } from '../providers/presets.ts';
 import { durationMs } from '../runtime/duration.ts';
-import { resolveSecrets, type SecretStore } from '../runtime/secrets.ts';
+import { resolveSecrets, type SecretStore, withoutNewline } from '../runtime/secrets.ts';
 import { decodeSignature, hmac, signatureEquals } from '../signatures/hmac.ts';
 import { standardWebhookKey, verifyStandardWebhook } from '../signatures/standard-webhooks.ts';
 import { verifyStripe } from '../signatures/stripe.ts';
@@ -102,7 +102,7 @@ function hmacVerifier(spec: Omit<HmacVerification, 'secret'>, secrets: SecretSto
   const { header, algorithm = 'sha256', encoding = 'hex', prefix = '', signedContent = 'body' } = spec;
   if (!header) throw new Error('hmac verification needs a header (the provider preset has none)');
   // Key objects made once: building one from bytes on every request shows up in profiles.
-  const keys = resolveSecrets(secrets, spec.secretRefs).map((secret) => createSecretKey(secret));
+  const keys = resolveSecrets(secrets, spec.secretRefs).map((secret) => createSecretKey(withoutNewline(secret)));
   const toleranceSeconds = durationMs(spec.tolerance ?? '5m') / 1000;
   const name = header.toLowerCase();
   return async (r) => {

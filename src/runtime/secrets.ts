@@ -60,3 +60,10 @@ export function resolveSecrets(store: SecretStore, refs: SecretKeyRef[]): Buffer
     return value;
   });
 }
+
+/** A secret without the trailing newline that `echo secret > file` and most editors leave; no sender signs with it. */
+export function withoutNewline(secret: Buffer): Buffer {
+  let end = secret.length;
+  while (end > 0 && (secret[end - 1] === 0x0a || secret[end - 1] === 0x0d)) end--;
+  return secret.subarray(0, end);
+}

@@ -53,6 +53,13 @@ function configuration() {
     extra('basic', { provider: 'generic', verification: [{ basicAuth: { secretNames: ['basic-a'] } }] }),
     extra('bearer', { provider: 'generic', verification: [{ bearer: { secretRefs: ref('token') } }] }),
     extra('small', { provider: 'generic', verification: [{ none: true }], receiver: { maxBodySize: '1Ki' } }),
+    extra('open', { provider: 'generic', verification: [{ none: true }], receiver: { maxBodySize: '1Mi' } }),
+    extra('keyed', {
+      provider: 'generic',
+      verification: [{ none: true }],
+      eventType: { source: 'header', header: 'X-Type', aliases: { old: 'new' } },
+      dedup: { source: 'body', bodyPaths: ['id', 'time'] },
+    }),
     extra('typed', {
       provider: 'generic',
       verification: [{ none: true }],
@@ -88,7 +95,14 @@ describe('receiver', () => {
     }
     const { jetstream } = await import('@nats-io/jetstream');
     server = await listen(
-      receiverHandler({ endpoints: () => states, js: jetstream(nc), natsReady: () => true, log, registry }),
+      receiverHandler({
+        endpoints: () => states,
+        js: jetstream(nc),
+        natsReady: () => true,
+        maxPayload: () => nc.info?.max_payload,
+        log,
+        registry,
+      }),
       0,
       '127.0.0.1',
     );
@@ -300,6 +314,38 @@ describe('receiver', () => {
       assert.equal(body.error, error);
       assert.ok(body.message.length > 0);
     }
+  });
+
+  it('refuses what could harm the event store, and never answers 5xx for it', async () => {
+    const json = { 'content-type': 'application/json' };
+    const long = await post('keyed', '{}', { ...json, 'X-Type': 'a'.repeat(5000) });
+    assert.equal(long.status, 400);
+    for (const name of ['toString', '__proto__', 'constructor']) {
+      assert.equal((await post('keyed', `{"id":"${name}"}`, { ...json, 'X-Type': name })).status, 200, name);
+    }
+    // A body that fits the endpoint's limit but not one NATS message (max_payload, 1 MB by default).
+    const nearlyMax = Buffer.alloc((nc.info?.max_payload ?? 1 << 20) - 1000, 'a');
+    assert.equal((await post('open', nearlyMax, { 'content-type': 'text/plain' })).status, 413);
+    const form = await post('typed', '__proto__=x&constructor=y&kind=k', {
+      'content-type': 'application/x-www-form-urlencoded',
+    });
+    // Fields named like Object's own properties are plain fields: the type is read, nothing is polluted.
+    assert.equal(form.status, 200);
+    assert.equal((await stored('typed')).at(-1)?.header.get('Hookyard-Event-Type'), 'k');
+    assert.equal(({} as Record<string, unknown>).x, undefined);
+  });
+
+  it('dedups on body fields only when all of them are there, and hashes otherwise', async () => {
+    const json = { 'content-type': 'application/json', 'X-Type': 'old' };
+    assert.equal((await post('keyed', '{"id":"1","time":"t1"}', json)).status, 200);
+    assert.equal((await post('keyed', '{"id":"1","time":"t1","again":true}', json)).status, 200);
+    assert.equal((await post('keyed', '{"id":"2"}', json)).status, 200);
+    assert.equal((await post('keyed', '{"id":"2","other":1}', json)).status, 200);
+    const messages = (await stored('keyed')).filter((m) => m.subject.endsWith('.new'));
+    const ids = messages.map((m) => m.header.get('Nats-Msg-Id'));
+    assert.equal(ids[0], '1:t1');
+    assert.equal(ids.length, 3, `stored: ${ids.join(', ')}`);
+    assert.ok(ids.slice(1).every((id) => id.startsWith('sha256:')));
   });
 
   it('says which Secret is missing, never a secret value', async () => {

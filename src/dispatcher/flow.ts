@@ -37,11 +37,6 @@ export class CircuitBreaker {
     return free;
   }
 
-  /** Milliseconds until an open breaker lets a probe through. */
-  get waitMs(): number {
-    return this.#state === 'open' ? Math.max(0, this.#openMs - (this.#now() - this.#openedAt)) : 0;
-  }
-
   /** A delivery started; while half-open it is the probe. */
   started(): void {
     if (this.state === 'half-open') this.#probing = true;

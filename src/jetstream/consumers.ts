@@ -12,12 +12,12 @@ import { durationNanos } from '../runtime/duration.ts';
 import { endpointSubjects, eventFilterSubject } from './layout.ts';
 
 /**
- * Deliveries beyond retry.maxAttempts that JetStream still hands out. The dispatcher dead-letters an event itself
- * once its attempts are used up; deliveries that are not attempts (a crash between the attempt and the ack) also
- * count, and if the server's limit were reached first the event would stop being delivered without ever reaching
- * the dead-letter stream. The margin keeps the server's limit a backstop only.
+ * JetStream's own delivery limit is off (-1). The dispatcher counts attempts (the delivery count) and dead-letters
+ * an event itself once retry.maxAttempts are used up, publishing the dead letter before it terminates the
+ * original. A server-side limit would end redelivery without a dead letter whenever that publish kept failing
+ * (the dead-letter stream unavailable for a while) or crashes used up deliveries: the event would be lost.
  */
-export const deliveryMargin = 5;
+const unlimitedDeliveries = -1;
 
 /**
  * Events waiting for a retry (nak with a delay) count as ack pending. A limit equal to the concurrency would let a
@@ -42,7 +42,7 @@ export function consumerConfig(
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.All,
     ack_wait: durationNanos(spec.ackWait),
-    max_deliver: spec.retry.maxAttempts + deliveryMargin,
+    max_deliver: unlimitedDeliveries,
     max_ack_pending: spec.concurrency + retryBacklog,
   };
 }

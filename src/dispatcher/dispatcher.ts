@@ -382,16 +382,25 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     running.add(p);
   }
 
+  /** Events waiting in slot(): kept alive like held ones, so a slow rate limit does not cost them an attempt. */
+  const waiting = new Set<JsMsg>();
+
   /** Waits for a free slot and, with a rate limit, a token. */
-  async function slot(): Promise<void> {
-    while (!stopping && inFlight >= spec.concurrency) await changed;
-    for (let wait = bucket?.take() ?? 0; wait > 0 && !stopping; wait = bucket?.take() ?? 0) await sleep(wait);
+  async function slot(msg: JsMsg): Promise<void> {
+    waiting.add(msg);
+    try {
+      while (!stopping && inFlight >= spec.concurrency) await changed;
+      for (let wait = bucket?.take() ?? 0; wait > 0 && !stopping; wait = bucket?.take() ?? 0) await sleep(wait);
+    } finally {
+      waiting.delete(msg);
+    }
   }
 
   const ackWaitMs = durationMs(spec.ackWait);
   const keepHeld = setInterval(
     () => {
       for (const { msg } of held) msg.working();
+      for (const msg of waiting) msg.working();
     },
     Math.max(100, Math.floor(ackWaitMs / 3)),
   );
@@ -426,7 +435,10 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
         }
         continue;
       }
-      await pull(loop, { max_messages: Math.max(1, spec.concurrency), expires: fetchExpiresMs }, false);
+      // With a rate limit, events are pulled one by one: one waiting for its token is kept alive, a batch
+      // buffered behind it would not be, and would be handed out again once ackWait passed.
+      const batch = bucket ? 1 : Math.max(1, spec.concurrency);
+      await pull(loop, { max_messages: batch, expires: fetchExpiresMs }, false);
     }
   }
 
@@ -441,7 +453,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
             msg.nak(); // not attempted: hand it straight to whoever runs next
             continue;
           }
-          await slot();
+          await slot(msg);
           if (stopping) msg.nak();
           else if (breaker && breaker.allowance(1) === 0) {
             held.push({ msg, loop });

@@ -421,6 +421,17 @@ describe('dispatcher', () => {
     );
   });
 
+  it('keeps events waiting for the rate limit alive past ackWait: no redelivery, no duplicate', async () => {
+    const t = await setup({ rateLimit: { perSecond: 5, burst: 1 }, ackWait: '1s', target: { timeout: '500ms' } });
+    for (let i = 0; i < 8; i++) await t.publish({ type: 'order.shipped', body: `{"i":${i}}` });
+    await t.run();
+    // Eight events at five a second take about 1.6 s, longer than the 1 s ack window.
+    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 8);
+    await new Promise((ok) => setTimeout(ok, 1200));
+    assert.equal(t.target.received.length, 8);
+    assert.equal(await t.metric('hookyard_dispatcher_possible_duplicates_total'), 0);
+  });
+
   it('also posts a dead letter to the sink URL', async () => {
     const sink = await startTarget();
     cleanups.push(() => sink.close());

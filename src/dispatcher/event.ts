@@ -1,6 +1,6 @@
 import type { MsgHdrs } from '@nats-io/transport-node';
 import { headers as h } from '../jetstream/layout.ts';
-import { parseBody } from '../payload/parse.ts';
+import { type MediaKind, parseAs, parseBody } from '../payload/parse.ts';
 
 /** One stored event, as the receiver published it. */
 export interface StoredEvent {
@@ -47,7 +47,8 @@ export function storedEvent(
     originalHeaders,
     body: data,
     view() {
-      view ??= parseBody(data, contentType);
+      const kind = get(h.bodyKind) as MediaKind | undefined;
+      view ??= kind ? parseAs(kind, data, contentType).catch(() => undefined) : parseBody(data, contentType);
       return view;
     },
   };

@@ -53,6 +53,8 @@ export const headers = {
   original: 'Hookyard-Header-',
   /** The request's Content-Type, as the provider sent it. */
   contentType: 'Hookyard-Header-content-type',
+  /** Only when the Content-Type was missing or unknown: how the receiver read the body (json, form, xml). */
+  bodyKind: 'Hookyard-Body-Kind',
   // Dead letters drop Nats-* headers (they steer a publish) and add the original's id and receive time, and why:
   deadLetterEventId: 'Hookyard-Event-Id',
   receivedAt: 'Hookyard-Received-At',

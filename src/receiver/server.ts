@@ -190,6 +190,11 @@ async function publish(
   if (!options.natsReady()) throw new Refused('unavailable', 'event store unavailable; retry later');
   const h = natsHeaders();
   h.set(names.eventType, eventType);
+  // A body read by the endpoint's fallback or by sniffing: tell subscribers' filters how to read it too.
+  if (!mediaKind(request.headers['content-type'])) {
+    const kind = endpoint.fallbackContentType ?? sniff(request.body);
+    if (kind) h.set(names.bodyKind, kind);
+  }
   for (const [name, value] of Object.entries(request.headers)) {
     if (value !== undefined && !dropped.has(name) && !endpoint.tokenHeaders.has(name)) {
       h.set(`${names.original}${name}`, value);

@@ -251,6 +251,8 @@ describe('receiver', () => {
       ['statusupdate', 'ordersubmissionerror'],
     );
     assert.equal(await metric('hookyard_receiver_content_type_mismatches_total', { endpoint: 'siteflow' }), 1);
+    assert.equal(messages[1]?.header.get('Hookyard-Body-Kind'), 'json');
+    assert.equal(messages[0]?.header.has('Hookyard-Body-Kind'), false);
     assert.equal(messages[0]?.header.has('Hookyard-Header-x-hookyard-token'), false, 'token header stored');
     assert.equal(messages[0]?.header.get('Hookyard-Header-user-agent') !== '', true);
     assert.equal((await send('siteflow', (samples.siteflow as Sample[])[0] as Sample)).status, 401);

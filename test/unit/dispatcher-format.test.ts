@@ -70,3 +70,15 @@ describe('formats', () => {
     );
   });
 });
+
+describe('stored events', () => {
+  it('read a body without Content-Type the way the receiver did', async () => {
+    const headers = natsHeaders();
+    headers.set('Nats-Msg-Id', 'evt_2');
+    headers.set('Hookyard-Body-Kind', 'form');
+    const e = storedEvent({ data: Buffer.from('state=shipped&id=7') }, 'shop/siteflow');
+    assert.equal(await e.view(), undefined, 'without the header the body has no view');
+    const withKind = storedEvent({ data: Buffer.from('state=shipped&id=7'), headers }, 'shop/siteflow');
+    assert.deepEqual({ ...((await withKind.view()) as object) }, { state: 'shipped', id: '7' });
+  });
+});

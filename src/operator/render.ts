@@ -1,0 +1,293 @@
+// The objects the operator wants for each resource, as pure functions of the resource: what the reconcilers
+// apply with server-side apply. A receiver or dispatcher pod runs `hookyard receiver|dispatcher` with its
+// rendered config mounted from a ConfigMap and each referenced Secret key mounted at <dir>/<secret>/<key>.
+import { createHash } from 'node:crypto';
+import type * as k8s from '@kubernetes/client-node';
+import { stringify } from 'yaml';
+import type { SecretKeyRef } from '../api/common.ts';
+import { apiVersion } from '../api/common.ts';
+import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
+import type { WebhookSubscription } from '../api/webhook-subscription.ts';
+import type { Source } from '../dispatcher/dispatcher.ts';
+
+export interface RenderOptions {
+  /** The image of receivers and dispatchers: the operator's own by default. */
+  image: string;
+  natsUrl: string;
+  defaultIngressClass?: string;
+  defaultHost?: string;
+  /** A digest of the referenced Secrets' data: a change rolls the pods. */
+  secretsChecksum?: string;
+}
+
+const configDir = '/etc/hookyard/config';
+const secretsDir = '/etc/hookyard/secrets';
+const httpPort = 8080;
+const metricsPort = 9090;
+
+type Owner = ProviderEndpoint | WebhookSubscription;
+
+export const receiverName = (endpoint: string) => `hookyard-receiver-${endpoint}`;
+export const dispatcherName = (subscription: string) => `hookyard-dispatcher-${subscription}`;
+
+function labels(component: 'receiver' | 'dispatcher', owner: Owner): Record<string, string> {
+  return {
+    'app.kubernetes.io/name': 'hookyard',
+    'app.kubernetes.io/component': component,
+    'app.kubernetes.io/instance': owner.metadata.name,
+    'app.kubernetes.io/managed-by': 'hookyard-operator',
+  };
+}
+
+function meta(name: string, owner: Owner, objectLabels: Record<string, string>): k8s.V1ObjectMeta {
+  return {
+    name,
+    namespace: owner.metadata.namespace,
+    labels: objectLabels,
+    ownerReferences: [
+      {
+        apiVersion,
+        kind: owner.kind,
+        name: owner.metadata.name,
+        uid: (owner.metadata as { uid?: string }).uid ?? '',
+        controller: true,
+        blockOwnerDeletion: true,
+      },
+    ],
+  };
+}
+
+/** Every Secret key a ProviderEndpoint's verification reads. */
+export function endpointSecretRefs(spec: ProviderEndpoint['spec']): SecretKeyRef[] {
+  return spec.verification.flatMap((v) => [
+    ...(v.hmac?.secretRefs ?? []),
+    ...(v.standardWebhooks?.secretRefs ?? []),
+    ...(v.stripe?.secretRefs ?? []),
+    ...(v.bearer?.secretRefs ?? []),
+    ...(v.headerToken?.secretRefs ?? []),
+    ...(v.queryToken?.secretRefs ?? []),
+    ...(v.basicAuth?.secretNames.flatMap((name) => [
+      { name, key: 'username' },
+      { name, key: 'password' },
+    ]) ?? []),
+  ]);
+}
+
+/** Every Secret key a WebhookSubscription's dispatcher reads. */
+export function subscriptionSecretRefs(spec: WebhookSubscription['spec']): SecretKeyRef[] {
+  return [
+    ...(spec.signing?.secretRefs ?? []),
+    ...(spec.target.headers ?? []).flatMap((h) => (h.valueFrom ? [h.valueFrom.secretKeyRef] : [])),
+  ];
+}
+
+/** One projected volume with each referenced key at <secret>/<key>, the layout `--secrets-dir` reads. */
+function secretsVolume(refs: SecretKeyRef[]): k8s.V1Volume {
+  const bySecret = new Map<string, Set<string>>();
+  for (const { name, key } of refs) bySecret.set(name, (bySecret.get(name) ?? new Set()).add(key));
+  return {
+    name: 'secrets',
+    projected: {
+      sources: [...bySecret].map(([name, keys]) => ({
+        secret: { name, items: [...keys].map((key) => ({ key, path: `${name}/${key}` })) },
+      })),
+    },
+  };
+}
+
+const securityContext: k8s.V1SecurityContext = {
+  runAsNonRoot: true,
+  readOnlyRootFilesystem: true,
+  allowPrivilegeEscalation: false,
+  capabilities: { drop: ['ALL'] },
+  seccompProfile: { type: 'RuntimeDefault' },
+};
+
+function deployment(
+  name: string,
+  owner: Owner,
+  component: 'receiver' | 'dispatcher',
+  replicas: number,
+  container: Pick<k8s.V1Container, 'args' | 'ports' | 'readinessProbe' | 'livenessProbe' | 'resources'>,
+  config: string,
+  refs: SecretKeyRef[],
+  options: RenderOptions,
+): k8s.V1Deployment {
+  const podLabels = labels(component, owner);
+  const checksum = createHash('sha256')
+    .update(config)
+    .update(options.secretsChecksum ?? '')
+    .digest('hex');
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: meta(name, owner, podLabels),
+    spec: {
+      replicas,
+      selector: { matchLabels: podLabels },
+      template: {
+        metadata: { labels: podLabels, annotations: { 'hookyard.io/config-checksum': checksum } },
+        spec: {
+          automountServiceAccountToken: false,
+          securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532 },
+          containers: [
+            {
+              name: component,
+              image: options.image,
+              ...container,
+              securityContext,
+              volumeMounts: [
+                { name: 'config', mountPath: configDir, readOnly: true },
+                { name: 'secrets', mountPath: secretsDir, readOnly: true },
+                { name: 'tmp', mountPath: '/tmp' },
+              ],
+            },
+          ],
+          volumes: [{ name: 'config', configMap: { name } }, secretsVolume(refs), { name: 'tmp', emptyDir: {} }],
+        },
+      },
+    },
+  };
+}
+
+const probe = (path: string, port: number): k8s.V1Probe => ({
+  httpGet: { path, port: port as never },
+  periodSeconds: 5,
+  failureThreshold: 3,
+});
+
+export interface EndpointObjects {
+  configMap: k8s.V1ConfigMap;
+  deployment: k8s.V1Deployment;
+  service: k8s.V1Service;
+  ingress?: k8s.V1Ingress;
+  /** What to paste into the provider's console. */
+  url: string;
+}
+
+export function renderEndpoint(endpoint: ProviderEndpoint, options: RenderOptions): EndpointObjects {
+  const { metadata, spec } = endpoint;
+  const name = receiverName(metadata.name);
+  const namespace = metadata.namespace ?? 'default';
+  const config = stringify({
+    apiVersion,
+    kind: 'ProviderEndpoint',
+    metadata: { name: metadata.name, namespace },
+    spec,
+  });
+  const podLabels = labels('receiver', endpoint);
+  const path = `/hooks/${namespace}/${metadata.name}`;
+  const ingressSpec = spec.ingress ?? { enabled: true };
+  const host = ingressSpec.host ?? options.defaultHost;
+  const ingress: k8s.V1Ingress | undefined = ingressSpec.enabled
+    ? {
+        apiVersion: 'networking.k8s.io/v1',
+        kind: 'Ingress',
+        metadata: { ...meta(name, endpoint, podLabels), annotations: ingressSpec.annotations },
+        spec: {
+          ingressClassName: ingressSpec.className ?? options.defaultIngressClass,
+          tls: ingressSpec.tls && host ? [{ hosts: [host], secretName: ingressSpec.tls.secretName }] : undefined,
+          rules: [
+            {
+              host,
+              http: {
+                paths: [{ path, pathType: 'Prefix', backend: { service: { name, port: { name: 'http' } } } }],
+              },
+            },
+          ],
+        },
+      }
+    : undefined;
+  return {
+    configMap: {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: meta(name, endpoint, podLabels),
+      data: { 'endpoint.yaml': config },
+    },
+    deployment: deployment(
+      name,
+      endpoint,
+      'receiver',
+      spec.receiver.replicas,
+      {
+        args: ['receiver', '--config', `${configDir}/endpoint.yaml`, '--secrets-dir', secretsDir].concat([
+          '--nats-url',
+          options.natsUrl,
+          '--port',
+          String(httpPort),
+        ]),
+        ports: [{ name: 'http', containerPort: httpPort }],
+        readinessProbe: probe('/readyz', httpPort),
+        livenessProbe: probe('/healthz', httpPort),
+        resources: spec.receiver.resources as k8s.V1ResourceRequirements | undefined,
+      },
+      config,
+      endpointSecretRefs(spec),
+      options,
+    ),
+    service: {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: meta(name, endpoint, podLabels),
+      spec: {
+        selector: podLabels,
+        ports: [{ name: 'http', port: 80, targetPort: 'http' as never }],
+      },
+    },
+    ingress,
+    url: host ? `${ingressSpec.tls ? 'https' : 'http'}://${host}${path}` : path,
+  };
+}
+
+export interface SubscriptionObjects {
+  configMap: k8s.V1ConfigMap;
+  deployment: k8s.V1Deployment;
+}
+
+export function renderSubscription(
+  subscription: WebhookSubscription,
+  sources: Source[],
+  options: RenderOptions,
+): SubscriptionObjects {
+  const { metadata, spec } = subscription;
+  const name = dispatcherName(metadata.name);
+  const config = stringify({
+    subscription: {
+      apiVersion,
+      kind: 'WebhookSubscription',
+      metadata: { name: metadata.name, namespace: metadata.namespace ?? 'default' },
+      spec,
+    },
+    sources,
+  });
+  return {
+    configMap: {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: meta(name, subscription, labels('dispatcher', subscription)),
+      data: { 'dispatcher.yaml': config },
+    },
+    deployment: deployment(
+      name,
+      subscription,
+      'dispatcher',
+      spec.dispatcher.replicas,
+      {
+        args: ['dispatcher', '--config', `${configDir}/dispatcher.yaml`, '--secrets-dir', secretsDir].concat([
+          '--nats-url',
+          options.natsUrl,
+          '--metrics-port',
+          String(metricsPort),
+        ]),
+        ports: [{ name: 'metrics', containerPort: metricsPort }],
+        readinessProbe: probe('/readyz', metricsPort),
+        livenessProbe: probe('/healthz', metricsPort),
+        resources: spec.dispatcher.resources as k8s.V1ResourceRequirements | undefined,
+      },
+      config,
+      subscriptionSecretRefs(spec),
+      options,
+    ),
+  };
+}

@@ -106,3 +106,17 @@ export const objectMeta = z
     annotations: z.record(z.string(), z.string()).optional(),
   })
   .passthrough();
+
+/** A whole resource of one of Hookyard's kinds: what manifests, the admission webhook and dev mode check. */
+export const resourceSchema = <K extends string, Spec extends z.ZodType, Status extends z.ZodType>(
+  kind: K,
+  spec: Spec,
+  status: Status,
+) =>
+  z.object({
+    apiVersion: z.literal(apiVersion),
+    kind: z.literal(kind),
+    metadata: objectMeta,
+    spec,
+    status: status.optional(),
+  });

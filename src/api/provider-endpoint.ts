@@ -4,8 +4,8 @@ import {
   duration,
   httpHeaderName,
   inlineSecret,
-  objectMeta,
   objectName,
+  resourceSchema,
   resources,
   secretRefs,
 } from './common.ts';
@@ -330,13 +330,7 @@ export const providerEndpointStatus = z.object({
   conditions: conditions.optional(),
 });
 
-export const providerEndpoint = z.object({
-  apiVersion: z.literal('hookyard.io/v1alpha1'),
-  kind: z.literal('ProviderEndpoint'),
-  metadata: objectMeta,
-  spec: providerEndpointSpec,
-  status: providerEndpointStatus.optional(),
-});
+export const providerEndpoint = resourceSchema('ProviderEndpoint', providerEndpointSpec, providerEndpointStatus);
 
 export type ProviderEndpointSpec = z.infer<typeof providerEndpointSpec>;
 export type ProviderEndpoint = z.infer<typeof providerEndpoint>;

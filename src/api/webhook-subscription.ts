@@ -5,8 +5,8 @@ import {
   duration,
   httpHeaderName,
   inlineSecret,
-  objectMeta,
   objectName,
+  resourceSchema,
   resources,
   secretKeyRef,
   secretRefs,
@@ -239,13 +239,11 @@ export const webhookSubscriptionStatus = z.object({
     .optional(),
 });
 
-export const webhookSubscription = z.object({
-  apiVersion: z.literal('hookyard.io/v1alpha1'),
-  kind: z.literal('WebhookSubscription'),
-  metadata: objectMeta,
-  spec: webhookSubscriptionSpec,
-  status: webhookSubscriptionStatus.optional(),
-});
+export const webhookSubscription = resourceSchema(
+  'WebhookSubscription',
+  webhookSubscriptionSpec,
+  webhookSubscriptionStatus,
+);
 
 export type WebhookSubscriptionSpec = z.infer<typeof webhookSubscriptionSpec>;
 export type WebhookSubscription = z.infer<typeof webhookSubscription>;

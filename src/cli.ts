@@ -1,6 +1,10 @@
 #!/usr/bin/env node
 // hookyard <command>: one image, one CLI. Each command lives in its own module and is loaded on demand.
 const commands: Record<string, { summary: string; load: () => Promise<{ main(args: string[]): Promise<void> }> }> = {
+  operator: {
+    summary: 'reconcile ProviderEndpoints and WebhookSubscriptions in a cluster',
+    load: () => import('./operator/main.ts'),
+  },
   receiver: { summary: 'serve one ProviderEndpoint', load: () => import('./receiver/main.ts') },
   dispatcher: { summary: 'deliver one WebhookSubscription', load: () => import('./dispatcher/main.ts') },
   dev: {

@@ -182,6 +182,9 @@ export const webhookSubscriptionSpec = withRules(
           .max(2048)
           .regex(/^https?:\/\//, 'must be an http:// or https:// URL')
           .optional(),
+        deletionPolicy: z.enum(['Delete', 'Retain']).default('Delete').meta({
+          description: 'Whether the dead-letter stream and its events are deleted with the subscription.',
+        }),
       })
       .prefault({}),
     concurrency: z.number().int().min(1).max(1024).default(8).meta({ description: 'Deliveries in flight at once.' }),
@@ -230,13 +233,10 @@ export const webhookSubscriptionStatus = z.object({
   ackPending: z.number().int().optional().meta({ description: 'Events being delivered or waiting for a retry.' }),
   redelivered: z.number().int().optional(),
   deadLettered: z.number().int().optional().meta({ description: 'Events in the dead-letter stream.' }),
-  lastDelivery: z
-    .object({
-      time: z.string().meta({ format: 'date-time' }),
-      eventId: z.string(),
-      status: z.number().int(),
-    })
-    .optional(),
+  lastAckTime: z.string().optional().meta({
+    format: 'date-time',
+    description: 'When the dispatcher last finished with an event: delivered, filtered out or dead-lettered.',
+  }),
 });
 
 export const webhookSubscription = resourceSchema(

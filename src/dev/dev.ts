@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Registry } from 'prom-client';
+import { resolveSources } from '../api/sources.ts';
 import { type Dispatcher, startDispatcher } from '../dispatcher/dispatcher.ts';
 import { endpointStreamConfig, ensureStream } from '../jetstream/streams.ts';
 import { endpointState, listen, type RunningServer } from '../receiver/main.ts';
@@ -16,7 +17,7 @@ import { type EndpointState, receiverHandler } from '../receiver/server.ts';
 import type { Logger } from '../runtime/log.ts';
 import { connectNats } from '../runtime/nats.ts';
 import { freePort } from '../runtime/net.ts';
-import { type Manifests, readManifests, resolveSources } from './manifests.ts';
+import { type Manifests, readManifests } from './manifests.ts';
 
 export interface DevOptions {
   paths: string[];

@@ -4,9 +4,9 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
+import { resolveSources } from '../api/sources.ts';
 import { InvalidResource, parseResource } from '../api/validate.ts';
 import type { WebhookSubscription } from '../api/webhook-subscription.ts';
-import type { Source } from '../dispatcher/dispatcher.ts';
 import { mapSecrets, type SecretStore } from '../runtime/secrets.ts';
 
 export interface Manifests {
@@ -82,18 +82,4 @@ export function readManifests(paths: string[], defaultNamespace = 'default'): Ma
   }
   if (problems.length > 0) throw new InvalidManifests(problems);
   return { endpoints, subscriptions, secrets: mapSecrets(secrets), files };
-}
-
-/** The endpoints a subscription reads: named in spec.sources, or matched by spec.sourceSelector, same namespace. */
-export function resolveSources(sub: WebhookSubscription, endpoints: ProviderEndpoint[]): Source[] {
-  const namespace = sub.metadata.namespace ?? 'default';
-  const { sources, sourceSelector } = sub.spec;
-  return endpoints
-    .filter((e) => (e.metadata.namespace ?? 'default') === namespace)
-    .filter((e) =>
-      sources
-        ? sources.some((s) => s.endpoint === e.metadata.name)
-        : Object.entries(sourceSelector?.matchLabels ?? {}).every(([k, v]) => e.metadata.labels?.[k] === v),
-    )
-    .map((e) => ({ namespace, endpoint: e.metadata.name, provider: e.spec.provider }));
 }

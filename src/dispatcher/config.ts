@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import { z } from 'zod';
+import type { Source } from '../api/sources.ts';
 import { describeIssue, parseResource } from '../api/validate.ts';
 import type { WebhookSubscription } from '../api/webhook-subscription.ts';
-import type { Source } from './dispatcher.ts';
 
 const dnsLabel = z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a lowercase DNS label');
 const sources = z

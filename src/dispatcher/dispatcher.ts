@@ -15,6 +15,7 @@ import {
 } from '@nats-io/jetstream';
 import { type MsgHdrs, type NatsConnection, headers as natsHeaders } from '@nats-io/transport-node';
 import type { Registry } from 'prom-client';
+import type { Source } from '../api/sources.ts';
 import type { WebhookSubscription } from '../api/webhook-subscription.ts';
 import { compileFilter } from '../filter/cel.ts';
 import { consumerConfig, ensureConsumer, subjectMatches } from '../jetstream/consumers.ts';
@@ -44,13 +45,6 @@ const version = (
   JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
 ).version;
 export const userAgent = `Hookyard/${version}`;
-
-/** A ProviderEndpoint the operator resolved from spec.sources or spec.sourceSelector. */
-export interface Source {
-  namespace: string;
-  endpoint: string;
-  provider?: string;
-}
 
 export interface DispatcherOptions {
   subscription: WebhookSubscription;

@@ -10,6 +10,7 @@ import {
 import type { WebhookSubscriptionSpec } from '../api/webhook-subscription.ts';
 import { durationNanos } from '../runtime/duration.ts';
 import { endpointSubjects, eventFilterSubject } from './layout.ts';
+import { configHolds } from './streams.ts';
 
 /**
  * JetStream's own delivery limit is off (-1). The dispatcher counts attempts (the delivery count) and dead-letters
@@ -126,6 +127,9 @@ export async function ensureConsumer(
     }
   }
   const { deliver_policy: _immutable, ...update } = config;
+  // Reconciles run often (the operator refreshes status every few seconds): an update that would change nothing
+  // is not sent, as each one is a write the cluster replicates.
+  if (configHolds(existing.config, update)) return existing;
   const pause = existing.config.pause_until;
   return await jsm.consumers.update(stream, config.durable_name, {
     ...update,

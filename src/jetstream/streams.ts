@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from 'node:util';
 import {
   DiscardPolicy,
   JetStreamApiCodes,
@@ -38,13 +39,31 @@ export function endpointStreamConfig(
   };
 }
 
-/** Creates the stream, or updates it in place: a stream is never deleted and recreated, so no event is lost. */
+/**
+ * Creates the stream, or updates it in place when its config differs: a stream is never deleted and recreated, so
+ * no event is lost.
+ */
 export async function ensureStream(jsm: JetStreamManager, config: Partial<StreamConfig> & { name: string }) {
   try {
+    const existing = await jsm.streams.info(config.name);
+    if (configHolds(existing.config, config)) return existing;
     return await jsm.streams.update(config.name, config);
   } catch (err) {
     if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)
       return await jsm.streams.add(config);
     throw err;
   }
+}
+
+/**
+ * Whether a stream or consumer config already has every wanted value. The server keeps a single filter subject
+ * as `filter_subject`, so filters are compared as lists.
+ */
+export function configHolds(existing: object, wanted: object): boolean {
+  const have = existing as Record<string, unknown>;
+  const filters = (c: Record<string, unknown>) =>
+    (c.filter_subjects as string[] | undefined) ?? (c.filter_subject ? [c.filter_subject] : []);
+  return Object.entries(wanted).every(([key, value]) =>
+    key === 'filter_subjects' ? isDeepStrictEqual(filters(have), value) : isDeepStrictEqual(have[key], value),
+  );
 }

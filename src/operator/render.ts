@@ -7,8 +7,8 @@ import { stringify } from 'yaml';
 import type { SecretKeyRef } from '../api/common.ts';
 import { apiVersion } from '../api/common.ts';
 import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
+import type { Source } from '../api/sources.ts';
 import type { WebhookSubscription } from '../api/webhook-subscription.ts';
-import type { Source } from '../dispatcher/dispatcher.ts';
 
 export interface RenderOptions {
   /** The image of receivers and dispatchers: the operator's own by default. */
@@ -16,12 +16,17 @@ export interface RenderOptions {
   natsUrl: string;
   defaultIngressClass?: string;
   defaultHost?: string;
+  /** A Secret in the resource's namespace with the workloads' NATS credentials (key `creds`). */
+  natsSecret?: string;
+  /** Whether NATS uses TLS with a private CA: the natsSecret's `ca.crt` is mounted too. */
+  natsCa?: boolean;
   /** A digest of the referenced Secrets' data: a change rolls the pods. */
   secretsChecksum?: string;
 }
 
 const configDir = '/etc/hookyard/config';
 const secretsDir = '/etc/hookyard/secrets';
+const natsDir = '/etc/hookyard/nats';
 const httpPort = 8080;
 const metricsPort = 9090;
 
@@ -114,6 +119,9 @@ function deployment(
   options: RenderOptions,
 ): k8s.V1Deployment {
   const podLabels = labels(component, owner);
+  const nats = options.natsSecret
+    ? ['--nats-creds', `${natsDir}/creds`, ...(options.natsCa ? ['--nats-ca', `${natsDir}/ca.crt`] : [])]
+    : [];
   const checksum = createHash('sha256')
     .update(config)
     .update(options.secretsChecksum ?? '')
@@ -135,15 +143,22 @@ function deployment(
               name: component,
               image: options.image,
               ...container,
+              args: [...(container.args ?? []), ...nats],
               securityContext,
               volumeMounts: [
                 { name: 'config', mountPath: configDir, readOnly: true },
                 { name: 'secrets', mountPath: secretsDir, readOnly: true },
                 { name: 'tmp', mountPath: '/tmp' },
+                ...(options.natsSecret ? [{ name: 'nats', mountPath: natsDir, readOnly: true }] : []),
               ],
             },
           ],
-          volumes: [{ name: 'config', configMap: { name } }, secretsVolume(refs), { name: 'tmp', emptyDir: {} }],
+          volumes: [
+            { name: 'config', configMap: { name } },
+            secretsVolume(refs),
+            { name: 'tmp', emptyDir: {} },
+            ...(options.natsSecret ? [{ name: 'nats', secret: { secretName: options.natsSecret } }] : []),
+          ],
         },
       },
     },

@@ -2,11 +2,10 @@
 // and dispatcher are started as local processes from their Deployments' args with the ConfigMaps and Secrets laid
 // out as Kubernetes mounts them (there is no kubelet here), and a signed webhook goes through to a target.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type * as k8s from '@kubernetes/client-node';
@@ -23,6 +22,7 @@ import { exampleDocuments, namesOf } from '../harness/examples.ts';
 import { createNamespace, installCRDs, kubectl, requireEnv } from '../harness/kube.ts';
 import { testNats } from '../harness/nats.ts';
 import { root, tempDir } from '../harness/servers.ts';
+import { runDeployment } from '../harness/workloads.ts';
 
 describe('rendered workloads', () => {
   const work = tempDir('hookyard-render-');
@@ -112,33 +112,7 @@ describe('rendered workloads', () => {
       options,
     );
     const start = async (d: k8s.V1Deployment, configMap: k8s.V1ConfigMap, port: number) => {
-      const pod = join(work.path, d.metadata?.name ?? 'pod');
-      const container = d.spec?.template.spec?.containers[0] as k8s.V1Container;
-      const volumes = d.spec?.template.spec?.volumes ?? [];
-      for (const [key, value] of Object.entries(configMap.data ?? {})) {
-        mkdirSync(join(pod, 'config'), { recursive: true });
-        writeFileSync(join(pod, 'config', key), value);
-      }
-      for (const source of volumes.find((v) => v.name === 'secrets')?.projected?.sources ?? []) {
-        for (const item of source.secret?.items ?? []) {
-          const file = join(pod, 'secrets', item.path);
-          mkdirSync(dirname(file), { recursive: true });
-          writeFileSync(file, secretData(source.secret?.name ?? '')?.[item.key] ?? '');
-        }
-      }
-      const args = (container.args ?? []).map((a) =>
-        a.replace('/etc/hookyard/config', join(pod, 'config')).replace('/etc/hookyard/secrets', join(pod, 'secrets')),
-      );
-      const portFlag = args.findIndex((a) => a === '--port' || a === '--metrics-port');
-      args[portFlag + 1] = String(port);
-      const child = spawn(process.execPath, [join(root, 'src/cli.ts'), ...args], { stdio: 'ignore' });
-      children.push(child);
-      const probe = container.readinessProbe?.httpGet?.path;
-      for (let i = 0; i < 200; i++) {
-        if ((await fetch(`http://127.0.0.1:${port}${probe}`).catch(() => null))?.status === 200) return;
-        await sleep(50);
-      }
-      throw new Error(`${d.metadata?.name} did not become ready`);
+      children.push(await runDeployment(d, configMap, secretData, port, work.path));
     };
     await start(receiver.deployment, receiver.configMap, receiverPort);
     await start(dispatcher.deployment, dispatcher.configMap, await freePort());

@@ -1,0 +1,192 @@
+// What both reconcilers share: the caches the informers fill, the clients, and the steps every resource takes
+// (its Secrets, applying its objects, reading a Deployment's availability).
+import { createHash } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
+import type * as k8s from '@kubernetes/client-node';
+import type { JetStreamManager } from '@nats-io/jetstream';
+import type { Condition, SecretKeyRef } from '../api/common.ts';
+import { InvalidResource, parseResource } from '../api/validate.ts';
+import type { Logger } from '../runtime/log.ts';
+import type { Kube } from './kube.ts';
+import type { OperatorMetrics } from './metrics.ts';
+import type { RenderOptions } from './render.ts';
+import { type Check, conditionsFor, readyReason, statusChanged } from './status.ts';
+
+/** A cache of one kind of object, as an informer keeps it. */
+export interface Cache<T> {
+  get(name: string, namespace?: string): T | undefined;
+  list(namespace?: string): ReadonlyArray<T>;
+}
+
+/** A Hookyard resource as the API server returns it: validated by the CRD's schema, parsed again before use. */
+export interface RawResource extends k8s.KubernetesObject {
+  kind: 'ProviderEndpoint' | 'WebhookSubscription';
+  metadata: k8s.V1ObjectMeta & { name: string; namespace: string };
+  spec: Record<string, unknown>;
+  status?: Record<string, unknown> & { conditions?: Condition[] };
+}
+
+export interface Context {
+  kube: Kube;
+  jsm: JetStreamManager;
+  render: Omit<RenderOptions, 'secretsChecksum'>;
+  metrics: OperatorMetrics;
+  log: Logger;
+  /** How often a subscription's counters are read again from JetStream (ms). */
+  statusIntervalMs: number;
+  caches: {
+    endpoints: Cache<RawResource>;
+    subscriptions: Cache<RawResource>;
+    secrets: Cache<k8s.V1Secret>;
+    configMaps: Cache<k8s.V1ConfigMap>;
+    deployments: Cache<k8s.V1Deployment>;
+    services: Cache<k8s.V1Service>;
+    ingresses: Cache<k8s.V1Ingress>;
+  };
+}
+
+/** What a reconcile asks of the queue: nothing, come back after a delay, or retry with backoff. */
+export type Outcome = { requeueAfterMs?: number; retry?: boolean };
+
+export interface ResolvedSecrets {
+  check: Check;
+  /** A digest of the referenced values, so a changed Secret rolls the pods; undefined while any is missing. */
+  checksum?: string;
+}
+
+/** Whether every referenced Secret key exists; the message names the first missing one (never a value). */
+export function resolveSecrets(ctx: Context, namespace: string, refs: SecretKeyRef[]): ResolvedSecrets {
+  const hash = createHash('sha256');
+  const missing: string[] = [];
+  const sorted = [...refs].sort((a, b) => `${a.name}/${a.key}`.localeCompare(`${b.name}/${b.key}`));
+  for (const { name, key } of sorted) {
+    const secret = ctx.caches.secrets.get(name, namespace);
+    const value = secret?.data?.[key];
+    if (!secret) missing.push(`Secret "${name}" not found in namespace ${namespace}`);
+    else if (value === undefined) missing.push(`Secret "${name}" has no key "${key}"`);
+    else hash.update(`${name}/${key}\0${value}\0`);
+  }
+  if (missing.length > 0) {
+    const more = missing.length > 1 ? ` (and ${missing.length - 1} more)` : '';
+    return {
+      check: {
+        type: 'SecretsResolved',
+        status: false,
+        reason: 'SecretNotFound',
+        message: `${missing[0]}${more}: create it; the workload is not deployed until then.`,
+      },
+    };
+  }
+  const message = refs.length === 0 ? 'No Secrets referenced.' : `All ${refs.length} referenced Secret keys exist.`;
+  return {
+    check: { type: 'SecretsResolved', status: true, reason: 'Resolved', message },
+    checksum: hash.digest('hex'),
+  };
+}
+
+const appliedHash = 'hookyard.io/applied-hash';
+
+/** Whether every field of `wanted` has the same value in `actual` (fields the API server adds are ignored). */
+function holds(actual: unknown, wanted: unknown): boolean {
+  if (wanted === undefined) return true;
+  if (Array.isArray(wanted)) {
+    return Array.isArray(actual) && actual.length === wanted.length && wanted.every((w, i) => holds(actual[i], w));
+  }
+  if (wanted !== null && typeof wanted === 'object') {
+    if (actual === null || typeof actual !== 'object') return false;
+    return Object.entries(wanted).every(([k, v]) => holds((actual as Record<string, unknown>)[k], v));
+  }
+  return isDeepStrictEqual(actual, wanted);
+}
+
+/**
+ * Server-side applies an object unless the cached copy already is what would be applied: same applied hash (so
+ * a field dropped from what is wanted is still removed) and no drift in any field the operator sets. So a
+ * restarted operator, or the periodic status refresh, writes nothing.
+ */
+export async function applyObject<T extends k8s.KubernetesObject>(
+  ctx: Context,
+  wanted: T,
+  cache: Cache<T>,
+): Promise<T> {
+  const hash = createHash('sha256').update(JSON.stringify(wanted)).digest('hex').slice(0, 16);
+  const object = { ...wanted, metadata: { ...wanted.metadata, annotations: { ...wanted.metadata?.annotations } } };
+  object.metadata.annotations[appliedHash] = hash;
+  const cached = cache.get(wanted.metadata?.name ?? '', wanted.metadata?.namespace);
+  if (cached && holds(cached, object)) return cached;
+  return await ctx.kube.apply(object);
+}
+
+/** Deletes an object the operator made, if the cache has it. */
+export async function removeObject(ctx: Context, object: k8s.KubernetesObject, cache: Cache<k8s.KubernetesObject>) {
+  const { name = '', namespace } = object.metadata ?? {};
+  if (cache.get(name, namespace)) await ctx.kube.remove(object);
+}
+
+/** Whether a Deployment the operator applied has pods serving, as its conditions and counts say. */
+export function deploymentCheck(type: string, noun: string, deployment: k8s.V1Deployment | undefined): Check {
+  if (!deployment) return { type, status: false, reason: 'NotDeployed', message: `The ${noun} is not deployed.` };
+  const wanted = deployment.spec?.replicas ?? 1;
+  if (wanted === 0) {
+    return {
+      type,
+      status: false,
+      reason: 'ScaledToZero',
+      message: `The ${noun} has 0 replicas: set replicas above 0.`,
+    };
+  }
+  const available = deployment.status?.availableReplicas ?? 0;
+  const current = (deployment.status?.observedGeneration ?? 0) >= (deployment.metadata?.generation ?? 0);
+  const counts = `${available}/${wanted} ${noun} pods available`;
+  if (available > 0 && current) return { type, status: true, reason: 'Available', message: `${counts}.` };
+  const stuck = deployment.status?.conditions?.find((c) => c.type === 'Progressing' && c.status === 'False');
+  return {
+    type,
+    status: false,
+    reason: stuck ? 'ProgressDeadlineExceeded' : 'PodsNotReady',
+    message: `${counts}${stuck?.message ? `: ${stuck.message}` : '; see kubectl describe deployment for why'}.`,
+  };
+}
+
+/**
+ * The resource parsed with the same schemas dev mode and the admission webhook use. The API server has checked the
+ * CRD's schema, but not what only the webhook checks (a filter that does not compile, say): a resource that got
+ * past a cluster without the webhook is reported in its status and left alone.
+ */
+export async function parseOrReport<T>(ctx: Context, raw: RawResource, readyFrom: string[]): Promise<T | undefined> {
+  try {
+    return parseResource(raw) as T;
+  } catch (err) {
+    if (!(err instanceof InvalidResource)) throw err;
+    const check: Check = { type: 'SpecValid', status: false, reason: 'InvalidSpec', message: err.problems.join('; ') };
+    await writeStatus(ctx, raw, {}, [check], ['SpecValid', ...readyFrom]);
+    return undefined;
+  }
+}
+
+/**
+ * Writes the status when it differs from what the resource has (an unchanged write would still move the
+ * resourceVersion), and records an Event when Ready changes its reason.
+ */
+export async function writeStatus(
+  ctx: Context,
+  raw: RawResource,
+  fields: Record<string, unknown>,
+  checks: Check[],
+  readyFrom: string[],
+): Promise<void> {
+  const generation = raw.metadata.generation;
+  const conditions = conditionsFor(checks, readyFrom, raw.status?.conditions, generation);
+  const status: Record<string, unknown> = { observedGeneration: generation, ...fields, conditions };
+  if (!statusChanged(raw.status, status)) return;
+  // A merge patch keeps fields it does not name: the ones no longer set are removed with null.
+  const removed = Object.keys(raw.status ?? {}).filter((key) => status[key] === undefined);
+  await ctx.kube.patchStatus(raw, { ...status, ...Object.fromEntries(removed.map((key) => [key, null])) });
+  const ready = conditions[0] as Condition;
+  if (ready.reason !== readyReason(raw.status?.conditions)) {
+    const type = ready.status === 'True' ? 'Normal' : 'Warning';
+    await ctx.kube.event(raw, type, ready.reason, ready.message).catch((err: unknown) => {
+      ctx.log.warn({ err: String(err) }, 'could not record an Event');
+    });
+  }
+}

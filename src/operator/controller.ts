@@ -1,0 +1,316 @@
+// The control loop: informers keep caches of both resources, of what the operator creates and of Secrets; every
+// change puts the affected resources' keys on a work queue; workers reconcile them, level-based, so a reconcile
+// that runs twice or after a restart does the same thing.
+import * as k8s from '@kubernetes/client-node';
+import type { JetStreamManager } from '@nats-io/jetstream';
+import type { Condition } from '../api/common.ts';
+import { apiVersion } from '../api/common.ts';
+import type { Logger } from '../runtime/log.ts';
+import type { Cache, Context, Outcome, RawResource } from './context.ts';
+import { finalizeEndpoint, reconcileEndpoint } from './endpoints.ts';
+import { apiMessage, finalizer, isNotFound, Kube, plurals } from './kube.ts';
+import type { Kind, OperatorMetrics } from './metrics.ts';
+import { WorkQueue } from './queue.ts';
+import { endpointSecretRefs, type RenderOptions, subscriptionSecretRefs } from './render.ts';
+import { conditionsFor } from './status.ts';
+import { finalizeSubscription, reconcileSubscription } from './subscriptions.ts';
+
+export interface ControllerOptions {
+  kc: k8s.KubeConfig;
+  jsm: JetStreamManager;
+  render: Omit<RenderOptions, 'secretsChecksum'>;
+  metrics: OperatorMetrics;
+  log: Logger;
+  /** Watch only these namespaces; empty or undefined: all. */
+  namespaces?: string[];
+  workers?: number;
+  statusIntervalMs?: number;
+  /** First retry delay of a failed reconcile (ms); it doubles per failure. */
+  retryBaseMs?: number;
+}
+
+export interface Controller {
+  /** Resolves once every cache has listed its objects and the workers run. */
+  started: Promise<void>;
+  stop(): Promise<void>;
+}
+
+const managedBy = 'app.kubernetes.io/managed-by=hookyard-operator';
+const [group, version] = apiVersion.split('/') as [string, string];
+
+/** One cache over the informers of several namespaces (or one informer for all of them). */
+function combined<T extends k8s.KubernetesObject>(parts: Map<string, k8s.ObjectCache<T>>): Cache<T> {
+  const all = parts.get('');
+  return {
+    get: (name, namespace) => (all ?? parts.get(namespace ?? ''))?.get(name, namespace),
+    list: (namespace) =>
+      all
+        ? all.list(namespace)
+        : namespace !== undefined
+          ? (parts.get(namespace)?.list(namespace) ?? [])
+          : [...parts.values()].flatMap((c) => [...c.list()]),
+  };
+}
+
+export function startController(options: ControllerOptions): Controller {
+  const { kc, log, metrics } = options;
+  const kube = new Kube(kc);
+  const queue = new WorkQueue({ baseDelayMs: options.retryBaseMs });
+  const namespaces = options.namespaces?.length ? options.namespaces : [''];
+  const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+  const core = kc.makeApiClient(k8s.CoreV1Api);
+  const apps = kc.makeApiClient(k8s.AppsV1Api);
+  const networking = kc.makeApiClient(k8s.NetworkingV1Api);
+  const informers: k8s.Informer<k8s.KubernetesObject>[] = [];
+  const synced: Promise<void>[] = [];
+  let stopping = false;
+
+  /** An informer per namespace for one kind, restarted after errors, as one cache. */
+  function watch<T extends k8s.KubernetesObject>(
+    path: (namespace: string) => string,
+    list: (namespace: string) => Promise<k8s.KubernetesListObject<T>>,
+    onChange: (object: T) => void,
+    labelSelector?: string,
+  ): Cache<T> {
+    const parts = new Map<string, k8s.ObjectCache<T>>();
+    for (const namespace of namespaces) {
+      const informer = k8s.makeInformer(kc, path(namespace), () => list(namespace), labelSelector);
+      for (const verb of [k8s.ADD, k8s.UPDATE, k8s.DELETE] as const) informer.on(verb, onChange);
+      let failures = 0;
+      let onSynced: () => void = () => {};
+      synced.push(new Promise<void>((ok) => (onSynced = ok)));
+      const start = async () => {
+        let failed = false;
+        const onError = (err: unknown) => {
+          failed = true;
+          if (stopping) return;
+          const delay = Math.min(1000 * 2 ** failures++, 30_000);
+          log.warn({ path: path(namespace), err: apiMessage(err), retryInMs: delay }, 'watch failed; restarting');
+          setTimeout(() => void start(), delay).unref();
+        };
+        informer.on(k8s.ERROR, onError);
+        await informer.start();
+        informer.off(k8s.ERROR, onError);
+        if (failed) return;
+        failures = 0;
+        onSynced();
+        // Errors after the first list restart the informer too (client-node does not), relisting.
+        informer.on(k8s.ERROR, onError);
+      };
+      void start();
+      informers.push(informer as unknown as k8s.Informer<k8s.KubernetesObject>);
+      parts.set(namespace, informer);
+    }
+    return combined(parts);
+  }
+
+  const ns = (namespace: string) => (namespace ? `/namespaces/${namespace}` : '');
+  const customPath = (plural: string) => (namespace: string) => `/apis/${group}/${version}${ns(namespace)}/${plural}`;
+  const customList = (plural: string) => async (namespace: string) =>
+    (namespace
+      ? await custom.listNamespacedCustomObject({ group, version, namespace, plural })
+      : await custom.listClusterCustomObject({ group, version, plural })) as k8s.KubernetesListObject<RawResource>;
+  const enqueue = (kind: Kind, namespace: string | undefined, name: string | undefined) => {
+    if (namespace && name) queue.add(`${kind}/${namespace}/${name}`);
+  };
+
+  /** Subscriptions whose sources name the endpoint or whose selector matches its labels. */
+  const subscriptionsOf = (endpoint: RawResource) =>
+    caches.subscriptions.list(endpoint.metadata.namespace).filter((s) => {
+      const spec = s.spec as { sources?: { endpoint: string }[]; sourceSelector?: { matchLabels?: object } };
+      if (spec.sources) return spec.sources.some((source) => source.endpoint === endpoint.metadata.name);
+      const labels = endpoint.metadata.labels ?? {};
+      return Object.entries(spec.sourceSelector?.matchLabels ?? {}).every(([k, v]) => labels[k] === v);
+    });
+
+  const previousLabels = new Map<string, Record<string, string>>();
+  const onEndpoint = (e: RawResource) => {
+    enqueue('ProviderEndpoint', e.metadata.namespace, e.metadata.name);
+    const key = `${e.metadata.namespace}/${e.metadata.name}`;
+    // A label change can move an endpoint out of a selector: the subscriptions it matched before hear of it too.
+    const before = previousLabels.get(key);
+    previousLabels.set(key, e.metadata.labels ?? {});
+    for (const s of subscriptionsOf(e)) enqueue('WebhookSubscription', s.metadata.namespace, s.metadata.name);
+    if (before) {
+      for (const s of subscriptionsOf({ ...e, metadata: { ...e.metadata, labels: before } })) {
+        enqueue('WebhookSubscription', s.metadata.namespace, s.metadata.name);
+      }
+    }
+  };
+  const onOwned = (o: k8s.KubernetesObject) => {
+    const owner = o.metadata?.ownerReferences?.find((r) => r.controller && r.apiVersion === apiVersion);
+    if (owner && (owner.kind === 'ProviderEndpoint' || owner.kind === 'WebhookSubscription')) {
+      enqueue(owner.kind, o.metadata?.namespace, owner.name);
+    }
+  };
+  const onSecret = (secret: k8s.V1Secret) => {
+    const namespace = secret.metadata?.namespace;
+    const named = (refs: () => { name: string }[]) => {
+      try {
+        return refs().some((r) => r.name === secret.metadata?.name);
+      } catch {
+        return false; // a spec the reconcile reports as invalid
+      }
+    };
+    for (const e of caches.endpoints.list(namespace)) {
+      if (named(() => endpointSecretRefs(e.spec as never))) enqueue('ProviderEndpoint', namespace, e.metadata.name);
+    }
+    for (const s of caches.subscriptions.list(namespace)) {
+      if (named(() => subscriptionSecretRefs(s.spec as never))) {
+        enqueue('WebhookSubscription', namespace, s.metadata.name);
+      }
+    }
+  };
+
+  const caches: Context['caches'] = {
+    endpoints: watch(customPath(plurals.ProviderEndpoint), customList(plurals.ProviderEndpoint), onEndpoint),
+    subscriptions: watch(customPath(plurals.WebhookSubscription), customList(plurals.WebhookSubscription), (s) =>
+      enqueue('WebhookSubscription', s.metadata.namespace, s.metadata.name),
+    ),
+    secrets: watch(
+      (n) => `/api/v1${ns(n)}/secrets`,
+      (n) => (n ? core.listNamespacedSecret({ namespace: n }) : core.listSecretForAllNamespaces()),
+      onSecret,
+    ),
+    configMaps: watch(
+      (n) => `/api/v1${ns(n)}/configmaps`,
+      (n) =>
+        n
+          ? core.listNamespacedConfigMap({ namespace: n, labelSelector: managedBy })
+          : core.listConfigMapForAllNamespaces({ labelSelector: managedBy }),
+      onOwned,
+      managedBy,
+    ),
+    services: watch(
+      (n) => `/api/v1${ns(n)}/services`,
+      (n) =>
+        n
+          ? core.listNamespacedService({ namespace: n, labelSelector: managedBy })
+          : core.listServiceForAllNamespaces({ labelSelector: managedBy }),
+      onOwned,
+      managedBy,
+    ),
+    deployments: watch(
+      (n) => `/apis/apps/v1${ns(n)}/deployments`,
+      (n) =>
+        n
+          ? apps.listNamespacedDeployment({ namespace: n, labelSelector: managedBy })
+          : apps.listDeploymentForAllNamespaces({ labelSelector: managedBy }),
+      onOwned,
+      managedBy,
+    ),
+    ingresses: watch(
+      (n) => `/apis/networking.k8s.io/v1${ns(n)}/ingresses`,
+      (n) =>
+        n
+          ? networking.listNamespacedIngress({ namespace: n, labelSelector: managedBy })
+          : networking.listIngressForAllNamespaces({ labelSelector: managedBy }),
+      onOwned,
+      managedBy,
+    ),
+  };
+
+  const ctx: Context = {
+    kube,
+    jsm: options.jsm,
+    render: options.render,
+    metrics,
+    log,
+    statusIntervalMs: options.statusIntervalMs ?? 30_000,
+    caches,
+  };
+
+  async function reconcile(kind: Kind, raw: RawResource): Promise<Outcome> {
+    const finalizers = raw.metadata.finalizers ?? [];
+    if (raw.metadata.deletionTimestamp) {
+      if (!finalizers.includes(finalizer)) return {};
+      await (kind === 'ProviderEndpoint' ? finalizeEndpoint : finalizeSubscription)(ctx, raw);
+      try {
+        await kube.patchMetadata(raw, { finalizers: finalizers.filter((f) => f !== finalizer) });
+      } catch (err) {
+        if (!isNotFound(err)) throw err; // a queued repeat of a deletion that has already finished
+        return {};
+      }
+      log.info({ kind, namespace: raw.metadata.namespace, name: raw.metadata.name }, 'cleaned up');
+      return {};
+    }
+    if (!finalizers.includes(finalizer)) {
+      raw.metadata.resourceVersion = await kube.patchMetadata(raw, { finalizers: [...finalizers, finalizer] });
+    }
+    return await (kind === 'ProviderEndpoint' ? reconcileEndpoint : reconcileSubscription)(ctx, raw);
+  }
+
+  /** After a reconcile threw: Ready=False with the error, the other conditions as they were. */
+  async function reportFailure(raw: RawResource, message: string) {
+    const previous = (raw.status?.conditions ?? []).filter((c) => c.type !== 'Ready' && c.type !== 'Reconciled');
+    const checks = [
+      ...previous.map((c: Condition) => ({
+        type: c.type,
+        status: c.status === 'Unknown' ? ('Unknown' as const) : c.status === 'True',
+        reason: c.reason,
+        message: c.message,
+      })),
+      { type: 'Reconciled', status: false, reason: 'ReconcileFailed', message },
+    ];
+    const conditions = conditionsFor(checks, ['Reconciled'], raw.status?.conditions, raw.metadata.generation);
+    await kube.patchStatus(raw, { conditions });
+  }
+
+  async function work() {
+    for (let key = await queue.next(); key !== undefined; key = await queue.next()) {
+      const [kind, namespace, name] = key.split('/') as [Kind, string, string];
+      const cached = (kind === 'ProviderEndpoint' ? caches.endpoints : caches.subscriptions).get(name, namespace);
+      if (!cached) {
+        if (kind === 'WebhookSubscription') metrics.forget(namespace, name);
+        previousLabels.delete(`${namespace}/${name}`);
+        queue.forget(key);
+        queue.done(key);
+        continue;
+      }
+      const raw = structuredClone(cached);
+      const started = performance.now();
+      try {
+        const outcome = await reconcile(kind, raw);
+        metrics.reconciled(kind, !outcome.retry, (performance.now() - started) / 1000);
+        if (outcome.retry) queue.retry(key);
+        else {
+          queue.forget(key);
+          if (outcome.requeueAfterMs) queue.addAfter(key, outcome.requeueAfterMs);
+        }
+      } catch (err) {
+        metrics.reconciled(kind, false, (performance.now() - started) / 1000);
+        const message = apiMessage(err);
+        const retryInMs = queue.retry(key);
+        log.warn({ kind, namespace, name, err: message, retryInMs }, 'reconcile failed');
+        if (!raw.metadata.deletionTimestamp) {
+          await reportFailure(raw, message).catch((e: unknown) => {
+            log.warn({ kind, namespace, name, err: apiMessage(e) }, 'could not write the failure to status');
+          });
+        }
+      } finally {
+        queue.done(key);
+      }
+    }
+  }
+
+  const workers: Promise<void>[] = [];
+  const started = Promise.all(synced).then(() => {
+    if (stopping) return;
+    for (const e of caches.endpoints.list()) enqueue('ProviderEndpoint', e.metadata.namespace, e.metadata.name);
+    for (const s of caches.subscriptions.list()) {
+      enqueue('WebhookSubscription', s.metadata.namespace, s.metadata.name);
+    }
+    for (let i = 0; i < (options.workers ?? 4); i++) workers.push(work());
+    log.info({ namespaces: options.namespaces?.length ? options.namespaces : 'all' }, 'controller started');
+  });
+
+  return {
+    started,
+    async stop() {
+      stopping = true;
+      queue.close();
+      await Promise.all(workers);
+      await Promise.all(informers.map((i) => i.stop()));
+    },
+  };
+}

@@ -1,0 +1,103 @@
+// ProviderEndpoint → its JetStream stream, and a receiver: ConfigMap, Deployment, Service and Ingress.
+import type * as k8s from '@kubernetes/client-node';
+import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
+import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
+import { endpointStream } from '../jetstream/layout.ts';
+import { endpointStreamConfig, ensureStream } from '../jetstream/streams.ts';
+import {
+  applyObject,
+  type Context,
+  deploymentCheck,
+  type Outcome,
+  parseOrReport,
+  type RawResource,
+  removeObject,
+  resolveSecrets,
+  writeStatus,
+} from './context.ts';
+import { endpointSecretRefs, receiverName, renderEndpoint } from './render.ts';
+import type { Check } from './status.ts';
+
+const readyFrom = ['SecretsResolved', 'StreamReady', 'ReceiverReady'];
+
+export async function reconcileEndpoint(ctx: Context, raw: RawResource): Promise<Outcome> {
+  const endpoint = await parseOrReport<ProviderEndpoint>(ctx, raw, readyFrom);
+  if (!endpoint) return {};
+  const { namespace, name } = raw.metadata;
+  const checks: Check[] = [];
+  let retry = false;
+
+  const secrets = resolveSecrets(ctx, namespace, endpointSecretRefs(endpoint.spec));
+  checks.push(secrets.check);
+
+  const stream = endpointStream(namespace, name);
+  try {
+    await ensureStream(ctx.jsm, endpointStreamConfig(namespace, name, endpoint.spec));
+    checks.push({
+      type: 'StreamReady',
+      status: true,
+      reason: 'Ready',
+      message: `JetStream stream ${stream} is ready.`,
+    });
+  } catch (err) {
+    retry = true;
+    checks.push({
+      type: 'StreamReady',
+      status: false,
+      reason: err instanceof JetStreamApiError ? 'StreamRefused' : 'JetStreamUnavailable',
+      message: `JetStream stream ${stream}: ${err instanceof Error ? err.message : String(err)}`,
+    });
+  }
+
+  const objects = renderEndpoint(endpoint, { ...ctx.render, secretsChecksum: secrets.checksum });
+  const { caches } = ctx;
+  await applyObject(ctx, objects.configMap, caches.configMaps);
+  await applyObject(ctx, objects.service, caches.services);
+  if (objects.ingress) await applyObject(ctx, objects.ingress, caches.ingresses);
+  else await removeObject(ctx, ingressHeader(namespace, name), caches.ingresses);
+  // With a Secret missing the pods could not start: the Deployment waits (an existing one keeps running).
+  const deployment = secrets.checksum
+    ? await applyObject(ctx, objects.deployment, caches.deployments)
+    : caches.deployments.get(receiverName(name), namespace);
+  checks.push(deploymentCheck('ReceiverReady', 'receiver', deployment));
+
+  await writeStatus(ctx, raw, { url: objects.url }, checks, readyFrom);
+  return { retry };
+}
+
+const ingressHeader = (namespace: string, name: string): k8s.V1Ingress => ({
+  apiVersion: 'networking.k8s.io/v1',
+  kind: 'Ingress',
+  metadata: { name: receiverName(name), namespace },
+});
+
+/** Before the resource goes: its stream (unless spec.stream.deletionPolicy is Retain) and its objects. */
+export async function finalizeEndpoint(ctx: Context, raw: RawResource): Promise<void> {
+  const { namespace, name } = raw.metadata;
+  const policy = (raw.spec.stream as { deletionPolicy?: string } | undefined)?.deletionPolicy ?? 'Delete';
+  if (policy === 'Delete') {
+    try {
+      await ctx.jsm.streams.delete(endpointStream(namespace, name));
+    } catch (err) {
+      if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
+    }
+  }
+  const objectName = receiverName(name);
+  const { caches } = ctx;
+  await removeObject(
+    ctx,
+    { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: objectName, namespace } },
+    caches.deployments,
+  );
+  await removeObject(ctx, ingressHeader(namespace, name), caches.ingresses);
+  await removeObject(
+    ctx,
+    { apiVersion: 'v1', kind: 'Service', metadata: { name: objectName, namespace } },
+    caches.services,
+  );
+  await removeObject(
+    ctx,
+    { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: objectName, namespace } },
+    caches.configMaps,
+  );
+}

@@ -1,0 +1,99 @@
+// A work queue of resource keys, as controllers keep them: a key waits at most once however often it is added, is
+// never worked on by two workers at once, and a key whose reconcile failed comes back after a per-key delay that
+// doubles with each failure, so one broken resource never holds up the others.
+
+export interface QueueOptions {
+  /** Delay after the first failure (ms); it doubles per failure. */
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+}
+
+export class WorkQueue {
+  readonly #ready: string[] = [];
+  readonly #queued = new Set<string>();
+  readonly #active = new Set<string>();
+  /** Keys added again while being worked on: they go back on the queue when their worker is done. */
+  readonly #dirty = new Set<string>();
+  readonly #timers = new Map<string, { timer: NodeJS.Timeout; due: number }>();
+  readonly #failures = new Map<string, number>();
+  readonly #baseDelayMs: number;
+  readonly #maxDelayMs: number;
+  #waiters: (() => void)[] = [];
+  #closed = false;
+
+  constructor(options: QueueOptions = {}) {
+    this.#baseDelayMs = options.baseDelayMs ?? 500;
+    this.#maxDelayMs = options.maxDelayMs ?? 300_000;
+  }
+
+  add(key: string): void {
+    if (this.#closed) return;
+    if (this.#active.has(key)) {
+      this.#dirty.add(key);
+      return;
+    }
+    if (this.#queued.has(key)) return;
+    this.#queued.add(key);
+    this.#ready.push(key);
+    this.#waiters.shift()?.();
+  }
+
+  /** Adds the key after a delay; of two pending delays for the same key, the one due first wins. */
+  addAfter(key: string, delayMs: number): void {
+    if (this.#closed) return;
+    const due = Date.now() + delayMs;
+    const pending = this.#timers.get(key);
+    if (pending && pending.due <= due) return;
+    if (pending) clearTimeout(pending.timer);
+    const timer = setTimeout(() => {
+      this.#timers.delete(key);
+      this.add(key);
+    }, delayMs).unref();
+    this.#timers.set(key, { timer, due });
+  }
+
+  /** After a failed reconcile: the key comes back after its own, growing delay. */
+  retry(key: string): number {
+    const failures = (this.#failures.get(key) ?? 0) + 1;
+    this.#failures.set(key, failures);
+    const delay = Math.min(this.#baseDelayMs * 2 ** (failures - 1), this.#maxDelayMs);
+    this.addAfter(key, delay);
+    return delay;
+  }
+
+  /** After a successful reconcile: the key's next failure starts from the base delay again. */
+  forget(key: string): void {
+    this.#failures.delete(key);
+  }
+
+  /** The next key to work on, or undefined once the queue is closed. Call done(key) when finished. */
+  async next(): Promise<string | undefined> {
+    while (!this.#closed) {
+      const key = this.#ready.shift();
+      if (key !== undefined) {
+        this.#queued.delete(key);
+        this.#active.add(key);
+        return key;
+      }
+      await new Promise<void>((ok) => this.#waiters.push(ok));
+    }
+    return undefined;
+  }
+
+  done(key: string): void {
+    this.#active.delete(key);
+    if (this.#dirty.delete(key)) this.add(key);
+  }
+
+  get length(): number {
+    return this.#ready.length;
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const { timer } of this.#timers.values()) clearTimeout(timer);
+    this.#timers.clear();
+    for (const wake of this.#waiters) wake();
+    this.#waiters = [];
+  }
+}

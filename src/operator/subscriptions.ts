@@ -1,0 +1,270 @@
+// WebhookSubscription → a consumer on each source stream, its dead-letter stream, and a dispatcher: ConfigMap and
+// Deployment. Its status carries counters read from JetStream, refreshed every status interval.
+import type * as k8s from '@kubernetes/client-node';
+import { type ConsumerInfo, JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
+import { parse } from 'yaml';
+import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
+import { resolveSources, type Source } from '../api/sources.ts';
+import type { WebhookSubscription } from '../api/webhook-subscription.ts';
+import { compileFilter } from '../filter/cel.ts';
+import { consumerConfig, ensureConsumer } from '../jetstream/consumers.ts';
+import { deadLetterStreamConfig } from '../jetstream/dead-letters.ts';
+import { deadLetterStream, endpointStream } from '../jetstream/layout.ts';
+import { ensureStream } from '../jetstream/streams.ts';
+import {
+  applyObject,
+  type Context,
+  deploymentCheck,
+  type Outcome,
+  parseOrReport,
+  type RawResource,
+  removeObject,
+  resolveSecrets,
+  writeStatus,
+} from './context.ts';
+import { dispatcherName, renderSubscription, subscriptionSecretRefs } from './render.ts';
+import type { Check } from './status.ts';
+
+const readyFrom = ['FilterValid', 'SecretsResolved', 'ConsumerReady', 'DispatcherReady'];
+
+/** `kubectl annotate webhooksubscription/<name> hookyard.io/resume=now` resumes a subscription a 410 paused. */
+export const resumeAnnotation = 'hookyard.io/resume';
+
+const errorMessage = (err: unknown) => (err instanceof Error ? err.message : String(err));
+const notFound = (err: unknown) =>
+  err instanceof JetStreamApiError &&
+  (err.code === JetStreamApiCodes.StreamNotFound || err.code === JetStreamApiCodes.ConsumerNotFound);
+
+export async function reconcileSubscription(ctx: Context, raw: RawResource): Promise<Outcome> {
+  const subscription = await parseOrReport<WebhookSubscription>(ctx, raw, readyFrom);
+  if (!subscription) return {};
+  const { namespace, name } = raw.metadata;
+  const { spec } = subscription;
+  const checks: Check[] = [];
+  let retry = false;
+
+  checks.push(filterCheck(spec.filter));
+  const secrets = resolveSecrets(ctx, namespace, subscriptionSecretRefs(spec));
+  checks.push(secrets.check);
+
+  const endpoints = ctx.caches.endpoints.list(namespace) as unknown as ProviderEndpoint[];
+  const sources = resolveSources(subscription, endpoints);
+  const configMap = ctx.caches.configMaps.get(dispatcherName(name), namespace);
+  await removeConsumers(ctx, namespace, name, previousSources(configMap), sources);
+
+  const consumers: { source: Source; info?: ConsumerInfo; problem?: string }[] = [];
+  for (const source of sources) {
+    try {
+      const stream = endpointStream(namespace, source.endpoint);
+      const info = await ensureConsumer(ctx.jsm, stream, consumerConfig(namespace, name, source.endpoint, spec));
+      consumers.push({ source, info });
+    } catch (err) {
+      retry = true;
+      const problem = notFound(err)
+        ? `the stream of ProviderEndpoint "${source.endpoint}" does not exist yet`
+        : `consumer on ProviderEndpoint "${source.endpoint}": ${errorMessage(err)}`;
+      consumers.push({ source, problem });
+    }
+  }
+  if (raw.metadata.annotations?.[resumeAnnotation] !== undefined) await resume(ctx, raw, consumers);
+
+  let deadLettered: number | undefined;
+  let deadLetterProblem: string | undefined;
+  if (spec.deadLetter.enabled) {
+    try {
+      const info = await ensureStream(ctx.jsm, deadLetterStreamConfig(namespace, name, spec.deadLetter.maxAge));
+      deadLettered = info.state.messages;
+      ctx.metrics.deadLetters(namespace, name, deadLettered);
+    } catch (err) {
+      retry = true;
+      deadLetterProblem = `dead-letter stream: ${errorMessage(err)}`;
+    }
+  }
+  checks.push(consumerCheck(subscription, sources, consumers, deadLetterProblem));
+
+  const counts = { pending: 0, ackPending: 0, redelivered: 0 };
+  let lastAckTime: string | undefined;
+  for (const { source, info } of consumers) {
+    if (!info) continue;
+    const c = { pending: info.num_pending, ackPending: info.num_ack_pending, redelivered: info.num_redelivered };
+    ctx.metrics.consumer(namespace, name, source.endpoint, c);
+    counts.pending += c.pending;
+    counts.ackPending += c.ackPending;
+    counts.redelivered += c.redelivered;
+    const acked = info.ack_floor.last_active as unknown as string | undefined;
+    if (acked && (!lastAckTime || Date.parse(acked) > Date.parse(lastAckTime))) lastAckTime = acked;
+  }
+  ctx.metrics.forget(
+    namespace,
+    name,
+    sources.map((s) => s.endpoint),
+  );
+
+  const objects = renderSubscription(subscription, sources, { ...ctx.render, secretsChecksum: secrets.checksum });
+  await applyObject(ctx, objects.configMap, ctx.caches.configMaps);
+  // The dispatcher starts only once it can run: its Secrets exist, its filter compiles and it has a source.
+  const runnable = secrets.checksum !== undefined && checks[0]?.status === true && sources.length > 0;
+  const deployment = runnable
+    ? await applyObject(ctx, objects.deployment, ctx.caches.deployments)
+    : ctx.caches.deployments.get(dispatcherName(name), namespace);
+  checks.push(deploymentCheck('DispatcherReady', 'dispatcher', deployment));
+  checks.push(targetCheck(spec.paused, consumers, counts.redelivered));
+
+  await writeStatus(
+    ctx,
+    raw,
+    {
+      pending: counts.pending,
+      ackPending: counts.ackPending,
+      redelivered: counts.redelivered,
+      deadLettered,
+      lastAckTime: lastAckTime && !lastAckTime.startsWith('0001-') ? normalizeTime(lastAckTime) : undefined,
+    },
+    checks,
+    readyFrom,
+  );
+  return { retry, requeueAfterMs: ctx.statusIntervalMs };
+}
+
+/** RFC 3339 with whole seconds, as Kubernetes writes times; JetStream reports nanoseconds. */
+const normalizeTime = (time: string) => new Date(Date.parse(time)).toISOString().replace(/\.\d+Z$/, 'Z');
+
+function filterCheck(filter: string | undefined): Check {
+  if (!filter) {
+    return { type: 'FilterValid', status: true, reason: 'NoFilter', message: 'Every event of the chosen types.' };
+  }
+  try {
+    compileFilter(filter);
+    return { type: 'FilterValid', status: true, reason: 'Compiled', message: 'The filter compiles.' };
+  } catch (err) {
+    return {
+      type: 'FilterValid',
+      status: false,
+      reason: 'FilterInvalid',
+      message: `spec.filter: ${errorMessage(err)}`,
+    };
+  }
+}
+
+function consumerCheck(
+  subscription: WebhookSubscription,
+  sources: Source[],
+  consumers: { source: Source; problem?: string }[],
+  deadLetterProblem: string | undefined,
+): Check {
+  const type = 'ConsumerReady';
+  const namespace = subscription.metadata.namespace ?? 'default';
+  const missing = (subscription.spec.sources ?? [])
+    .map((s) => s.endpoint)
+    .filter((endpoint) => !sources.some((s) => s.endpoint === endpoint));
+  if (missing.length > 0) {
+    const names = missing.map((m) => `"${m}"`).join(', ');
+    return {
+      type,
+      status: false,
+      reason: 'SourceNotFound',
+      message: `ProviderEndpoint ${names} not found in namespace ${namespace}: create it or fix spec.sources.`,
+    };
+  }
+  if (sources.length === 0) {
+    const labels = JSON.stringify(subscription.spec.sourceSelector?.matchLabels ?? {});
+    return {
+      type,
+      status: false,
+      reason: 'NoSources',
+      message: `No ProviderEndpoint in namespace ${namespace} has the labels ${labels} of spec.sourceSelector.`,
+    };
+  }
+  const problem = consumers.find((c) => c.problem)?.problem ?? deadLetterProblem;
+  if (problem) return { type, status: false, reason: 'ConsumerNotReady', message: `${problem}.` };
+  const names = sources.map((s) => s.endpoint).join(', ');
+  return { type, status: true, reason: 'Ready', message: `Consuming from ProviderEndpoint ${names}.` };
+}
+
+function targetCheck(paused: boolean, consumers: { info?: ConsumerInfo }[], redelivered: number): Check {
+  const type = 'TargetReachable';
+  if (paused) return { type, status: 'Unknown', reason: 'Paused', message: 'spec.paused is true: nothing is sent.' };
+  if (consumers.some((c) => c.info?.paused)) {
+    return {
+      type,
+      status: false,
+      reason: 'TargetGone',
+      message: `The target answered 410 Gone, so deliveries are paused. Fix the target, then resume with: kubectl annotate webhooksubscription <name> ${resumeAnnotation}=now`,
+    };
+  }
+  if (redelivered > 0) {
+    return {
+      type,
+      status: false,
+      reason: 'Retrying',
+      message: `${redelivered} events are being retried: hookyard_dispatcher_failures_total and the dispatcher's log say why.`,
+    };
+  }
+  return { type, status: true, reason: 'Delivering', message: 'No delivery is failing.' };
+}
+
+/** Resumes paused consumers, then removes the annotation that asked for it. */
+async function resume(ctx: Context, raw: RawResource, consumers: { source: Source; info?: ConsumerInfo }[]) {
+  const { namespace, name } = raw.metadata;
+  for (const { source, info } of consumers) {
+    if (!info?.paused) continue;
+    await ctx.jsm.consumers.resume(endpointStream(namespace, source.endpoint), name);
+    info.paused = false;
+    ctx.log.info({ namespace, subscription: name, endpoint: source.endpoint }, 'resumed the consumer');
+  }
+  await ctx.kube.patchMetadata(raw, { annotations: { [resumeAnnotation]: null } });
+}
+
+/** The sources in the dispatcher ConfigMap the operator applied last: where its consumers are. */
+function previousSources(configMap: k8s.V1ConfigMap | undefined): Source[] {
+  const text = configMap?.data?.['dispatcher.yaml'];
+  if (!text) return [];
+  try {
+    return ((parse(text) as { sources?: Source[] }).sources ?? []).filter((s) => typeof s?.endpoint === 'string');
+  } catch {
+    return [];
+  }
+}
+
+/** Deletes the subscription's consumers on streams it no longer reads (all of `previous` when `current` is empty). */
+async function removeConsumers(ctx: Context, namespace: string, name: string, previous: Source[], current: Source[]) {
+  for (const { endpoint } of previous) {
+    if (current.some((s) => s.endpoint === endpoint)) continue;
+    try {
+      await ctx.jsm.consumers.delete(endpointStream(namespace, endpoint), name);
+      ctx.log.info({ namespace, subscription: name, endpoint }, 'deleted the consumer of a former source');
+    } catch (err) {
+      if (!notFound(err)) throw err;
+    }
+  }
+}
+
+/**
+ * Before the resource goes: its consumer on every stream of the namespace (its sources may have changed while the
+ * operator was away), its dead-letter stream unless spec.deadLetter.deletionPolicy is Retain, and its objects.
+ */
+export async function finalizeSubscription(ctx: Context, raw: RawResource): Promise<void> {
+  const { namespace, name } = raw.metadata;
+  const prefix = endpointStream(namespace, '');
+  const streams: Source[] = [];
+  for await (const stream of ctx.jsm.streams.names(`hookyard.${namespace}.>`)) {
+    if (stream.startsWith(prefix)) streams.push({ namespace, endpoint: stream.slice(prefix.length) });
+  }
+  await removeConsumers(ctx, namespace, name, streams, []);
+  const policy = (raw.spec.deadLetter as { deletionPolicy?: string } | undefined)?.deletionPolicy ?? 'Delete';
+  if (policy === 'Delete') {
+    try {
+      await ctx.jsm.streams.delete(deadLetterStream(namespace, name));
+    } catch (err) {
+      if (!notFound(err)) throw err;
+    }
+  }
+  const object = (apiVersion: string, kind: string) => ({
+    apiVersion,
+    kind,
+    metadata: { name: dispatcherName(name), namespace },
+  });
+  await removeObject(ctx, object('apps/v1', 'Deployment'), ctx.caches.deployments);
+  await removeObject(ctx, object('v1', 'ConfigMap'), ctx.caches.configMaps);
+  ctx.metrics.forget(namespace, name);
+}

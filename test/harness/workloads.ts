@@ -1,0 +1,152 @@
+// Running what the operator writes without a kubelet: the receiver or dispatcher of a Deployment started as a
+// local process with its ConfigMap and Secrets laid out as Kubernetes mounts them, the operator itself as a
+// process, and a stand-in for the Deployment controller and kubelet that reports pods available.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as k8s from '@kubernetes/client-node';
+import { freePort } from '../../src/runtime/net.ts';
+import { kubeConfig, requireEnv } from './kube.ts';
+import { root } from './servers.ts';
+
+const logDir = () => join(root, '.cache/test-logs');
+
+async function waitReady(url: string, child: ChildProcess, what: string) {
+  for (let i = 0; i < 300; i++) {
+    if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}; see .cache/test-logs`);
+    if ((await fetch(url).catch(() => null))?.status === 200) return;
+    await sleep(50);
+  }
+  throw new Error(`${what} did not become ready`);
+}
+
+/**
+ * Starts the container of a Deployment as a local process: its args with the config and secrets mounts moved into
+ * a folder (the ConfigMap's data and each projected Secret key at its path), its HTTP port replaced by `port`.
+ */
+export async function runDeployment(
+  deployment: k8s.V1Deployment,
+  configMap: k8s.V1ConfigMap,
+  secretData: (name: string) => Record<string, string> | undefined,
+  port: number,
+  dir: string,
+): Promise<ChildProcess> {
+  const pod = join(dir, deployment.metadata?.name ?? 'pod');
+  const container = deployment.spec?.template.spec?.containers[0] as k8s.V1Container;
+  const volumes = deployment.spec?.template.spec?.volumes ?? [];
+  mkdirSync(join(pod, 'config'), { recursive: true });
+  for (const [key, value] of Object.entries(configMap.data ?? {})) writeFileSync(join(pod, 'config', key), value);
+  for (const source of volumes.find((v) => v.name === 'secrets')?.projected?.sources ?? []) {
+    for (const item of source.secret?.items ?? []) {
+      const file = join(pod, 'secrets', item.path);
+      mkdirSync(dirname(file), { recursive: true });
+      writeFileSync(file, secretData(source.secret?.name ?? '')?.[item.key] ?? '');
+    }
+  }
+  const args = (container.args ?? []).map((a) =>
+    a.replace('/etc/hookyard/config', join(pod, 'config')).replace('/etc/hookyard/secrets', join(pod, 'secrets')),
+  );
+  const portFlag = args.findIndex((a) => a === '--port' || a === '--metrics-port');
+  args[portFlag + 1] = String(port);
+  const env = Object.fromEntries((container.env ?? []).map((e) => [e.name, e.value ?? '']));
+  const log = createWriteStream(join(logDir(), `${deployment.metadata?.name}.log`));
+  const child = spawn(process.execPath, [join(root, 'src/cli.ts'), ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout?.pipe(log);
+  child.stderr?.pipe(log);
+  await waitReady(`http://127.0.0.1:${port}${container.readinessProbe?.httpGet?.path}`, child, args[0] ?? 'workload');
+  return child;
+}
+
+export interface RunningOperator {
+  process: ChildProcess;
+  metricsPort: number;
+  /** The value of one metric series in the operator's /metrics, or undefined when absent. */
+  metric(name: string, labels?: Record<string, string>): Promise<number | undefined>;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** `hookyard operator` as a process against the harness's API server and NATS. */
+export async function startOperator(name: string, args: string[]): Promise<RunningOperator> {
+  const metricsPort = await freePort();
+  const log = createWriteStream(join(logDir(), `${name}.log`), { flags: 'a' });
+  const child = spawn(
+    process.execPath,
+    [
+      join(root, 'src/cli.ts'),
+      'operator',
+      '--image',
+      'hookyard:test',
+      '--nats-url',
+      requireEnv('HOOKYARD_TEST_NATS_URL'),
+      '--metrics-port',
+      String(metricsPort),
+      ...args,
+    ],
+    { env: { ...process.env, POD_NAME: name }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  child.stdout?.pipe(log);
+  child.stderr?.pipe(log);
+  const exited = new Promise<void>((ok) => child.once('exit', () => ok()));
+  await waitReady(`http://127.0.0.1:${metricsPort}/healthz`, child, name);
+  return {
+    process: child,
+    metricsPort,
+    async metric(metric, labels = {}) {
+      const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      for (const line of text.split('\n')) {
+        const [, series, rawLabels = '', value] = /^([a-z_]+)(?:\{(.*)\})? (.+)$/.exec(line) ?? [];
+        if (series !== metric) continue;
+        if (Object.entries(labels).every(([k, v]) => rawLabels.includes(`${k}="${v}"`))) return Number(value);
+      }
+      return undefined;
+    },
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill(signal);
+      await exited;
+    },
+  };
+}
+
+/**
+ * Stand-in for the Deployment controller and kubelet, which do not run here: every Deployment in the namespace
+ * whose status does not yet say so is reported as fully available for its current generation.
+ */
+export function simulatePods(namespace: string): () => void {
+  const apps = kubeConfig().makeApiClient(k8s.AppsV1Api);
+  let running = true;
+  (async () => {
+    while (running) {
+      const list = await apps.listNamespacedDeployment({ namespace }).catch(() => ({ items: [] }));
+      for (const d of list.items) {
+        const replicas = d.spec?.replicas ?? 1;
+        const generation = d.metadata?.generation ?? 0;
+        if (d.status?.observedGeneration === generation && d.status?.availableReplicas === replicas) continue;
+        await apps
+          .replaceNamespacedDeploymentStatus({
+            namespace,
+            name: d.metadata?.name ?? '',
+            body: {
+              ...d,
+              status: {
+                observedGeneration: generation,
+                replicas,
+                readyReplicas: replicas,
+                availableReplicas: replicas,
+                updatedReplicas: replicas,
+              },
+            },
+          })
+          .catch(() => {});
+      }
+      await sleep(200);
+    }
+  })();
+  return () => {
+    running = false;
+  };
+}

@@ -1,0 +1,435 @@
+// `hookyard operator` as a process against the real kube-apiserver and nats-server. There is no kube-controller-
+// manager or kubelet here: simulatePods stands in for them by reporting each Deployment's pods available, and the
+// end-to-end case runs the receiver and dispatcher from the Deployments and ConfigMaps the operator wrote.
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { createServer } from 'node:http';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as k8s from '@kubernetes/client-node';
+import { AckPolicy } from '@nats-io/jetstream';
+import type { ProviderEndpoint } from '../../src/api/provider-endpoint.ts';
+import { sendSample } from '../../src/dev/send.ts';
+import { deadLetterStream, endpointStream, eventFilterSubject, eventSubject } from '../../src/jetstream/layout.ts';
+import { dispatcherName, receiverName } from '../../src/operator/render.ts';
+import { samples } from '../../src/providers/samples.ts';
+import { durationNanos } from '../../src/runtime/duration.ts';
+import { freePort } from '../../src/runtime/net.ts';
+import { exampleDocuments, namesOf } from '../harness/examples.ts';
+import { createNamespace, installCRDs, kubeConfig, kubectl } from '../harness/kube.ts';
+import { testNats } from '../harness/nats.ts';
+import { root, tempDir } from '../harness/servers.ts';
+import { type RunningOperator, runDeployment, simulatePods, startOperator } from '../harness/workloads.ts';
+
+const group = 'hookyard.io';
+const version = 'v1alpha1';
+const plural = { ProviderEndpoint: 'providerendpoints', WebhookSubscription: 'webhooksubscriptions' } as const;
+type Kind = keyof typeof plural;
+
+interface Resource {
+  metadata: k8s.V1ObjectMeta & { name: string };
+  spec: Record<string, unknown>;
+  status?: {
+    url?: string;
+    observedGeneration?: number;
+    pending?: number;
+    ackPending?: number;
+    lastAckTime?: string;
+    conditions?: { type: string; status: string; reason: string; message: string }[];
+  };
+}
+
+describe('operator', () => {
+  const kc = kubeConfig();
+  const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+  const core = kc.makeApiClient(k8s.CoreV1Api);
+  const apps = kc.makeApiClient(k8s.AppsV1Api);
+  const networking = kc.makeApiClient(k8s.NetworkingV1Api);
+  const docs = exampleDocuments();
+  const work = tempDir('hookyard-operator-');
+  const children: ChildProcess[] = [];
+  const operators: RunningOperator[] = [];
+  let namespace = '';
+  let stopPods = () => {};
+  let operator: RunningOperator;
+  let nats: Awaited<ReturnType<typeof testNats>>;
+
+  const operatorArgs = () => ['--namespaces', namespace, '--status-interval', '1s'];
+  const run = async (name: string, args: string[]) => {
+    const started = await startOperator(name, args);
+    operators.push(started);
+    return started;
+  };
+
+  before(async () => {
+    await installCRDs();
+    namespace = await createNamespace('operator');
+    stopPods = simulatePods(namespace);
+    nats = await testNats();
+    operator = await run('operator-1', [...operatorArgs(), '--no-leader-election']);
+  });
+  after(async () => {
+    stopPods();
+    for (const c of children) c.kill('SIGKILL');
+    await Promise.all(operators.map((o) => o.stop('SIGKILL')));
+    await nats.nc.close();
+    work.remove();
+  });
+
+  const get = async (kind: Kind, name: string) =>
+    (await custom.getNamespacedCustomObject({ group, version, namespace, plural: plural[kind], name })) as Resource;
+  const list = async (kind: Kind) =>
+    (
+      (await custom.listNamespacedCustomObject({ group, version, namespace, plural: plural[kind] })) as {
+        items: Resource[];
+      }
+    ).items;
+  const condition = (r: Resource, type: string) => r.status?.conditions?.find((c) => c.type === type);
+  const isReady = (r: Resource) =>
+    condition(r, 'Ready')?.status === 'True' && r.status?.observedGeneration === r.metadata.generation;
+  async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, seconds = 60): Promise<T> {
+    const deadline = Date.now() + seconds * 1000;
+    let last: unknown;
+    while (Date.now() < deadline) {
+      try {
+        const value = await check();
+        if (value) return value;
+      } catch (err) {
+        last = err;
+      }
+      await sleep(100);
+    }
+    throw new Error(`${what}: not reached in ${seconds}s${last ? ` (${String(last)})` : ''}`);
+  }
+  const waitReady = (kind: Kind, name: string) =>
+    waitFor(`${kind} ${name} Ready`, async () => {
+      const r = await get(kind, name);
+      return isReady(r) && r;
+    });
+  const apply = async (yaml: string) => {
+    const r = await kubectl(['apply', '--server-side', '-n', namespace, '-f', '-'], yaml);
+    assert.equal(r.code, 0, r.stderr);
+  };
+  const secretData = async (name: string) => {
+    const secret = await core.readNamespacedSecret({ namespace, name });
+    return Object.fromEntries(
+      Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64').toString()]),
+    );
+  };
+
+  it('creates every object, stream and consumer of each example, with the configured settings', async () => {
+    const applied = await kubectl(['apply', '--server-side', '-n', namespace, '-f', join(root, 'examples')]);
+    assert.equal(applied.code, 0, applied.stderr);
+    const endpoints = namesOf(docs, 'ProviderEndpoint');
+    const subscriptions = namesOf(docs, 'WebhookSubscription');
+    for (const name of endpoints) {
+      const endpoint = await waitReady('ProviderEndpoint', name);
+      const spec = endpoint.spec as ProviderEndpoint['spec'];
+      const objectName = receiverName(name);
+      const owned = (o: k8s.V1ObjectMeta | undefined) => o?.ownerReferences?.[0]?.uid === endpoint.metadata.uid;
+      const configMap = await core.readNamespacedConfigMap({ namespace, name: objectName });
+      assert.ok(owned(configMap.metadata) && configMap.data?.['endpoint.yaml']?.includes(`provider: ${spec.provider}`));
+      const deployment = await apps.readNamespacedDeployment({ namespace, name: objectName });
+      assert.ok(owned(deployment.metadata));
+      assert.deepEqual(deployment.spec?.template.spec?.containers[0]?.args?.slice(0, 1), ['receiver']);
+      assert.ok(deployment.spec?.template.metadata?.annotations?.['hookyard.io/config-checksum']);
+      assert.ok(owned((await core.readNamespacedService({ namespace, name: objectName })).metadata));
+      assert.ok(owned((await networking.readNamespacedIngress({ namespace, name: objectName })).metadata));
+      assert.equal(endpoint.status?.url, `/hooks/${namespace}/${name}`);
+      const stream = await nats.jsm.streams.info(endpointStream(namespace, name));
+      assert.equal(stream.config.max_age, durationNanos(spec.stream.maxAge));
+      assert.equal(stream.config.num_replicas, spec.stream.replicas);
+      assert.equal(stream.config.storage, spec.stream.storage);
+      assert.deepEqual(stream.config.subjects, [`hookyard.${namespace}.${name}.>`]);
+    }
+    for (const name of subscriptions) {
+      const subscription = await waitReady('WebhookSubscription', name);
+      const spec = subscription.spec as { sources: { endpoint: string }[]; eventTypes: string[]; ackWait: string };
+      for (const { endpoint } of spec.sources) {
+        const consumer = await nats.jsm.consumers.info(endpointStream(namespace, endpoint), name);
+        const filters = consumer.config.filter_subjects ?? [consumer.config.filter_subject];
+        assert.deepEqual(
+          filters,
+          spec.eventTypes.map((t) => eventFilterSubject(namespace, endpoint, t)),
+        );
+        assert.equal(consumer.config.ack_wait, durationNanos(spec.ackWait));
+        assert.equal(consumer.config.ack_policy, AckPolicy.Explicit);
+      }
+      await nats.jsm.streams.info(deadLetterStream(namespace, name));
+      const deployment = await apps.readNamespacedDeployment({ namespace, name: dispatcherName(name) });
+      assert.equal(deployment.metadata?.ownerReferences?.[0]?.uid, subscription.metadata.uid);
+      assert.ok(await core.readNamespacedConfigMap({ namespace, name: dispatcherName(name) }));
+      for (const type of ['ConsumerReady', 'FilterValid', 'SecretsResolved', 'DispatcherReady']) {
+        assert.equal(condition(subscription, type)?.status, 'True', type);
+      }
+    }
+  });
+
+  it("updates a subscription's consumer in place when its event types change, keeping its position", async () => {
+    const stream = endpointStream(namespace, 'proign');
+    for (const type of ['document.created', 'document.signed', 'invoice.paid', 'document.archived', 'invoice.sent']) {
+      await nats.js.publish(eventSubject(namespace, 'proign', type), '{}');
+    }
+    const consumer = await nats.js.consumers.get(stream, 'proign-documents');
+    const batch = await consumer.fetch({ max_messages: 2, expires: 2000 });
+    for await (const m of batch) await m.ackAck();
+    const before = await nats.jsm.consumers.info(stream, 'proign-documents');
+    assert.equal(before.num_pending, 1); // document.archived; the invoices are not its types
+
+    const patched = await kubectl([
+      'patch',
+      '-n',
+      namespace,
+      'webhooksubscription',
+      'proign-documents',
+      '--type=merge',
+      '-p',
+      JSON.stringify({ spec: { eventTypes: ['document.*', 'ticket.*', 'invoice.*'] } }),
+    ]);
+    assert.equal(patched.code, 0, patched.stderr);
+    const after = await waitFor('the consumer takes the new event types', async () => {
+      const info = await nats.jsm.consumers.info(stream, 'proign-documents');
+      return (info.config.filter_subjects?.length ?? 0) === 3 && info;
+    });
+    assert.equal(after.created, before.created, 'the consumer was recreated');
+    assert.equal(after.ack_floor.stream_seq, before.ack_floor.stream_seq);
+    assert.equal(after.num_pending, 3); // both invoices and document.archived
+    await waitReady('WebhookSubscription', 'proign-documents');
+  });
+
+  it('reports a missing Secret by name, and becomes Ready once it exists; a changed Secret rolls the pods', async () => {
+    await apply(`
+apiVersion: hookyard.io/v1alpha1
+kind: ProviderEndpoint
+metadata: { name: late-secret }
+spec:
+  provider: proign
+  verification:
+    - hmac: { secretRefs: [{ name: late-webhook-secret, key: secret }] }
+`);
+    const notReady = await waitFor('Ready=False', async () => {
+      const r = await get('ProviderEndpoint', 'late-secret');
+      return condition(r, 'Ready')?.status === 'False' && r;
+    });
+    const ready = condition(notReady, 'Ready');
+    assert.equal(ready?.reason, 'SecretNotFound');
+    assert.match(ready?.message ?? '', /Secret "late-webhook-secret" not found/);
+    await assert.rejects(apps.readNamespacedDeployment({ namespace, name: receiverName('late-secret') }));
+
+    await core.createNamespacedSecret({
+      namespace,
+      body: { metadata: { name: 'late-webhook-secret' }, stringData: { secret: 'first' } },
+    });
+    await waitReady('ProviderEndpoint', 'late-secret');
+    const checksum = async () =>
+      (await apps.readNamespacedDeployment({ namespace, name: receiverName('late-secret') })).spec?.template.metadata
+        ?.annotations?.['hookyard.io/config-checksum'];
+    const first = await checksum();
+    await core.replaceNamespacedSecret({
+      namespace,
+      name: 'late-webhook-secret',
+      body: { metadata: { name: 'late-webhook-secret' }, stringData: { secret: 'second' } },
+    });
+    await waitFor('the pods roll', async () => (await checksum()) !== first);
+    const events = await core.listNamespacedEvent({ namespace, fieldSelector: 'involvedObject.name=late-secret' });
+    assert.ok(events.items.some((e) => e.reason === 'SecretNotFound' && e.type === 'Warning'));
+    assert.ok(!JSON.stringify(await get('ProviderEndpoint', 'late-secret')).includes('second'));
+  });
+
+  /** resourceVersion of every resource and every object the operator made in the namespace. */
+  const versions = async () => {
+    const selector = { namespace, labelSelector: 'app.kubernetes.io/managed-by=hookyard-operator' };
+    const all = [
+      ...(await list('ProviderEndpoint')),
+      ...(await list('WebhookSubscription')),
+      ...(await core.listNamespacedConfigMap(selector)).items,
+      ...(await core.listNamespacedService(selector)).items,
+      ...(await apps.listNamespacedDeployment(selector)).items,
+      ...(await networking.listNamespacedIngress(selector)).items,
+    ];
+    return Object.fromEntries(all.map((o) => [`${o.metadata?.name}/${o.metadata?.uid}`, o.metadata?.resourceVersion]));
+  };
+
+  it('changes nothing when restarted', async () => {
+    const resources = (await list('ProviderEndpoint')).length + (await list('WebhookSubscription')).length;
+    await sleep(2000); // status refreshes settle
+    const before = await versions();
+    await operator.stop();
+    operator = await run('operator-2', [...operatorArgs(), '--no-leader-election']);
+    await waitFor('every resource reconciled', async () => {
+      const endpoints =
+        (await operator.metric('hookyard_operator_reconciles_total', { kind: 'ProviderEndpoint' })) ?? 0;
+      const subs = (await operator.metric('hookyard_operator_reconciles_total', { kind: 'WebhookSubscription' })) ?? 0;
+      return endpoints + subs >= resources;
+    });
+    await sleep(3000); // several status refreshes
+    assert.ok(
+      ((await operator.metric('hookyard_operator_reconciles_total', { kind: 'WebhookSubscription' })) ?? 0) >
+        (await list('WebhookSubscription')).length,
+      'status refreshes ran',
+    );
+    assert.deepEqual(await versions(), before);
+  });
+
+  it('lets only the leader write, and another replica take over when it stops', async () => {
+    await operator.stop();
+    const lease = ['--lease-namespace', namespace, '--lease-name', 'hookyard-test'];
+    const timing = ['--lease-duration', '3s', '--renew-deadline', '2s', '--retry-period', '300ms'];
+    const first = await run('operator-a', [...operatorArgs(), ...lease, ...timing]);
+    await waitFor('a leader', async () => (await first.metric('hookyard_operator_is_leader')) === 1);
+    const second = await run('operator-b', [...operatorArgs(), ...lease, ...timing]);
+    await apply(`
+apiVersion: hookyard.io/v1alpha1
+kind: ProviderEndpoint
+metadata: { name: leader-check }
+spec: { provider: generic, verification: [{ none: true }] }
+`);
+    await waitReady('ProviderEndpoint', 'leader-check');
+    const reconciles = async (o: RunningOperator) =>
+      ((await o.metric('hookyard_operator_reconciles_total', { kind: 'ProviderEndpoint', result: 'success' })) ?? 0) +
+      ((await o.metric('hookyard_operator_reconciles_total', { kind: 'ProviderEndpoint', result: 'error' })) ?? 0);
+    assert.ok((await reconciles(first)) > 0);
+    assert.equal(await reconciles(second), 0, 'the standby reconciled');
+    assert.equal(await second.metric('hookyard_operator_is_leader'), 0);
+
+    await first.stop(); // releases the Lease
+    await waitFor('the standby takes over', async () => (await second.metric('hookyard_operator_is_leader')) === 1, 10);
+    const coordination = kc.makeApiClient(k8s.CoordinationV1Api);
+    assert.equal(
+      (await coordination.readNamespacedLease({ namespace, name: 'hookyard-test' })).spec?.holderIdentity,
+      'operator-b',
+    );
+    await apply(`
+apiVersion: hookyard.io/v1alpha1
+kind: ProviderEndpoint
+metadata: { name: after-failover }
+spec: { provider: generic, verification: [{ none: true }] }
+`);
+    await waitReady('ProviderEndpoint', 'after-failover');
+
+    // A leader that dies without releasing: the next one waits out the lease duration, then takes over.
+    const third = await run('operator-c', [...operatorArgs(), ...lease, ...timing]);
+    await second.stop('SIGKILL');
+    await waitFor('takeover after expiry', async () => (await third.metric('hookyard_operator_is_leader')) === 1, 20);
+    operator = third;
+  });
+
+  it('runs end to end: a signed webhook reaches the target through the workloads it wrote, and status shows it', async () => {
+    const received: Buffer[] = [];
+    const target = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req
+        .on('data', (c) => chunks.push(c))
+        .on('end', () => {
+          received.push(Buffer.concat(chunks));
+          res.writeHead(200).end();
+        });
+    });
+    await new Promise<void>((ok) => target.listen(0, '127.0.0.1', ok));
+    after(() => target.close());
+    const targetUrl = `http://127.0.0.1:${(target.address() as { port: number }).port}/hook`;
+    const patched = await kubectl([
+      'patch',
+      '-n',
+      namespace,
+      'webhooksubscription',
+      'proign-shipments',
+      '--type=merge',
+      '-p',
+      JSON.stringify({ spec: { target: { url: targetUrl } } }),
+    ]);
+    assert.equal(patched.code, 0, patched.stderr);
+    const dispatcherConfig = await waitFor('the dispatcher config has the new target', async () => {
+      const cm = await core.readNamespacedConfigMap({ namespace, name: dispatcherName('proign-shipments') });
+      return cm.data?.['dispatcher.yaml']?.includes(targetUrl) && cm;
+    });
+    await waitReady('WebhookSubscription', 'proign-shipments');
+
+    const secrets = new Map<string, Record<string, string>>();
+    for (const name of ['proign-webhook', 'fulfillment-signing']) secrets.set(name, await secretData(name));
+    const receiverPort = await freePort();
+    const receiverDeployment = await apps.readNamespacedDeployment({ namespace, name: receiverName('proign') });
+    const receiverConfig = await core.readNamespacedConfigMap({ namespace, name: receiverName('proign') });
+    const dispatcherDeployment = await apps.readNamespacedDeployment({
+      namespace,
+      name: dispatcherName('proign-shipments'),
+    });
+    const lookup = (name: string) => secrets.get(name);
+    children.push(await runDeployment(receiverDeployment, receiverConfig, lookup, receiverPort, work.path));
+    children.push(await runDeployment(dispatcherDeployment, dispatcherConfig, lookup, await freePort(), work.path));
+
+    const sample = samples.proign?.[0];
+    assert.ok(sample);
+    const endpoint = await get('ProviderEndpoint', 'proign');
+    const url = `http://127.0.0.1:${receiverPort}${endpoint.status?.url}`;
+    const sent = await sendSample('proign', url, sample, { secret: secrets.get('proign-webhook')?.secret });
+    assert.equal(sent.status, 200, sent.body);
+    await waitFor('the event reaches the target', async () => received.some((b) => b.equals(sample.body)));
+    const status = await waitFor('status shows the delivery', async () => {
+      const s = (await get('WebhookSubscription', 'proign-shipments')).status;
+      return s?.lastAckTime !== undefined && s.pending === 0 && s.ackPending === 0 ? s : undefined;
+    });
+    assert.ok(Date.parse(status.lastAckTime ?? '') > Date.now() - 60_000);
+  });
+
+  it('reports a subscription its target paused (410 Gone), and resumes it when annotated', async () => {
+    const stream = endpointStream(namespace, 'shopflix');
+    await nats.jsm.consumers.pause(stream, 'shopflix-orders', new Date(Date.now() + 3_600_000));
+    const paused = await waitFor('TargetReachable=False', async () => {
+      const r = await get('WebhookSubscription', 'shopflix-orders');
+      return condition(r, 'TargetReachable')?.reason === 'TargetGone' && r;
+    });
+    assert.match(condition(paused, 'TargetReachable')?.message ?? '', /hookyard\.io\/resume=now/);
+    const annotated = await kubectl([
+      'annotate',
+      '-n',
+      namespace,
+      'webhooksubscription',
+      'shopflix-orders',
+      'hookyard.io/resume=now',
+    ]);
+    assert.equal(annotated.code, 0, annotated.stderr);
+    await waitFor(
+      'the consumer resumes',
+      async () => !(await nats.jsm.consumers.info(stream, 'shopflix-orders')).paused,
+    );
+    await waitFor('the annotation is removed', async () => {
+      const r = await get('WebhookSubscription', 'shopflix-orders');
+      return r.metadata.annotations?.['hookyard.io/resume'] === undefined && r;
+    });
+    await waitFor('TargetReachable=True', async () => {
+      const r = await get('WebhookSubscription', 'shopflix-orders');
+      return condition(r, 'TargetReachable')?.status === 'True';
+    });
+  });
+
+  it('removes consumers, streams (per deletion policy) and objects on deletion, leaving nothing behind', async () => {
+    await apply(`
+apiVersion: hookyard.io/v1alpha1
+kind: ProviderEndpoint
+metadata: { name: kept }
+spec: { provider: generic, verification: [{ none: true }], stream: { deletionPolicy: Retain } }
+`);
+    await waitReady('ProviderEndpoint', 'kept');
+    const deleted = await kubectl(['delete', '-n', namespace, 'webhooksubscriptions', '--all', '--wait=true']);
+    assert.equal(deleted.code, 0, deleted.stderr);
+    assert.deepEqual(await list('WebhookSubscription'), []);
+    for (const endpoint of namesOf(docs, 'ProviderEndpoint')) {
+      const consumers = await nats.jsm.consumers.list(endpointStream(namespace, endpoint)).next();
+      assert.deepEqual(
+        consumers.map((c) => c.name),
+        [],
+        `consumers left on ${endpoint}`,
+      );
+    }
+    const gone = await kubectl(['delete', '-n', namespace, 'providerendpoints', '--all', '--wait=true']);
+    assert.equal(gone.code, 0, gone.stderr);
+    const streams: string[] = [];
+    for await (const name of nats.jsm.streams.names()) streams.push(name);
+    const ours = streams.filter((s) => s.includes(`_${namespace}_`));
+    assert.deepEqual(ours, [endpointStream(namespace, 'kept')]);
+    await nats.jsm.streams.delete(endpointStream(namespace, 'kept'));
+    assert.deepEqual(Object.keys(await versions()), []);
+  });
+});

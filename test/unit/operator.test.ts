@@ -1,0 +1,109 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import fc from 'fast-check';
+import { WorkQueue } from '../../src/operator/queue.ts';
+import { conditionsFor } from '../../src/operator/status.ts';
+
+describe('work queue', () => {
+  it('hands out a key once however often it was added, and never to two workers at once', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.constantFrom('a', 'b', 'c', 'd'), { minLength: 1, maxLength: 40 }), async (keys) => {
+        const queue = new WorkQueue();
+        for (const k of keys) queue.add(k);
+        const active = new Set<string>();
+        const handled: string[] = [];
+        const worker = async () => {
+          for (;;) {
+            const key = await Promise.race([queue.next(), sleep(20).then(() => undefined)]);
+            if (key === undefined) return;
+            assert.ok(!active.has(key), `${key} handed to two workers`);
+            active.add(key);
+            await sleep(1);
+            active.delete(key);
+            handled.push(key);
+            queue.done(key);
+          }
+        };
+        await Promise.all([worker(), worker(), worker()]);
+        queue.close();
+        assert.deepEqual(handled.sort(), [...new Set(keys)].sort());
+      }),
+      { numRuns: 30 },
+    );
+  });
+
+  it('gives a key added while it is worked on one more turn after it is done', async () => {
+    const queue = new WorkQueue();
+    queue.add('a');
+    const key = await queue.next();
+    queue.add('a');
+    queue.add('a');
+    assert.equal(queue.length, 0);
+    queue.done(key as string);
+    assert.equal(queue.length, 1);
+    queue.close();
+  });
+
+  it('backs off per key: a failing key waits longer each time, others are not delayed', () => {
+    const queue = new WorkQueue({ baseDelayMs: 100, maxDelayMs: 1000 });
+    assert.deepEqual(
+      [1, 2, 3, 4, 5].map(() => queue.retry('broken')),
+      [100, 200, 400, 800, 1000],
+    );
+    assert.equal(queue.retry('other'), 100);
+    queue.forget('broken');
+    assert.equal(queue.retry('broken'), 100);
+    queue.close();
+  });
+
+  it('keeps the earlier of two delays for the same key', async () => {
+    const queue = new WorkQueue();
+    queue.addAfter('a', 60_000);
+    queue.addAfter('a', 10);
+    assert.equal(await Promise.race([queue.next(), sleep(1000).then(() => 'late')]), 'a');
+    queue.close();
+  });
+});
+
+describe('status conditions', () => {
+  const checks = [
+    { type: 'SecretsResolved', status: true, reason: 'Resolved', message: 'ok' },
+    { type: 'StreamReady', status: false, reason: 'StreamRefused', message: 'storage cannot change' },
+    { type: 'ReceiverReady', status: false, reason: 'PodsNotReady', message: '0/2' },
+  ];
+  const readyFrom = ['SecretsResolved', 'StreamReady', 'ReceiverReady'];
+
+  it("makes Ready the first failing check's reason and message, in order", () => {
+    const [ready] = conditionsFor(checks, readyFrom, undefined, 3);
+    assert.deepEqual(
+      { ...ready, lastTransitionTime: undefined },
+      {
+        type: 'Ready',
+        status: 'False',
+        reason: 'StreamRefused',
+        message: 'storage cannot change',
+        observedGeneration: 3,
+        lastTransitionTime: undefined,
+      },
+    );
+  });
+
+  it('moves lastTransitionTime only for conditions whose status changed', () => {
+    const earlier = conditionsFor(checks, readyFrom, undefined, 1, new Date('2026-01-01T00:00:00Z'));
+    const fixed = checks.map((c) => ({ ...c, status: c.type === 'ReceiverReady' ? c.status : true }));
+    const later = conditionsFor(fixed, readyFrom, earlier, 2, new Date('2026-01-02T00:00:00Z'));
+    const time = (type: string) => later.find((c) => c.type === type)?.lastTransitionTime;
+    assert.equal(time('SecretsResolved'), '2026-01-01T00:00:00Z');
+    assert.equal(time('StreamReady'), '2026-01-02T00:00:00Z');
+    assert.equal(time('ReceiverReady'), '2026-01-01T00:00:00Z');
+    assert.equal(time('Ready'), '2026-01-01T00:00:00Z'); // still False, now for the receiver
+    assert.equal(later[0]?.reason, 'PodsNotReady');
+  });
+
+  it('is True when every counted check is, whatever the informational ones say', () => {
+    const informational = { type: 'TargetReachable', status: false, reason: 'Retrying', message: '2 retried' };
+    const all = [...checks.map((c) => ({ ...c, status: true })), informational];
+    assert.equal(conditionsFor(all, readyFrom, undefined, 1)[0]?.status, 'True');
+  });
+});

@@ -6,13 +6,12 @@ import type { JetStreamManager } from '@nats-io/jetstream';
 import type { Condition } from '../api/common.ts';
 import { apiVersion } from '../api/common.ts';
 import type { Logger } from '../runtime/log.ts';
-import type { Cache, Context, Outcome, RawResource } from './context.ts';
+import { type Cache, type Context, type Outcome, type RawResource, writeStatus } from './context.ts';
 import { finalizeEndpoint, reconcileEndpoint } from './endpoints.ts';
-import { apiMessage, finalizer, isNotFound, Kube, plurals } from './kube.ts';
+import { apiMessage, finalizer, isConflict, isNotFound, Kube, plurals } from './kube.ts';
 import type { Kind, OperatorMetrics } from './metrics.ts';
 import { WorkQueue } from './queue.ts';
 import { endpointSecretRefs, type RenderOptions, subscriptionSecretRefs } from './render.ts';
-import { conditionsFor } from './status.ts';
 import { finalizeSubscription, reconcileSubscription } from './subscriptions.ts';
 
 export interface ControllerOptions {
@@ -69,13 +68,13 @@ export function startController(options: ControllerOptions): Controller {
   function watch<T extends k8s.KubernetesObject>(
     path: (namespace: string) => string,
     list: (namespace: string) => Promise<k8s.KubernetesListObject<T>>,
-    onChange: (object: T) => void,
+    onChange: (object: T, verb: 'add' | 'update' | 'delete') => void,
     labelSelector?: string,
   ): Cache<T> {
     const parts = new Map<string, k8s.ObjectCache<T>>();
     for (const namespace of namespaces) {
       const informer = k8s.makeInformer(kc, path(namespace), () => list(namespace), labelSelector);
-      for (const verb of [k8s.ADD, k8s.UPDATE, k8s.DELETE] as const) informer.on(verb, onChange);
+      for (const verb of [k8s.ADD, k8s.UPDATE, k8s.DELETE] as const) informer.on(verb, (o) => onChange(o, verb));
       let failures = 0;
       let onSynced: () => void = () => {};
       synced.push(new Promise<void>((ok) => (onSynced = ok)));
@@ -123,8 +122,27 @@ export function startController(options: ControllerOptions): Controller {
       return Object.entries(spec.sourceSelector?.matchLabels ?? {}).every(([k, v]) => labels[k] === v);
     });
 
+  /**
+   * What in a resource asks for a reconcile, by key. Status is left out: the operator writes it itself, and each
+   * write would otherwise come back as one more reconcile.
+   */
+  const intents = new Map<string, string>();
+  const intentChanged = (kind: Kind, r: RawResource, verb: string) => {
+    const key = `${kind}/${r.metadata.namespace}/${r.metadata.name}`;
+    if (verb === 'delete') {
+      intents.delete(key);
+      return true;
+    }
+    const { generation, labels, annotations, finalizers, deletionTimestamp } = r.metadata;
+    const intent = JSON.stringify([generation, labels, annotations, finalizers, deletionTimestamp]);
+    if (intents.get(key) === intent) return false;
+    intents.set(key, intent);
+    return true;
+  };
+
   const previousLabels = new Map<string, Record<string, string>>();
-  const onEndpoint = (e: RawResource) => {
+  const onEndpoint = (e: RawResource, verb: string) => {
+    if (!intentChanged('ProviderEndpoint', e, verb)) return;
     enqueue('ProviderEndpoint', e.metadata.namespace, e.metadata.name);
     const key = `${e.metadata.namespace}/${e.metadata.name}`;
     // A label change can move an endpoint out of a selector: the subscriptions it matched before hear of it too.
@@ -164,8 +182,14 @@ export function startController(options: ControllerOptions): Controller {
 
   const caches: Context['caches'] = {
     endpoints: watch(customPath(plurals.ProviderEndpoint), customList(plurals.ProviderEndpoint), onEndpoint),
-    subscriptions: watch(customPath(plurals.WebhookSubscription), customList(plurals.WebhookSubscription), (s) =>
-      enqueue('WebhookSubscription', s.metadata.namespace, s.metadata.name),
+    subscriptions: watch(
+      customPath(plurals.WebhookSubscription),
+      customList(plurals.WebhookSubscription),
+      (s, verb) => {
+        if (intentChanged('WebhookSubscription', s, verb)) {
+          enqueue('WebhookSubscription', s.metadata.namespace, s.metadata.name);
+        }
+      },
     ),
     secrets: watch(
       (n) => `/api/v1${ns(n)}/secrets`,
@@ -240,20 +264,19 @@ export function startController(options: ControllerOptions): Controller {
     return await (kind === 'ProviderEndpoint' ? reconcileEndpoint : reconcileSubscription)(ctx, raw);
   }
 
-  /** After a reconcile threw: Ready=False with the error, the other conditions as they were. */
+  /** After a reconcile threw: Ready=False with the error (and an Event), the rest of the status as it was. */
   async function reportFailure(raw: RawResource, message: string) {
-    const previous = (raw.status?.conditions ?? []).filter((c) => c.type !== 'Ready' && c.type !== 'Reconciled');
-    const checks = [
-      ...previous.map((c: Condition) => ({
+    const { conditions = [], ...fields } = raw.status ?? {};
+    const checks = conditions
+      .filter((c) => c.type !== 'Ready' && c.type !== 'Reconciled')
+      .map((c: Condition) => ({
         type: c.type,
         status: c.status === 'Unknown' ? ('Unknown' as const) : c.status === 'True',
         reason: c.reason,
         message: c.message,
-      })),
-      { type: 'Reconciled', status: false, reason: 'ReconcileFailed', message },
-    ];
-    const conditions = conditionsFor(checks, ['Reconciled'], raw.status?.conditions, raw.metadata.generation);
-    await kube.patchStatus(raw, { conditions });
+      }));
+    checks.push({ type: 'Reconciled', status: false, reason: 'ReconcileFailed', message });
+    await writeStatus(ctx, raw, fields, checks, ['Reconciled']);
   }
 
   async function work() {
@@ -272,6 +295,13 @@ export function startController(options: ControllerOptions): Controller {
       try {
         const outcome = await reconcile(kind, raw);
         metrics.reconciled(kind, !outcome.retry, (performance.now() - started) / 1000);
+        // Its stream may be what a subscription was waiting for.
+        if (kind === 'ProviderEndpoint' && !outcome.retry) {
+          for (const s of subscriptionsOf(cached)) {
+            const consumerReady = s.status?.conditions?.find((c) => c.type === 'ConsumerReady');
+            if (consumerReady?.status !== 'True') enqueue('WebhookSubscription', namespace, s.metadata.name);
+          }
+        }
         if (outcome.retry) queue.retry(key);
         else {
           queue.forget(key);
@@ -281,6 +311,8 @@ export function startController(options: ControllerOptions): Controller {
         metrics.reconciled(kind, false, (performance.now() - started) / 1000);
         const message = apiMessage(err);
         const retryInMs = queue.retry(key);
+        // A conflict only means the resource changed while it was being reconciled: the retry sees the new one.
+        if (isConflict(err)) continue;
         log.warn({ kind, namespace, name, err: message, retryInMs }, 'reconcile failed');
         if (!raw.metadata.deletionTimestamp) {
           await reportFailure(raw, message).catch((e: unknown) => {

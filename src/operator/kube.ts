@@ -34,6 +34,7 @@ export function apiMessage(err: unknown): string {
 }
 
 export const isNotFound = (err: unknown) => (err as { code?: number }).code === 404;
+export const isConflict = (err: unknown) => (err as { code?: number }).code === 409;
 
 export class Kube {
   readonly objects: k8s.KubernetesObjectApi;

@@ -163,6 +163,12 @@ describe('operator', () => {
       for (const type of ['ConsumerReady', 'FilterValid', 'SecretsResolved', 'DispatcherReady']) {
         assert.equal(condition(subscription, type)?.status, 'True', type);
       }
+      const labels = { namespace, subscription: name };
+      for (const { endpoint } of spec.sources) {
+        const metric = await operator.metric('hookyard_subscription_consumer_pending', { ...labels, endpoint });
+        assert.equal(metric, 0, `consumer_pending of ${name} on ${endpoint}`);
+      }
+      assert.equal(await operator.metric('hookyard_subscription_dead_letters', labels), 0);
     }
   });
 

@@ -167,10 +167,14 @@ await sleep(2000);
 const startupRss = rssMiB(pid);
 const operatorSeconds = await timeToReady(operatorNamespace);
 const busyRss = rssMiB(pid);
+const reconciles = async () => (await operator.metric('hookyard_operator_reconciles_total')) ?? 0;
+const reconcilesToReady = await reconciles();
+const reconcileSeconds = (await operator.metric('hookyard_operator_reconcile_duration_seconds_sum')) ?? 0;
 const cpuBefore = cpuSeconds(pid);
 await sleep(idleSeconds * 1000);
 const idleCpu = ((cpuSeconds(pid) - cpuBefore) / idleSeconds) * 100;
 const idleRss = rssMiB(pid);
+const idleReconciles = (await reconciles()) - reconcilesToReady;
 await operator.stop();
 stopPods();
 
@@ -193,3 +197,7 @@ console.log(
   `\noperator idle for ${idleSeconds}s afterwards: CPU ${idleCpu.toFixed(1)}% of one core, RSS ${idleRss.toFixed(0)} MiB`,
 );
 console.log(`operator RSS: ${startupRss.toFixed(0)} MiB at start, ${busyRss.toFixed(0)} MiB when all were Ready`);
+console.log(
+  `operator reconciles until all were Ready: ${reconcilesToReady} (${(reconcilesToReady / (2 * count)).toFixed(1)} per resource, ` +
+    `${((reconcileSeconds / reconcilesToReady) * 1000).toFixed(0)} ms each on average); while idle: ${idleReconciles} (status refreshes)`,
+);

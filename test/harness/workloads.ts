@@ -64,7 +64,7 @@ export async function runDeployment(
 export interface RunningOperator {
   process: ChildProcess;
   metricsPort: number;
-  /** The value of one metric series in the operator's /metrics, or undefined when absent. */
+  /** The sum of a metric's series in the operator's /metrics that carry these labels; undefined when none do. */
   metric(name: string, labels?: Record<string, string>): Promise<number | undefined>;
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
@@ -97,12 +97,14 @@ export async function startOperator(name: string, args: string[]): Promise<Runni
     metricsPort,
     async metric(metric, labels = {}) {
       const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      let sum: number | undefined;
       for (const line of text.split('\n')) {
         const [, series, rawLabels = '', value] = /^([a-z_]+)(?:\{(.*)\})? (.+)$/.exec(line) ?? [];
         if (series !== metric) continue;
-        if (Object.entries(labels).every(([k, v]) => rawLabels.includes(`${k}="${v}"`))) return Number(value);
+        if (Object.entries(labels).every(([k, v]) => rawLabels.includes(`${k}="${v}"`)))
+          sum = (sum ?? 0) + Number(value);
       }
-      return undefined;
+      return sum;
     },
     async stop(signal = 'SIGTERM') {
       if (child.exitCode !== null || child.signalCode !== null) return;

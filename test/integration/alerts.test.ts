@@ -53,6 +53,14 @@ describe('alerts', () => {
     }
   });
 
+  it('are each listed in the README with what to do', async () => {
+    const readme = readFileSync(join(root, 'README.md'), 'utf8');
+    for (const group of await renderedRuleGroups()) {
+      for (const { alert } of group.rules)
+        assert.ok(readme.includes(`| \`${alert}\` |`), `${alert} is not in the README`);
+    }
+  });
+
   it('can be turned off one by one, and a rule with none is not rendered', async () => {
     const names = [
       'deliveryFailureRatio',

@@ -32,6 +32,7 @@ tools:
 
 generate: deps
 	node scripts/generate-crds.ts
+	node scripts/generate-dashboard.ts
 
 lint: deps
 	npx biome check .

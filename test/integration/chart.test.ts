@@ -1,0 +1,243 @@
+// The Helm chart: lint, values refused by its schema, its objects accepted by a real API server (server-side dry
+// runs with the default values and with everything on), and a real install and upgrade with the operator's
+// permissions checked through the API server's own authorizer.
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import * as k8s from '@kubernetes/client-node';
+import { dashboardFile, dashboardText } from '../../scripts/generate-dashboard.ts';
+import { chartDir, everythingValues, findObject, helm, installCachedCRDs, renderChart } from '../harness/helm.ts';
+import { createNamespace, kubeConfig, kubectl } from '../harness/kube.ts';
+import { root } from '../harness/servers.ts';
+
+const dryRun = (yaml: string) =>
+  kubectl(['apply', '--server-side', '--dry-run=server', '--field-manager=helm-test', '-f', '-'], yaml);
+
+describe('Helm chart', () => {
+  it('lints clean with the default values and with everything on', async () => {
+    for (const args of [[], ['-f', everythingValues]]) {
+      const r = await helm(['lint', '--strict', chartDir, ...args]);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.doesNotMatch(r.stdout, /\[(WARNING|ERROR)\]/, r.stdout);
+    }
+  });
+
+  it('ships the dashboard that scripts/generate-dashboard.ts writes (npm run generate)', () => {
+    assert.equal(readFileSync(join(root, dashboardFile), 'utf8'), dashboardText());
+  });
+
+  it('refuses bad values at install, naming the value', async () => {
+    const cases: [string, RegExp][] = [
+      ['webhook.failurePolicy=Sometimes', /\/webhook\/failurePolicy/],
+      ['operator.replicas=0', /\/operator\/replicas/],
+      ['nats.url=http://nats:4222', /\/nats\/url/],
+      ['operater.replicas=2', /additional propert.*'operater'/],
+      ['watchNamespaces={Shop}', /\/watchNamespaces\/0/],
+      ['image.digest=latest', /\/image\/digest/],
+      [
+        'monitoring.prometheusRule.alerts.consumerLag.for=soon',
+        /\/monitoring\/prometheusRule\/alerts\/consumerLag\/for/,
+      ],
+      ['monitoring.prometheusRule.alerts.deliveryFailureRatio.threshold=20', /deliveryFailureRatio\/threshold/],
+    ];
+    for (const [set, message] of cases) {
+      const r = await helm(['template', 'hookyard', chartDir, '--set', set]);
+      assert.notEqual(r.code, 0, `--set ${set} was accepted`);
+      assert.match(r.stderr, message, `--set ${set}`);
+    }
+  });
+
+  it('applies with a server-side dry run, with the default values', async () => {
+    const namespace = await createNamespace('chart');
+    const { yaml, objects } = await renderChart(['--namespace', namespace, '--include-crds']);
+    const kinds = new Set(objects.map((o) => o.kind));
+    for (const kind of ['CustomResourceDefinition', 'Deployment', 'ClusterRole', 'ValidatingWebhookConfiguration']) {
+      assert.ok(kinds.has(kind), kind);
+    }
+    for (const kind of ['PodMonitor', 'PrometheusRule', 'ConfigMap', 'Certificate']) assert.ok(!kinds.has(kind), kind);
+    const r = await dryRun(yaml);
+    assert.equal(r.code, 0, r.stderr);
+  });
+
+  it('applies with a server-side dry run, with everything on', async () => {
+    await installCachedCRDs('prometheus-operator');
+    await installCachedCRDs('cert-manager');
+    const [namespace, shop, billing, monitoring] = [
+      await createNamespace('chart'),
+      await createNamespace('shop'),
+      await createNamespace('billing'),
+      await createNamespace('monitoring'),
+    ];
+    const { yaml, objects } = await renderChart(
+      ['--namespace', namespace, '--include-crds', '-f', everythingValues]
+        .concat(['--set', `watchNamespaces={${shop},${billing}}`])
+        .concat(['--set', `monitoring.dashboard.namespace=${monitoring}`]),
+    );
+    const count = (kind: string) => objects.filter((o) => o.kind === kind).length;
+    assert.equal(count('PodMonitor'), 3);
+    assert.equal(count('PrometheusRule'), 1);
+    assert.equal(count('Certificate'), 1);
+    assert.equal(count('ClusterRoleBinding'), 0, 'watched namespaces get Roles, not a ClusterRole binding');
+    assert.deepEqual(
+      objects
+        .filter((o) => o.kind === 'RoleBinding')
+        .map((o) => o.metadata.namespace)
+        .sort(),
+      [billing, namespace, shop].sort(),
+    );
+    const dashboard = findObject(objects, 'ConfigMap');
+    assert.equal(dashboard.metadata.namespace, monitoring);
+    assert.equal(dashboard.metadata.labels?.grafana_dashboard, '1');
+    JSON.parse(dashboard.data['hookyard.json']);
+    const r = await dryRun(yaml);
+    assert.equal(r.code, 0, r.stderr);
+  });
+
+  describe('installed', () => {
+    let namespace = '';
+    let watched = '';
+    let other = '';
+    // Resources of watched namespaces are never created here while the webhook is installed: the API server would try
+    // to reach its Service, which has no pod behind it in this cluster without nodes.
+    const release = 'hy';
+    after(async () => {
+      if (namespace) await helm(['uninstall', release, '--namespace', namespace]);
+    });
+
+    it('installs with everything on, and keeps its generated webhook certificate across upgrades', async () => {
+      await installCachedCRDs('prometheus-operator');
+      [namespace, watched, other] = [
+        await createNamespace('hookyard'),
+        await createNamespace('watched'),
+        await createNamespace('other'),
+      ];
+      const args = ['--namespace', namespace, '-f', everythingValues]
+        .concat(['--set', `watchNamespaces={${watched}}`, '--set', `monitoring.dashboard.namespace=${namespace}`])
+        .concat(['--set', 'webhook.certManager.enabled=false', '--set', 'webhook.failurePolicy=Fail']);
+      const installed = await helm(['install', release, chartDir, ...args]);
+      assert.equal(installed.code, 0, installed.stderr);
+      assert.match(installed.stdout, /kubectl get providerendpoints -A/, 'NOTES.txt says what to do next');
+
+      const core = kubeConfig().makeApiClient(k8s.CoreV1Api);
+      const secretName = `${release}-hookyard-webhook-cert`;
+      const before = (await core.readNamespacedSecret({ name: secretName, namespace })).data ?? {};
+      const ca = new X509Certificate(Buffer.from(before['ca.crt'] ?? '', 'base64'));
+      const cert = new X509Certificate(Buffer.from(before['tls.crt'] ?? '', 'base64'));
+      assert.ok(cert.verify(ca.publicKey), 'the serving certificate is signed by the CA');
+      assert.match(cert.subjectAltName ?? '', new RegExp(`DNS:${release}-hookyard-webhook\\.${namespace}\\.svc\\b`));
+      const admission = kubeConfig().makeApiClient(k8s.AdmissionregistrationV1Api);
+      const caBundle = async () =>
+        (await admission.readValidatingWebhookConfiguration({ name: `${release}-hookyard` })).webhooks?.[0]
+          ?.clientConfig.caBundle;
+      assert.equal(await caBundle(), before['ca.crt']);
+
+      const upgraded = await helm(['upgrade', release, chartDir, ...args]);
+      assert.equal(upgraded.code, 0, upgraded.stderr);
+      const afterUpgrade = (await core.readNamespacedSecret({ name: secretName, namespace })).data ?? {};
+      assert.deepEqual(afterUpgrade, before, 'the upgrade kept the certificate');
+      assert.equal(await caBundle(), before['ca.crt']);
+    });
+
+    it('covers the watched namespaces, and only those, with its admission webhook', async () => {
+      assert.ok(namespace, 'installed');
+      // Nothing here can answer the webhook (no operator pod, no cluster network), so it is read, not called.
+      const read = await kubectl(['get', 'validatingwebhookconfiguration', `${release}-hookyard`, '-o', 'json']);
+      const [webhook] = (JSON.parse(read.stdout) as k8s.V1ValidatingWebhookConfiguration).webhooks ?? [];
+      assert.ok(webhook, read.stderr);
+      assert.deepEqual(webhook.namespaceSelector?.matchExpressions, [
+        { key: 'kubernetes.io/metadata.name', operator: 'In', values: [watched] },
+      ]);
+      const core = kubeConfig().makeApiClient(k8s.CoreV1Api);
+      const labels = (await core.readNamespace({ name: watched })).metadata?.labels;
+      assert.equal(labels?.['kubernetes.io/metadata.name'], watched, 'the API server labels namespaces by name');
+      assert.equal(webhook.failurePolicy, 'Fail');
+      assert.deepEqual(webhook.clientConfig.service, {
+        name: `${release}-hookyard-webhook`,
+        namespace,
+        path: '/validate',
+        port: 443,
+      });
+      assert.deepEqual(webhook.rules, [
+        {
+          apiGroups: ['hookyard.io'],
+          apiVersions: ['v1alpha1'],
+          operations: ['CREATE', 'UPDATE'],
+          resources: ['providerendpoints', 'webhooksubscriptions'],
+          scope: 'Namespaced',
+        },
+      ]);
+    });
+
+    it("grants the operator's service account what it needs in the watched namespaces, and no more", async () => {
+      assert.ok(namespace, 'installed');
+      const authz = kubeConfig().makeApiClient(k8s.AuthorizationV1Api);
+      const user = `system:serviceaccount:${namespace}:${release}-hookyard`;
+      const groups = ['system:serviceaccounts', `system:serviceaccounts:${namespace}`, 'system:authenticated'];
+      const can = async (verb: string, resource: string, ns: string | undefined, name?: string) => {
+        const dot = resource.indexOf('.');
+        const [path, group] = dot < 0 ? [resource, ''] : [resource.slice(0, dot), resource.slice(dot + 1)];
+        const [plain, sub] = path.split('/');
+        const review = await authz.createSubjectAccessReview({
+          body: {
+            spec: {
+              user,
+              groups,
+              resourceAttributes: { verb, group, resource: plain, subresource: sub, namespace: ns, name },
+            },
+          },
+        });
+        return review.status?.allowed === true;
+      };
+      const allowed: [string, string, string | undefined, string?][] = [];
+      for (const r of ['providerendpoints.hookyard.io', 'webhooksubscriptions.hookyard.io']) {
+        for (const verb of ['get', 'list', 'watch', 'update', 'patch']) allowed.push([verb, r, watched]);
+        const plain = r.split('.')[0];
+        for (const verb of ['get', 'update', 'patch']) allowed.push([verb, `${plain}/status.hookyard.io`, watched]);
+        allowed.push(['update', `${plain}/finalizers.hookyard.io`, watched]);
+      }
+      for (const r of ['configmaps', 'services', 'deployments.apps', 'ingresses.networking.k8s.io']) {
+        for (const verb of ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'])
+          allowed.push([verb, r, watched]);
+      }
+      for (const verb of ['get', 'list', 'watch']) allowed.push([verb, 'secrets', watched]);
+      for (const r of ['events', 'events.events.k8s.io'])
+        for (const verb of ['create', 'patch']) allowed.push([verb, r, watched]);
+      allowed.push(['create', 'leases.coordination.k8s.io', namespace]);
+      for (const verb of ['get', 'update'])
+        allowed.push([verb, 'leases.coordination.k8s.io', namespace, 'hookyard-operator']);
+
+      const denied: [string, string, string | undefined, string?][] = [
+        ['create', 'secrets', watched],
+        ['update', 'secrets', watched],
+        ['delete', 'providerendpoints.hookyard.io', watched],
+        ['create', 'pods', watched],
+        ['get', 'secrets', other],
+        ['list', 'deployments.apps', other],
+        ['list', 'providerendpoints.hookyard.io', other],
+        ['update', 'leases.coordination.k8s.io', namespace, 'someone-else'],
+        ['create', 'leases.coordination.k8s.io', watched],
+        ['list', 'namespaces', undefined],
+        ['list', 'secrets', undefined],
+      ];
+      const wrong: string[] = [];
+      for (const [verb, resource, ns, name] of allowed) {
+        if (!(await can(verb, resource, ns, name))) wrong.push(`denied ${verb} ${resource} in ${ns}`);
+      }
+      for (const [verb, resource, ns, name] of denied) {
+        if (await can(verb, resource, ns, name)) wrong.push(`allowed ${verb} ${resource} ${name ?? ''} in ${ns}`);
+      }
+      assert.deepEqual(wrong, []);
+    });
+
+    it('uninstalls, removing its cluster-wide objects', async () => {
+      assert.ok(namespace, 'installed');
+      const r = await helm(['uninstall', release, '--namespace', namespace]);
+      assert.equal(r.code, 0, r.stderr);
+      const left = await kubectl(['get', 'validatingwebhookconfigurations,clusterroles', '-o', 'name']);
+      assert.doesNotMatch(left.stdout, new RegExp(`/${release}-hookyard`));
+      namespace = '';
+    });
+  });
+});

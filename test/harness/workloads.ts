@@ -70,7 +70,11 @@ export interface RunningOperator {
 }
 
 /** `hookyard operator` as a process against the harness's API server and NATS. */
-export async function startOperator(name: string, args: string[]): Promise<RunningOperator> {
+export async function startOperator(
+  name: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<RunningOperator> {
   const metricsPort = await freePort();
   const log = createWriteStream(join(logDir(), `${name}.log`), { flags: 'a' });
   const child = spawn(
@@ -86,7 +90,7 @@ export async function startOperator(name: string, args: string[]): Promise<Runni
       String(metricsPort),
       ...args,
     ],
-    { env: { ...process.env, POD_NAME: name }, stdio: ['ignore', 'pipe', 'pipe'] },
+    { env: { ...process.env, POD_NAME: name, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   child.stdout?.pipe(log);
   child.stderr?.pipe(log);

@@ -1,0 +1,150 @@
+// The operator with exactly the permissions the chart grants: the chart's ServiceAccount, Roles and bindings are
+// applied to the real API server, a token for that ServiceAccount comes from the TokenRequest API, and the operator
+// runs with it. It must reconcile every example without one denial; with a permission taken away, the denial must
+// show in the resource's status.
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as k8s from '@kubernetes/client-node';
+import { stringify } from 'yaml';
+import { exampleDocuments, namesOf } from '../harness/examples.ts';
+import { renderChart } from '../harness/helm.ts';
+import { createNamespace, installCRDs, kubeConfig, kubectl, requireEnv } from '../harness/kube.ts';
+import { root, tempDir } from '../harness/servers.ts';
+import { type RunningOperator, simulatePods, startOperator } from '../harness/workloads.ts';
+
+interface Resource {
+  metadata: { name: string; generation?: number };
+  status?: {
+    observedGeneration?: number;
+    conditions?: { type: string; status: string; reason: string; message: string }[];
+  };
+}
+
+describe('the operator with the RBAC of the chart', () => {
+  const kc = kubeConfig();
+  const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+  const work = tempDir('hookyard-rbac-');
+  const logName = `rbac-operator-${Date.now()}`;
+  let release = '';
+  let apps = '';
+  let operator: RunningOperator | undefined;
+  let stopPods = () => {};
+
+  before(async () => {
+    await installCRDs();
+    release = await createNamespace('hookyard-system');
+    apps = await createNamespace('apps');
+    const { objects } = await renderChart(['--namespace', release, '--set', `watchNamespaces={${apps}}`]);
+    // The identity and its permissions; the operator runs here as a process, and the admission webhook has no pod.
+    const rbac = objects.filter((o) =>
+      ['ServiceAccount', 'Role', 'RoleBinding', 'ClusterRole', 'ClusterRoleBinding'].includes(o.kind),
+    );
+    assert.ok(rbac.some((o) => o.kind === 'Role' && o.metadata.namespace === apps));
+    const applied = await kubectl(
+      ['apply', '--server-side', '-f', '-'],
+      rbac.map((o) => stringify(o)).join('---\n'),
+    );
+    assert.equal(applied.code, 0, applied.stderr);
+    const deployment = objects.find((o) => o.kind === 'Deployment');
+    const serviceAccount = deployment?.spec.template.spec.serviceAccountName as string;
+    const lease = deployment?.spec.template.spec.containers[0].args as string[];
+    const leaseName = lease[lease.indexOf('--lease-name') + 1] ?? 'hookyard-operator';
+
+    const core = kc.makeApiClient(k8s.CoreV1Api);
+    const token = await core.createNamespacedServiceAccountToken({
+      name: serviceAccount,
+      namespace: release,
+      body: { spec: { audiences: [], expirationSeconds: 3600 } },
+    });
+    const kubeconfig = join(work.path, 'kubeconfig');
+    writeFileSync(
+      kubeconfig,
+      stringify({
+        apiVersion: 'v1',
+        kind: 'Config',
+        clusters: [
+          {
+            name: 'test',
+            cluster: { server: requireEnv('HOOKYARD_TEST_KUBE_SERVER'), 'insecure-skip-tls-verify': true },
+          },
+        ],
+        users: [{ name: serviceAccount, user: { token: token.status?.token } }],
+        contexts: [{ name: 'test', context: { cluster: 'test', user: serviceAccount } }],
+        'current-context': 'test',
+      }),
+    );
+    stopPods = simulatePods(apps);
+    operator = await startOperator(
+      logName,
+      ['--namespaces', apps, '--lease-namespace', release, '--lease-name', leaseName, '--status-interval', '1s'],
+      { KUBECONFIG: kubeconfig, POD_NAMESPACE: release },
+    );
+  });
+  after(async () => {
+    stopPods();
+    await operator?.stop('SIGKILL');
+    work.remove();
+  });
+
+  const get = async (plural: string, name: string) =>
+    (await custom.getNamespacedCustomObject({
+      group: 'hookyard.io',
+      version: 'v1alpha1',
+      namespace: apps,
+      plural,
+      name,
+    })) as Resource;
+  const ready = (r: Resource) => r.status?.conditions?.find((c) => c.type === 'Ready');
+  async function waitFor(what: string, check: () => Promise<boolean>) {
+    for (let i = 0; i < 600; i++) {
+      if (await check().catch(() => false)) return;
+      await sleep(100);
+    }
+    throw new Error(`${what}: not reached in 60s`);
+  }
+  const operatorLog = () => readFileSync(join(root, '.cache/test-logs', `${logName}.log`), 'utf8');
+
+  it('reconciles every example without a single denial', async () => {
+    const applied = await kubectl(['apply', '--server-side', '-n', apps, '-f', join(root, 'examples')]);
+    assert.equal(applied.code, 0, applied.stderr);
+    const docs = exampleDocuments();
+    for (const [kind, plural] of [
+      ['ProviderEndpoint', 'providerendpoints'],
+      ['WebhookSubscription', 'webhooksubscriptions'],
+    ] as const) {
+      for (const name of namesOf(docs, kind)) {
+        await waitFor(`${kind} ${name} Ready`, async () => {
+          const r = await get(plural, name);
+          return ready(r)?.status === 'True' && r.status?.observedGeneration === r.metadata.generation;
+        });
+      }
+    }
+    assert.equal(await operator?.metric('hookyard_operator_is_leader'), 1);
+    assert.doesNotMatch(operatorLog(), /forbidden/i);
+  });
+
+  it('shows a permission taken away from the Role in the status of what needs it', async () => {
+    const roles = kc.makeApiClient(k8s.RbacAuthorizationV1Api);
+    const [role] = (await roles.listNamespacedRole({ namespace: apps })).items;
+    assert.ok(role?.rules);
+    for (const rule of role.rules) {
+      if (rule.resources?.includes('deployments')) rule.verbs = ['get', 'list', 'watch'];
+    }
+    await roles.replaceNamespacedRole({ namespace: apps, name: role.metadata?.name ?? '', body: role });
+    const created = await kubectl(
+      ['apply', '--server-side', '-n', apps, '-f', '-'],
+      'apiVersion: hookyard.io/v1alpha1\nkind: ProviderEndpoint\nmetadata: {name: denied}\nspec: {provider: generic, verification: [{none: true}]}\n',
+    );
+    assert.equal(created.code, 0, created.stderr);
+    await waitFor('the denial in status', async () => {
+      const condition = ready(await get('providerendpoints', 'denied'));
+      return (
+        condition?.reason === 'ReconcileFailed' &&
+        /deployments.* forbidden|forbidden.*deployments/i.test(condition.message)
+      );
+    });
+  });
+});

@@ -32,6 +32,7 @@ const usage = `usage: hookyard operator [options]
   --metrics-port PORT          /metrics, /healthz, /readyz (default 9090)
   --webhook-port PORT          HTTPS admission webhook, POST /validate (default 9443)
   --webhook-cert-dir DIR       tls.crt and tls.key for the webhook; without it no webhook is served
+  --webhook-cert-reload D      how often the certificate files are read again (default 30s)
   --no-leader-election         reconcile without a Lease (one replica only)
   --lease-name NAME            (default hookyard-operator)
   --lease-namespace NS         (default env POD_NAMESPACE, else default)
@@ -55,6 +56,7 @@ export async function main(args: string[]): Promise<void> {
       'metrics-port': { type: 'string', default: '9090' },
       'webhook-port': { type: 'string', default: '9443' },
       'webhook-cert-dir': { type: 'string' },
+      'webhook-cert-reload': { type: 'string', default: '30s' },
       'leader-election': { type: 'boolean', default: true },
       'lease-name': { type: 'string', default: 'hookyard-operator' },
       'lease-namespace': { type: 'string', default: process.env.POD_NAMESPACE ?? 'default' },
@@ -106,13 +108,25 @@ export async function main(args: string[]): Promise<void> {
   await new Promise<void>((ok) => server.listen(Number(values['metrics-port']), ok));
 
   const certDir = values['webhook-cert-dir'];
-  const webhook = certDir
-    ? createHttpsServer(
-        { cert: readFileSync(join(certDir, 'tls.crt')), key: readFileSync(join(certDir, 'tls.key')) },
-        express().use(admissionRouter()),
-      )
-    : undefined;
+  const certificate = () =>
+    certDir ? { cert: readFileSync(join(certDir, 'tls.crt')), key: readFileSync(join(certDir, 'tls.key')) } : undefined;
+  let served = certificate();
+  const webhook = served ? createHttpsServer(served, express().use(admissionRouter())) : undefined;
   if (webhook) await new Promise<void>((ok) => webhook.listen(Number(values['webhook-port']), ok));
+  // cert-manager renews the certificate in the mounted Secret: new connections get the new one.
+  const certReload = setInterval(() => {
+    if (!webhook || !served) return;
+    try {
+      const next = certificate();
+      if (!next) return;
+      if (next.cert.equals(served.cert) && next.key.equals(served.key)) return;
+      webhook.setSecureContext(next);
+      served = next;
+      log.info('webhook certificate reloaded');
+    } catch (err) {
+      log.warn({ err: String(err) }, 'could not reload the webhook certificate; keeping the current one');
+    }
+  }, durationMs(values['webhook-cert-reload'])).unref();
 
   const start = () => {
     metrics.leader(true);
@@ -172,6 +186,7 @@ export async function main(args: string[]): Promise<void> {
   metrics.leader(false);
   await leadership?.release();
   await nats.nc.drain();
+  clearInterval(certReload);
   webhook?.close();
   server.close();
 }

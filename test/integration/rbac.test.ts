@@ -43,10 +43,7 @@ describe('the operator with the RBAC of the chart', () => {
       ['ServiceAccount', 'Role', 'RoleBinding', 'ClusterRole', 'ClusterRoleBinding'].includes(o.kind),
     );
     assert.ok(rbac.some((o) => o.kind === 'Role' && o.metadata.namespace === apps));
-    const applied = await kubectl(
-      ['apply', '--server-side', '-f', '-'],
-      rbac.map((o) => stringify(o)).join('---\n'),
-    );
+    const applied = await kubectl(['apply', '--server-side', '-f', '-'], rbac.map((o) => stringify(o)).join('---\n'));
     assert.equal(applied.code, 0, applied.stderr);
     const deployment = objects.find((o) => o.kind === 'Deployment');
     const serviceAccount = deployment?.spec.template.spec.serviceAccountName as string;

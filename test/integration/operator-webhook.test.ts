@@ -1,0 +1,85 @@
+// The operator's admission webhook over HTTPS: it refuses what the API server's CEL cannot check (a filter that does
+// not compile), and serves a renewed certificate without a restart, as cert-manager renews it in the mounted Secret.
+import assert from 'node:assert/strict';
+import { copyFileSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { connect } from 'node:tls';
+import { Agent, fetch } from 'undici';
+import { freePort } from '../../src/runtime/net.ts';
+import { createNamespace } from '../harness/kube.ts';
+import { servingCertificate, tempDir } from '../harness/servers.ts';
+import { startOperator } from '../harness/workloads.ts';
+
+/** The fingerprint of the certificate a TLS server on the port presents. */
+const servedFingerprint = (port: number) =>
+  new Promise<string>((ok, fail) => {
+    const socket = connect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
+      ok(socket.getPeerCertificate().fingerprint256);
+      socket.end();
+    }).once('error', fail);
+  });
+
+describe('operator admission webhook', () => {
+  const work = tempDir('hookyard-webhook-');
+  after(() => work.remove());
+
+  it('refuses a subscription whose filter does not compile, and serves a renewed certificate', async () => {
+    const dir = join(work.path, 'serving');
+    const first = servingCertificate(dir);
+    const port = await freePort();
+    const operator = await startOperator('operator-webhook', [
+      '--namespaces',
+      await createNamespace('webhook'),
+      '--no-leader-election',
+      '--webhook-port',
+      String(port),
+      '--webhook-cert-dir',
+      dir,
+      '--webhook-cert-reload',
+      '200ms',
+    ]);
+    after(() => operator.stop());
+
+    const dispatcher = new Agent({ connect: { ca: readFileSync(first.caFile) } });
+    const review = (object: unknown) =>
+      fetch(`https://127.0.0.1:${port}/validate`, {
+        method: 'POST',
+        dispatcher,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          apiVersion: 'admission.k8s.io/v1',
+          kind: 'AdmissionReview',
+          request: {
+            uid: 'u1',
+            kind: { group: 'hookyard.io', kind: 'WebhookSubscription' },
+            operation: 'CREATE',
+            object,
+          },
+        }),
+      });
+    const subscription = {
+      apiVersion: 'hookyard.io/v1alpha1',
+      kind: 'WebhookSubscription',
+      metadata: { name: 'orders', namespace: 'shop' },
+      spec: { sources: [{ endpoint: 'shopflix' }], filter: 'body.total >', target: { url: 'http://orders.shop.svc' } },
+    };
+    const answer = (await (await review(subscription)).json()) as {
+      response: { allowed: boolean; status: { message: string } };
+    };
+    assert.equal(answer.response.allowed, false);
+    assert.match(answer.response.status.message, /filter/);
+
+    const original = await servedFingerprint(port);
+    const renewed = servingCertificate(join(work.path, 'renewed'));
+    copyFileSync(renewed.keyFile, join(dir, 'tls.key'));
+    copyFileSync(renewed.certFile, join(dir, 'tls.crt'));
+    let served = original;
+    for (let i = 0; i < 100 && served === original; i++) {
+      await sleep(100);
+      served = await servedFingerprint(port);
+    }
+    assert.notEqual(served, original, 'the renewed certificate is not served');
+  });
+});

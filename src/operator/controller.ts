@@ -6,7 +6,7 @@ import type { JetStreamManager } from '@nats-io/jetstream';
 import type { Condition } from '../api/common.ts';
 import { apiVersion } from '../api/common.ts';
 import type { Logger } from '../runtime/log.ts';
-import { type Cache, type Context, type Outcome, type RawResource, writeStatus } from './context.ts';
+import { type Cache, type Context, forgetParsed, type Outcome, type RawResource, writeStatus } from './context.ts';
 import { finalizeEndpoint, reconcileEndpoint } from './endpoints.ts';
 import { apiMessage, finalizer, isConflict, isNotFound, Kube, plurals } from './kube.ts';
 import type { Kind, OperatorMetrics } from './metrics.ts';
@@ -249,6 +249,7 @@ export function startController(options: ControllerOptions): Controller {
     if (raw.metadata.deletionTimestamp) {
       if (!finalizers.includes(finalizer)) return {};
       await (kind === 'ProviderEndpoint' ? finalizeEndpoint : finalizeSubscription)(ctx, raw);
+      forgetParsed(raw.metadata.uid);
       try {
         await kube.patchMetadata(raw, { finalizers: finalizers.filter((f) => f !== finalizer) });
       } catch (err) {

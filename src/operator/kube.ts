@@ -21,6 +21,22 @@ export interface ResourceRef {
 
 const mergePatch = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch);
 
+/**
+ * client-node makes a new undici Agent for every request, so every request opens a new TLS connection: the
+ * handshakes were most of the operator's CPU time. One Agent for the KubeConfig keeps connections alive. (The
+ * token is a header, added per request, so a rotated service-account token still applies.)
+ */
+export function keepConnectionsAlive(kc: k8s.KubeConfig): k8s.KubeConfig {
+  const config = kc as unknown as { createDispatcher(...args: unknown[]): unknown };
+  const create = config.createDispatcher.bind(kc);
+  let shared: unknown;
+  config.createDispatcher = (...args: unknown[]) => {
+    shared ??= create(...args);
+    return shared;
+  };
+  return kc;
+}
+
 /** The message of a failed API call (the Status's message), without the request's headers or body. */
 export function apiMessage(err: unknown): string {
   if (err instanceof k8s.ApiException) {

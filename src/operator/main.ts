@@ -15,6 +15,7 @@ import { durationMs } from '../runtime/duration.ts';
 import { log as rootLog } from '../runtime/log.ts';
 import { connectNats } from '../runtime/nats.ts';
 import { type Controller, startController } from './controller.ts';
+import { keepConnectionsAlive } from './kube.ts';
 import { electLeader, type Leadership } from './leader.ts';
 import { OperatorMetrics } from './metrics.ts';
 
@@ -76,6 +77,7 @@ export async function main(args: string[]): Promise<void> {
   const log = rootLog.child({ component: 'operator' });
   const kc = new k8s.KubeConfig();
   kc.loadFromDefault();
+  keepConnectionsAlive(kc);
   const registry = new Registry();
   const metrics = new OperatorMetrics(registry);
   const nats = await connectNats(

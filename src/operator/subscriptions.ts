@@ -49,8 +49,12 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
 
   const endpoints = ctx.caches.endpoints.list(namespace) as unknown as ProviderEndpoint[];
   const sources = resolveSources(subscription, endpoints);
+  // The ConfigMap applied last lists where the consumers are; when it is what would be applied now, nothing moved.
   const configMap = ctx.caches.configMaps.get(dispatcherName(name), namespace);
-  await removeConsumers(ctx, namespace, name, previousSources(configMap), sources);
+  const objects = renderSubscription(subscription, sources, { ...ctx.render, secretsChecksum: secrets.checksum });
+  if (configMap?.data?.['dispatcher.yaml'] !== objects.configMap.data?.['dispatcher.yaml']) {
+    await removeConsumers(ctx, namespace, name, previousSources(configMap), sources);
+  }
 
   const consumers: { source: Source; info?: ConsumerInfo; problem?: string }[] = [];
   for (const source of sources) {
@@ -100,7 +104,6 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
     sources.map((s) => s.endpoint),
   );
 
-  const objects = renderSubscription(subscription, sources, { ...ctx.render, secretsChecksum: secrets.checksum });
   await applyObject(ctx, objects.configMap, ctx.caches.configMaps);
   // The dispatcher starts only once it can run: its Secrets exist, its filter compiles and it has a source.
   const runnable = secrets.checksum !== undefined && checks[0]?.status === true && sources.length > 0;

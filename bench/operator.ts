@@ -2,7 +2,7 @@
 // Ready, and the operator's CPU and memory while idle afterwards, beside a baseline doing the least work that
 // makes the same resources Ready: for each resource, server-side apply the same rendered objects, create the same
 // stream, consumer and dead-letter stream, and write Ready into its status, with as many requests in flight as
-// the operator's workers (4), no informers, no checks.
+// the operator's workers (4), no informers, no checks, over the same keep-alive connections.
 // Runs against a real kube-apiserver, etcd and nats-server (started by test/harness/run.ts). No kubelet runs here:
 // for the operator, a stand-in reports each Deployment's pods available (its Ready waits for that); the baseline
 // does not wait for pods.
@@ -21,7 +21,7 @@ import { consumerConfig, ensureConsumer } from '../src/jetstream/consumers.ts';
 import { deadLetterStreamConfig } from '../src/jetstream/dead-letters.ts';
 import { endpointStream } from '../src/jetstream/layout.ts';
 import { endpointStreamConfig, ensureStream } from '../src/jetstream/streams.ts';
-import { Kube } from '../src/operator/kube.ts';
+import { Kube, keepConnectionsAlive } from '../src/operator/kube.ts';
 import { renderEndpoint, renderSubscription } from '../src/operator/render.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl, requireEnv } from '../test/harness/kube.ts';
 import { simulatePods, startOperator } from '../test/harness/workloads.ts';
@@ -35,7 +35,7 @@ const { values } = parseArgs({
 const count = Number(values.count);
 const idleSeconds = Number(values['idle-seconds']);
 const natsUrl = requireEnv('HOOKYARD_TEST_NATS_URL');
-const kc = kubeConfig();
+const kc = keepConnectionsAlive(kubeConfig());
 const custom = kc.makeApiClient(k8s.CustomObjectsApi);
 
 function manifests(): string {

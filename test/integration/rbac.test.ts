@@ -32,6 +32,9 @@ describe('the operator with the RBAC of the chart', () => {
   let apps = '';
   let operator: RunningOperator | undefined;
   let stopPods = () => {};
+  let serviceAccount = '';
+  let operatorRules: k8s.V1PolicyRule[] = [];
+  const kubeconfig = join(work.path, 'kubeconfig');
 
   before(async () => {
     await installCRDs();
@@ -46,7 +49,8 @@ describe('the operator with the RBAC of the chart', () => {
     const applied = await kubectl(['apply', '--server-side', '-f', '-'], rbac.map((o) => stringify(o)).join('---\n'));
     assert.equal(applied.code, 0, applied.stderr);
     const deployment = objects.find((o) => o.kind === 'Deployment');
-    const serviceAccount = deployment?.spec.template.spec.serviceAccountName as string;
+    serviceAccount = deployment?.spec.template.spec.serviceAccountName as string;
+    operatorRules = rbac.find((o) => o.kind === 'Role' && o.metadata.namespace === apps)?.rules;
     const lease = deployment?.spec.template.spec.containers[0].args as string[];
     const leaseName = lease[lease.indexOf('--lease-name') + 1] ?? 'hookyard-operator';
 
@@ -56,7 +60,6 @@ describe('the operator with the RBAC of the chart', () => {
       namespace: release,
       body: { spec: { audiences: [], expirationSeconds: 3600 } },
     });
-    const kubeconfig = join(work.path, 'kubeconfig');
     writeFileSync(
       kubeconfig,
       stringify({
@@ -86,11 +89,11 @@ describe('the operator with the RBAC of the chart', () => {
     work.remove();
   });
 
-  const get = async (plural: string, name: string) =>
+  const get = async (plural: string, name: string, namespace = apps) =>
     (await custom.getNamespacedCustomObject({
       group: 'hookyard.io',
       version: 'v1alpha1',
-      namespace: apps,
+      namespace,
       plural,
       name,
     })) as Resource;
@@ -143,5 +146,53 @@ describe('the operator with the RBAC of the chart', () => {
         /deployments.* forbidden|forbidden.*deployments/i.test(condition.message)
       );
     });
+  });
+  it('waits for every watch to list, restarting a failed one: Secrets it could not list are seen once it may', async () => {
+    const namespace = await createNamespace('apps');
+    const roles = kc.makeApiClient(k8s.RbacAuthorizationV1Api);
+    const withoutSecrets = operatorRules.filter((r) => !r.resources?.includes('secrets'));
+    const role = { metadata: { name: 'hookyard-operator', namespace }, rules: withoutSecrets };
+    await roles.createNamespacedRole({ namespace, body: role });
+    await roles.createNamespacedRoleBinding({
+      namespace,
+      body: {
+        metadata: { name: 'hookyard-operator', namespace },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'hookyard-operator' },
+        subjects: [{ kind: 'ServiceAccount', name: serviceAccount, namespace: release }],
+      },
+    });
+    const applied = await kubectl([
+      'apply',
+      '--server-side',
+      '-n',
+      namespace,
+      '-f',
+      join(root, 'examples/proign.yaml'),
+    ]);
+    assert.equal(applied.code, 0, applied.stderr);
+    const stopStandIn = simulatePods(namespace);
+    after(stopStandIn);
+    const name = `rbac-restart-${Date.now()}`;
+    const restarted = await startOperator(name, ['--namespaces', namespace, '--no-leader-election'], {
+      KUBECONFIG: kubeconfig,
+    });
+    after(() => restarted.stop('SIGKILL'));
+    const log = () => readFileSync(join(root, '.cache/test-logs', `${name}.log`), 'utf8');
+    await waitFor('the Secrets watch fails', async () => /secrets is forbidden.*watch failed; restarting/.test(log()));
+    // Without every cache filled it reconciles nothing (an empty Secret cache would report Secrets missing that
+    // exist) and says so on /readyz.
+    assert.equal((await fetch(`http://127.0.0.1:${restarted.metricsPort}/readyz`)).status, 503);
+    assert.equal(ready(await get('providerendpoints', 'proign', namespace)), undefined);
+
+    await roles.replaceNamespacedRole({
+      namespace,
+      name: 'hookyard-operator',
+      body: { ...role, rules: operatorRules },
+    });
+    await waitFor('Ready once the watch lists them', async () => {
+      const r = await get('providerendpoints', 'proign', namespace);
+      return ready(r)?.status === 'True';
+    });
+    assert.equal((await fetch(`http://127.0.0.1:${restarted.metricsPort}/readyz`)).status, 200);
   });
 });

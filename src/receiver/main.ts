@@ -72,6 +72,9 @@ export async function listen(handler: ReceiverHandler, port: number, host = '0.0
   };
 }
 
+const usage = `usage: hookyard receiver [--config <file>] [--secrets-dir <dir>] [--nats-url <url>] [--nats-creds <file>]
+                         [--nats-ca <file>] [--port <port>] [--reload-interval <ms>]`;
+
 export async function main(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -83,8 +86,13 @@ export async function main(args: string[]): Promise<void> {
       'nats-ca': { type: 'string', default: process.env.NATS_CA },
       port: { type: 'string', default: '8080' },
       'reload-interval': { type: 'string', default: '2000' },
+      help: { type: 'boolean', short: 'h', default: false },
     },
   });
+  if (values.help) {
+    console.error(usage);
+    return;
+  }
   const configFile = values.config;
   const secretsDir = values['secrets-dir'];
   let resource = loadEndpoint(configFile);

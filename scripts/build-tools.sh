@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the real servers the tests run (kube-apiserver, etcd, kubectl, nats-server, helm) from the Go module
-# proxy into .cache/bin, once per version. Prints nothing for what is already there.
+# Builds the real servers the tests run (kube-apiserver, etcd, kubectl, nats-server, helm) and BuildKit's
+# Dockerfile linter from the Go module proxy into .cache/bin, once per version. Prints nothing for what is
+# already there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/.cache/bin"
@@ -9,6 +10,7 @@ KUBE_VERSION=$(sed -n 's/^\s*k8s.io\/kubernetes \(v[0-9.]*\)$/\1/p' "$root/tools
 ETCD_VERSION=$(sed -n 's/^\s*go.etcd.io\/etcd\/server\/v3 \(v[0-9.]*\)$/\1/p' "$root/tools/go.mod")
 NATS_VERSION=v2.12.15
 HELM_VERSION=v3.21.4
+BUILDKIT_VERSION=$(sed -n 's/^\s*github.com\/moby\/buildkit \(v[0-9.]*\)$/\1/p' "$root/tools/dockerfile-lint/go.mod")
 
 build_kube() { # name package
   local out="$bin/$1-$KUBE_VERSION"
@@ -29,6 +31,17 @@ build_etcd() {
   mv "$out.tmp" "$out"
 }
 
+build_dockerfile_lint() { # our own program: rebuilt when its source or its dependencies change
+  local src="$root/tools/dockerfile-lint"
+  local sum; sum=$(cat "$src/main.go" "$src/go.sum" | sha256sum | cut -c1-8)
+  DOCKERFILE_LINT="dockerfile-lint-$BUILDKIT_VERSION-$sum"
+  local out="$bin/$DOCKERFILE_LINT"
+  [ -x "$out" ] && return
+  echo "building dockerfile-lint (BuildKit $BUILDKIT_VERSION)" >&2
+  (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out.tmp" .)
+  mv "$out.tmp" "$out"
+}
+
 go_install() { # name module@version
   local out="$bin/$1-${2##*@}"
   [ -x "$out" ] && return
@@ -39,8 +52,9 @@ go_install() { # name module@version
   rm -rf "$tmp"
 }
 
-# With names (etcd, nats-server, kube-apiserver, kubectl, helm) only those are built: `make demo` needs nats-server.
-wanted=${*:-etcd nats-server kube-apiserver kubectl helm}
+# With names (etcd, nats-server, kube-apiserver, kubectl, helm, dockerfile-lint) only those are built: `make demo`
+# needs nats-server.
+wanted=${*:-etcd nats-server kube-apiserver kubectl helm dockerfile-lint}
 want() { [[ " $wanted " == *" $1 "* ]]; }
 want etcd && build_etcd && ln -sf "etcd-$ETCD_VERSION" "$bin/etcd"
 want nats-server && go_install nats-server "github.com/nats-io/nats-server/v2@$NATS_VERSION" &&
@@ -49,4 +63,5 @@ want kube-apiserver && build_kube kube-apiserver k8s.io/kubernetes/cmd/kube-apis
   ln -sf "kube-apiserver-$KUBE_VERSION" "$bin/kube-apiserver"
 want kubectl && build_kube kubectl k8s.io/kubernetes/cmd/kubectl && ln -sf "kubectl-$KUBE_VERSION" "$bin/kubectl"
 want helm && go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" && ln -sf "helm-$HELM_VERSION" "$bin/helm"
+want dockerfile-lint && build_dockerfile_lint && ln -sf "$DOCKERFILE_LINT" "$bin/dockerfile-lint"
 exit 0

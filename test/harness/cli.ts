@@ -11,6 +11,8 @@ export interface Cli {
   command: string;
   args: string[];
   options?: SpawnOptions;
+  /** The process that signals go to, when `command` is a wrapper (such as unshare) that does not forward them. */
+  signalled?: (child: ChildProcess) => number | undefined;
 }
 
 export const sourceCli = (): Cli => ({ command: process.execPath, args: [join(root, 'src/cli.ts')] });
@@ -28,6 +30,8 @@ export interface CliProcess {
   output(): string;
   /** The exit code: 1 when killed by a signal, -1 when it could not start. */
   exited: Promise<number>;
+  /** Sends a signal to the CLI's process; SIGKILL goes to a wrapper too. */
+  kill(signal: NodeJS.Signals): void;
   /** SIGTERM, then SIGKILL after `seconds`; resolves with the exit code. */
   stop(seconds?: number): Promise<number>;
 }
@@ -53,13 +57,26 @@ export function runCli(cli: Cli, args: string[], env: NodeJS.ProcessEnv = proces
     child.once('exit', (code, signal) => ok(code ?? (signal ? 1 : 0)));
   });
   const done = () => child.exitCode !== null || child.signalCode !== null;
+  const kill = (signal: NodeJS.Signals) => {
+    if (done()) return;
+    let pid = child.pid;
+    try {
+      pid = cli.signalled?.(child) ?? pid;
+      if (pid !== undefined) process.kill(pid, signal);
+    } catch {
+      // exited meanwhile
+    }
+    // A wrapper's own death need not take the CLI with it (unshare's --kill-child does not survive setpriv).
+    if (signal === 'SIGKILL' && pid !== child.pid) child.kill(signal);
+  };
   return {
     child,
     output: () => output,
     exited,
+    kill,
     async stop(seconds = 10) {
-      if (!done()) child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), seconds * 1000);
+      kill('SIGTERM');
+      const timer = setTimeout(() => kill('SIGKILL'), seconds * 1000);
       const code = await exited;
       clearTimeout(timer);
       return code;

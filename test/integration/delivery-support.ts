@@ -96,7 +96,7 @@ export async function deliverSignedWebhook(cli: Cli, env: NodeJS.ProcessEnv = pr
 
     for (const proc of procs) assert.equal(await proc.stop(), 0, proc.output());
   } finally {
-    for (const proc of procs) proc.child.kill('SIGKILL');
+    for (const proc of procs) proc.kill('SIGKILL');
     await target.close();
     await nats.nc.close();
     work.remove();

@@ -7,8 +7,8 @@ import { parseArgs } from 'node:util';
 import { jetstream } from '@nats-io/jetstream';
 import { Registry } from 'prom-client';
 import { parse as parseYAML } from 'yaml';
-import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
-import { parseResource } from '../api/validate.ts';
+import { checkResource } from '../api/check.ts';
+import { type ProviderEndpoint, providerEndpoint } from '../api/provider-endpoint.ts';
 import { type Logger, log as rootLog } from '../runtime/log.ts';
 import { connectNats } from '../runtime/nats.ts';
 import { directorySecrets, type SecretStore } from '../runtime/secrets.ts';
@@ -16,10 +16,12 @@ import { compileEndpoint } from './endpoint.ts';
 import { ReceiverMetrics } from './metrics.ts';
 import { type EndpointState, type ReceiverHandler, type ReceiverOptions, receiverHandler } from './server.ts';
 
+/** Reads and checks the mounted ProviderEndpoint; only its schema is loaded, not the WebhookSubscription's. */
 export function loadEndpoint(file: string): ProviderEndpoint {
-  const resource = parseResource(parseYAML(readFileSync(file, 'utf8')));
-  if (resource.kind !== 'ProviderEndpoint') throw new Error(`${file} holds a ${resource.kind}, not a ProviderEndpoint`);
-  return resource;
+  const manifest = parseYAML(readFileSync(file, 'utf8')) as { kind?: unknown } | null;
+  if (manifest?.kind !== 'ProviderEndpoint')
+    throw new Error(`${file} holds a ${manifest?.kind}, not a ProviderEndpoint`);
+  return checkResource(providerEndpoint, 'ProviderEndpoint', manifest);
 }
 
 /** The state of one endpoint from its resource and secrets: compiled, or why it cannot serve. */

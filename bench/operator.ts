@@ -8,6 +8,7 @@
 // does not wait for pods.
 // Options: --count N (default 200), --idle-seconds S (60).
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import * as k8s from '@kubernetes/client-node';
@@ -24,6 +25,7 @@ import { endpointStreamConfig, ensureStream } from '../src/jetstream/streams.ts'
 import { Kube, keepConnectionsAlive } from '../src/operator/kube.ts';
 import { renderEndpoint, renderSubscription } from '../src/operator/render.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl, requireEnv } from '../test/harness/kube.ts';
+import { root } from '../test/harness/servers.ts';
 import { simulatePods, startOperator } from '../test/harness/workloads.ts';
 
 const { values } = parseArgs({
@@ -161,7 +163,13 @@ await installCRDs();
 
 const operatorNamespace = await createNamespace('bench-operator');
 const stopPods = simulatePods(operatorNamespace);
-const operator = await startOperator('bench-operator', ['--namespaces', operatorNamespace, '--no-leader-election']);
+// The operator as the image runs it: the dist/ bundle (npm run build).
+const operator = await startOperator(
+  'bench-operator',
+  ['--namespaces', operatorNamespace, '--no-leader-election'],
+  {},
+  join(root, 'dist/cli.mjs'),
+);
 const pid = operator.process.pid as number;
 await sleep(2000);
 const startupRss = rssMiB(pid);

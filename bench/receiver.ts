@@ -1,6 +1,7 @@
-// npm run bench:receiver — the receiver (`hookyard receiver`, GitHub preset: HMAC-SHA256 over the body) and the
-// minimal baseline (bench/baseline-receiver.ts) against the same nats-server, loaded by the same autocannon
-// settings one after the other in one run. Prints req/s, p50/p99 latency, their ratios and the receiver's idle RSS.
+// npm run bench:receiver — the receiver as the image runs it (`hookyard receiver` from the dist/ bundle, with the
+// node flags of the Dockerfile's ENTRYPOINT; GitHub preset: HMAC-SHA256 over the body) and the minimal baseline
+// (bench/baseline-receiver.ts) against the same nats-server, loaded by the same autocannon settings one after the
+// other in one run. Prints req/s, p50/p99 latency, their ratios and both servers' idle RSS.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHmac, randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -13,6 +14,7 @@ import { stringify } from 'yaml';
 import type { ProviderEndpoint } from '../src/api/provider-endpoint.ts';
 import { parseResource } from '../src/api/validate.ts';
 import { endpointStreamConfig, ensureStream } from '../src/jetstream/streams.ts';
+import { bundleCli, type CliProcess, runCli, waitReady } from '../test/harness/cli.ts';
 import { freePort, root, startNats, tempDir } from '../test/harness/servers.ts';
 
 const connections = Number(process.env.CONNECTIONS ?? 64);
@@ -22,9 +24,16 @@ const secret = 'bench-secret';
 const body = Buffer.from(JSON.stringify({ action: 'opened', pad: 'x'.repeat(960) })); // about 1 KiB
 const signature = `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
 
+// The node flags the image starts the CLI with: ENTRYPOINT ["node", ...flags, "/app/cli.mjs"].
+const entrypoint = JSON.parse(
+  /^ENTRYPOINT (\[.*\])$/m.exec(readFileSync(join(root, 'Dockerfile'), 'utf8'))?.[1] ?? '[]',
+);
+const nodeFlags = (entrypoint as string[]).slice(1, -1);
+
 const work = tempDir('hookyard-bench-');
 const nats = await startNats(work.path, join(work.path, 'nats'));
 const children: ChildProcess[] = [];
+let receiver: CliProcess | undefined;
 try {
   const resource = {
     apiVersion: 'hookyard.io/v1alpha1',
@@ -41,35 +50,37 @@ try {
   writeFileSync(join(work.path, 'secrets/bench/secret'), secret);
   writeFileSync(join(work.path, 'endpoint.yaml'), stringify(resource));
 
-  const start = async (args: string[]) => {
-    const port = await freePort();
-    const child = spawn(process.execPath, [...args.map((a) => a.replace('$PORT', String(port)))], { stdio: 'ignore' });
-    children.push(child);
-    for (let i = 0; i < 200; i++) {
-      const up = await fetch(`http://127.0.0.1:${port}/`).then(
+  const receiverPort = await freePort();
+  receiver = runCli(
+    bundleCli(nodeFlags),
+    ['receiver', '--config', join(work.path, 'endpoint.yaml'), '--secrets-dir', join(work.path, 'secrets')].concat([
+      '--nats-url',
+      nats.url,
+      '--port',
+      String(receiverPort),
+    ]),
+    { ...process.env, HOOKYARD_LOG_LEVEL: 'warn' },
+  );
+  await waitReady(receiver, `http://127.0.0.1:${receiverPort}/readyz`);
+  const baselinePort = await freePort();
+  const baseline = spawn(process.execPath, [join(root, 'bench/baseline-receiver.ts'), String(baselinePort), nats.url], {
+    stdio: 'ignore',
+  });
+  children.push(baseline);
+  for (let i = 0; i < 200; i++) {
+    if (
+      await fetch(`http://127.0.0.1:${baselinePort}/`).then(
         () => true,
         () => false,
-      );
-      if (up) return { port, child };
-      await sleep(50);
-    }
-    throw new Error(`${args.join(' ')} did not start`);
-  };
-  const receiver = await start([
-    join(root, 'src/cli.ts'),
-    'receiver',
-    '--config',
-    join(work.path, 'endpoint.yaml'),
-    '--secrets-dir',
-    join(work.path, 'secrets'),
-    '--nats-url',
-    nats.url,
-    '--port',
-    '$PORT',
-  ]);
+      )
+    )
+      break;
+    await sleep(50);
+  }
+  // Idle: both up, connected, two seconds without a request.
   await sleep(2000);
   const idleRssMiB = rssMiB(receiver.child.pid as number);
-  const baseline = await start([join(root, 'bench/baseline-receiver.ts'), '$PORT', nats.url]);
+  const baselineRssMiB = rssMiB(baseline.pid as number);
 
   const load = (url: string) =>
     autocannon({
@@ -83,8 +94,8 @@ try {
         { setupRequest: (req) => ({ ...req, headers: { ...req.headers, 'x-github-delivery': randomUUID() } }) },
       ],
     });
-  const baselineUrl = `http://127.0.0.1:${baseline.port}/`;
-  const receiverUrl = `http://127.0.0.1:${receiver.port}/hooks/bench/bench`;
+  const baselineUrl = `http://127.0.0.1:${baselinePort}/`;
+  const receiverUrl = `http://127.0.0.1:${receiverPort}/hooks/bench/bench`;
   await load(baselineUrl); // warm up both the same way
   await load(receiverUrl);
   // Alternate rounds and take the median of each, so a burst of other work on the machine hits both alike.
@@ -100,8 +111,9 @@ try {
   const row = (name: string, x: autocannon.Result) =>
     `| ${name} | ${x.requests.average.toFixed(0)} | ${x.latency.p50} | ${x.latency.p99} | ${x.non2xx + x.errors} |`;
   console.log(
-    `${connections} connections, median of ${rounds} alternating ${seconds}-second rounds, ${body.length}-byte signed POSTs, one nats-server (file storage)\n`,
+    `${connections} connections, median of ${rounds} alternating ${seconds}-second rounds, ${body.length}-byte signed POSTs, one nats-server (file storage)`,
   );
+  console.log(`receiver: node ${[...nodeFlags, 'dist/cli.mjs'].join(' ')} receiver (Node ${process.versions.node})\n`);
   console.log('| server | req/s | p50 ms | p99 ms | non-2xx or errors |\n| --- | --- | --- | --- | --- |');
   console.log(row('baseline (node:http + HMAC + js.publish)', b));
   console.log(row('hookyard receiver', r));
@@ -109,8 +121,11 @@ try {
     `\nthroughput ratio (receiver / baseline): ${(r.requests.average / b.requests.average).toFixed(2)} (goal >= 0.9)`,
   );
   console.log(`p99 ratio (receiver / baseline): ${(r.latency.p99 / b.latency.p99).toFixed(2)} (goal <= 1.25)`);
-  console.log(`receiver idle RSS: ${idleRssMiB.toFixed(1)} MiB (goal < 80)`);
+  console.log(
+    `receiver idle RSS: ${idleRssMiB.toFixed(1)} MiB (goal < 80); baseline: ${baselineRssMiB.toFixed(1)} MiB`,
+  );
 } finally {
+  await receiver?.stop();
   for (const child of children) child.kill('SIGTERM');
   await nats.stop();
   work.remove();

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real servers the tests run (kube-apiserver, etcd, kubectl, nats-server, helm, prometheus, promtool)
-# from the Go module proxy into .cache/bin, once per version, and takes the CRDs of the kinds the chart can use
-# (prometheus-operator's monitors and rules, cert-manager's certificates) from their modules into .cache/crds.
-# Prints nothing for what is already there.
+# and BuildKit's Dockerfile linter from the Go module proxy into .cache/bin, once per version, and takes the CRDs of
+# the kinds the chart can use (prometheus-operator's monitors and rules, cert-manager's certificates) from their
+# modules into .cache/crds. Prints nothing for what is already there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/.cache/bin"
@@ -15,6 +15,7 @@ HELM_VERSION=v3.21.4
 PROMETHEUS_VERSION=v0.316.0
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
 CERT_MANAGER_VERSION=v1.21.2
+BUILDKIT_VERSION=$(sed -n 's/^\s*github.com\/moby\/buildkit \(v[0-9.]*\)$/\1/p' "$root/tools/dockerfile-lint/go.mod")
 
 build_kube() { # name package
   local out="$bin/$1-$KUBE_VERSION"
@@ -32,6 +33,17 @@ build_etcd() {
   [ -x "$out" ] && return
   echo "building etcd $ETCD_VERSION" >&2
   (cd "$root/tools" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out.tmp" ./etcd)
+  mv "$out.tmp" "$out"
+}
+
+build_dockerfile_lint() { # our own program: rebuilt when its source or its dependencies change
+  local src="$root/tools/dockerfile-lint"
+  local sum; sum=$(cat "$src/main.go" "$src/go.sum" | sha256sum | cut -c1-8)
+  DOCKERFILE_LINT="dockerfile-lint-$BUILDKIT_VERSION-$sum"
+  local out="$bin/$DOCKERFILE_LINT"
+  [ -x "$out" ] && return
+  echo "building dockerfile-lint (BuildKit $BUILDKIT_VERSION)" >&2
+  (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out.tmp" .)
   mv "$out.tmp" "$out"
 }
 
@@ -60,9 +72,9 @@ module_crds() { # name module@version folder file...
   mv "$out.tmp" "$out"
 }
 
-# With names (etcd, nats-server, kube-apiserver, kubectl, helm, prometheus, promtool, crds) only those are built:
-# `make demo` needs nats-server.
-wanted=${*:-etcd nats-server kube-apiserver kubectl helm prometheus promtool crds}
+# With names (etcd, nats-server, kube-apiserver, kubectl, helm, prometheus, promtool, crds, dockerfile-lint) only
+# those are built: `make demo` needs nats-server.
+wanted=${*:-etcd nats-server kube-apiserver kubectl helm prometheus promtool crds dockerfile-lint}
 want() { [[ " $wanted " == *" $1 "* ]]; }
 want etcd && build_etcd && ln -sf "etcd-$ETCD_VERSION" "$bin/etcd"
 want nats-server && go_install nats-server "github.com/nats-io/nats-server/v2@$NATS_VERSION" &&
@@ -84,4 +96,5 @@ want crds && module_crds "prometheus-operator-$PROMETHEUS_OPERATOR_VERSION" \
 want crds && module_crds "cert-manager-$CERT_MANAGER_VERSION" "github.com/cert-manager/cert-manager@$CERT_MANAGER_VERSION" \
   deploy/crds cert-manager.io_certificates.yaml cert-manager.io_issuers.yaml &&
   ln -sfn "cert-manager-$CERT_MANAGER_VERSION" "$root/.cache/crds/cert-manager"
+want dockerfile-lint && build_dockerfile_lint && ln -sf "$DOCKERFILE_LINT" "$bin/dockerfile-lint"
 exit 0

@@ -1,7 +1,10 @@
 import type { z } from 'zod';
+import { checkResource, InvalidResource, resourceName } from './check.ts';
 import { apiVersion } from './common.ts';
 import { type ProviderEndpoint, providerEndpoint } from './provider-endpoint.ts';
 import { type WebhookSubscription, webhookSubscription } from './webhook-subscription.ts';
+
+export { describeIssue, InvalidResource } from './check.ts';
 
 export type Resource = ProviderEndpoint | WebhookSubscription;
 
@@ -10,15 +13,6 @@ export const schemas = {
   WebhookSubscription: webhookSubscription,
 } as const;
 export type Kind = keyof typeof schemas;
-
-export class InvalidResource extends Error {
-  override name = 'InvalidResource';
-  readonly problems: string[];
-  constructor(resource: string, problems: string[]) {
-    super(`${resource} is invalid: ${problems.join('; ')}`);
-    this.problems = problems;
-  }
-}
 
 export function isHookyardKind(kind: unknown): kind is Kind {
   return typeof kind === 'string' && Object.hasOwn(schemas, kind);
@@ -29,21 +23,11 @@ export function isHookyardKind(kind: unknown): kind is Kind {
  * and names every field that is wrong the way the API server does (`spec.target.timeout: ...`).
  */
 export function parseResource(manifest: unknown): Resource {
-  const m = manifest as { apiVersion?: unknown; kind?: unknown; metadata?: { name?: unknown } };
-  const name = `${String(m?.kind ?? 'resource')}/${String(m?.metadata?.name ?? '')}`;
+  const m = manifest as { apiVersion?: unknown; kind?: unknown };
   if (m?.apiVersion !== apiVersion || !isHookyardKind(m.kind)) {
-    throw new InvalidResource(name, [
+    throw new InvalidResource(resourceName(manifest), [
       `apiVersion and kind must be ${apiVersion} ProviderEndpoint or WebhookSubscription`,
     ]);
   }
-  const result = (schemas[m.kind] as z.ZodType<Resource>).safeParse(manifest);
-  if (!result.success) throw new InvalidResource(name, result.error.issues.map(describeIssue));
-  return result.data;
-}
-
-export function describeIssue(issue: z.core.$ZodIssue): string {
-  const path = issue.path
-    .map((part, i) => (typeof part === 'number' ? `[${part}]` : `${i === 0 ? '' : '.'}${String(part)}`))
-    .join('');
-  return path ? `${path}: ${issue.message}` : issue.message;
+  return checkResource(schemas[m.kind] as z.ZodType<Resource>, m.kind, manifest);
 }

@@ -1,7 +1,6 @@
 // Delivers one WebhookSubscription: a durable pull consumer per source stream, the filter, the format, signing,
 // the HTTP attempt, and what follows it (ack, nak with a delay, dead letter, pause). Attempts are counted from
 // JetStream's delivery count, so they survive restarts; a retry is a nak with a delay, so it does too.
-import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   type Consumer,
@@ -15,6 +14,7 @@ import {
 } from '@nats-io/jetstream';
 import { type MsgHdrs, type NatsConnection, headers as natsHeaders } from '@nats-io/transport-node';
 import type { Registry } from 'prom-client';
+import pkg from '../../package.json' with { type: 'json' };
 import type { Source } from '../api/sources.ts';
 import type { WebhookSubscription } from '../api/webhook-subscription.ts';
 import { compileFilter } from '../filter/cel.ts';
@@ -41,10 +41,7 @@ import { type AttemptResult, decide, describeResult, retryPolicy, statusClass } 
 import { createSigner } from './signing.ts';
 import { Target, targetUrl } from './target.ts';
 
-const version = (
-  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
-).version;
-export const userAgent = `Hookyard/${version}`;
+export const userAgent = `Hookyard/${pkg.version}`;
 
 export interface DispatcherOptions {
   subscription: WebhookSubscription;

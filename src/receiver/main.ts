@@ -7,8 +7,8 @@ import { parseArgs } from 'node:util';
 import { jetstream } from '@nats-io/jetstream';
 import { Registry } from 'prom-client';
 import { parse as parseYAML } from 'yaml';
-import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
-import { parseResource } from '../api/validate.ts';
+import { checkResource } from '../api/check.ts';
+import { type ProviderEndpoint, providerEndpoint } from '../api/provider-endpoint.ts';
 import { type Logger, log as rootLog } from '../runtime/log.ts';
 import { connectNats } from '../runtime/nats.ts';
 import { directorySecrets, type SecretStore } from '../runtime/secrets.ts';
@@ -16,10 +16,12 @@ import { compileEndpoint } from './endpoint.ts';
 import { ReceiverMetrics } from './metrics.ts';
 import { type EndpointState, type ReceiverHandler, type ReceiverOptions, receiverHandler } from './server.ts';
 
+/** Reads and checks the mounted ProviderEndpoint; only its schema is loaded, not the WebhookSubscription's. */
 export function loadEndpoint(file: string): ProviderEndpoint {
-  const resource = parseResource(parseYAML(readFileSync(file, 'utf8')));
-  if (resource.kind !== 'ProviderEndpoint') throw new Error(`${file} holds a ${resource.kind}, not a ProviderEndpoint`);
-  return resource;
+  const manifest = parseYAML(readFileSync(file, 'utf8')) as { kind?: unknown } | null;
+  if (manifest?.kind !== 'ProviderEndpoint')
+    throw new Error(`${file} holds a ${manifest?.kind}, not a ProviderEndpoint`);
+  return checkResource(providerEndpoint, 'ProviderEndpoint', manifest);
 }
 
 /** The state of one endpoint from its resource and secrets: compiled, or why it cannot serve. */
@@ -72,6 +74,9 @@ export async function listen(handler: ReceiverHandler, port: number, host = '0.0
   };
 }
 
+const usage = `usage: hookyard receiver [--config <file>] [--secrets-dir <dir>] [--nats-url <url>] [--nats-creds <file>]
+                         [--nats-ca <file>] [--port <port>] [--reload-interval <ms>]`;
+
 export async function main(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -83,8 +88,13 @@ export async function main(args: string[]): Promise<void> {
       'nats-ca': { type: 'string', default: process.env.NATS_CA },
       port: { type: 'string', default: '8080' },
       'reload-interval': { type: 'string', default: '2000' },
+      help: { type: 'boolean', short: 'h', default: false },
     },
   });
+  if (values.help) {
+    console.error(usage);
+    return;
+  }
   const configFile = values.config;
   const secretsDir = values['secrets-dir'];
   let resource = loadEndpoint(configFile);

@@ -69,18 +69,19 @@ export interface RunningOperator {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** `hookyard operator` as a process against the harness's API server and NATS. */
+/** `hookyard operator` as a process against the harness's API server and NATS, from the sources or another entry. */
 export async function startOperator(
   name: string,
   args: string[],
   env: Record<string, string> = {},
+  cli = join(root, 'src/cli.ts'),
 ): Promise<RunningOperator> {
   const metricsPort = await freePort();
   const log = createWriteStream(join(logDir(), `${name}.log`), { flags: 'a' });
   const child = spawn(
     process.execPath,
     [
-      join(root, 'src/cli.ts'),
+      cli,
       'operator',
       '--image',
       'hookyard:test',

@@ -1,0 +1,26 @@
+# syntax=docker/dockerfile:1
+# The Hookyard image: the `hookyard` CLI (receiver, dispatcher, dev, send) as the dist/ bundle on Node 24.
+#   docker build -t hookyard:dev .
+# The final stage holds Node and dist/, nothing else: no sources, no node_modules. It runs as 65532, the
+# runAsUser of the Deployments the operator renders, and writes nothing, so a read-only root filesystem suits it.
+# Node is PID 1: every command handles SIGTERM itself (src/cli.ts), so it needs no init.
+
+FROM node:24-bookworm-slim AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+# `npm install` rather than `npm ci`, as in the Makefile: the lock file lacks other platforms' optional biome
+# packages, which `npm ci` insists on. The lock file still pins every version.
+RUN --mount=type=cache,target=/root/.npm npm install --no-audit --no-fund
+COPY tsconfig.json ./
+COPY scripts/build.ts scripts/
+COPY src/ src/
+RUN npm run build
+
+FROM gcr.io/distroless/nodejs24-debian12:nonroot
+LABEL org.opencontainers.image.title="hookyard" \
+      org.opencontainers.image.description="Kubernetes operator for webhook subscriptions: receiver, dispatcher, dev mode" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /src/dist/ /app/
+USER 65532:65532
+ENV NODE_ENV=production
+ENTRYPOINT ["/nodejs/bin/node", "/app/cli.mjs"]

@@ -16,12 +16,16 @@ import { compileEndpoint } from './endpoint.ts';
 import { ReceiverMetrics } from './metrics.ts';
 import { type EndpointState, type ReceiverHandler, type ReceiverOptions, receiverHandler } from './server.ts';
 
-/** Reads and checks the mounted ProviderEndpoint; only its schema is loaded, not the WebhookSubscription's. */
+/**
+ * Reads and checks the mounted ProviderEndpoint: its shape, with its defaults applied. Its CEL rules are left to
+ * the API server, which checked this resource with the same rules before the operator copied it here; loading
+ * CEL (or the WebhookSubscription schema, with its filters) would cost the receiver about 8 MiB of idle memory.
+ */
 export function loadEndpoint(file: string): ProviderEndpoint {
   const manifest = parseYAML(readFileSync(file, 'utf8')) as { kind?: unknown } | null;
   if (manifest?.kind !== 'ProviderEndpoint')
     throw new Error(`${file} holds a ${manifest?.kind}, not a ProviderEndpoint`);
-  return checkResource(providerEndpoint, 'ProviderEndpoint', manifest);
+  return checkResource(providerEndpoint, 'ProviderEndpoint', manifest, { rules: false });
 }
 
 /** The state of one endpoint from its resource and secrets: compiled, or why it cannot serve. */

@@ -112,8 +112,15 @@ export async function main(args: string[]): Promise<void> {
   let endpoints = stateMap(resource, endpointState(resource, initialSecrets, metrics));
   logState(log, endpoints);
 
+  // A failed publish is logged by its message and answered 503: the stack of where it started would add nothing.
   const nats = await connectNats(
-    { url: values['nats-url'], credsFile: values['nats-creds'], caFile: values['nats-ca'], name: 'hookyard-receiver' },
+    {
+      url: values['nats-url'],
+      credsFile: values['nats-creds'],
+      caFile: values['nats-ca'],
+      name: 'hookyard-receiver',
+      noAsyncTraces: true,
+    },
     log,
   );
   metrics.natsConnected.set(1);

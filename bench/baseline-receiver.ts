@@ -1,5 +1,6 @@
 // The baseline the receiver is measured against: bare node:http that reads the body, checks an HMAC-SHA256
 // signature and awaits one JetStream publish per request. Usage: node bench/baseline-receiver.ts <port> <nats-url>
+// It connects with nats.js's defaults; NO_ASYNC_TRACES=1 sets noAsyncTraces, as the receiver does.
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer } from 'node:http';
 import { jetstream } from '@nats-io/jetstream';
@@ -7,7 +8,7 @@ import { connect } from '@nats-io/transport-node';
 
 const [port, natsUrl] = process.argv.slice(2);
 const secret = 'bench-secret';
-const nc = await connect({ servers: natsUrl });
+const nc = await connect({ servers: natsUrl, noAsyncTraces: process.env.NO_ASYNC_TRACES === '1' });
 const js = jetstream(nc);
 
 createServer(async (req, res) => {

@@ -24,11 +24,12 @@ const secret = 'bench-secret';
 const body = Buffer.from(JSON.stringify({ action: 'opened', pad: 'x'.repeat(960) })); // about 1 KiB
 const signature = `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
 
-// The node flags the image starts the CLI with: ENTRYPOINT ["node", ...flags, "/app/cli.mjs"].
+// The node flags the image starts the CLI with: ENTRYPOINT ["node", ...flags, "/app/cli.mjs"]. RECEIVER_NODE_FLAGS
+// replaces them, to compare flags without editing the Dockerfile.
 const entrypoint = JSON.parse(
   /^ENTRYPOINT (\[.*\])$/m.exec(readFileSync(join(root, 'Dockerfile'), 'utf8'))?.[1] ?? '[]',
-);
-const nodeFlags = (entrypoint as string[]).slice(1, -1);
+) as string[];
+const nodeFlags = process.env.RECEIVER_NODE_FLAGS?.split(' ').filter(Boolean) ?? entrypoint.slice(1, -1);
 
 const work = tempDir('hookyard-bench-');
 const nats = await startNats(work.path, join(work.path, 'nats'));
@@ -94,29 +95,37 @@ try {
         { setupRequest: (req) => ({ ...req, headers: { ...req.headers, 'x-github-delivery': randomUUID() } }) },
       ],
     });
+  // CPU time of the server per 1000 requests: what each request costs it, whatever else the machine is doing.
+  const measure = async (url: string, pid: number) => {
+    const before = cpuMs(pid);
+    const result = await load(url);
+    return { ...result, cpuPer1000: ((cpuMs(pid) - before) / result.requests.total) * 1000 };
+  };
+  type Round = Awaited<ReturnType<typeof measure>>;
   const baselineUrl = `http://127.0.0.1:${baselinePort}/`;
   const receiverUrl = `http://127.0.0.1:${receiverPort}/hooks/bench/bench`;
   await load(baselineUrl); // warm up both the same way
   await load(receiverUrl);
   // Alternate rounds and take the median of each, so a burst of other work on the machine hits both alike.
-  const results: Record<'b' | 'r', autocannon.Result[]> = { b: [], r: [] };
+  const results: Record<'b' | 'r', Round[]> = { b: [], r: [] };
   for (let round = 0; round < rounds; round++) {
-    results.b.push(await load(baselineUrl));
-    results.r.push(await load(receiverUrl));
+    results.b.push(await measure(baselineUrl, baseline.pid as number));
+    results.r.push(await measure(receiverUrl, receiver.child.pid as number));
   }
-  const median = (xs: autocannon.Result[]) =>
-    xs.toSorted((x, y) => x.requests.average - y.requests.average)[Math.floor(xs.length / 2)] as autocannon.Result;
+  const median = (xs: Round[]) =>
+    xs.toSorted((x, y) => x.requests.average - y.requests.average)[Math.floor(xs.length / 2)] as Round;
   const b = median(results.b);
   const r = median(results.r);
-  const row = (name: string, x: autocannon.Result) =>
-    `| ${name} | ${x.requests.average.toFixed(0)} | ${x.latency.p50} | ${x.latency.p99} | ${x.non2xx + x.errors} |`;
+  const row = (name: string, x: Round, all: Round[]) =>
+    `| ${name} | ${x.requests.average.toFixed(0)} | ${all.map((a) => a.requests.average.toFixed(0)).join(' · ')} | ${x.latency.p50} | ${x.latency.p99} | ${x.cpuPer1000.toFixed(0)} | ${x.non2xx + x.errors} |`;
   console.log(
     `${connections} connections, median of ${rounds} alternating ${seconds}-second rounds, ${body.length}-byte signed POSTs, one nats-server (file storage)`,
   );
   console.log(`receiver: node ${[...nodeFlags, 'dist/cli.mjs'].join(' ')} receiver (Node ${process.versions.node})\n`);
-  console.log('| server | req/s | p50 ms | p99 ms | non-2xx or errors |\n| --- | --- | --- | --- | --- |');
-  console.log(row('baseline (node:http + HMAC + js.publish)', b));
-  console.log(row('hookyard receiver', r));
+  console.log('| server | req/s | rounds | p50 ms | p99 ms | CPU ms / 1000 | non-2xx or errors |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- |');
+  console.log(row('baseline (node:http + HMAC + js.publish)', b, results.b));
+  console.log(row('hookyard receiver', r, results.r));
   console.log(
     `\nthroughput ratio (receiver / baseline): ${(r.requests.average / b.requests.average).toFixed(2)} (goal >= 0.9)`,
   );
@@ -129,6 +138,12 @@ try {
   for (const child of children) child.kill('SIGTERM');
   await nats.stop();
   work.remove();
+}
+
+/** User and system CPU time of a process so far (clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 function rssMiB(pid: number): number {

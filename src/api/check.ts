@@ -3,6 +3,7 @@
 // reads one kind (the receiver) loads only that kind's schema.
 import type { z } from 'zod';
 import { apiVersion } from './common.ts';
+import { withoutRules } from './rules.ts';
 
 export class InvalidResource extends Error {
   override name = 'InvalidResource';
@@ -19,13 +20,22 @@ export function resourceName(manifest: unknown): string {
   return `${String(m?.kind ?? 'resource')}/${String(m?.metadata?.name ?? '')}`;
 }
 
-/** Checks a manifest of the given kind with its schema, applying its defaults. */
-export function checkResource<T>(schema: z.ZodType<T>, kind: string, manifest: unknown): T {
+/**
+ * Checks a manifest of the given kind with its schema, applying its defaults. With `rules: false` the CEL rules
+ * are left out (see withoutRules); otherwise they need rules-cel.ts loaded, as validate.ts does.
+ */
+export function checkResource<T>(
+  schema: z.ZodType<T>,
+  kind: string,
+  manifest: unknown,
+  options: { rules?: boolean } = {},
+): T {
   const m = manifest as { apiVersion?: unknown; kind?: unknown } | undefined;
   if (m?.apiVersion !== apiVersion || m.kind !== kind) {
     throw new InvalidResource(resourceName(manifest), [`apiVersion and kind must be ${apiVersion} ${kind}`]);
   }
-  const result = schema.safeParse(manifest);
+  const parse = () => schema.safeParse(manifest);
+  const result = options.rules === false ? withoutRules(parse) : parse();
   if (!result.success) throw new InvalidResource(resourceName(manifest), result.error.issues.map(describeIssue));
   return result.data;
 }

@@ -1,10 +1,9 @@
-import { run } from '@bufbuild/cel';
 import type { z } from 'zod';
 
 /**
  * A cross-field rule, written once in CEL. The CRD generator emits it as an `x-kubernetes-validations` entry,
  * so the API server refuses the resource at `kubectl apply`; the zod schema evaluates the same expression
- * (with @bufbuild/cel), so dev mode and the admission webhook refuse it with the same message.
+ * (with @bufbuild/cel, see rules-cel.ts), so dev mode and the admission webhook refuse it with the same message.
  */
 export interface Rule {
   /** CEL over `self`, the value of the node the rule is attached to. */
@@ -17,11 +16,38 @@ export interface Rule {
 
 const rulesKey = 'x-kubernetes-validations';
 
+/** Evaluates a rule over `self`: true when it holds. */
+export type RuleEvaluator = (rule: string, self: unknown) => boolean;
+
+// The evaluator is installed by rules-cel.ts (imported by validate.ts), so that the schemas can be loaded
+// without CEL: see withoutRules.
+let evaluate: RuleEvaluator | undefined;
+let skipping = false;
+
+export function setRuleEvaluator(evaluator: RuleEvaluator): void {
+  evaluate = evaluator;
+}
+
+/**
+ * Runs `parse` without evaluating the rules: for a resource the API server has already checked with these same
+ * rules, such as the ProviderEndpoint the operator hands a receiver. Its shape and defaults are still checked.
+ */
+export function withoutRules<T>(parse: () => T): T {
+  skipping = true;
+  try {
+    return parse();
+  } finally {
+    skipping = false;
+  }
+}
+
 export function withRules<T extends z.ZodType>(schema: T, ...rules: Rule[]): T {
   const existing = (schema.meta()?.[rulesKey] as Rule[] | undefined) ?? [];
   const checked = schema.superRefine((value, ctx) => {
+    if (skipping) return;
+    if (!evaluate) throw new Error('CEL rules cannot be evaluated: import src/api/validate.ts, or parse withoutRules');
     for (const r of rules) {
-      if (run(r.rule, { self: value as never }) !== true) {
+      if (!evaluate(r.rule, value)) {
         ctx.addIssue({ code: 'custom', message: r.message, path: pathOf(r.fieldPath) });
       }
     }

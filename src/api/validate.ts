@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import { checkResource, InvalidResource, resourceName } from './check.ts';
 import { apiVersion } from './common.ts';
 import { type ProviderEndpoint, providerEndpoint } from './provider-endpoint.ts';
+import './rules-cel.ts';
 import { type WebhookSubscription, webhookSubscription } from './webhook-subscription.ts';
 
 export { describeIssue, InvalidResource } from './check.ts';

@@ -16,12 +16,16 @@ import { compileEndpoint } from './endpoint.ts';
 import { ReceiverMetrics } from './metrics.ts';
 import { type EndpointState, type ReceiverHandler, type ReceiverOptions, receiverHandler } from './server.ts';
 
-/** Reads and checks the mounted ProviderEndpoint; only its schema is loaded, not the WebhookSubscription's. */
+/**
+ * Reads and checks the mounted ProviderEndpoint: its shape, with its defaults applied. Its CEL rules are left to
+ * the API server, which checked this resource with the same rules before the operator copied it here; loading
+ * CEL (or the WebhookSubscription schema, with its filters) would cost the receiver about 8 MiB of idle memory.
+ */
 export function loadEndpoint(file: string): ProviderEndpoint {
   const manifest = parseYAML(readFileSync(file, 'utf8')) as { kind?: unknown } | null;
   if (manifest?.kind !== 'ProviderEndpoint')
     throw new Error(`${file} holds a ${manifest?.kind}, not a ProviderEndpoint`);
-  return checkResource(providerEndpoint, 'ProviderEndpoint', manifest);
+  return checkResource(providerEndpoint, 'ProviderEndpoint', manifest, { rules: false });
 }
 
 /** The state of one endpoint from its resource and secrets: compiled, or why it cannot serve. */
@@ -108,8 +112,15 @@ export async function main(args: string[]): Promise<void> {
   let endpoints = stateMap(resource, endpointState(resource, initialSecrets, metrics));
   logState(log, endpoints);
 
+  // A failed publish is logged by its message and answered 503: the stack of where it started would add nothing.
   const nats = await connectNats(
-    { url: values['nats-url'], credsFile: values['nats-creds'], caFile: values['nats-ca'], name: 'hookyard-receiver' },
+    {
+      url: values['nats-url'],
+      credsFile: values['nats-creds'],
+      caFile: values['nats-ca'],
+      name: 'hookyard-receiver',
+      noAsyncTraces: true,
+    },
     log,
   );
   metrics.natsConnected.set(1);

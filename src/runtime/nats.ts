@@ -9,6 +9,11 @@ export interface NatsOptions {
   /** CA bundle for a TLS connection. */
   caFile?: string;
   name: string;
+  /**
+   * Leave out the stack of where each request started from its errors (nats.js builds two errors per request for
+   * it, which costs a hot path such as the receiver's publish a fifth of its CPU).
+   */
+  noAsyncTraces?: boolean;
 }
 
 export interface Nats {
@@ -27,6 +32,7 @@ export async function connectNats(options: NatsOptions, log: Logger): Promise<Na
     waitOnFirstConnect: true,
     authenticator: options.credsFile ? credsAuthenticator(readFileSync(options.credsFile)) : undefined,
     tls: options.caFile ? { caFile: options.caFile } : undefined,
+    noAsyncTraces: options.noAsyncTraces,
   });
   let connected = true;
   (async () => {

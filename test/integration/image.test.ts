@@ -34,19 +34,22 @@ function lint(...args: string[]): Promise<{ code: number; stdout: string; stderr
   );
 }
 
-/** Runs a command as user 65532 and PID 1 of its own PID namespace, if this machine can. */
+/**
+ * Runs a command as user 65532 and PID 1 of its own PID namespace, if this machine can: root, unshare and setpriv,
+ * and a node that user may run (not one inside a home directory only root may enter).
+ */
 function isolation(): { wrapper: string[]; how: string } | undefined {
   if (process.getuid?.() !== 0) return undefined;
+  const wrapper = [
+    ...['unshare', '--pid', '--fork', '--kill-child'],
+    ...['setpriv', '--reuid=65532', '--regid=65532', '--clear-groups'],
+  ];
   try {
-    execFileSync('unshare', ['--pid', '--fork', 'setpriv', '--reuid=65532', '--regid=65532', '--clear-groups', 'true']);
+    execFileSync(wrapper[0] as string, [...wrapper.slice(1), process.execPath, '-e', '0'], { stdio: 'ignore' });
   } catch {
     return undefined;
   }
-  const wrapper = ['unshare', '--pid', '--fork', '--kill-child'];
-  return {
-    wrapper: [...wrapper, 'setpriv', '--reuid=65532', '--regid=65532', '--clear-groups'],
-    how: 'as 65532, PID 1',
-  };
+  return { wrapper, how: 'as 65532, PID 1' };
 }
 
 const minimalEndpoint = {
@@ -159,7 +162,9 @@ describe('the image (Dockerfile)', () => {
           : undefined,
       },
       env,
-      how: isolated?.how ?? `as uid ${process.getuid?.()}, not PID 1 (needs root, unshare and setpriv)`,
+      how:
+        isolated?.how ??
+        `as uid ${process.getuid?.()}, not PID 1 (needs root, unshare, setpriv and a node user 65532 may run)`,
     };
   };
 

@@ -4,8 +4,10 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { run } from '@bufbuild/cel';
 import fc from 'fast-check';
+import { checkResource } from '../../src/api/check.ts';
 import { duration } from '../../src/api/common.ts';
 import { apiReference, crdFileName, crdYAML, kinds } from '../../src/api/crd.ts';
+import { providerEndpoint } from '../../src/api/provider-endpoint.ts';
 import { InvalidResource, parseResource } from '../../src/api/validate.ts';
 import { compileFilter, FilterCompileError } from '../../src/filter/cel.ts';
 import { badResources } from '../fixtures/bad-resources.ts';
@@ -57,6 +59,25 @@ describe('bad resources are refused by the schemas with the field and the reason
       );
     });
   }
+});
+
+describe('checking without the CEL rules (what a receiver does with what the API server has checked)', () => {
+  const endpoint = {
+    apiVersion: 'hookyard.io/v1alpha1',
+    kind: 'ProviderEndpoint',
+    metadata: { name: 'orders', namespace: 'shop' },
+    spec: { provider: 'github', verification: [{ none: true }], stream: { replicas: 2 } },
+  };
+  it('leaves out only the rules: a resource that breaks one passes, and its defaults are applied', () => {
+    assert.throws(() => parseResource(endpoint), /stream\.replicas must be 1, 3 or 5/);
+    const parsed = checkResource(providerEndpoint, 'ProviderEndpoint', endpoint, { rules: false });
+    assert.equal(parsed.spec.stream.replicas, 2);
+    assert.equal(parsed.spec.stream.maxAge, '168h');
+  });
+  it('still refuses a resource of the wrong shape', () => {
+    const wrong = { ...endpoint, spec: { ...endpoint.spec, stream: { replicas: 'two' } } };
+    assert.throws(() => checkResource(providerEndpoint, 'ProviderEndpoint', wrong, { rules: false }), InvalidResource);
+  });
 });
 
 describe('filters', () => {

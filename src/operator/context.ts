@@ -177,7 +177,7 @@ export async function parseOrReport<T>(ctx: Context, raw: RawResource, readyFrom
 
 /**
  * Writes the status when it differs from what the resource has (an unchanged write would still move the
- * resourceVersion), and records an Event when Ready changes its reason.
+ * resourceVersion), and records an Event when Ready turns to a problem or back from one.
  */
 export async function writeStatus(
   ctx: Context,
@@ -194,10 +194,18 @@ export async function writeStatus(
   const removed = Object.keys(raw.status ?? {}).filter((key) => status[key] === undefined);
   await ctx.kube.patchStatus(raw, { ...status, ...Object.fromEntries(removed.map((key) => [key, null])) });
   const ready = conditions[0] as Condition;
-  if (ready.reason !== readyReason(raw.status?.conditions)) {
-    const type = ready.status === 'True' ? 'Normal' : 'Warning';
-    await ctx.kube.event(raw, type, ready.reason, ready.message).catch((err: unknown) => {
-      ctx.log.warn({ err: String(err) }, 'could not record an Event');
-    });
-  }
+  const before = readyReason(raw.status?.conditions);
+  if (ready.reason === before) return;
+  // Events are for what a user has to act on: a problem, and its end. Pods still starting are not one.
+  const isProblem = (reason: string | undefined) =>
+    reason !== undefined && reason !== 'Ready' && !progressing.has(reason);
+  const problem = isProblem(ready.reason);
+  const recovered = !problem && isProblem(before);
+  if (!problem && !recovered) return;
+  await ctx.kube.event(raw, problem ? 'Warning' : 'Normal', ready.reason, ready.message).catch((err: unknown) => {
+    ctx.log.warn({ err: String(err) }, 'could not record an Event');
+  });
 }
+
+/** Ready reasons of a resource on its way to Ready, not stuck. */
+const progressing = new Set(['PodsNotReady', 'NotDeployed']);

@@ -240,6 +240,13 @@ spec:
     await waitFor('the pods roll', async () => (await checksum()) !== first);
     const events = await core.listNamespacedEvent({ namespace, fieldSelector: 'involvedObject.name=late-secret' });
     assert.ok(events.items.some((e) => e.reason === 'SecretNotFound' && e.type === 'Warning'));
+    assert.ok(
+      events.items.some((e) => e.type === 'Normal'),
+      'no Event for the recovery',
+    );
+    const all = await core.listNamespacedEvent({ namespace });
+    const startingUp = all.items.filter((e) => e.type === 'Warning' && e.reason === 'PodsNotReady');
+    assert.deepEqual(startingUp, [], 'pods starting up recorded Warnings');
     assert.ok(!JSON.stringify(await get('ProviderEndpoint', 'late-secret')).includes('second'));
   });
 

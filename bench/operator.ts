@@ -6,7 +6,7 @@
 // Runs against a real kube-apiserver, etcd and nats-server (started by test/harness/run.ts). No kubelet runs here:
 // for the operator, a stand-in reports each Deployment's pods available (its Ready waits for that); the baseline
 // does not wait for pods.
-// Options: --count N (default 200), --idle-seconds S (60).
+// Options: --count N (default 200), --idle-seconds S (60), --node-options '...' (NODE_OPTIONS of the operator).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -32,6 +32,7 @@ const { values } = parseArgs({
   options: {
     count: { type: 'string', default: '200' },
     'idle-seconds': { type: 'string', default: '60' },
+    'node-options': { type: 'string', default: '' },
   },
 });
 const count = Number(values.count);
@@ -167,7 +168,7 @@ const stopPods = simulatePods(operatorNamespace);
 const operator = await startOperator(
   'bench-operator',
   ['--namespaces', operatorNamespace, '--no-leader-election'],
-  {},
+  { NODE_OPTIONS: values['node-options'] },
   join(root, 'dist/cli.mjs'),
 );
 const pid = operator.process.pid as number;

@@ -74,7 +74,14 @@ export function startController(options: ControllerOptions): Controller {
     const parts = new Map<string, k8s.ObjectCache<T>>();
     for (const namespace of namespaces) {
       const informer = k8s.makeInformer(kc, path(namespace), () => list(namespace), labelSelector);
-      for (const verb of [k8s.ADD, k8s.UPDATE, k8s.DELETE] as const) informer.on(verb, (o) => onChange(o, verb));
+      for (const verb of [k8s.ADD, k8s.UPDATE, k8s.DELETE] as const) {
+        informer.on(verb, (o) => {
+          // The cache holds this very object. Its managedFields, often larger than the rest of it, are never read:
+          // dropped here as client-go's TransformStripManagedFields does, they no longer fill the heap.
+          if (o.metadata) o.metadata.managedFields = undefined;
+          onChange(o, verb);
+        });
+      }
       let failures = 0;
       let onSynced: () => void = () => {};
       synced.push(new Promise<void>((ok) => (onSynced = ok)));

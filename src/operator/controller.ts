@@ -35,7 +35,6 @@ export interface Controller {
 }
 
 const managedBy = 'app.kubernetes.io/managed-by=hookyard-operator';
-const [group, version] = apiVersion.split('/') as [string, string];
 
 /** One cache over the informers of several namespaces (or one informer for all of them). */
 function combined<T extends k8s.KubernetesObject>(parts: Map<string, k8s.ObjectCache<T>>): Cache<T> {
@@ -56,10 +55,6 @@ export function startController(options: ControllerOptions): Controller {
   const kube = new Kube(kc);
   const queue = new WorkQueue({ baseDelayMs: options.retryBaseMs });
   const namespaces = options.namespaces?.length ? options.namespaces : [''];
-  const custom = kc.makeApiClient(k8s.CustomObjectsApi);
-  const core = kc.makeApiClient(k8s.CoreV1Api);
-  const apps = kc.makeApiClient(k8s.AppsV1Api);
-  const networking = kc.makeApiClient(k8s.NetworkingV1Api);
   const informers: k8s.Informer<k8s.KubernetesObject>[] = [];
   const synced: Promise<void>[] = [];
   let stopping = false;
@@ -110,12 +105,30 @@ export function startController(options: ControllerOptions): Controller {
     return combined(parts);
   }
 
-  const ns = (namespace: string) => (namespace ? `/namespaces/${namespace}` : '');
-  const customPath = (plural: string) => (namespace: string) => `/apis/${group}/${version}${ns(namespace)}/${plural}`;
-  const customList = (plural: string) => async (namespace: string) =>
-    (namespace
-      ? await custom.listNamespacedCustomObject({ group, version, namespace, plural })
-      : await custom.listClusterCustomObject({ group, version, plural })) as k8s.KubernetesListObject<RawResource>;
+  /** The informers of one kind (`resource` is its plural), in each watched namespace or in all of them. */
+  const watchKind = <T extends k8s.KubernetesObject>(
+    apiVersion: string,
+    kind: string,
+    resource: string,
+    onChange: (object: T, verb: 'add' | 'update' | 'delete') => void,
+    labelSelector?: string,
+  ) =>
+    watch<T>(
+      (n) => `${apiVersion === 'v1' ? '/api/v1' : `/apis/${apiVersion}`}${n ? `/namespaces/${n}` : ''}/${resource}`,
+      (n) =>
+        kube.objects.list<T>(
+          apiVersion,
+          kind,
+          n || undefined,
+          undefined,
+          undefined,
+          undefined,
+          undefined,
+          labelSelector,
+        ),
+      onChange,
+      labelSelector,
+    );
   const enqueue = (kind: Kind, namespace: string | undefined, name: string | undefined) => {
     if (namespace && name) queue.add(`${kind}/${namespace}/${name}`);
   };
@@ -188,57 +201,17 @@ export function startController(options: ControllerOptions): Controller {
   };
 
   const caches: Context['caches'] = {
-    endpoints: watch(customPath(plurals.ProviderEndpoint), customList(plurals.ProviderEndpoint), onEndpoint),
-    subscriptions: watch(
-      customPath(plurals.WebhookSubscription),
-      customList(plurals.WebhookSubscription),
-      (s, verb) => {
-        if (intentChanged('WebhookSubscription', s, verb)) {
-          enqueue('WebhookSubscription', s.metadata.namespace, s.metadata.name);
-        }
-      },
-    ),
-    secrets: watch(
-      (n) => `/api/v1${ns(n)}/secrets`,
-      (n) => (n ? core.listNamespacedSecret({ namespace: n }) : core.listSecretForAllNamespaces()),
-      onSecret,
-    ),
-    configMaps: watch(
-      (n) => `/api/v1${ns(n)}/configmaps`,
-      (n) =>
-        n
-          ? core.listNamespacedConfigMap({ namespace: n, labelSelector: managedBy })
-          : core.listConfigMapForAllNamespaces({ labelSelector: managedBy }),
-      onOwned,
-      managedBy,
-    ),
-    services: watch(
-      (n) => `/api/v1${ns(n)}/services`,
-      (n) =>
-        n
-          ? core.listNamespacedService({ namespace: n, labelSelector: managedBy })
-          : core.listServiceForAllNamespaces({ labelSelector: managedBy }),
-      onOwned,
-      managedBy,
-    ),
-    deployments: watch(
-      (n) => `/apis/apps/v1${ns(n)}/deployments`,
-      (n) =>
-        n
-          ? apps.listNamespacedDeployment({ namespace: n, labelSelector: managedBy })
-          : apps.listDeploymentForAllNamespaces({ labelSelector: managedBy }),
-      onOwned,
-      managedBy,
-    ),
-    ingresses: watch(
-      (n) => `/apis/networking.k8s.io/v1${ns(n)}/ingresses`,
-      (n) =>
-        n
-          ? networking.listNamespacedIngress({ namespace: n, labelSelector: managedBy })
-          : networking.listIngressForAllNamespaces({ labelSelector: managedBy }),
-      onOwned,
-      managedBy,
-    ),
+    endpoints: watchKind<RawResource>(apiVersion, 'ProviderEndpoint', plurals.ProviderEndpoint, onEndpoint),
+    subscriptions: watchKind<RawResource>(apiVersion, 'WebhookSubscription', plurals.WebhookSubscription, (s, verb) => {
+      if (intentChanged('WebhookSubscription', s, verb)) {
+        enqueue('WebhookSubscription', s.metadata.namespace, s.metadata.name);
+      }
+    }),
+    secrets: watchKind('v1', 'Secret', 'secrets', onSecret),
+    configMaps: watchKind('v1', 'ConfigMap', 'configmaps', onOwned, managedBy),
+    services: watchKind('v1', 'Service', 'services', onOwned, managedBy),
+    deployments: watchKind('apps/v1', 'Deployment', 'deployments', onOwned, managedBy),
+    ingresses: watchKind('networking.k8s.io/v1', 'Ingress', 'ingresses', onOwned, managedBy),
   };
 
   const ctx: Context = {

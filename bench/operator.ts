@@ -8,7 +8,6 @@
 // does not wait for pods.
 // Options: --count N (default 200), --idle-seconds S (60), --node-options '...' (NODE_OPTIONS of the operator).
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import * as k8s from '@kubernetes/client-node';
@@ -24,8 +23,8 @@ import { endpointStream } from '../src/jetstream/layout.ts';
 import { endpointStreamConfig, ensureStream } from '../src/jetstream/streams.ts';
 import { Kube, keepConnectionsAlive } from '../src/operator/kube.ts';
 import { renderEndpoint, renderSubscription } from '../src/operator/render.ts';
+import { bundleCli } from '../test/harness/cli.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl, requireEnv } from '../test/harness/kube.ts';
-import { root } from '../test/harness/servers.ts';
 import { simulatePods, startOperator } from '../test/harness/workloads.ts';
 
 const { values } = parseArgs({
@@ -169,9 +168,9 @@ const operator = await startOperator(
   'bench-operator',
   ['--namespaces', operatorNamespace, '--no-leader-election'],
   { NODE_OPTIONS: values['node-options'] },
-  join(root, 'dist/cli.mjs'),
+  bundleCli(),
 );
-const pid = operator.process.pid as number;
+const pid = operator.child.pid as number;
 await sleep(2000);
 const startupRss = rssMiB(pid);
 const operatorSeconds = await timeToReady(operatorNamespace);

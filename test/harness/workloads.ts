@@ -1,24 +1,22 @@
 // Running what the operator writes without a kubelet: the receiver or dispatcher of a Deployment started as a
 // local process with its ConfigMap and Secrets laid out as Kubernetes mounts them, the operator itself as a
 // process, and a stand-in for the Deployment controller and kubelet that reports pods available.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as k8s from '@kubernetes/client-node';
 import { freePort } from '../../src/runtime/net.ts';
+import { type Cli, type CliProcess, runCli, sourceCli, waitReady } from './cli.ts';
 import { kubeConfig, requireEnv } from './kube.ts';
 import { root } from './servers.ts';
 
-const logDir = () => join(root, '.cache/test-logs');
-
-async function waitReady(url: string, child: ChildProcess, what: string) {
-  for (let i = 0; i < 300; i++) {
-    if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}; see .cache/test-logs`);
-    if ((await fetch(url).catch(() => null))?.status === 200) return;
-    await sleep(50);
-  }
-  throw new Error(`${what} did not become ready`);
+/** Runs the CLI with its output also in .cache/test-logs/<name>.log, for reading after a failure. */
+function runLogged(name: string, cli: Cli, args: string[], env: Record<string, string> = {}): CliProcess {
+  const proc = runCli(cli, args, { ...process.env, ...env });
+  const log = createWriteStream(join(root, '.cache/test-logs', `${name}.log`), { flags: 'a' });
+  proc.child.stdout?.pipe(log);
+  proc.child.stderr?.pipe(log);
+  return proc;
 }
 
 /**
@@ -31,7 +29,7 @@ export async function runDeployment(
   secretData: (name: string) => Record<string, string> | undefined,
   port: number,
   dir: string,
-): Promise<ChildProcess> {
+): Promise<CliProcess> {
   const pod = join(dir, deployment.metadata?.name ?? 'pod');
   const container = deployment.spec?.template.spec?.containers[0] as k8s.V1Container;
   const volumes = deployment.spec?.template.spec?.volumes ?? [];
@@ -50,38 +48,29 @@ export async function runDeployment(
   const portFlag = args.findIndex((a) => a === '--port' || a === '--metrics-port');
   args[portFlag + 1] = String(port);
   const env = Object.fromEntries((container.env ?? []).map((e) => [e.name, e.value ?? '']));
-  const log = createWriteStream(join(logDir(), `${deployment.metadata?.name}.log`));
-  const child = spawn(process.execPath, [join(root, 'src/cli.ts'), ...args], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child.stdout?.pipe(log);
-  child.stderr?.pipe(log);
-  await waitReady(`http://127.0.0.1:${port}${container.readinessProbe?.httpGet?.path}`, child, args[0] ?? 'workload');
-  return child;
+  const proc = runLogged(deployment.metadata?.name ?? 'workload', sourceCli(), args, env);
+  await waitReady(proc, `http://127.0.0.1:${port}${container.readinessProbe?.httpGet?.path}`);
+  return proc;
 }
 
-export interface RunningOperator {
-  process: ChildProcess;
+export interface RunningOperator extends CliProcess {
   metricsPort: number;
   /** The sum of a metric's series in the operator's /metrics that carry these labels; undefined when none do. */
   metric(name: string, labels?: Record<string, string>): Promise<number | undefined>;
-  stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** `hookyard operator` as a process against the harness's API server and NATS, from the sources or another entry. */
+/** `hookyard operator` as a process against the harness's API server and NATS (from the sources by default). */
 export async function startOperator(
   name: string,
   args: string[],
   env: Record<string, string> = {},
-  cli = join(root, 'src/cli.ts'),
+  cli: Cli = sourceCli(),
 ): Promise<RunningOperator> {
   const metricsPort = await freePort();
-  const log = createWriteStream(join(logDir(), `${name}.log`), { flags: 'a' });
-  const child = spawn(
-    process.execPath,
+  const proc = runLogged(
+    name,
+    cli,
     [
-      cli,
       'operator',
       '--image',
       'hookyard:test',
@@ -91,14 +80,11 @@ export async function startOperator(
       String(metricsPort),
       ...args,
     ],
-    { env: { ...process.env, POD_NAME: name, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+    { POD_NAME: name, ...env },
   );
-  child.stdout?.pipe(log);
-  child.stderr?.pipe(log);
-  const exited = new Promise<void>((ok) => child.once('exit', () => ok()));
-  await waitReady(`http://127.0.0.1:${metricsPort}/healthz`, child, name);
+  await waitReady(proc, `http://127.0.0.1:${metricsPort}/healthz`);
   return {
-    process: child,
+    ...proc,
     metricsPort,
     async metric(metric, labels = {}) {
       const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
@@ -110,11 +96,6 @@ export async function startOperator(
           sum = (sum ?? 0) + Number(value);
       }
       return sum;
-    },
-    async stop(signal = 'SIGTERM') {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill(signal);
-      await exited;
     },
   };
 }

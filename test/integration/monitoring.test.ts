@@ -3,7 +3,6 @@
 // label value that the Grafana dashboard and the alerts query must be in what it scraped, and every metric Hookyard
 // serves must be on the dashboard or in an alert.
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -22,6 +21,7 @@ import { sendSample } from '../../src/dev/send.ts';
 import { endpointStreamConfig, ensureStream } from '../../src/jetstream/streams.ts';
 import { renderEndpoint, renderSubscription } from '../../src/operator/render.ts';
 import { samples } from '../../src/providers/samples.ts';
+import type { CliProcess } from '../harness/cli.ts';
 import { exampleDocuments } from '../harness/examples.ts';
 import { findObject, type K8sObject, renderChart, renderedRuleGroups } from '../harness/helm.ts';
 import { createNamespace, installCRDs, kubectl, requireEnv } from '../harness/kube.ts';
@@ -74,7 +74,7 @@ const family = (name: string) => name.replace(/_(bucket|sum|count)$/, '');
 
 describe('metrics the chart queries', () => {
   const work = tempDir('hookyard-monitoring-');
-  const children: ChildProcess[] = [];
+  const children: CliProcess[] = [];
   const servers: Server[] = [];
   let operator: RunningOperator | undefined;
   let prom = '';
@@ -215,7 +215,7 @@ describe('metrics the chart queries', () => {
   });
   after(async () => {
     for (const c of children) c.kill('SIGKILL');
-    await operator?.stop('SIGKILL');
+    operator?.kill('SIGKILL');
     for (const s of servers) await s.stop();
     work.remove();
   });

@@ -2,7 +2,6 @@
 // manager or kubelet here: simulatePods stands in for them by reporting each Deployment's pods available, and the
 // end-to-end case runs the receiver and dispatcher from the Deployments and ConfigMaps the operator wrote.
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -16,6 +15,7 @@ import { dispatcherName, receiverName } from '../../src/operator/render.ts';
 import { samples } from '../../src/providers/samples.ts';
 import { durationNanos } from '../../src/runtime/duration.ts';
 import { freePort } from '../../src/runtime/net.ts';
+import type { CliProcess } from '../harness/cli.ts';
 import { exampleDocuments, namesOf } from '../harness/examples.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl } from '../harness/kube.ts';
 import { testNats } from '../harness/nats.ts';
@@ -48,7 +48,7 @@ describe('operator', () => {
   const networking = kc.makeApiClient(k8s.NetworkingV1Api);
   const docs = exampleDocuments();
   const work = tempDir('hookyard-operator-');
-  const children: ChildProcess[] = [];
+  const children: CliProcess[] = [];
   const operators: RunningOperator[] = [];
   let namespace = '';
   let stopPods = () => {};
@@ -72,7 +72,7 @@ describe('operator', () => {
   after(async () => {
     stopPods();
     for (const c of children) c.kill('SIGKILL');
-    await Promise.all(operators.map((o) => o.stop('SIGKILL')));
+    for (const o of operators) o.kill('SIGKILL');
     await nats.nc.close();
     work.remove();
   });
@@ -320,7 +320,8 @@ spec: { provider: generic, verification: [{ none: true }] }
 
     // A leader that dies without releasing: the next one waits out the lease duration, then takes over.
     const third = await run('operator-c', [...operatorArgs(), ...lease, ...timing]);
-    await second.stop('SIGKILL');
+    second.kill('SIGKILL');
+    await second.exited;
     await waitFor('takeover after expiry', async () => (await third.metric('hookyard_operator_is_leader')) === 1, 20);
     operator = third;
   });

@@ -3,7 +3,7 @@
 // runs with it. It must reconcile every example without one denial; with a permission taken away, the denial must
 // show in the resource's status.
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -27,7 +27,6 @@ describe('the operator with the RBAC of the chart', () => {
   const kc = kubeConfig();
   const custom = kc.makeApiClient(k8s.CustomObjectsApi);
   const work = tempDir('hookyard-rbac-');
-  const logName = `rbac-operator-${Date.now()}`;
   let release = '';
   let apps = '';
   let operator: RunningOperator | undefined;
@@ -78,14 +77,14 @@ describe('the operator with the RBAC of the chart', () => {
     );
     stopPods = simulatePods(apps);
     operator = await startOperator(
-      logName,
+      'rbac-operator',
       ['--namespaces', apps, '--lease-namespace', release, '--lease-name', leaseName, '--status-interval', '1s'],
       { KUBECONFIG: kubeconfig, POD_NAMESPACE: release },
     );
   });
   after(async () => {
     stopPods();
-    await operator?.stop('SIGKILL');
+    operator?.kill('SIGKILL');
     work.remove();
   });
 
@@ -105,7 +104,6 @@ describe('the operator with the RBAC of the chart', () => {
     }
     throw new Error(`${what}: not reached in 60s`);
   }
-  const operatorLog = () => readFileSync(join(root, '.cache/test-logs', `${logName}.log`), 'utf8');
 
   it('reconciles every example without a single denial', async () => {
     const applied = await kubectl(['apply', '--server-side', '-n', apps, '-f', join(root, 'examples')]);
@@ -123,7 +121,7 @@ describe('the operator with the RBAC of the chart', () => {
       }
     }
     assert.equal(await operator?.metric('hookyard_operator_is_leader'), 1);
-    assert.doesNotMatch(operatorLog(), /forbidden/i);
+    assert.doesNotMatch(operator?.output() ?? '', /forbidden/i);
   });
 
   it('shows a permission taken away from the Role in the status of what needs it', async () => {
@@ -176,9 +174,10 @@ describe('the operator with the RBAC of the chart', () => {
     const restarted = await startOperator(name, ['--namespaces', namespace, '--no-leader-election'], {
       KUBECONFIG: kubeconfig,
     });
-    after(() => restarted.stop('SIGKILL'));
-    const log = () => readFileSync(join(root, '.cache/test-logs', `${name}.log`), 'utf8');
-    await waitFor('the Secrets watch fails', async () => /secrets is forbidden.*watch failed; restarting/.test(log()));
+    after(() => restarted.kill('SIGKILL'));
+    await waitFor('the Secrets watch fails', async () =>
+      /secrets is forbidden.*watch failed; restarting/.test(restarted.output()),
+    );
     // Without every cache filled it reconciles nothing (an empty Secret cache would report Secrets missing that
     // exist) and says so on /readyz.
     assert.equal((await fetch(`http://127.0.0.1:${restarted.metricsPort}/readyz`)).status, 503);

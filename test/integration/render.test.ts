@@ -2,7 +2,6 @@
 // and dispatcher are started as local processes from their Deployments' args with the ConfigMaps and Secrets laid
 // out as Kubernetes mounts them (there is no kubelet here), and a signed webhook goes through to a target.
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
@@ -18,6 +17,7 @@ import { endpointStreamConfig, ensureStream } from '../../src/jetstream/streams.
 import { renderEndpoint, renderSubscription } from '../../src/operator/render.ts';
 import { samples } from '../../src/providers/samples.ts';
 import { freePort } from '../../src/runtime/net.ts';
+import type { CliProcess } from '../harness/cli.ts';
 import { exampleDocuments, namesOf } from '../harness/examples.ts';
 import { createNamespace, installCRDs, kubectl, requireEnv } from '../harness/kube.ts';
 import { testNats } from '../harness/nats.ts';
@@ -26,7 +26,7 @@ import { runDeployment } from '../harness/workloads.ts';
 
 describe('rendered workloads', () => {
   const work = tempDir('hookyard-render-');
-  const children: ChildProcess[] = [];
+  const children: CliProcess[] = [];
   after(() => {
     for (const c of children) c.kill('SIGKILL');
     work.remove();

@@ -19,6 +19,11 @@ export function signatureEquals(received: string | Uint8Array, expected: string 
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
+/** Whether `text` is Unix seconds (up to 12 digits) within `toleranceSeconds` of now, either way. */
+export function timestampWithin(text: string | undefined, toleranceSeconds: number, nowSeconds: number): boolean {
+  return text !== undefined && /^\d{1,12}$/.test(text) && Math.abs(nowSeconds - Number(text)) <= toleranceSeconds;
+}
+
 /** Decodes a hex or base64 signature; undefined when it is not valid in that encoding. */
 export function decodeSignature(text: string, encoding: Encoding): Buffer | undefined {
   if (encoding === 'hex') return /^([0-9a-fA-F]{2})+$/.test(text) ? Buffer.from(text, 'hex') : undefined;

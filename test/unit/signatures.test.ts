@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { Webhook } from 'standardwebhooks';
-import { decodeSignature, signatureEquals } from '../../src/signatures/hmac.ts';
+import { decodeSignature, signatureEquals, timestampWithin } from '../../src/signatures/hmac.ts';
 import {
   signStandardWebhook,
   standardWebhookKey,
@@ -101,5 +101,22 @@ describe('signature comparison', () => {
     assert.equal(decodeSignature('abc', 'hex'), undefined);
     assert.deepEqual(decodeSignature('AQI=', 'base64'), Buffer.from([1, 2]));
     assert.equal(decodeSignature('not base64!', 'base64'), undefined);
+  });
+});
+
+describe('timestamp tolerance', () => {
+  it('accepts exactly the Unix seconds within the tolerance, and nothing that is not Unix seconds', () => {
+    const now = 1_795_000_000;
+    fc.assert(
+      fc.property(fc.integer({ min: -10_000, max: 10_000 }), fc.integer({ min: 0, max: 3600 }), (offset, tolerance) => {
+        assert.equal(timestampWithin(String(now + offset), tolerance, now), Math.abs(offset) <= tolerance);
+      }),
+    );
+    fc.assert(
+      fc.property(fc.string(), (text) => {
+        if (!/^\d{1,12}$/.test(text)) assert.equal(timestampWithin(text, 1e12, now), false);
+      }),
+    );
+    assert.equal(timestampWithin(undefined, 300, now), false);
   });
 });

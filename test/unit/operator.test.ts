@@ -1,8 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { V1Container } from '@kubernetes/client-node';
 import fc from 'fast-check';
+import type { ProviderEndpoint } from '../../src/api/provider-endpoint.ts';
+import { parseResource } from '../../src/api/validate.ts';
 import { WorkQueue } from '../../src/operator/queue.ts';
+import { renderEndpoint } from '../../src/operator/render.ts';
 import { conditionsFor } from '../../src/operator/status.ts';
 
 describe('work queue', () => {
@@ -105,5 +109,43 @@ describe('status conditions', () => {
     const informational = { type: 'TargetReachable', status: false, reason: 'Retrying', message: '2 retried' };
     const all = [...checks.map((c) => ({ ...c, status: true })), informational];
     assert.equal(conditionsFor(all, readyFrom, undefined, 1)[0]?.status, 'True');
+  });
+});
+
+describe('rendered workloads', () => {
+  const endpoint = parseResource({
+    apiVersion: 'hookyard.io/v1alpha1',
+    kind: 'ProviderEndpoint',
+    metadata: { name: 'proign', namespace: 'shop', uid: 'u1' },
+    spec: { provider: 'proign', verification: [{ hmac: { secretRefs: [{ name: 'proign-webhook', key: 'secret' }] } }] },
+  }) as ProviderEndpoint;
+  const container = (d: { spec?: { template: { spec?: { containers: V1Container[] } } } }) =>
+    d.spec?.template.spec?.containers[0] as V1Container;
+
+  it('mount the workload NATS Secret and point the NATS flags at it, the CA only when NATS uses one', () => {
+    const options = { image: 'hookyard:1', natsUrl: 'tls://nats:4222', natsSecret: 'nats-creds' };
+    for (const natsCa of [false, true]) {
+      const { deployment } = renderEndpoint(endpoint, { ...options, natsCa });
+      const { args = [], volumeMounts = [] } = container(deployment);
+      assert.equal(args[args.indexOf('--nats-creds') + 1], '/etc/hookyard/nats/creds');
+      assert.equal(args.includes('--nats-ca'), natsCa);
+      if (natsCa) assert.equal(args[args.indexOf('--nats-ca') + 1], '/etc/hookyard/nats/ca.crt');
+      assert.ok(volumeMounts.some((m) => m.name === 'nats' && m.mountPath === '/etc/hookyard/nats' && m.readOnly));
+      const volume = deployment.spec?.template.spec?.volumes?.find((v) => v.name === 'nats');
+      assert.equal(volume?.secret?.secretName, 'nats-creds');
+    }
+    const plain = container(renderEndpoint(endpoint, { image: 'hookyard:1', natsUrl: 'nats://nats:4222' }).deployment);
+    assert.ok(!plain.args?.includes('--nats-creds'));
+    assert.ok(!plain.volumeMounts?.some((m) => m.name === 'nats'));
+  });
+
+  it('roll the pods when a referenced Secret changes, and only then', () => {
+    const options = { image: 'hookyard:1', natsUrl: 'nats://nats:4222' };
+    const checksum = (secretsChecksum: string) =>
+      renderEndpoint(endpoint, { ...options, secretsChecksum }).deployment.spec?.template.metadata?.annotations?.[
+        'hookyard.io/config-checksum'
+      ];
+    assert.equal(checksum('a'), checksum('a'));
+    assert.notEqual(checksum('a'), checksum('b'));
   });
 });

@@ -66,7 +66,10 @@ export async function startOperator(
   env: Record<string, string> = {},
   cli: Cli = sourceCli(),
 ): Promise<RunningOperator> {
-  const metricsPort = await freePort();
+  // `args` may be a Deployment's own (starting with the command, naming the metrics port); a repeated flag's last
+  // value wins.
+  const given = args.indexOf('--metrics-port');
+  const metricsPort = given >= 0 ? Number(args[given + 1]) : await freePort();
   const proc = runLogged(
     name,
     cli,
@@ -78,7 +81,7 @@ export async function startOperator(
       requireEnv('HOOKYARD_TEST_NATS_URL'),
       '--metrics-port',
       String(metricsPort),
-      ...args,
+      ...(args[0] === 'operator' ? args.slice(1) : args),
     ],
     { POD_NAME: name, ...env },
   );

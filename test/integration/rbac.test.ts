@@ -3,16 +3,17 @@
 // runs with it. It must reconcile every example without one denial; with a permission taken away, the denial must
 // show in the resource's status.
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as k8s from '@kubernetes/client-node';
+import { Agent, fetch } from 'undici';
 import { stringify } from 'yaml';
 import { exampleDocuments, namesOf } from '../harness/examples.ts';
 import { renderChart } from '../harness/helm.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl, requireEnv } from '../harness/kube.ts';
-import { root, tempDir } from '../harness/servers.ts';
+import { freePort, root, tempDir } from '../harness/servers.ts';
 import { type RunningOperator, simulatePods, startOperator } from '../harness/workloads.ts';
 
 interface Resource {
@@ -34,6 +35,7 @@ describe('the operator with the RBAC of the chart', () => {
   let serviceAccount = '';
   let operatorRules: k8s.V1PolicyRule[] = [];
   const kubeconfig = join(work.path, 'kubeconfig');
+  let webhook = { url: '', ca: Buffer.alloc(0), servername: '' };
 
   before(async () => {
     await installCRDs();
@@ -50,8 +52,7 @@ describe('the operator with the RBAC of the chart', () => {
     const deployment = objects.find((o) => o.kind === 'Deployment');
     serviceAccount = deployment?.spec.template.spec.serviceAccountName as string;
     operatorRules = rbac.find((o) => o.kind === 'Role' && o.metadata.namespace === apps)?.rules;
-    const lease = deployment?.spec.template.spec.containers[0].args as string[];
-    const leaseName = lease[lease.indexOf('--lease-name') + 1] ?? 'hookyard-operator';
+    const container = deployment?.spec.template.spec.containers[0];
 
     const core = kc.makeApiClient(k8s.CoreV1Api);
     const token = await core.createNamespacedServiceAccountToken({
@@ -75,12 +76,37 @@ describe('the operator with the RBAC of the chart', () => {
         'current-context': 'test',
       }),
     );
-    stopPods = simulatePods(apps);
-    operator = await startOperator(
-      'rbac-operator',
-      ['--namespaces', apps, '--lease-namespace', release, '--lease-name', leaseName, '--status-interval', '1s'],
-      { KUBECONFIG: kubeconfig, POD_NAMESPACE: release },
+    // The operator as the chart's Deployment runs it: its args and environment, with what the kubelet would
+    // provide (the downward API, the webhook certificate Secret mounted) laid out here, and free ports.
+    const certDir = join(work.path, 'webhook');
+    mkdirSync(certDir);
+    const certSecret = objects.find((o) => o.kind === 'Secret' && o.data?.['tls.crt']);
+    for (const key of ['tls.crt', 'tls.key']) {
+      writeFileSync(join(certDir, key), Buffer.from(certSecret?.data[key], 'base64'));
+    }
+    const ports = new Map([
+      ['--metrics-port', String(await freePort())],
+      ['--webhook-port', String(await freePort())],
+    ]);
+    const args = (container.args as string[]).map((a, i, all) =>
+      a === '/etc/hookyard/webhook' ? certDir : (ports.get(all[i - 1] as string) ?? a),
     );
+    const env = Object.fromEntries(
+      (container.env as { name: string; value?: string }[]).map((e) => [e.name, e.value ?? '']),
+    );
+    const webhookService = objects.find((o) => o.kind === 'Service' && o.spec?.ports?.[0]?.targetPort === 'webhook');
+    webhook = {
+      url: `https://127.0.0.1:${ports.get('--webhook-port')}/validate`,
+      ca: Buffer.from(certSecret?.data['ca.crt'] ?? '', 'base64'),
+      servername: `${webhookService?.metadata.name}.${release}.svc`,
+    };
+    stopPods = simulatePods(apps);
+    operator = await startOperator('rbac-operator', [...args, '--status-interval', '1s'], {
+      ...env,
+      POD_NAME: 'hookyard-operator-0',
+      POD_NAMESPACE: release,
+      KUBECONFIG: kubeconfig,
+    });
   });
   after(async () => {
     stopPods();
@@ -122,6 +148,32 @@ describe('the operator with the RBAC of the chart', () => {
     }
     assert.equal(await operator?.metric('hookyard_operator_is_leader'), 1);
     assert.doesNotMatch(operator?.output() ?? '', /forbidden/i);
+  });
+
+  it("serves the admission webhook with the chart's certificate", async () => {
+    const { ca, servername } = webhook;
+    const response = await fetch(webhook.url, {
+      method: 'POST',
+      dispatcher: new Agent({ connect: { ca, servername } }),
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        apiVersion: 'admission.k8s.io/v1',
+        kind: 'AdmissionReview',
+        request: {
+          uid: 'u1',
+          kind: { group: 'hookyard.io', kind: 'WebhookSubscription' },
+          operation: 'CREATE',
+          object: {
+            apiVersion: 'hookyard.io/v1alpha1',
+            kind: 'WebhookSubscription',
+            metadata: { name: 'orders', namespace: apps },
+            spec: { sources: [{ endpoint: 'proign' }], filter: 'body.(', target: { url: 'http://orders.shop.svc' } },
+          },
+        },
+      }),
+    });
+    const review = (await response.json()) as { response: { allowed: boolean } };
+    assert.equal(review.response.allowed, false);
   });
 
   it('shows a permission taken away from the Role in the status of what needs it', async () => {

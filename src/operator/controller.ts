@@ -80,9 +80,12 @@ export function startController(options: ControllerOptions): Controller {
       let failures = 0;
       let onSynced: () => void = () => {};
       synced.push(new Promise<void>((ok) => (onSynced = ok)));
+      // client-node stops an informer on an error: it is started again after a growing delay, with exactly one
+      // handler registered at a time (each handler removes itself), so restarts never pile up.
       const start = async () => {
         let failed = false;
         const onError = (err: unknown) => {
+          informer.off(k8s.ERROR, onError);
           failed = true;
           if (stopping) return;
           const delay = Math.min(1000 * 2 ** failures++, 30_000);
@@ -91,12 +94,9 @@ export function startController(options: ControllerOptions): Controller {
         };
         informer.on(k8s.ERROR, onError);
         await informer.start();
-        informer.off(k8s.ERROR, onError);
         if (failed) return;
         failures = 0;
         onSynced();
-        // Errors after the first list restart the informer too (client-node does not), relisting.
-        informer.on(k8s.ERROR, onError);
       };
       void start();
       informers.push(informer as unknown as k8s.Informer<k8s.KubernetesObject>);
@@ -151,6 +151,7 @@ export function startController(options: ControllerOptions): Controller {
     const key = `${kind}/${r.metadata.namespace}/${r.metadata.name}`;
     if (verb === 'delete') {
       intents.delete(key);
+      forgetParsed(r.metadata.uid);
       return true;
     }
     const { generation, labels, annotations, finalizers, deletionTimestamp } = r.metadata;
@@ -183,6 +184,8 @@ export function startController(options: ControllerOptions): Controller {
   };
   const onSecret = (secret: k8s.V1Secret) => {
     const namespace = secret.metadata?.namespace;
+    // The workloads' NATS Secret concerns every resource of its namespace.
+    const everyone = secret.metadata?.name === options.render.natsSecret;
     const named = (refs: () => { name: string }[]) => {
       try {
         return refs().some((r) => r.name === secret.metadata?.name);
@@ -191,10 +194,12 @@ export function startController(options: ControllerOptions): Controller {
       }
     };
     for (const e of caches.endpoints.list(namespace)) {
-      if (named(() => endpointSecretRefs(e.spec as never))) enqueue('ProviderEndpoint', namespace, e.metadata.name);
+      if (everyone || named(() => endpointSecretRefs(e.spec as never))) {
+        enqueue('ProviderEndpoint', namespace, e.metadata.name);
+      }
     }
     for (const s of caches.subscriptions.list(namespace)) {
-      if (named(() => subscriptionSecretRefs(s.spec as never))) {
+      if (everyone || named(() => subscriptionSecretRefs(s.spec as never))) {
         enqueue('WebhookSubscription', namespace, s.metadata.name);
       }
     }
@@ -284,10 +289,9 @@ export function startController(options: ControllerOptions): Controller {
           }
         }
         if (outcome.retry) queue.retry(key);
-        else {
-          queue.forget(key);
-          if (outcome.requeueAfterMs) queue.addAfter(key, outcome.requeueAfterMs);
-        }
+        else queue.forget(key);
+        // A retrying subscription still has its counters refreshed: the earlier of the two delays wins.
+        if (outcome.requeueAfterMs) queue.addAfter(key, outcome.requeueAfterMs);
       } catch (err) {
         metrics.reconciled(kind, false, (performance.now() - started) / 1000);
         const message = apiMessage(err);

@@ -15,7 +15,7 @@ import {
   resolveSecrets,
   writeStatus,
 } from './context.ts';
-import { endpointSecretRefs, receiverName, renderEndpoint } from './render.ts';
+import { endpointSecretRefs, natsSecretRefs, receiverName, renderEndpoint } from './render.ts';
 import type { Check } from './status.ts';
 
 const readyFrom = ['SecretsResolved', 'StreamReady', 'ReceiverReady'];
@@ -27,7 +27,7 @@ export async function reconcileEndpoint(ctx: Context, raw: RawResource): Promise
   const checks: Check[] = [];
   let retry = false;
 
-  const secrets = resolveSecrets(ctx, namespace, endpointSecretRefs(endpoint.spec));
+  const secrets = resolveSecrets(ctx, namespace, [...endpointSecretRefs(endpoint.spec), ...natsSecretRefs(ctx.render)]);
   checks.push(secrets.check);
 
   const stream = endpointStream(namespace, name);
@@ -82,22 +82,14 @@ export async function finalizeEndpoint(ctx: Context, raw: RawResource): Promise<
       if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
     }
   }
-  const objectName = receiverName(name);
-  const { caches } = ctx;
-  await removeObject(
-    ctx,
-    { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: objectName, namespace } },
-    caches.deployments,
-  );
-  await removeObject(ctx, ingressHeader(namespace, name), caches.ingresses);
-  await removeObject(
-    ctx,
-    { apiVersion: 'v1', kind: 'Service', metadata: { name: objectName, namespace } },
-    caches.services,
-  );
-  await removeObject(
-    ctx,
-    { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: objectName, namespace } },
-    caches.configMaps,
-  );
+  // Deleted whether or not the cache has them yet: an object applied just before the deletion may not be there.
+  const object = (apiVersion: string, kind: string) => ({
+    apiVersion,
+    kind,
+    metadata: { name: receiverName(name), namespace },
+  });
+  await ctx.kube.remove(object('apps/v1', 'Deployment'));
+  await ctx.kube.remove(object('networking.k8s.io/v1', 'Ingress'));
+  await ctx.kube.remove(object('v1', 'Service'));
+  await ctx.kube.remove(object('v1', 'ConfigMap'));
 }

@@ -43,6 +43,8 @@ export function electLeader(kc: k8s.KubeConfig, options: LeaderOptions, log: Log
   });
   let timer: NodeJS.Timeout | undefined;
   let observed = { record: '', at: 0 };
+  /** Whether the last Lease read named another holder. */
+  let heldByOther = false;
 
   const spec = (lease: k8s.V1Lease | undefined, now: Date): k8s.V1LeaseSpec => {
     const held = lease?.spec?.holderIdentity === identity;
@@ -74,13 +76,16 @@ export function electLeader(kc: k8s.KubeConfig, options: LeaderOptions, log: Log
     const record = `${holder}/${String(lease.spec?.renewTime)}`;
     if (record !== observed.record) observed = { record, at: now.getTime() };
     const duration = (lease.spec?.leaseDurationSeconds ?? 0) * 1000;
-    if (holder && holder !== identity && observed.at + duration > now.getTime()) return false;
+    heldByOther = Boolean(holder && holder !== identity);
+    if (heldByOther && observed.at + duration > now.getTime()) return false;
     await api.replaceNamespacedLease({ namespace, name, body: { ...lease, spec: spec(lease, now) } });
     return true;
   };
 
   const round = async () => {
     if (stopped) return;
+    // The renew deadline counts from when the request went out: a slow answer must not extend it.
+    const started = Date.now();
     let holds = false;
     try {
       holds = await tryAcquire();
@@ -90,8 +95,12 @@ export function electLeader(kc: k8s.KubeConfig, options: LeaderOptions, log: Log
         log.warn({ err: String(err) }, 'leader election: lease update failed');
     }
     if (stopped) return;
+    if (!holds && leader && heldByOther) {
+      lose('another replica holds the lease');
+      return;
+    }
     if (holds) {
-      lastRenew = Date.now();
+      lastRenew = started;
       if (!leader) {
         leader = true;
         log.info({ lease: `${namespace}/${name}`, identity }, 'became the leader');
@@ -102,18 +111,21 @@ export function electLeader(kc: k8s.KubeConfig, options: LeaderOptions, log: Log
   };
   void round();
   // Checked apart from the rounds, so a renewal request that hangs cannot keep a stale leader acting.
-  const watchdog = setInterval(
+  const watchdog: NodeJS.Timeout = setInterval(
     () => {
-      if (!leader || Date.now() - lastRenew <= renewDeadlineMs) return;
-      leader = false;
-      stopped = true;
-      clearTimeout(timer);
-      clearInterval(watchdog);
-      log.error({ lease: `${namespace}/${name}` }, 'lost the leadership: could not renew the lease in time');
-      onLost();
+      if (leader && Date.now() - lastRenew > renewDeadlineMs) lose('could not renew the lease in time');
     },
     Math.min(retryPeriodMs, 1000),
   );
+
+  function lose(why: string) {
+    leader = false;
+    stopped = true;
+    clearTimeout(timer);
+    clearInterval(watchdog);
+    log.error({ lease: `${namespace}/${name}` }, `lost the leadership: ${why}`);
+    onLost();
+  }
 
   return {
     acquired,

@@ -92,8 +92,10 @@ export class OperatorMetrics {
     this.#redelivered.set(labels, counts.redelivered);
   }
 
-  deadLetters(namespace: string, subscription: string, messages: number): void {
-    this.#deadLetters.set({ namespace, subscription }, messages);
+  /** The dead-letter stream's depth; undefined removes the series (dead letters turned off). */
+  deadLetters(namespace: string, subscription: string, messages: number | undefined): void {
+    if (messages === undefined) this.#deadLetters.remove({ namespace, subscription });
+    else this.#deadLetters.set({ namespace, subscription }, messages);
   }
 
   /**

@@ -78,6 +78,13 @@ export function endpointSecretRefs(spec: ProviderEndpoint['spec']): SecretKeyRef
   ]);
 }
 
+/** The keys of the workloads' NATS Secret (`natsSecret`), which every receiver and dispatcher mounts. */
+export function natsSecretRefs(options: Pick<RenderOptions, 'natsSecret' | 'natsCa'>): SecretKeyRef[] {
+  const name = options.natsSecret;
+  if (!name) return [];
+  return [{ name, key: 'creds' }, ...(options.natsCa ? [{ name, key: 'ca.crt' }] : [])];
+}
+
 /** Every Secret key a WebhookSubscription's dispatcher reads. */
 export function subscriptionSecretRefs(spec: WebhookSubscription['spec']): SecretKeyRef[] {
   return [
@@ -251,7 +258,7 @@ export function renderEndpoint(endpoint: ProviderEndpoint, options: RenderOption
       },
     },
     ingress,
-    url: host ? `${ingressSpec.tls ? 'https' : 'http'}://${host}${path}` : path,
+    url: host && ingress ? `${ingressSpec.tls ? 'https' : 'http'}://${host}${path}` : path,
   };
 }
 

@@ -1,7 +1,7 @@
 // WebhookSubscription → a consumer on each source stream, its dead-letter stream, and a dispatcher: ConfigMap and
 // Deployment. Its status carries counters read from JetStream, refreshed every status interval.
 import type * as k8s from '@kubernetes/client-node';
-import { type ConsumerInfo, JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
+import { type ConsumerInfo, DeliverPolicy, JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
 import { parse } from 'yaml';
 import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
 import { resolveSources, type Source } from '../api/sources.ts';
@@ -18,11 +18,10 @@ import {
   type Outcome,
   parseOrReport,
   type RawResource,
-  removeObject,
   resolveSecrets,
   writeStatus,
 } from './context.ts';
-import { dispatcherName, renderSubscription, subscriptionSecretRefs } from './render.ts';
+import { dispatcherName, natsSecretRefs, renderSubscription, subscriptionSecretRefs } from './render.ts';
 import type { Check } from './status.ts';
 
 const readyFrom = ['FilterValid', 'SecretsResolved', 'ConsumerReady', 'DispatcherReady'];
@@ -44,7 +43,7 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
   let retry = false;
 
   checks.push(filterCheck(spec.filter));
-  const secrets = resolveSecrets(ctx, namespace, subscriptionSecretRefs(spec));
+  const secrets = resolveSecrets(ctx, namespace, [...subscriptionSecretRefs(spec), ...natsSecretRefs(ctx.render)]);
   checks.push(secrets.check);
 
   const endpoints = ctx.caches.endpoints.list(namespace) as unknown as ProviderEndpoint[];
@@ -52,15 +51,19 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
   // The ConfigMap applied last lists where the consumers are; when it is what would be applied now, nothing moved.
   const configMap = ctx.caches.configMaps.get(dispatcherName(name), namespace);
   const objects = renderSubscription(subscription, sources, { ...ctx.render, secretsChecksum: secrets.checksum });
-  if (configMap?.data?.['dispatcher.yaml'] !== objects.configMap.data?.['dispatcher.yaml']) {
-    await removeConsumers(ctx, namespace, name, previousSources(configMap), sources);
-  }
+  const moved = configMap?.data?.['dispatcher.yaml'] !== objects.configMap.data?.['dispatcher.yaml'];
+  const previous = configMap && moved ? previousSources(configMap) : undefined;
+  if (moved) await removeConsumers(ctx, namespace, name, previous ?? [], sources);
 
   const consumers: { source: Source; info?: ConsumerInfo; problem?: string }[] = [];
   for (const source of sources) {
     try {
       const stream = endpointStream(namespace, source.endpoint);
-      const info = await ensureConsumer(ctx.jsm, stream, consumerConfig(namespace, name, source.endpoint, spec));
+      const config = consumerConfig(namespace, name, source.endpoint, spec);
+      // A source added to a subscription that already runs is read from now on: an endpoint relabelled out of a
+      // selector and back, say, must not send its whole stream to the target again.
+      if (previous && !previous.some((p) => p.endpoint === source.endpoint)) config.deliver_policy = DeliverPolicy.New;
+      const info = await ensureConsumer(ctx.jsm, stream, config);
       consumers.push({ source, info });
     } catch (err) {
       retry = true;
@@ -83,6 +86,8 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
       retry = true;
       deadLetterProblem = `dead-letter stream: ${errorMessage(err)}`;
     }
+  } else {
+    ctx.metrics.deadLetters(namespace, name, undefined);
   }
   checks.push(consumerCheck(subscription, sources, consumers, deadLetterProblem));
 
@@ -267,7 +272,8 @@ export async function finalizeSubscription(ctx: Context, raw: RawResource): Prom
     kind,
     metadata: { name: dispatcherName(name), namespace },
   });
-  await removeObject(ctx, object('apps/v1', 'Deployment'), ctx.caches.deployments);
-  await removeObject(ctx, object('v1', 'ConfigMap'), ctx.caches.configMaps);
+  // Deleted whether or not the cache has them yet: an object applied just before the deletion may not be there.
+  await ctx.kube.remove(object('apps/v1', 'Deployment'));
+  await ctx.kube.remove(object('v1', 'ConfigMap'));
   ctx.metrics.forget(namespace, name);
 }

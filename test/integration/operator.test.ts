@@ -204,6 +204,32 @@ describe('operator', () => {
     await waitReady('WebhookSubscription', 'proign-documents');
   });
 
+  it('reads a source added to a running subscription from then on, not its whole stream', async () => {
+    const stream = endpointStream(namespace, 'printiq');
+    for (const n of [1, 2, 3]) await nats.js.publish(eventSubject(namespace, 'printiq', `document.${n}`), '{}');
+    const patched = await kubectl([
+      'patch',
+      '-n',
+      namespace,
+      'webhooksubscription',
+      'proign-documents',
+      '--type=merge',
+      '-p',
+      JSON.stringify({ spec: { sources: [{ endpoint: 'proign' }, { endpoint: 'printiq' }] } }),
+    ]);
+    assert.equal(patched.code, 0, patched.stderr);
+    const consumer = await waitFor('a consumer on the added source', () =>
+      nats.jsm.consumers.info(stream, 'proign-documents'),
+    );
+    assert.equal(consumer.config.deliver_policy, 'new');
+    assert.equal(consumer.num_pending, 0);
+    await nats.js.publish(eventSubject(namespace, 'printiq', 'document.4'), '{}');
+    await waitFor('the next event is pending', async () => {
+      return (await nats.jsm.consumers.info(stream, 'proign-documents')).num_pending === 1;
+    });
+    await waitReady('WebhookSubscription', 'proign-documents');
+  });
+
   it('reports a missing Secret by name, and becomes Ready once it exists; a changed Secret rolls the pods', async () => {
     await apply(`
 apiVersion: hookyard.io/v1alpha1

@@ -55,6 +55,15 @@ export async function ensureStream(jsm: JetStreamManager, config: Partial<Stream
   }
 }
 
+/** Deletes a stream; one that is already gone is fine. */
+export async function deleteStream(jsm: JetStreamManager, name: string): Promise<void> {
+  try {
+    await jsm.streams.delete(name);
+  } catch (err) {
+    if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
+  }
+}
+
 /**
  * Whether a stream or consumer config already has every wanted value. The server keeps a single filter subject
  * as `filter_subject`, so filters are compared as lists.

@@ -123,6 +123,14 @@ export async function removeObject(ctx: Context, object: k8s.KubernetesObject, c
   if (cache.get(name, namespace)) await ctx.kube.remove(object);
 }
 
+/**
+ * Deletes a resource's objects of these kinds (all named `name`), whether or not the cache has them yet: an object
+ * applied just before the deletion may not be there.
+ */
+export async function removeObjects(ctx: Context, namespace: string, name: string, kinds: [string, string][]) {
+  for (const [apiVersion, kind] of kinds) await ctx.kube.remove({ apiVersion, kind, metadata: { name, namespace } });
+}
+
 /** Whether a Deployment the operator applied has pods serving, as its conditions and counts say. */
 export function deploymentCheck(type: string, noun: string, deployment: k8s.V1Deployment | undefined): Check {
   if (!deployment) return { type, status: false, reason: 'NotDeployed', message: `The ${noun} is not deployed.` };

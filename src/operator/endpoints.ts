@@ -1,9 +1,9 @@
 // ProviderEndpoint → its JetStream stream, and a receiver: ConfigMap, Deployment, Service and Ingress.
 import type * as k8s from '@kubernetes/client-node';
-import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
+import { JetStreamApiError } from '@nats-io/jetstream';
 import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
 import { endpointStream } from '../jetstream/layout.ts';
-import { endpointStreamConfig, ensureStream } from '../jetstream/streams.ts';
+import { deleteStream, endpointStreamConfig, ensureStream } from '../jetstream/streams.ts';
 import {
   applyObject,
   type Context,
@@ -12,6 +12,7 @@ import {
   parseOrReport,
   type RawResource,
   removeObject,
+  removeObjects,
   resolveSecrets,
   writeStatus,
 } from './context.ts';
@@ -75,21 +76,11 @@ const ingressHeader = (namespace: string, name: string): k8s.V1Ingress => ({
 export async function finalizeEndpoint(ctx: Context, raw: RawResource): Promise<void> {
   const { namespace, name } = raw.metadata;
   const policy = (raw.spec.stream as { deletionPolicy?: string } | undefined)?.deletionPolicy ?? 'Delete';
-  if (policy === 'Delete') {
-    try {
-      await ctx.jsm.streams.delete(endpointStream(namespace, name));
-    } catch (err) {
-      if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
-    }
-  }
-  // Deleted whether or not the cache has them yet: an object applied just before the deletion may not be there.
-  const object = (apiVersion: string, kind: string) => ({
-    apiVersion,
-    kind,
-    metadata: { name: receiverName(name), namespace },
-  });
-  await ctx.kube.remove(object('apps/v1', 'Deployment'));
-  await ctx.kube.remove(object('networking.k8s.io/v1', 'Ingress'));
-  await ctx.kube.remove(object('v1', 'Service'));
-  await ctx.kube.remove(object('v1', 'ConfigMap'));
+  if (policy === 'Delete') await deleteStream(ctx.jsm, endpointStream(namespace, name));
+  await removeObjects(ctx, namespace, receiverName(name), [
+    ['apps/v1', 'Deployment'],
+    ['networking.k8s.io/v1', 'Ingress'],
+    ['v1', 'Service'],
+    ['v1', 'ConfigMap'],
+  ]);
 }

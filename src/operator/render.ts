@@ -115,20 +115,32 @@ const securityContext: k8s.V1SecurityContext = {
   seccompProfile: { type: 'RuntimeDefault' },
 };
 
+/** What differs between the two workloads: the config file they read and the port they serve probes on. */
+const workloads = {
+  receiver: { configFile: 'endpoint.yaml', portFlag: '--port', port: { name: 'http', containerPort: httpPort } },
+  dispatcher: {
+    configFile: 'dispatcher.yaml',
+    portFlag: '--metrics-port',
+    port: { name: 'metrics', containerPort: metricsPort },
+  },
+} as const;
+
 function deployment(
   name: string,
   owner: Owner,
-  component: 'receiver' | 'dispatcher',
-  replicas: number,
-  container: Pick<k8s.V1Container, 'args' | 'ports' | 'readinessProbe' | 'livenessProbe' | 'resources'>,
+  component: keyof typeof workloads,
+  workload: { replicas: number; resources?: unknown },
   config: string,
   refs: SecretKeyRef[],
   options: RenderOptions,
 ): k8s.V1Deployment {
   const podLabels = labels(component, owner);
+  const { configFile, portFlag, port } = workloads[component];
   const nats = options.natsSecret
     ? ['--nats-creds', `${natsDir}/creds`, ...(options.natsCa ? ['--nats-ca', `${natsDir}/ca.crt`] : [])]
     : [];
+  const args = [component, '--config', `${configDir}/${configFile}`, '--secrets-dir', secretsDir];
+  args.push('--nats-url', options.natsUrl, portFlag, String(port.containerPort), ...nats);
   const checksum = createHash('sha256')
     .update(config)
     .update(options.secretsChecksum ?? '')
@@ -138,7 +150,7 @@ function deployment(
     kind: 'Deployment',
     metadata: meta(name, owner, podLabels),
     spec: {
-      replicas,
+      replicas: workload.replicas,
       selector: { matchLabels: podLabels },
       template: {
         metadata: { labels: podLabels, annotations: { 'hookyard.io/config-checksum': checksum } },
@@ -149,8 +161,11 @@ function deployment(
             {
               name: component,
               image: options.image,
-              ...container,
-              args: [...(container.args ?? []), ...nats],
+              args,
+              ports: [port],
+              readinessProbe: probe('/readyz', port.containerPort),
+              livenessProbe: probe('/healthz', port.containerPort),
+              resources: workload.resources as k8s.V1ResourceRequirements | undefined,
               securityContext,
               volumeMounts: [
                 { name: 'config', mountPath: configDir, readOnly: true },
@@ -227,27 +242,7 @@ export function renderEndpoint(endpoint: ProviderEndpoint, options: RenderOption
       metadata: meta(name, endpoint, podLabels),
       data: { 'endpoint.yaml': config },
     },
-    deployment: deployment(
-      name,
-      endpoint,
-      'receiver',
-      spec.receiver.replicas,
-      {
-        args: ['receiver', '--config', `${configDir}/endpoint.yaml`, '--secrets-dir', secretsDir].concat([
-          '--nats-url',
-          options.natsUrl,
-          '--port',
-          String(httpPort),
-        ]),
-        ports: [{ name: 'http', containerPort: httpPort }],
-        readinessProbe: probe('/readyz', httpPort),
-        livenessProbe: probe('/healthz', httpPort),
-        resources: spec.receiver.resources as k8s.V1ResourceRequirements | undefined,
-      },
-      config,
-      endpointSecretRefs(spec),
-      options,
-    ),
+    deployment: deployment(name, endpoint, 'receiver', spec.receiver, config, endpointSecretRefs(spec), options),
     service: {
       apiVersion: 'v1',
       kind: 'Service',
@@ -294,19 +289,7 @@ export function renderSubscription(
       name,
       subscription,
       'dispatcher',
-      spec.dispatcher.replicas,
-      {
-        args: ['dispatcher', '--config', `${configDir}/dispatcher.yaml`, '--secrets-dir', secretsDir].concat([
-          '--nats-url',
-          options.natsUrl,
-          '--metrics-port',
-          String(metricsPort),
-        ]),
-        ports: [{ name: 'metrics', containerPort: metricsPort }],
-        readinessProbe: probe('/readyz', metricsPort),
-        livenessProbe: probe('/healthz', metricsPort),
-        resources: spec.dispatcher.resources as k8s.V1ResourceRequirements | undefined,
-      },
+      spec.dispatcher,
       config,
       subscriptionSecretRefs(spec),
       options,

@@ -10,7 +10,7 @@ import { compileFilter } from '../filter/cel.ts';
 import { consumerConfig, ensureConsumer } from '../jetstream/consumers.ts';
 import { deadLetterStreamConfig } from '../jetstream/dead-letters.ts';
 import { deadLetterStream, endpointStream } from '../jetstream/layout.ts';
-import { ensureStream } from '../jetstream/streams.ts';
+import { deleteStream, ensureStream } from '../jetstream/streams.ts';
 import {
   applyObject,
   type Context,
@@ -18,6 +18,7 @@ import {
   type Outcome,
   parseOrReport,
   type RawResource,
+  removeObjects,
   resolveSecrets,
   writeStatus,
 } from './context.ts';
@@ -260,20 +261,10 @@ export async function finalizeSubscription(ctx: Context, raw: RawResource): Prom
   }
   await removeConsumers(ctx, namespace, name, streams, []);
   const policy = (raw.spec.deadLetter as { deletionPolicy?: string } | undefined)?.deletionPolicy ?? 'Delete';
-  if (policy === 'Delete') {
-    try {
-      await ctx.jsm.streams.delete(deadLetterStream(namespace, name));
-    } catch (err) {
-      if (!notFound(err)) throw err;
-    }
-  }
-  const object = (apiVersion: string, kind: string) => ({
-    apiVersion,
-    kind,
-    metadata: { name: dispatcherName(name), namespace },
-  });
-  // Deleted whether or not the cache has them yet: an object applied just before the deletion may not be there.
-  await ctx.kube.remove(object('apps/v1', 'Deployment'));
-  await ctx.kube.remove(object('v1', 'ConfigMap'));
+  if (policy === 'Delete') await deleteStream(ctx.jsm, deadLetterStream(namespace, name));
+  await removeObjects(ctx, namespace, dispatcherName(name), [
+    ['apps/v1', 'Deployment'],
+    ['v1', 'ConfigMap'],
+  ]);
   ctx.metrics.forget(namespace, name);
 }

@@ -5,6 +5,7 @@ import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as k8s from '@kubernetes/client-node';
+import { type Dispatcher, fetch as undiciFetch } from 'undici';
 import { freePort } from '../../src/runtime/net.ts';
 import { type Cli, type CliProcess, runCli, sourceCli, waitReady } from './cli.ts';
 import { kubeConfig, requireEnv } from './kube.ts';
@@ -140,4 +141,27 @@ export function simulatePods(namespace: string): () => void {
   return () => {
     running = false;
   };
+}
+
+export interface AdmissionAnswer {
+  response: { allowed: boolean; status?: { message: string } };
+}
+
+/** POSTs an AdmissionReview for creating `object` to an operator's webhook, as the API server would. */
+export async function reviewCreate(
+  url: string,
+  dispatcher: Dispatcher,
+  object: { kind: string; [field: string]: unknown },
+) {
+  const response = await undiciFetch(url, {
+    method: 'POST',
+    dispatcher,
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      apiVersion: 'admission.k8s.io/v1',
+      kind: 'AdmissionReview',
+      request: { uid: 'u1', kind: { group: 'hookyard.io', kind: object.kind }, operation: 'CREATE', object },
+    }),
+  });
+  return (await response.json()) as AdmissionAnswer;
 }

@@ -6,11 +6,11 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect } from 'node:tls';
-import { Agent, fetch } from 'undici';
+import { Agent } from 'undici';
 import { freePort } from '../../src/runtime/net.ts';
 import { createNamespace } from '../harness/kube.ts';
 import { servingCertificate, tempDir } from '../harness/servers.ts';
-import { startOperator } from '../harness/workloads.ts';
+import { reviewCreate, startOperator } from '../harness/workloads.ts';
 
 /** The fingerprint of the certificate a TLS server on the port presents. */
 const servedFingerprint = (port: number) =>
@@ -43,33 +43,15 @@ describe('operator admission webhook', () => {
     after(() => operator.stop());
 
     const dispatcher = new Agent({ connect: { ca: readFileSync(first.caFile) } });
-    const review = (object: unknown) =>
-      fetch(`https://127.0.0.1:${port}/validate`, {
-        method: 'POST',
-        dispatcher,
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({
-          apiVersion: 'admission.k8s.io/v1',
-          kind: 'AdmissionReview',
-          request: {
-            uid: 'u1',
-            kind: { group: 'hookyard.io', kind: 'WebhookSubscription' },
-            operation: 'CREATE',
-            object,
-          },
-        }),
-      });
     const subscription = {
       apiVersion: 'hookyard.io/v1alpha1',
       kind: 'WebhookSubscription',
       metadata: { name: 'orders', namespace: 'shop' },
       spec: { sources: [{ endpoint: 'shopflix' }], filter: 'body.total >', target: { url: 'http://orders.shop.svc' } },
     };
-    const answer = (await (await review(subscription)).json()) as {
-      response: { allowed: boolean; status: { message: string } };
-    };
+    const answer = await reviewCreate(`https://127.0.0.1:${port}/validate`, dispatcher, subscription);
     assert.equal(answer.response.allowed, false);
-    assert.match(answer.response.status.message, /filter/);
+    assert.match(answer.response.status?.message ?? '', /filter/);
 
     const original = await servedFingerprint(port);
     const renewed = servingCertificate(join(work.path, 'renewed'));

@@ -111,6 +111,19 @@ describe('operator', () => {
     const r = await kubectl(['apply', '--server-side', '-n', namespace, '-f', '-'], yaml);
     assert.equal(r.code, 0, r.stderr);
   };
+  const patchSubscription = async (name: string, patch: object) => {
+    const r = await kubectl([
+      'patch',
+      '-n',
+      namespace,
+      'webhooksubscription',
+      name,
+      '--type=merge',
+      '-p',
+      JSON.stringify(patch),
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+  };
   const secretData = async (name: string) => {
     const secret = await core.readNamespacedSecret({ namespace, name });
     return Object.fromEntries(
@@ -183,17 +196,7 @@ describe('operator', () => {
     const before = await nats.jsm.consumers.info(stream, 'proign-documents');
     assert.equal(before.num_pending, 1); // document.archived; the invoices are not its types
 
-    const patched = await kubectl([
-      'patch',
-      '-n',
-      namespace,
-      'webhooksubscription',
-      'proign-documents',
-      '--type=merge',
-      '-p',
-      JSON.stringify({ spec: { eventTypes: ['document.*', 'ticket.*', 'invoice.*'] } }),
-    ]);
-    assert.equal(patched.code, 0, patched.stderr);
+    await patchSubscription('proign-documents', { spec: { eventTypes: ['document.*', 'ticket.*', 'invoice.*'] } });
     const after = await waitFor('the consumer takes the new event types', async () => {
       const info = await nats.jsm.consumers.info(stream, 'proign-documents');
       return (info.config.filter_subjects?.length ?? 0) === 3 && info;
@@ -207,17 +210,9 @@ describe('operator', () => {
   it('reads a source added to a running subscription from then on, not its whole stream', async () => {
     const stream = endpointStream(namespace, 'printiq');
     for (const n of [1, 2, 3]) await nats.js.publish(eventSubject(namespace, 'printiq', `document.${n}`), '{}');
-    const patched = await kubectl([
-      'patch',
-      '-n',
-      namespace,
-      'webhooksubscription',
-      'proign-documents',
-      '--type=merge',
-      '-p',
-      JSON.stringify({ spec: { sources: [{ endpoint: 'proign' }, { endpoint: 'printiq' }] } }),
-    ]);
-    assert.equal(patched.code, 0, patched.stderr);
+    await patchSubscription('proign-documents', {
+      spec: { sources: [{ endpoint: 'proign' }, { endpoint: 'printiq' }] },
+    });
     const consumer = await waitFor('a consumer on the added source', () =>
       nats.jsm.consumers.info(stream, 'proign-documents'),
     );
@@ -366,17 +361,7 @@ spec: { provider: generic, verification: [{ none: true }] }
     await new Promise<void>((ok) => target.listen(0, '127.0.0.1', ok));
     after(() => target.close());
     const targetUrl = `http://127.0.0.1:${(target.address() as { port: number }).port}/hook`;
-    const patched = await kubectl([
-      'patch',
-      '-n',
-      namespace,
-      'webhooksubscription',
-      'proign-shipments',
-      '--type=merge',
-      '-p',
-      JSON.stringify({ spec: { target: { url: targetUrl } } }),
-    ]);
-    assert.equal(patched.code, 0, patched.stderr);
+    await patchSubscription('proign-shipments', { spec: { target: { url: targetUrl } } });
     const dispatcherConfig = await waitFor('the dispatcher config has the new target', async () => {
       const cm = await core.readNamespacedConfigMap({ namespace, name: dispatcherName('proign-shipments') });
       return cm.data?.['dispatcher.yaml']?.includes(targetUrl) && cm;

@@ -14,7 +14,7 @@ import { exampleDocuments, namesOf } from '../harness/examples.ts';
 import { renderChart } from '../harness/helm.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl, requireEnv } from '../harness/kube.ts';
 import { freePort, root, tempDir } from '../harness/servers.ts';
-import { type RunningOperator, simulatePods, startOperator } from '../harness/workloads.ts';
+import { type RunningOperator, reviewCreate, simulatePods, startOperator } from '../harness/workloads.ts';
 
 interface Resource {
   metadata: { name: string; generation?: number };
@@ -152,27 +152,12 @@ describe('the operator with the RBAC of the chart', () => {
 
   it("serves the admission webhook with the chart's certificate", async () => {
     const { ca, servername } = webhook;
-    const response = await fetch(webhook.url, {
-      method: 'POST',
-      dispatcher: new Agent({ connect: { ca, servername } }),
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        apiVersion: 'admission.k8s.io/v1',
-        kind: 'AdmissionReview',
-        request: {
-          uid: 'u1',
-          kind: { group: 'hookyard.io', kind: 'WebhookSubscription' },
-          operation: 'CREATE',
-          object: {
-            apiVersion: 'hookyard.io/v1alpha1',
-            kind: 'WebhookSubscription',
-            metadata: { name: 'orders', namespace: apps },
-            spec: { sources: [{ endpoint: 'proign' }], filter: 'body.(', target: { url: 'http://orders.shop.svc' } },
-          },
-        },
-      }),
+    const review = await reviewCreate(webhook.url, new Agent({ connect: { ca, servername } }), {
+      apiVersion: 'hookyard.io/v1alpha1',
+      kind: 'WebhookSubscription',
+      metadata: { name: 'orders', namespace: apps },
+      spec: { sources: [{ endpoint: 'proign' }], filter: 'body.(', target: { url: 'http://orders.shop.svc' } },
     });
-    const review = (await response.json()) as { response: { allowed: boolean } };
     assert.equal(review.response.allowed, false);
   });
 

@@ -28,6 +28,8 @@ const rate = (selector: string) => `rate(${selector}[$__rate_interval])`;
 const q = (expr: string, legend: string): Query => ({ expr, legend });
 const quantile = (p: number, metric: string, by: string) =>
   `histogram_quantile(${p}, sum by (le${by ? `, ${by}` : ''}) (${rate(`${metric}_bucket{${ns}}`)}))`;
+/** The median and the 99th percentile of a histogram, over every series. */
+const p50p99 = (metric: string) => [q(quantile(0.5, metric, ''), 'p50'), q(quantile(0.99, metric, ''), 'p99')];
 const perEndpoint = '{{namespace}}/{{endpoint}}';
 const perSubscription = '{{namespace}}/{{subscription}}';
 
@@ -73,10 +75,7 @@ export const rows: Row[] = [
         title: 'Request duration',
         description: 'From request to response, over every endpoint.',
         unit: 's',
-        queries: [
-          q(quantile(0.5, 'hookyard_receiver_request_duration_seconds', ''), 'p50'),
-          q(quantile(0.99, 'hookyard_receiver_request_duration_seconds', ''), 'p99'),
-        ],
+        queries: p50p99('hookyard_receiver_request_duration_seconds'),
       },
       {
         title: 'Publish to PubAck, p99',
@@ -176,10 +175,7 @@ export const rows: Row[] = [
         title: 'End-to-end latency',
         description: 'From receipt by the receiver to a 2xx from the target, retries included.',
         unit: 's',
-        queries: [
-          q(quantile(0.5, 'hookyard_dispatcher_end_to_end_latency_seconds', ''), 'p50'),
-          q(quantile(0.99, 'hookyard_dispatcher_end_to_end_latency_seconds', ''), 'p99'),
-        ],
+        queries: p50p99('hookyard_dispatcher_end_to_end_latency_seconds'),
       },
       {
         title: 'Waiting for delivery',

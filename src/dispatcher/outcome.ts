@@ -68,7 +68,8 @@ export function isRetryableStatus(status: number, codes: string[]): boolean {
 
 /**
  * What to do after attempt number `attempt` (1-based) ended with `result`. Network errors and timeouts are always
- * retried; statuses as `retryableStatusCodes` says; 410 pauses; anything else is permanent.
+ * retried; statuses as `retryableStatusCodes` says; 410 pauses; anything else is permanent. A retry waits the
+ * policy's own delay for this attempt, or a longer Retry-After capped at `maxRetryAfterMs`.
  */
 export function decide(result: AttemptResult, attempt: number, policy: RetryPolicy, random = Math.random): Decision {
   if (result.kind === 'Response') {
@@ -80,10 +81,12 @@ export function decide(result: AttemptResult, attempt: number, policy: RetryPoli
     return { action: 'dead-letter', reason: 'permanent' };
   }
   if (attempt >= policy.maxAttempts) return { action: 'dead-letter', reason: 'exhausted' };
+  const ownDelay = retryDelay(attempt, policy, random);
   const retryAfter = result.kind === 'Response' && policy.respectRetryAfter ? result.retryAfterMs : undefined;
-  if (retryAfter !== undefined)
-    return { action: 'retry', delayMs: Math.min(Math.max(0, retryAfter), policy.maxRetryAfterMs) };
-  return { action: 'retry', delayMs: retryDelay(attempt, policy, random) };
+  if (retryAfter === undefined) return { action: 'retry', delayMs: ownDelay };
+  // Retry-After may lengthen the wait (up to maxRetryAfter), never shorten it: `Retry-After: 0` or a date in the
+  // past would otherwise use up every attempt back to back.
+  return { action: 'retry', delayMs: Math.max(ownDelay, Math.min(retryAfter, policy.maxRetryAfterMs)) };
 }
 
 /** The delay before the retry that follows attempt `attempt`: the schedule, or capped exponential backoff. */

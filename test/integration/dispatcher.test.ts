@@ -275,11 +275,12 @@ describe('dispatcher', () => {
     assert.equal(t.target.received.length, 1);
   });
 
-  it('waits out a 429 Retry-After', async () => {
-    // The backoff alone would wait an hour: a second attempt at all shows Retry-After was used.
+  it('waits out a 429 Retry-After longer than its own backoff', async () => {
+    const at: number[] = [];
     const t = await setup(
-      { retry: { maxAttempts: 3, backoff: { initialDelay: '1h', maxDelay: '1h' } } },
+      { retry: { maxAttempts: 3, backoff: { initialDelay: '50ms', maxDelay: '50ms', jitter: false } } },
       (_r, res, i) => {
+        at.push(performance.now());
         if (i === 0) {
           res.statusCode = 429;
           res.setHeader('Retry-After', '1');
@@ -291,8 +292,36 @@ describe('dispatcher', () => {
     await t.run();
     await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 1);
     assert.equal(t.target.received.length, 2);
+    const gap = (at[1] as number) - (at[0] as number);
+    assert.ok(gap >= 990, `second attempt ${gap}ms after a Retry-After of 1 s`);
     assert.equal(await t.metric('hookyard_dispatcher_attempts_total', { outcome: 'retried', status_class: '4xx' }), 1);
   });
+
+  for (const [what, retryAfter] of [
+    ['`Retry-After: 0`', '0'],
+    ['a Retry-After date in the past', 'Wed, 21 Oct 2015 07:28:00 GMT'],
+  ]) {
+    it(`spaces retries by the backoff after ${what}, not back to back`, async () => {
+      const at: number[] = [];
+      const t = await setup(
+        { retry: { maxAttempts: 3, backoff: { initialDelay: '300ms', multiplier: 2, maxDelay: '1s', jitter: false } } },
+        (_r, res) => {
+          at.push(performance.now());
+          res.statusCode = 503;
+          res.setHeader('Retry-After', retryAfter as string);
+          res.end();
+        },
+      );
+      await t.publish({ type: 'order.shipped', body: '{}' });
+      await t.run();
+      await eventually(
+        async () => (await t.metric('hookyard_dispatcher_dead_letters_total', { reason: 'exhausted' })) === 1,
+      );
+      assert.equal(at.length, 3);
+      const gaps = [(at[1] as number) - (at[0] as number), (at[2] as number) - (at[1] as number)];
+      assert.ok((gaps[0] as number) >= 290 && (gaps[1] as number) >= 590, `attempts ${gaps.join(' and ')}ms apart`);
+    });
+  }
 
   it('pauses the subscription on 410 Gone, keeps the event, and delivers it once resumed', async () => {
     let gone = true;

@@ -104,16 +104,40 @@ describe('retry decisions', () => {
     );
   });
 
-  it('honours Retry-After up to maxRetryAfter, and only when told to', () => {
+  it('lets Retry-After lengthen the wait up to maxRetryAfter, never shorten it below the policy, only when told to', () => {
     fc.assert(
-      fc.property(arbPolicy, fc.integer({ min: 0, max: 1e9 }), fc.constantFrom(429, 503), (a, retryAfter, status) => {
-        const p = toPolicy({ ...a, maxAttempts: 100 });
-        const d = decide(response(status, retryAfter), 1, p);
-        assert.deepEqual(d, { action: 'retry', delayMs: Math.min(retryAfter, p.maxRetryAfterMs) });
-        const ignored = decide(response(status, retryAfter), 1, { ...p, respectRetryAfter: false }, () => 0.5);
-        assert.deepEqual(ignored, { action: 'retry', delayMs: retryDelay(1, p, () => 0.5) });
-      }),
+      fc.property(
+        arbPolicy,
+        fc.integer({ min: 1, max: 99 }),
+        fc.integer({ min: 0, max: 1e9 }),
+        fc.constantFrom(429, 503),
+        fc.double({ min: 0, max: 0.999, noNaN: true }),
+        (a, attempt, retryAfter, status, r) => {
+          const p = toPolicy({ ...a, maxAttempts: 100 });
+          const own = retryDelay(attempt, p, () => r);
+          const d = decide(response(status, retryAfter), attempt, p, () => r);
+          assert.equal(d.action, 'retry');
+          const delay = (d as { delayMs: number }).delayMs;
+          assert.ok(delay >= own, `Retry-After ${retryAfter} gave ${delay}, below the policy's ${own}`);
+          assert.ok(delay <= Math.max(own, p.maxRetryAfterMs), `${delay} above the cap`);
+          if (retryAfter >= own && retryAfter <= p.maxRetryAfterMs) assert.equal(delay, retryAfter);
+          const ignored = decide(response(status, retryAfter), attempt, { ...p, respectRetryAfter: false }, () => r);
+          assert.deepEqual(ignored, { action: 'retry', delayMs: own });
+        },
+      ),
     );
+  });
+
+  it('waits at least the backoff after `Retry-After: 0` or a date in the past', () => {
+    const p = policy({ backoff: { initialMs: 1000, multiplier: 2, maxMs: 60_000, jitter: false } });
+    const past = parseRetryAfter('Wed, 21 Oct 2015 07:28:00 GMT');
+    assert.equal(past, 0);
+    for (const retryAfter of [0, past]) {
+      assert.deepEqual(
+        [1, 2, 3].map((attempt) => decide(response(503, retryAfter), attempt, p)),
+        [1000, 2000, 4000].map((delayMs) => ({ action: 'retry', delayMs })),
+      );
+    }
   });
 
   it('never retries beyond maxAttempts', () => {

@@ -11,7 +11,9 @@ export type Signer = (eventId: string, body: Uint8Array, nowSeconds?: number) =>
 /**
  * Standard Webhooks: webhook-id is the event id, stable across retries so receivers can deduplicate, and one
  * `v1,<sig>` per secret (the spec allows several), so a receiver holding either key accepts it while rotating.
- * HMAC: the first secret signs; `<header>: <prefix><hex or base64 HMAC of the body>`.
+ * HMAC: `<header>: <prefix><hex or base64 HMAC of the body>`, one such entry per secret joined by `, ` (what HTTP
+ * makes of a header sent once per value), so a receiver holding either key finds its own entry while rotating;
+ * with one secret the header is a single entry.
  */
 export function createSigner(spec: SigningSpec, secrets: Buffer[]): Signer {
   if (spec.scheme === 'standardWebhooks') {
@@ -22,9 +24,9 @@ export function createSigner(spec: SigningSpec, secrets: Buffer[]): Signer {
       [standardWebhookHeaders.signature]: keys.map((k) => signStandardWebhook(k, eventId, nowSeconds, body)).join(' '),
     });
   }
-  const key = withoutNewline(secrets[0] as Buffer);
+  const keys = secrets.map(withoutNewline);
   const header = spec.header.toLowerCase();
   return (_eventId, body) => ({
-    [header]: `${spec.prefix}${hmac(spec.algorithm, key, body).toString(spec.encoding)}`,
+    [header]: keys.map((key) => `${spec.prefix}${hmac(spec.algorithm, key, body).toString(spec.encoding)}`).join(', '),
   });
 }

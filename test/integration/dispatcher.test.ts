@@ -25,8 +25,14 @@ import {
 const whsec = `whsec_${randomBytes(24).toString('base64')}`;
 const whsecOld = `whsec_${randomBytes(24).toString('base64')}`;
 const hmacKey = 'fulfillment-signing-key';
+const hmacKeyNext = 'fulfillment-signing-key-2';
 const secrets = mapSecrets({
-  signing: { current: Buffer.from(whsec), previous: Buffer.from(whsecOld), hmac: Buffer.from(hmacKey) },
+  signing: {
+    current: Buffer.from(whsec),
+    previous: Buffer.from(whsecOld),
+    hmac: Buffer.from(hmacKey),
+    hmacNext: Buffer.from(`${hmacKeyNext}\n`),
+  },
   auth: { token: Buffer.from('s3cr3t-token') },
 });
 const fast = { backoff: { initialDelay: '50ms', maxDelay: '200ms', jitter: false } };
@@ -145,6 +151,32 @@ describe('dispatcher', () => {
       .update(JSON.stringify(JSON.parse(r.body.toString())))
       .digest('hex');
     assert.equal(r.headers['x-hookyard-signature'], `sha256=${expected}`);
+  });
+
+  it('signs an HMAC header with both keys while rotating: a receiver holding either one verifies it', async () => {
+    const t = await setup({
+      signing: {
+        scheme: 'hmac',
+        header: 'X-Hookyard-Signature',
+        secretRefs: [
+          { name: 'signing', key: 'hmac' },
+          { name: 'signing', key: 'hmacNext' },
+        ],
+      },
+    });
+    await t.publish({ type: 'order.shipped', body: JSON.stringify(proignPayload()) });
+    await t.run();
+    await t.target.waitFor(1);
+    const r = t.target.received[0];
+    assert.ok(r);
+    // A receiver's check: split the header on commas, accept if one entry is its own HMAC.
+    const verifies = (key: string) =>
+      String(r.headers['x-hookyard-signature'])
+        .split(',')
+        .some((entry) => entry.trim() === `sha256=${createHmac('sha256', key).update(r.body).digest('hex')}`);
+    assert.ok(verifies(hmacKey), 'the old key verifies');
+    assert.ok(verifies(hmacKeyNext), 'the new key verifies');
+    assert.ok(!verifies('some-other-key'));
   });
 
   it('sends the envelope format', async () => {

@@ -267,10 +267,38 @@ describe('signing', () => {
     );
   });
 
-  it('signs an HMAC header with the first secret, in the configured encoding', () => {
+  it('signs an HMAC header with every key of a rotation, each entry verifiable with its key alone', () => {
+    const keys = ['k1', 'k2', 'k3'];
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ maxLength: 256 }),
+        fc.constantFrom('sha256', 'sha512') as fc.Arbitrary<'sha256' | 'sha512'>,
+        fc.constantFrom('hex', 'base64') as fc.Arbitrary<'hex' | 'base64'>,
+        fc.integer({ min: 1, max: 3 }),
+        (bytes, algorithm, encoding, n) => {
+          const sign = createSigner(
+            { scheme: 'hmac', header: 'X-Signature', algorithm, encoding, prefix: 'v1=', secretRefs: [] },
+            keys.slice(0, n).map((k) => Buffer.from(`${k}\n`)),
+          );
+          const body = Buffer.from(bytes);
+          const entries = String(sign('e', body)['x-signature'])
+            .split(',')
+            .map((e) => e.trim());
+          assert.equal(entries.length, n);
+          for (const key of keys.slice(0, n)) {
+            const own = `v1=${createHmac(algorithm, key).update(body).digest(encoding)}`;
+            assert.ok(entries.includes(own), `${key} finds its signature`);
+          }
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+
+  it('sends a single HMAC entry with a single key', () => {
     const sign = createSigner(
       { scheme: 'hmac', header: 'X-Signature', algorithm: 'sha512', encoding: 'base64', prefix: 'v1=', secretRefs: [] },
-      [Buffer.from('k1'), Buffer.from('k2')],
+      [Buffer.from('k1')],
     );
     const body = Buffer.from('{"a":1}');
     assert.deepEqual(sign('e', body), {

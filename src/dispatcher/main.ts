@@ -7,6 +7,7 @@ import { connectNats } from '../runtime/nats.ts';
 import { directorySecrets } from '../runtime/secrets.ts';
 import { InvalidConfig, loadConfig } from './config.ts';
 import { replayDeadLetters, startDispatcher } from './dispatcher.ts';
+import { answerScrape } from './metrics.ts';
 
 export { replayDeadLetters, startDispatcher } from './dispatcher.ts';
 
@@ -70,8 +71,7 @@ export async function main(args: string[]): Promise<void> {
   let ready = false;
   const server = createServer(async (req, res) => {
     if (req.url === '/metrics') {
-      res.setHeader('content-type', registry.contentType);
-      res.end(await registry.metrics());
+      await answerScrape(registry, res, logger);
     } else if (req.url === '/healthz') {
       res.statusCode = nc.isClosed() ? 503 : 200;
       res.end(nc.isClosed() ? 'NATS connection closed' : 'ok');

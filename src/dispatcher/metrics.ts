@@ -1,4 +1,6 @@
+import type { ServerResponse } from 'node:http';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { Logger } from '../runtime/log.ts';
 import { type StatusClass, statusClasses } from './outcome.ts';
 
 export const attemptOutcomes = ['delivered', 'retried', 'dead_lettered', 'paused'] as const;
@@ -138,3 +140,19 @@ export function dispatcherMetrics(registry: Registry, namespace: string, subscri
   };
 }
 export type DispatcherMetrics = ReturnType<typeof dispatcherMetrics>;
+
+/**
+ * Answers a scrape of /metrics. A collector that rejects fails this scrape with a 500 and a warn line; it must
+ * not end the process (an unhandled rejection would), since the next scrape may well succeed.
+ */
+export async function answerScrape(registry: Registry, res: ServerResponse, logger: Logger): Promise<void> {
+  let text: string;
+  try {
+    text = await registry.metrics();
+  } catch (err) {
+    logger.warn({ error: (err as Error).message }, 'metrics collection failed');
+    res.writeHead(500, { 'content-type': 'text/plain' }).end('metrics collection failed\n');
+    return;
+  }
+  res.writeHead(200, { 'content-type': registry.contentType }).end(text);
+}

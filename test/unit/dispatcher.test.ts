@@ -1,10 +1,15 @@
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import pino from 'pino';
+import { Gauge, Registry } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
 import { parseConfig } from '../../src/dispatcher/config.ts';
 import { CircuitBreaker, TokenBucket } from '../../src/dispatcher/flow.ts';
+import { answerScrape } from '../../src/dispatcher/metrics.ts';
 import {
   type AttemptResult,
   decide,
@@ -354,5 +359,42 @@ describe('config', () => {
         parseConfig({ subscription: { ...subscription, spec: { ...subscription.spec, concurrency: 0 } }, sources: [] }),
       /spec\.concurrency/,
     );
+  });
+});
+
+describe('metrics endpoint', () => {
+  it('answers a scrape whose collector rejects with a 500 and a warn line, and keeps serving', async () => {
+    const registry = new Registry();
+    let broken = true;
+    new Gauge({
+      name: 'hookyard_test_flaky',
+      help: 'A collector that rejects while broken.',
+      registers: [registry],
+      async collect() {
+        if (broken) throw new Error('collector failed');
+        this.set(1);
+      },
+    });
+    const lines: { level: number; msg: string }[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    const server = createServer((_req, res) => void answerScrape(registry, res, logger));
+    await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/metrics`;
+      const failed = await fetch(url);
+      assert.equal(failed.status, 500);
+      await failed.text();
+      assert.deepEqual(
+        lines.map((l) => [l.level, l.msg]),
+        [[40, 'metrics collection failed']],
+      );
+      broken = false;
+      const ok = await fetch(url);
+      assert.equal(ok.status, 200);
+      assert.match(await ok.text(), /hookyard_test_flaky 1/);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((ok) => server.close(ok));
+    }
   });
 });

@@ -81,9 +81,8 @@ export class Target {
     const host = this.url.hostname.replace(/^\[|\]$/g, '');
     this.#forbidden = !options.allowPrivateAddresses && isBlockedAddress(host);
     this.#path = this.url.pathname + this.url.search;
-    // The timeout is undici's own: for connecting, for the response headers, and for each wait inside the body
-    // (whose length is capped). A per-request AbortController and timer cost about as much CPU as the rest of
-    // the delivery.
+    // undici's own timeouts bound each wait (connect, headers, each pause inside the body); the attempt's one
+    // deadline over all of them together is the abort signal in send().
     this.#pool = new Pool(this.url.origin, {
       connections: options.connections,
       pipelining: 1,
@@ -101,16 +100,22 @@ export class Target {
     if (this.#forbidden) {
       return { kind: 'TargetForbidden', error: `${this.url.hostname} is a link-local or metadata address` };
     }
+    // One deadline for the whole attempt: connecting, sending, the response headers and the response body together.
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(new DeadlineExceeded()), this.#options.timeoutMs);
     try {
       const res = await this.#pool.request({
         path: this.#path,
         method: request.method as 'POST',
         headers: request.headers,
         body: request.body,
+        signal: deadline.signal,
       });
       // The body only matters for keeping the connection reusable: read (and drop) up to the cap, and close the
       // connection rather than read more.
       await res.body.dump({ limit: this.#options.maxResponseBytes ?? 64 * 1024 });
+      // The deadline ends a body early without an error from dump(): the attempt timed out all the same.
+      deadline.signal.throwIfAborted();
       const retryAfter = res.headers['retry-after'];
       return {
         kind: 'Response',
@@ -124,6 +129,8 @@ export class Target {
         return { kind: 'TargetTimeout', error: `no response within ${this.#options.timeoutMs}ms (${code})` };
       }
       return { kind: 'TargetUnreachable', error: code ?? (err as Error).message };
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -132,7 +139,16 @@ export class Target {
   }
 }
 
-const timeoutCodes = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
+class DeadlineExceeded extends Error {
+  code = 'EHOOKYARD_DEADLINE';
+}
+
+const timeoutCodes = new Set([
+  'EHOOKYARD_DEADLINE',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
 
 function errorCode(err: unknown): string | undefined {
   let e = err as { code?: string; cause?: unknown; errors?: unknown[] } | undefined;

@@ -398,6 +398,28 @@ describe('dispatcher', () => {
     );
   });
 
+  it('bounds the whole attempt by target.timeout: headers in time and a trickling body still time out', async () => {
+    const t = await setup({ target: { timeout: '500ms' }, retry: { maxAttempts: 3, ...fast } }, async (_r, res, i) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      if (i === 0) {
+        // Each byte comes well within the timeout, the whole body long after it.
+        for (let n = 0; n < 20 && !res.destroyed; n++) {
+          res.write('.');
+          await new Promise((ok) => setTimeout(ok, 100));
+        }
+      }
+      res.end();
+    });
+    await t.publish({ type: 'order.shipped', body: '{}' });
+    await t.run();
+    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 1);
+    assert.equal(t.target.received.length, 2);
+    assert.equal(
+      await t.metric('hookyard_dispatcher_attempts_total', { outcome: 'retried', status_class: 'timeout' }),
+      1,
+    );
+  });
+
   it('never sends events the event types or the filter exclude', async () => {
     const t = await setup({
       eventTypes: ['order.shipped', 'order.*'],

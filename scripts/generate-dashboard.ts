@@ -247,7 +247,8 @@ export const rows: Row[] = [
       },
       {
         title: 'In flight, circuit, paused',
-        description: 'Deliveries in progress; circuit breaker (0 closed, 1 open, 2 half-open); 1 while paused.',
+        description:
+          'Deliveries in progress; circuit breaker (0 closed, 1 open, 2 half-open); 1 while paused; retries scheduled and not yet taken.',
         unit: 'short',
         queries: [
           q(`sum by (namespace, subscription) (hookyard_dispatcher_in_flight{${ns}})`, `in flight ${perSubscription}`),
@@ -256,6 +257,10 @@ export const rows: Row[] = [
             `circuit ${perSubscription}`,
           ),
           q(`max by (namespace, subscription) (hookyard_dispatcher_paused{${ns}})`, `paused ${perSubscription}`),
+          q(
+            `max by (namespace, subscription) (hookyard_dispatcher_scheduled_retries{${ns}})`,
+            `scheduled retries ${perSubscription}`,
+          ),
         ],
       },
     ],

@@ -1,6 +1,8 @@
 // Delivers one WebhookSubscription: a durable pull consumer per source stream, the filter, the format, signing,
 // the HTTP attempt, and what follows it (ack, nak with a delay, dead letter, pause). Attempts are counted from
-// JetStream's delivery count, so they survive restarts; a retry is a nak with a delay, so it does too.
+// JetStream's delivery count, so they survive restarts; a retry is a nak with a delay, so it does too. The
+// phases live beside this file: gate.ts (flow gate and pull sizes), leases.ts (kept alive), outcome.ts (pure
+// decisions), retries.ts (retries known across replicas), dead-letters.ts, acks.ts (ack batching).
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   type Consumer,
@@ -12,17 +14,16 @@ import {
   jetstream,
   jetstreamManager,
 } from '@nats-io/jetstream';
-import { type MsgHdrs, type NatsConnection, headers as natsHeaders } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import type { Registry } from 'prom-client';
 import pkg from '../../package.json' with { type: 'json' };
 import type { Source } from '../api/sources.ts';
 import type { WebhookSubscription } from '../api/webhook-subscription.ts';
 import { compileFilter } from '../filter/cel.ts';
-import { consumerConfig, ensureConsumer, subjectMatches } from '../jetstream/consumers.ts';
+import { consumerConfig, ensureConsumer, retryBacklog, subjectMatches } from '../jetstream/consumers.ts';
 import { deadLetterStreamConfig } from '../jetstream/dead-letters.ts';
 import {
   deadLetterStream,
-  deadLetterSubject,
   endpointOfStream,
   endpointStream,
   endpointSubjects,
@@ -33,13 +34,28 @@ import { ensureStream } from '../jetstream/streams.ts';
 import { durationMs } from '../runtime/duration.ts';
 import type { Logger } from '../runtime/log.ts';
 import { resolveSecrets, type SecretStore } from '../runtime/secrets.ts';
+import { AckBatcher } from './acks.ts';
+import { createDeadLetters } from './dead-letters.ts';
 import { type StoredEvent, storedEvent } from './event.ts';
-import { CircuitBreaker, circuitStateValue, TokenBucket } from './flow.ts';
 import { formatEvent } from './format.ts';
-import { dispatcherMetrics } from './metrics.ts';
-import { type AttemptResult, decide, describeResult, retryPolicy, statusClass } from './outcome.ts';
+import { flowGate, pullSize, type SourceWindow } from './gate.ts';
+import { Leases } from './leases.ts';
+import { type DispatcherMetrics, dispatcherMetrics } from './metrics.ts';
+import {
+  type AttemptResult,
+  attemptOutcome,
+  beforeAttempt,
+  decide,
+  describeResult,
+  retryPolicy,
+  statusClass,
+  targetFailed,
+} from './outcome.ts';
+import { retrySubject, sharedRetries } from './retries.ts';
 import { createSigner } from './signing.ts';
 import { Target, targetUrl } from './target.ts';
+
+export { deadLetterHeaders } from './dead-letters.ts';
 
 export const userAgent = `Hookyard/${pkg.version}`;
 
@@ -100,37 +116,22 @@ export function createDelivery(subscription: WebhookSubscription, secrets: Secre
   };
 }
 
-/** Headers of a dead letter: the original ones, and why and after how many attempts it failed. */
-export function deadLetterHeaders(
-  original: MsgHdrs | undefined,
-  info: {
-    eventId: string;
-    receivedAt: Date;
-    attempts: number;
-    stream: string;
-    sequence: number;
-    result?: AttemptResult;
-    error?: string;
-  },
-): MsgHdrs {
-  const out = natsHeaders();
-  if (original) {
-    for (const key of original.keys()) {
-      // Nats-* headers steer the publish itself (dedup id, expectations); they are not part of the event.
-      if (key.toLowerCase().startsWith('nats-')) continue;
-      for (const value of original.values(key)) out.append(key, value);
-    }
-  }
-  out.set(h.deadLetterEventId, info.eventId);
-  out.set(h.receivedAt, info.receivedAt.toISOString());
-  if (info.result?.kind === 'Response') out.set(h.lastStatus, String(info.result.status));
-  out.set(h.lastError, (info.error ?? (info.result ? describeResult(info.result) : 'unknown')).slice(0, 512));
-  out.set(h.attempts, String(info.attempts));
-  out.set(h.sourceStream, info.stream);
-  out.set(h.sourceSequence, String(info.sequence));
-  return out;
+/** One source stream of the subscription, as the intake sees it. */
+interface SourceLoop extends SourceWindow {
+  stream: string;
+  /** `<namespace>/<endpoint>`, for events stored without a Hookyard-Endpoint header. */
+  endpoint: string;
+  consumer: Consumer;
+  /** Event-type patterns the dispatcher checks itself when JetStream could not (overlapping patterns). */
+  clientSideTypes?: string[];
 }
 
+/**
+ * Delivers one subscription. Each event goes through typed phases: the intake pulls no more than the flow gate
+ * can take (and leases what it pulls, so it is kept alive); the event is matched against the event types and the
+ * filter; the gate admits it (a slot, the breaker, a token); one attempt; its outcome (ack, retry, pause, dead
+ * letter); acks are batched. The phases' decisions are pure functions (outcome.ts, gate.ts).
+ */
 export async function startDispatcher(options: DispatcherOptions): Promise<Dispatcher> {
   const { subscription, nc, logger } = options;
   const spec = subscription.spec;
@@ -138,359 +139,285 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   const name = subscription.metadata.name;
   const log = logger.child({ namespace, subscription: name });
   const metrics = dispatcherMetrics(options.registry, namespace, name);
-  const policy = retryPolicy(spec.retry);
-  const filter = spec.filter ? compileFilter(spec.filter) : undefined;
-  const delivery = createDelivery(subscription, options.secrets);
-  const fetchExpiresMs = options.fetchExpiresMs ?? 5000;
-
   const jsm: JetStreamManager = await jetstreamManager(nc);
   const js: JetStreamClient = jetstream(nc);
   if (spec.deadLetter.enabled) await ensureStream(jsm, deadLetterStreamConfig(namespace, name, spec.deadLetter.maxAge));
+  const sources = await openSources(options, jsm, js);
+  if (sources.some((s) => s.paused) || spec.paused) metrics.paused(true);
 
-  interface Loop {
-    stream: string;
-    /** `<namespace>/<endpoint>`, for events stored without a Hookyard-Endpoint header. */
-    endpoint: string;
-    consumer: Consumer;
-    /** Event-type patterns the dispatcher checks itself when JetStream could not (overlapping patterns). */
-    clientSideTypes?: string[];
-  }
-  const loops: Loop[] = [];
-  for (const source of options.sources) {
-    const config = consumerConfig(source.namespace, name, source.endpoint, spec);
-    const info = await ensureConsumer(jsm, endpointStream(source.namespace, source.endpoint), config);
-    if (info.paused) metrics.paused(true);
-    // Patterns JetStream could not take as filter subjects (they overlap) are checked here instead.
-    const all = endpointSubjects(source.namespace, source.endpoint);
-    const patterns = spec.eventTypes.map((p) => eventFilterSubject(source.namespace, source.endpoint, p));
-    const clientSideTypes = config.filter_subjects.includes(all) && !patterns.includes(all) ? patterns : undefined;
-    loops.push({
-      stream: info.stream_name,
-      endpoint: `${source.namespace}/${source.endpoint}`,
-      consumer: await js.consumers.get(info.stream_name, name),
-      clientSideTypes,
-    });
-  }
-  if (spec.paused) metrics.paused(true);
-
-  const breaker = spec.circuitBreaker.enabled
-    ? new CircuitBreaker(spec.circuitBreaker.failureThreshold, durationMs(spec.circuitBreaker.openDuration))
-    : undefined;
-  if (breaker) {
-    breaker.onChange = (state) => {
-      metrics.circuit(circuitStateValue[state]);
-      log.warn({ circuit: state }, `circuit breaker ${state}`);
-      wake();
-    };
-  }
-  const bucket = spec.rateLimit
-    ? new TokenBucket(
-        spec.rateLimit.perSecond,
-        spec.rateLimit.burst ?? Math.max(1, Math.ceil(spec.rateLimit.perSecond)),
-      )
-    : undefined;
-
-  let stopping = false;
-  let inFlight = 0;
-  const running = new Set<Promise<void>>();
-  /** Messages this process nak'ed on purpose; any other redelivery may repeat an attempt that reached the target. */
-  const scheduled = new Set<string>();
-  /**
-   * Messages that arrived while the circuit was open or probing: they wait here, in order,
-   * and are kept from timing out with `working()`, so waiting never costs them a delivery attempt.
-   */
-  const held: { msg: JsMsg; loop: Loop }[] = [];
-  let wakeUp: () => void = () => {};
-  let changed = new Promise<void>((ok) => {
-    wakeUp = ok;
-  });
-  function wake() {
-    wakeUp();
-    changed = new Promise<void>((ok) => {
-      wakeUp = ok;
-    });
-  }
-  const stopFetches = new Set<() => void>();
-
-  async function pauseConsumers() {
-    const until = new Date(Date.now() + 100 * 365 * 24 * 3600 * 1000);
-    for (const loop of loops) await jsm.consumers.pause(loop.stream, name, until);
-    metrics.paused(true);
-  }
-
-  async function deadLetter(msg: JsMsg, attempts: number, reason: 'exhausted' | 'permanent', result?: AttemptResult) {
-    const error = result ? undefined : 'attempts used up by deliveries that were interrupted';
-    if (!spec.deadLetter.enabled) {
-      msg.term(`delivery failed (${reason}); dead letters are disabled`);
-      metrics.discarded(reason);
-      return;
-    }
-    const headers = deadLetterHeaders(msg.headers, {
-      eventId: msg.headers?.get(h.eventId) ?? '',
-      receivedAt: new Date(msg.info.timestampNanos / 1e6),
-      attempts,
-      stream: msg.info.stream,
-      sequence: msg.seq,
-      result,
-      error,
-    });
-    // The PubAck says the dead letter is stored; only then is the original given up.
-    await js.publish(deadLetterSubject(namespace, name), msg.data, { msgID: `${msg.info.stream}:${msg.seq}`, headers });
-    msg.term(`dead-lettered (${reason})`);
-    metrics.deadLetter(reason);
-    log.warn(
-      {
-        eventId: msg.headers?.get(h.eventId),
-        attempts,
-        reason,
-        last: error ?? describeResult(result as AttemptResult),
-      },
-      'event dead-lettered',
-    );
-    void postToSink(msg.data, headers);
-  }
-
-  // The sink goes through the same guarded pool as targets: no link-local or metadata addresses unless allowed.
-  const sink =
-    spec.deadLetter.sinkUrl &&
-    new Target({
-      url: spec.deadLetter.sinkUrl,
-      timeoutMs: 10_000,
-      connections: 2,
-      allowPrivateAddresses: spec.target.allowPrivateAddresses,
-    });
-
-  async function postToSink(body: Uint8Array, headers: MsgHdrs) {
-    if (!sink) return;
-    // Best effort: the dead letter is already stored; the sink is a notification.
-    const plain: Record<string, string> = { 'user-agent': userAgent };
-    for (const key of headers.keys()) plain[key] = headers.get(key);
-    const result = await sink.send({ method: 'POST', headers: plain, body });
-    if (result.kind !== 'Response' || result.status >= 300) {
-      log.warn({ result: describeResult(result) }, 'dead-letter sink did not take the dead letter');
-    }
-  }
-
-  /**
-   * Acks go out together once per turn of the event loop: each is a small NATS message, and writing them one
-   * socket write at a time costs more than the delivery around them. An ack lost to a crash in between only
-   * means a redelivery, which is counted as a possible duplicate.
-   */
-  let acks: JsMsg[] = [];
-  function ack(msg: JsMsg) {
-    if (acks.length === 0) setImmediate(flushAcks);
-    acks.push(msg);
-  }
-  function flushAcks() {
-    const batch = acks;
-    acks = [];
-    for (const m of batch) m.ack();
-  }
-
-  async function handle(msg: JsMsg, loop: Loop): Promise<void> {
-    const attempt = msg.info.deliveryCount;
-    const key = `${msg.info.stream}:${msg.seq}`;
-    if (attempt > 1 && !scheduled.delete(key)) metrics.possibleDuplicate();
-    const receivedAt = new Date(msg.info.timestampNanos / 1e6);
-    const event = storedEvent({ data: msg.data, headers: msg.headers, receivedAt }, loop.endpoint);
-    if (loop.clientSideTypes && !loop.clientSideTypes.some((p) => subjectMatches(p, msg.subject))) {
-      ack(msg);
-      metrics.filtered();
-      return;
-    }
-    if (filter && !filter({ type: event.type, headers: event.originalHeaders, body: await event.view() })) {
-      ack(msg);
-      metrics.filtered();
-      return;
-    }
-    if (attempt > policy.maxAttempts) {
-      await deadLetter(msg, attempt - 1, 'exhausted');
-      return;
-    }
-    const started = performance.now();
-    const result = await delivery.send(event, attempt);
-    const seconds = (performance.now() - started) / 1000;
-    const cls = statusClass(result);
-    const decision = decide(result, attempt, policy);
-    const targetFailed =
-      result.kind === 'TargetTimeout' ||
-      result.kind === 'TargetUnreachable' ||
-      decision.action === 'retry' ||
-      (decision.action === 'dead-letter' && decision.reason === 'exhausted');
-    if (targetFailed) breaker?.failure();
-    else breaker?.success();
-    const logged = { eventId: event.id, eventType: event.type, attempt, result: describeResult(result) };
-    switch (decision.action) {
-      case 'ack': {
-        ack(msg);
-        metrics.attempt('delivered', cls, seconds);
-        const receivedAt = event.receivedAt ? Date.parse(event.receivedAt) : Number.NaN;
-        metrics.delivered(Number.isNaN(receivedAt) ? undefined : (Date.now() - receivedAt) / 1000);
-        log.debug(logged, 'delivered');
-        return;
-      }
-      case 'retry':
-        scheduled.add(key);
-        msg.nak(decision.delayMs);
-        metrics.attempt('retried', cls, seconds);
-        metrics.retry();
-        log.info({ ...logged, delayMs: decision.delayMs }, 'delivery failed, retry scheduled');
-        return;
-      case 'pause':
-        metrics.attempt('paused', cls, seconds);
-        log.error(logged, 'target answered 410 Gone: subscription paused until resumed');
-        await pauseConsumers();
-        scheduled.add(key);
-        msg.nak();
-        return;
-      case 'dead-letter':
-        metrics.attempt('dead_lettered', cls, seconds);
-        await deadLetter(msg, attempt, decision.reason, result);
-        return;
-    }
-  }
-
-  function start(msg: JsMsg, loop: Loop) {
-    inFlight++;
-    breaker?.started();
-    metrics.inFlight(inFlight);
-    const p = handle(msg, loop)
-      .catch((err) => {
-        // NATS trouble while acking or dead-lettering: hand the event out again shortly; nothing is lost.
-        log.error(
-          { error: (err as Error).message, seq: msg.seq },
-          'delivery bookkeeping failed; event will be redelivered',
-        );
-        scheduled.add(`${msg.info.stream}:${msg.seq}`);
-        msg.nak(1000);
-      })
-      .finally(() => {
-        inFlight--;
-        metrics.inFlight(inFlight);
-        running.delete(p);
-        wake();
-      });
-    running.add(p);
-  }
-
-  /** Events waiting in slot(): kept alive like held ones, so a slow rate limit does not cost them an attempt. */
-  const waiting = new Set<JsMsg>();
-
-  /** Waits for a free slot and, with a rate limit, a token. */
-  async function slot(msg: JsMsg): Promise<void> {
-    waiting.add(msg);
-    try {
-      while (!stopping && inFlight >= spec.concurrency) await changed;
-      for (let wait = bucket?.take() ?? 0; wait > 0 && !stopping; wait = bucket?.take() ?? 0) await sleep(wait);
-    } finally {
-      waiting.delete(msg);
-    }
-  }
-
-  const ackWaitMs = durationMs(spec.ackWait);
-  const keepHeld = setInterval(
-    () => {
-      for (const { msg } of held) msg.working();
-      for (const msg of waiting) msg.working();
+  const deliver = deliveryPhases(options, { js, jsm, metrics, log, sources: sources.map((s) => s.loop) });
+  const intake = startIntake(
+    sources.map((s) => s.loop),
+    deliver,
+    {
+      paused: spec.paused,
+      fetchExpiresMs: options.fetchExpiresMs ?? 5000,
+      log,
     },
-    Math.max(100, Math.floor(ackWaitMs / 3)),
   );
-  keepHeld.unref();
-
-  /**
-   * Consumes one source. While the circuit is closed, a pull subscription keeps up to `concurrency` events on
-   * their way, and each one starts as soon as a slot is free. When the circuit opens, the subscription stops:
-   * events already received wait here (kept alive with `working()`, so waiting costs no delivery attempt) and
-   * go out one at a time as probes once the breaker lets them, then the subscription starts again.
-   */
-  async function run(loop: Loop) {
-    const closed = () => !breaker || breaker.state === 'closed';
-    while (!stopping) {
-      if (spec.paused) {
-        await Promise.race([changed, sleep(1000)]);
-        continue;
-      }
-      if (!closed() || held.length > 0) {
-        if (inFlight >= spec.concurrency || !breaker || breaker.allowance(1) === 0) {
-          await Promise.race([changed, sleep(100)]);
-          continue;
-        }
-        const next = held.findIndex((h) => h.loop === loop);
-        if (next >= 0) {
-          const [{ msg }] = held.splice(next, 1) as [{ msg: JsMsg; loop: Loop }];
-          start(msg, loop);
-        } else if (!closed()) {
-          await pull(loop, { max_messages: 1, expires: fetchExpiresMs }, true);
-        } else {
-          await Promise.race([changed, sleep(100)]); // another source's held events go first
-        }
-        continue;
-      }
-      // With a rate limit, events are pulled one by one: one waiting for its token is kept alive, a batch
-      // buffered behind it would not be, and would be handed out again once ackWait passed.
-      const batch = bucket ? 1 : Math.max(1, spec.concurrency);
-      await pull(loop, { max_messages: batch, expires: fetchExpiresMs }, false);
-    }
-  }
-
-  async function pull(loop: Loop, options: { max_messages: number; expires: number }, once: boolean) {
-    try {
-      const messages = once ? await loop.consumer.fetch(options) : await loop.consumer.consume(options);
-      const stop = () => messages.stop();
-      stopFetches.add(stop);
-      try {
-        for await (const msg of messages) {
-          if (stopping) {
-            msg.nak(); // not attempted: hand it straight to whoever runs next
-            continue;
-          }
-          await slot(msg);
-          if (stopping) msg.nak();
-          else if (breaker && breaker.allowance(1) === 0) {
-            held.push({ msg, loop });
-            messages.stop();
-          } else start(msg, loop);
-        }
-      } finally {
-        stopFetches.delete(stop);
-      }
-    } catch (err) {
-      if (!stopping) {
-        log.warn({ error: (err as Error).message, stream: loop.stream }, 'pull failed; retrying');
-        await sleep(500);
-      }
-    }
-  }
-
   const status = setInterval(async () => {
     try {
       let paused = spec.paused;
-      for (const loop of loops) paused ||= (await jsm.consumers.info(loop.stream, name)).paused === true;
+      for (const { loop } of sources) paused ||= (await jsm.consumers.info(loop.stream, name)).paused === true;
       metrics.paused(paused);
     } catch {
       // the next round tries again
     }
   }, options.statusIntervalMs ?? 10_000);
   status.unref();
-
-  const loopsDone = Promise.all(loops.map((l) => run(l)));
-  log.info({ sources: loops.map((l) => l.stream), target: delivery.target.url.origin }, 'dispatcher started');
+  log.info({ sources: sources.map((s) => s.loop.stream), target: deliver.targetOrigin }, 'dispatcher started');
 
   return {
     async stop() {
-      if (stopping) return;
-      stopping = true;
+      if (intake.stopping) return;
       clearInterval(status);
-      clearInterval(keepHeld);
-      for (const stop of stopFetches) stop();
-      for (const { msg } of held.splice(0)) msg.nak();
-      wake();
-      await loopsDone;
-      while (running.size > 0) await Promise.all([...running]);
-      flushAcks();
-      await delivery.target.close();
-      if (sink) await sink.close();
+      await intake.stop(); // no new pulls; waiting events handed back, deliveries in flight finished
+      await deliver.close();
       log.info('dispatcher stopped');
+    },
+  };
+}
+
+/** The durable consumer of each source, created or updated in place. */
+async function openSources(options: DispatcherOptions, jsm: JetStreamManager, js: JetStreamClient) {
+  const spec = options.subscription.spec;
+  const name = options.subscription.metadata.name;
+  const out: { loop: SourceLoop; paused: boolean }[] = [];
+  for (const source of options.sources) {
+    const config = consumerConfig(source.namespace, name, source.endpoint, spec);
+    const info = await ensureConsumer(jsm, endpointStream(source.namespace, source.endpoint), config);
+    // Patterns JetStream could not take as filter subjects (they overlap) are checked here instead.
+    const all = endpointSubjects(source.namespace, source.endpoint);
+    const patterns = spec.eventTypes.map((p) => eventFilterSubject(source.namespace, source.endpoint, p));
+    const clientSideTypes = config.filter_subjects.includes(all) && !patterns.includes(all) ? patterns : undefined;
+    const loop: SourceLoop = {
+      stream: info.stream_name,
+      endpoint: `${source.namespace}/${source.endpoint}`,
+      consumer: await js.consumers.get(info.stream_name, name),
+      clientSideTypes,
+      // With a rate limit, events are pulled one by one: a batch would only wait for its tokens.
+      cap: spec.rateLimit ? 1 : spec.concurrency,
+      outstanding: 0,
+      held: 0,
+    };
+    out.push({ loop, paused: info.paused === true });
+  }
+  return out;
+}
+
+/**
+ * The phases after an event is pulled: match, gate, attempt, outcome, dead letter, ack. `deliver(msg, source)`
+ * runs them for one event and settles it (ack, nak or term) whatever happens; it never rejects.
+ */
+function deliveryPhases(
+  options: DispatcherOptions,
+  ctx: { js: JetStreamClient; jsm: JetStreamManager; metrics: DispatcherMetrics; log: Logger; sources: SourceLoop[] },
+) {
+  const { subscription, nc } = options;
+  const { metrics, log } = ctx;
+  const spec = subscription.spec;
+  const namespace = subscription.metadata.namespace ?? 'default';
+  const name = subscription.metadata.name;
+  const policy = retryPolicy(spec.retry);
+  const filter = spec.filter ? compileFilter(spec.filter) : undefined;
+  const delivery = createDelivery(subscription, options.secrets);
+  const deadLetters = createDeadLetters({ spec, namespace, subscription: name, js: ctx.js, metrics, log, userAgent });
+  const acks = new AckBatcher<JsMsg>();
+  const leases = new Leases<JsMsg>(durationMs(spec.ackWait));
+  const { gate, breaker } = flowGate(spec, metrics, log);
+  const retries = sharedRetries(nc, retrySubject(namespace, name), {
+    capacity: ctx.sources.length * (spec.concurrency + retryBacklog),
+    graceMs: durationMs(spec.ackWait),
+    onSize: metrics.scheduledRetries,
+  });
+
+  async function pauseConsumers() {
+    const until = new Date(Date.now() + 100 * 365 * 24 * 3600 * 1000);
+    for (const source of ctx.sources) await ctx.jsm.consumers.pause(source.stream, name, until);
+    metrics.paused(true);
+  }
+
+  /** Match and gate: whether the event is attempted now (true), or was settled without an attempt (false). */
+  async function admit(msg: JsMsg, source: SourceLoop, event: StoredEvent): Promise<boolean> {
+    const typeMatches = !source.clientSideTypes || source.clientSideTypes.some((p) => subjectMatches(p, msg.subject));
+    const matches =
+      typeMatches &&
+      (!filter || filter({ type: event.type, headers: event.originalHeaders, body: await event.view() }));
+    const attempt = msg.info.deliveryCount;
+    switch (beforeAttempt(attempt, matches, policy)) {
+      case 'skip':
+        acks.ack(msg);
+        metrics.filtered();
+        return false;
+      case 'exhausted':
+        await deadLetters.store(msg, attempt - 1, 'exhausted');
+        return false;
+      case 'attempt':
+        if (await gate.admit()) return true;
+        msg.nak(); // stopping: not attempted, handed straight to whoever runs next
+        return false;
+    }
+  }
+
+  /** One attempt and what follows it. Runs holding a gate slot. */
+  async function attemptAndSettle(msg: JsMsg, event: StoredEvent): Promise<void> {
+    const attempt = msg.info.deliveryCount;
+    const started = performance.now();
+    const result = await delivery.send(event, attempt);
+    const seconds = (performance.now() - started) / 1000;
+    const decision = decide(result, attempt, policy);
+    if (targetFailed(result, decision)) breaker?.failure();
+    else breaker?.success();
+    metrics.attempt(attemptOutcome[decision.action], statusClass(result), seconds);
+    const logged = { eventId: event.id, eventType: event.type, attempt, result: describeResult(result) };
+    switch (decision.action) {
+      case 'ack': {
+        acks.ack(msg);
+        const receivedAt = event.receivedAt ? Date.parse(event.receivedAt) : Number.NaN;
+        metrics.delivered(Number.isNaN(receivedAt) ? undefined : (Date.now() - receivedAt) / 1000);
+        log.debug(logged, 'delivered');
+        return;
+      }
+      case 'retry':
+        retries.schedule(msg, decision.delayMs);
+        metrics.retry();
+        log.info({ ...logged, delayMs: decision.delayMs }, 'delivery failed, retry scheduled');
+        return;
+      case 'pause':
+        log.error(logged, 'target answered 410 Gone: subscription paused until resumed');
+        await pauseConsumers();
+        retries.schedule(msg, null);
+        return;
+      case 'dead-letter':
+        await deadLetters.store(msg, attempt, decision.reason, result);
+        return;
+    }
+  }
+
+  async function deliver(msg: JsMsg, source: SourceLoop): Promise<void> {
+    leases.take(msg);
+    try {
+      const attempt = msg.info.deliveryCount;
+      if (attempt > 1 && !retries.redelivered(msg)) metrics.possibleDuplicate();
+      const receivedAt = new Date(msg.info.timestampNanos / 1e6);
+      const event = storedEvent({ data: msg.data, headers: msg.headers, receivedAt }, source.endpoint);
+      if (!(await admit(msg, source, event))) return;
+      try {
+        await attemptAndSettle(msg, event);
+      } finally {
+        gate.done();
+      }
+    } catch (err) {
+      // NATS trouble while acking or dead-lettering: hand the event out again shortly; nothing is lost.
+      log.error(
+        { error: (err as Error).message, seq: msg.seq },
+        'delivery bookkeeping failed; event will be redelivered',
+      );
+      retries.schedule(msg, 1000);
+    } finally {
+      leases.release(msg);
+    }
+  }
+
+  return {
+    deliver,
+    gate,
+    breaker,
+    targetOrigin: delivery.target.url.origin,
+    /** After the intake stopped: waiting events are handed back, pending acks written, connections closed. */
+    async close() {
+      retries.close();
+      leases.stop();
+      acks.flush();
+      await delivery.target.close();
+      await deadLetters.close();
+    },
+  };
+}
+type DeliveryPhases = ReturnType<typeof deliveryPhases>;
+
+/**
+ * The fetch phase: per source, pulls of at most what the window and the breaker allow (`pullSize`), each event
+ * handed to `deliver` as it arrives, so no event sits in a buffer unleased. Stopping ends the pulls, refuses what
+ * still waits at the gate (nak'ed at once), and waits for the deliveries in flight.
+ */
+function startIntake(
+  sources: SourceLoop[],
+  phases: DeliveryPhases,
+  options: { paused: boolean; fetchExpiresMs: number; log: Logger },
+) {
+  let stopping = false;
+  const running = new Set<Promise<void>>();
+  const openPulls = new Set<{ stop(): void }>();
+  // One promise that every waiting source loop shares, replaced each time it is resolved.
+  let wakeUp: () => void = () => {};
+  let changed = new Promise<void>((ok) => (wakeUp = ok));
+  const wake = () => {
+    wakeUp();
+    changed = new Promise<void>((ok) => (wakeUp = ok));
+  };
+
+  function receive(msg: JsMsg, source: SourceLoop) {
+    if (stopping) {
+      msg.nak(); // not attempted: hand it straight to whoever runs next
+      return;
+    }
+    source.held++;
+    const p = phases.deliver(msg, source).finally(() => {
+      source.held--;
+      running.delete(p);
+      wake();
+    });
+    running.add(p);
+  }
+
+  async function pull(source: SourceLoop, size: number) {
+    source.outstanding += size;
+    let received = 0;
+    try {
+      const messages = await source.consumer.fetch({ max_messages: size, expires: options.fetchExpiresMs });
+      if (stopping) messages.stop();
+      openPulls.add(messages);
+      try {
+        for await (const msg of messages) {
+          received++;
+          source.outstanding--;
+          receive(msg, source);
+        }
+      } finally {
+        openPulls.delete(messages);
+      }
+    } catch (err) {
+      if (!stopping) {
+        options.log.warn({ error: (err as Error).message, stream: source.stream }, 'pull failed; retrying');
+        await sleep(500);
+      }
+    } finally {
+      source.outstanding -= size - received;
+      wake();
+    }
+  }
+
+  async function run(source: SourceLoop) {
+    while (!stopping) {
+      const size = options.paused ? 0 : pullSize(source, phases.breaker?.state, phases.gate.waiting);
+      if (size > 0) void pull(source, size);
+      else await Promise.race([changed, sleep(options.paused ? 1000 : 100)]);
+    }
+  }
+
+  const loops = Promise.all(sources.map(run));
+  return {
+    get stopping() {
+      return stopping;
+    },
+    async stop() {
+      stopping = true;
+      for (const p of openPulls) p.stop();
+      phases.gate.close();
+      wake();
+      await loops;
+      while (running.size > 0) await Promise.all([...running]);
     },
   };
 }

@@ -69,7 +69,7 @@ export function dispatcherMetrics(registry: Registry, namespace: string, subscri
   });
   const duplicates = shared(Counter, {
     name: 'hookyard_dispatcher_possible_duplicates_total',
-    help: 'Redeliveries this dispatcher did not schedule (a crash or ack timeout after an attempt): the target may see the event twice.',
+    help: 'Redeliveries no replica of the subscription scheduled (a crash or lost connection after an attempt): the target may see the event twice.',
     labelNames: ['namespace', 'subscription'],
     registers,
   });
@@ -105,6 +105,12 @@ export function dispatcherMetrics(registry: Registry, namespace: string, subscri
     labelNames: ['namespace', 'subscription'],
     registers,
   });
+  const scheduledRetries = shared(Gauge, {
+    name: 'hookyard_dispatcher_scheduled_retries',
+    help: 'Retries scheduled by any replica of the subscription that no replica has taken yet, as this one knows them.',
+    labelNames: ['namespace', 'subscription'],
+    registers,
+  });
 
   for (const status_class of statusClasses) {
     for (const outcome of attemptOutcomes) attempts.inc({ ...base, outcome, status_class }, 0);
@@ -117,7 +123,7 @@ export function dispatcherMetrics(registry: Registry, namespace: string, subscri
   }
   for (const c of [retries, delivered, filtered, duplicates]) c.inc(base, 0);
   latency.zero(base);
-  for (const g of [circuit, paused, inFlight]) g.set(base, 0);
+  for (const g of [circuit, paused, inFlight, scheduledRetries]) g.set(base, 0);
 
   return {
     attempt(outcome: AttemptOutcome, statusClass: StatusClass, seconds: number) {
@@ -137,6 +143,7 @@ export function dispatcherMetrics(registry: Registry, namespace: string, subscri
     circuit: (value: number) => circuit.set(base, value),
     paused: (on: boolean) => paused.set(base, on ? 1 : 0),
     inFlight: (n: number) => inFlight.set(base, n),
+    scheduledRetries: (n: number) => scheduledRetries.set(base, n),
   };
 }
 export type DispatcherMetrics = ReturnType<typeof dispatcherMetrics>;

@@ -107,3 +107,38 @@ export function parseRetryAfter(value: string | undefined, now = Date.now()): nu
   const at = Date.parse(text);
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
+
+/**
+ * Before an attempt: an event the event types or the filter exclude is skipped (acked, counted as filtered); one
+ * whose delivery count is already past maxAttempts (attempts cut short by crashes) goes to the dead letters
+ * without another attempt; anything else is attempted.
+ */
+export function beforeAttempt(
+  attempt: number,
+  matches: boolean,
+  policy: RetryPolicy,
+): 'skip' | 'exhausted' | 'attempt' {
+  if (!matches) return 'skip';
+  return attempt > policy.maxAttempts ? 'exhausted' : 'attempt';
+}
+
+/** What an attempt's decision is called in the attempts metric. */
+export const attemptOutcome = {
+  ack: 'delivered',
+  retry: 'retried',
+  pause: 'paused',
+  'dead-letter': 'dead_lettered',
+} as const satisfies Record<Decision['action'], string>;
+
+/**
+ * Whether the attempt counts against the target for the circuit breaker: no answer in time, no connection, or an
+ * answer that is retried (or was the last of the retries). A permanent 4xx is the request's fault, not the target's.
+ */
+export function targetFailed(result: AttemptResult, decision: Decision): boolean {
+  return (
+    result.kind === 'TargetTimeout' ||
+    result.kind === 'TargetUnreachable' ||
+    decision.action === 'retry' ||
+    (decision.action === 'dead-letter' && decision.reason === 'exhausted')
+  );
+}

@@ -515,6 +515,68 @@ describe('dispatcher', () => {
     assert.equal(await t.metric('hookyard_dispatcher_possible_duplicates_total'), 0);
   });
 
+  it('keeps an event alive while it is being delivered: waiting, then attempted, longer than ackWait', async () => {
+    // One at a time, each delivery takes 2.7s of a 3s ackWait: an event that waited for the one before it is
+    // held for more than ackWait in all. JetStream must not hand it out again meanwhile.
+    const t = await setup({ concurrency: 1, ackWait: '3s', target: { timeout: '2950ms' } }, async (_r, res) => {
+      await new Promise((ok) => setTimeout(ok, 2700));
+      res.end();
+    });
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) ids.push((await t.publish({ type: 'order.shipped', body: `{"i":${i}}` })).id);
+    await t.run();
+    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) >= 4);
+    await new Promise((ok) => setTimeout(ok, 1000)); // a redelivery of the last one would come by now
+    assert.deepEqual(t.target.received.map((r) => r.headers['hookyard-event-id']).sort(), ids.sort());
+    assert.equal(await t.metric('hookyard_dispatcher_possible_duplicates_total'), 0);
+  });
+
+  it('with two replicas on one subscription: retries counted once, no false duplicates, bookkeeping back to 0', async () => {
+    const failedOnce = new Set<string>();
+    const spec = { concurrency: 2, retry: { maxAttempts: 5, ...fast }, circuitBreaker: { enabled: false } };
+    const t = await setup(spec, (r, res) => {
+      const id = String(r.headers['hookyard-event-id']);
+      res.statusCode = failedOnce.has(id) ? 200 : 503;
+      failedOnce.add(id);
+      res.end();
+    });
+    const second = await natsSetup(t.names.namespace, t.names.endpoint);
+    const registry = new Registry();
+    const total = 20;
+    await t.run();
+    const replica = await startDispatcher({
+      subscription: t.sub,
+      sources: [{ namespace: t.names.namespace, endpoint: t.names.endpoint, provider: 'proign' }],
+      secrets,
+      nc: second.nc,
+      registry,
+      logger: quietLogger,
+      fetchExpiresMs: 1000,
+    });
+    cleanups.push(async () => {
+      await replica.stop();
+      await second.nc.drain();
+    });
+    for (let i = 0; i < total; i++) await t.publish({ type: 'order.shipped', body: `{"i":${i}}` });
+    const both = async (name: string) =>
+      (await t.metric(name)) + metricValue(await registry.metrics(), name, { namespace: t.names.namespace });
+    await eventually(async () => (await both('hookyard_dispatcher_delivered_total')) === total);
+    assert.equal(t.target.received.length, 2 * total, 'one failed attempt and one delivery per event');
+    assert.equal(await both('hookyard_dispatcher_retries_total'), total);
+    const attempts = async (r: Registry) =>
+      metricValue(await r.metrics(), 'hookyard_dispatcher_attempts_total', {
+        outcome: 'retried',
+        status_class: '5xx',
+      }) +
+      metricValue(await r.metrics(), 'hookyard_dispatcher_attempts_total', {
+        outcome: 'delivered',
+        status_class: '2xx',
+      });
+    assert.ok((await attempts(t.registry)) > 0 && (await attempts(registry)) > 0, 'both replicas delivered');
+    assert.equal(await both('hookyard_dispatcher_possible_duplicates_total'), 0);
+    await eventually(async () => (await both('hookyard_dispatcher_scheduled_retries')) === 0);
+  });
+
   it('also posts a dead letter to the sink URL', async () => {
     const sink = await startTarget();
     cleanups.push(() => sink.close());
@@ -566,6 +628,7 @@ describe('dispatcher', () => {
       'hookyard_dispatcher_possible_duplicates_total',
       'hookyard_dispatcher_circuit_state',
       'hookyard_dispatcher_paused',
+      'hookyard_dispatcher_scheduled_retries',
     ]) {
       assert.equal(metricValue(text, name, { namespace: t.names.namespace }), 0, name);
     }

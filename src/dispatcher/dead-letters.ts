@@ -1,0 +1,109 @@
+// The dead-letter phase: an event whose delivery failed for good is stored in the subscription's dead-letter
+// stream (and posted to the sink, if any), and only after the PubAck is the original terminated.
+import type { JetStreamClient, JsMsg } from '@nats-io/jetstream';
+import { type MsgHdrs, headers as natsHeaders } from '@nats-io/transport-node';
+import type { WebhookSubscriptionSpec } from '../api/webhook-subscription.ts';
+import { deadLetterSubject, headers as h } from '../jetstream/layout.ts';
+import type { Logger } from '../runtime/log.ts';
+import type { DispatcherMetrics } from './metrics.ts';
+import { type AttemptResult, describeResult } from './outcome.ts';
+import { Target } from './target.ts';
+
+export type DeadLetterReason = 'exhausted' | 'permanent';
+
+/** Headers of a dead letter: the original ones, and why and after how many attempts it failed. */
+export function deadLetterHeaders(
+  original: MsgHdrs | undefined,
+  info: {
+    eventId: string;
+    receivedAt: Date;
+    attempts: number;
+    stream: string;
+    sequence: number;
+    result?: AttemptResult;
+    error?: string;
+  },
+): MsgHdrs {
+  const out = natsHeaders();
+  if (original) {
+    for (const key of original.keys()) {
+      // Nats-* headers steer the publish itself (dedup id, expectations); they are not part of the event.
+      if (key.toLowerCase().startsWith('nats-')) continue;
+      for (const value of original.values(key)) out.append(key, value);
+    }
+  }
+  out.set(h.deadLetterEventId, info.eventId);
+  out.set(h.receivedAt, info.receivedAt.toISOString());
+  if (info.result?.kind === 'Response') out.set(h.lastStatus, String(info.result.status));
+  out.set(h.lastError, (info.error ?? (info.result ? describeResult(info.result) : 'unknown')).slice(0, 512));
+  out.set(h.attempts, String(info.attempts));
+  out.set(h.sourceStream, info.stream);
+  out.set(h.sourceSequence, String(info.sequence));
+  return out;
+}
+
+export interface DeadLetterOptions {
+  spec: WebhookSubscriptionSpec;
+  namespace: string;
+  subscription: string;
+  js: JetStreamClient;
+  metrics: DispatcherMetrics;
+  log: Logger;
+  userAgent: string;
+}
+
+export function createDeadLetters(options: DeadLetterOptions) {
+  const { spec, metrics, log } = options;
+  // The sink goes through the same guarded pool as targets: no link-local or metadata addresses unless allowed.
+  const sink = spec.deadLetter.sinkUrl
+    ? new Target({
+        url: spec.deadLetter.sinkUrl,
+        timeoutMs: 10_000,
+        connections: 2,
+        allowPrivateAddresses: spec.target.allowPrivateAddresses,
+      })
+    : undefined;
+
+  async function postToSink(body: Uint8Array, headers: MsgHdrs) {
+    if (!sink) return;
+    // Best effort: the dead letter is already stored; the sink is a notification.
+    const plain: Record<string, string> = { 'user-agent': options.userAgent };
+    for (const key of headers.keys()) plain[key] = headers.get(key);
+    const result = await sink.send({ method: 'POST', headers: plain, body });
+    if (result.kind !== 'Response' || result.status >= 300) {
+      log.warn({ result: describeResult(result) }, 'dead-letter sink did not take the dead letter');
+    }
+  }
+
+  return {
+    /** Stores the event as a dead letter, then terminates the original (or only terminates it, when disabled). */
+    async store(msg: JsMsg, attempts: number, reason: DeadLetterReason, result?: AttemptResult): Promise<void> {
+      const error = result ? undefined : 'attempts used up by deliveries that were interrupted';
+      if (!spec.deadLetter.enabled) {
+        msg.term(`delivery failed (${reason}); dead letters are disabled`);
+        metrics.discarded(reason);
+        return;
+      }
+      const headers = deadLetterHeaders(msg.headers, {
+        eventId: msg.headers?.get(h.eventId) ?? '',
+        receivedAt: new Date(msg.info.timestampNanos / 1e6),
+        attempts,
+        stream: msg.info.stream,
+        sequence: msg.seq,
+        result,
+        error,
+      });
+      // The PubAck says the dead letter is stored; only then is the original given up.
+      await options.js.publish(deadLetterSubject(options.namespace, options.subscription), msg.data, {
+        msgID: `${msg.info.stream}:${msg.seq}`,
+        headers,
+      });
+      msg.term(`dead-lettered (${reason})`);
+      metrics.deadLetter(reason);
+      const last = error ?? describeResult(result as AttemptResult);
+      log.warn({ eventId: msg.headers?.get(h.eventId), attempts, reason, last }, 'event dead-lettered');
+      void postToSink(msg.data, headers);
+    },
+    close: () => sink?.close(),
+  };
+}

@@ -15,8 +15,10 @@ export interface Preset {
   registrationCheck?: { header: string; value: string };
   routes?: NonNullable<Spec['routes']>;
   fallbackContentType?: 'json' | 'form' | 'xml';
-  /** Header whose presence with a value above 0 marks a provider's retry (counted, and stored). */
+  /** Header whose presence marks a provider's retry (counted, and stored). */
   retryHeader?: string;
+  /** Header with the provider's id of one delivery attempt: logged when the attempt is a duplicate. */
+  deliveryHeader?: string;
 }
 
 /** printIQ's 28 webhook events; CreateJobXml and UpdateJobStatus_Xml send XML, the others JSON. */
@@ -75,7 +77,10 @@ export const presets: Record<ProviderName, Preset> = {
     eventType: { source: 'body', bodyPaths: ['type'] },
     dedup: { source: 'body', bodyPaths: ['id'] },
     status: 200,
+    // Its document lists X-Proign-Retry-Count among the headers that retry requests add, numbered 0-4 for its five
+    // retries (1m, 5m, 30m, 2h, 24h): 0 is the first retry, so the header's presence marks a retry.
     retryHeader: 'X-Proign-Retry-Count',
+    deliveryHeader: 'X-Proign-Delivery-ID',
   },
   // printIQ signs nothing; its team links each event to a URL, so each event is a route and names the type.
   printiq: {
@@ -104,11 +109,8 @@ export const presets: Record<ProviderName, Preset> = {
     },
     dedup: {
       source: 'body',
-      bodyPaths: [
-        'eventType|data.eventType|order_data.eventType',
-        'data.id|order_data.id',
-        'eventTime|timestamp_webhook_creation',
-      ],
+      // The key starts with the (aliased) event type already, so eventType itself is not repeated here.
+      bodyPaths: ['data.id|order_data.id', 'eventTime|timestamp_webhook_creation'],
     },
     status: 200,
     registrationCheck: { header: 'User-Agent', value: 'Shopflix WebHook Test' },

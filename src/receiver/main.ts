@@ -14,7 +14,13 @@ import { connectNats } from '../runtime/nats.ts';
 import { directorySecrets, type SecretStore } from '../runtime/secrets.ts';
 import { compileEndpoint } from './endpoint.ts';
 import { ReceiverMetrics } from './metrics.ts';
-import { type EndpointState, type ReceiverHandler, type ReceiverOptions, receiverHandler } from './server.ts';
+import {
+  type EndpointState,
+  type ReceiverHandler,
+  type ReceiverOptions,
+  receiverHandler,
+  refuseClientError,
+} from './server.ts';
 
 /**
  * Reads and checks the mounted ProviderEndpoint: its shape, with its defaults applied. Its CEL rules are left to
@@ -54,12 +60,19 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** Serves the receiver with keep-alive above common load balancers' idle timeouts (GCLB: 600 s). */
+/**
+ * Serves the receiver. Webhook senders give up on a request after 10-30 s (PROIGN: 30 s), so a request whose
+ * headers take over 20 s, or that is not complete after 60 s, is refused with 408 rather than held for minutes.
+ * Idle keep-alive connections stay open 620 s, above the idle timeouts of common load balancers (GCLB: 600 s), so
+ * the balancer closes them first and never sends a request on a connection the receiver is closing.
+ */
 export async function listen(handler: ReceiverHandler, port: number, host = '0.0.0.0'): Promise<RunningServer> {
-  const server = createServer(handler).listen(port, host);
+  // Timeouts are checked every 5 s (Node's default is 30 s), so the 20 s header timeout holds within 25 s.
+  const server = createServer({ connectionsCheckingInterval: 5_000 }, handler).listen(port, host);
+  server.headersTimeout = 20_000;
+  server.requestTimeout = 60_000;
   server.keepAliveTimeout = 620_000;
-  server.headersTimeout = 630_000;
-  server.requestTimeout = 660_000;
+  server.on('clientError', refuseClientError);
   await new Promise<void>((ok, fail) => server.once('listening', ok).once('error', fail));
   return {
     server,

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -109,7 +110,8 @@ describe('receiver process', () => {
       (await streamMessages(jsm, endpointStream('shop', 'orders'))).map((m) => m.header.get('Nats-Msg-Id')),
     );
     await nc.close();
-    const lost = accepted.filter((id) => !stored.has(id));
+    // The stored id is the dedup key: the event type, then the event's own id.
+    const lost = accepted.filter((id) => !stored.has(`charge.succeeded:${id}`));
     assert.deepEqual(lost, [], `answered 2xx but not stored: ${lost.join(', ')}`);
     assert.ok((statuses.get(503) ?? 0) > 0);
     assert.deepEqual(
@@ -123,6 +125,44 @@ describe('receiver process', () => {
     writeFileSync(secretFile, 'token-two\n');
     await until(async () => (await send('evt_rotated', 'token-two')).status === 200, 'new token accepted');
     assert.equal((await send('evt_old', 'token-one')).status, 401);
+  });
+
+  it('answers a 3 MiB body with 413 every time, not a connection reset', async () => {
+    // Like most HTTP clients, this one writes the whole body before it reads the response.
+    const body = Buffer.alloc(3 << 20, 'a');
+    const head = (framing: string) =>
+      `POST /hooks/shop/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n${framing}\r\n\r\n`;
+    const chunked = Buffer.concat([Buffer.from(`${body.length.toString(16)}\r\n`), body, Buffer.from('\r\n0\r\n\r\n')]);
+    const requests = [
+      Buffer.concat([Buffer.from(head(`Content-Length: ${body.length}`)), body]),
+      Buffer.concat([Buffer.from(head('Transfer-Encoding: chunked')), chunked]),
+    ];
+    const port = Number(new URL(base).port);
+    for (let i = 0; i < 10; i++) {
+      for (const request of requests) {
+        const answer = await new Promise<string>((ok) => {
+          const socket = connect(port, '127.0.0.1');
+          let text = '';
+          socket.on('data', (d) => {
+            text += d.toString();
+          });
+          socket.on('error', (err: NodeJS.ErrnoException) => ok(`${text} (${err.code})`));
+          socket.on('close', () => ok(text));
+          // In 64 KiB writes, each when the socket takes more, as a sender streams a body.
+          let at = 0;
+          const pump = () => {
+            while (at < request.length) {
+              const chunk = request.subarray(at, at + (64 << 10));
+              at += chunk.length;
+              if (!socket.write(chunk)) return socket.once('drain', pump);
+            }
+          };
+          pump();
+        });
+        assert.match(answer, /^HTTP\/1.1 413 /, `attempt ${i + 1}: ${answer.slice(0, 80)}`);
+        assert.match(answer, /"error":"too_large"/);
+      }
+    }
   });
 
   it('finishes an in-flight request on SIGTERM, then exits', async () => {

@@ -9,11 +9,13 @@ import { Registry } from 'prom-client';
 import { parse as parseYAML } from 'yaml';
 import { checkResource } from '../api/check.ts';
 import { type ProviderEndpoint, providerEndpoint } from '../api/provider-endpoint.ts';
+import { endpointStream } from '../jetstream/layout.ts';
 import { type Logger, log as rootLog } from '../runtime/log.ts';
 import { connectNats } from '../runtime/nats.ts';
 import { directorySecrets, type SecretStore } from '../runtime/secrets.ts';
 import { compileEndpoint } from './endpoint.ts';
 import { ReceiverMetrics } from './metrics.ts';
+import { jetStreamReadiness } from './readiness.ts';
 import {
   type EndpointState,
   type ReceiverHandler,
@@ -138,6 +140,11 @@ export async function main(args: string[]): Promise<void> {
   );
   metrics.natsConnected.set(1);
   let stopping = false;
+  const jetStream = jetStreamReadiness(
+    nats,
+    () => [endpointStream(resource.metadata.namespace ?? 'default', resource.metadata.name)],
+    log,
+  );
   const options: ReceiverOptions = {
     endpoints: () => endpoints,
     js: jetstream(nats.nc),
@@ -146,10 +153,12 @@ export async function main(args: string[]): Promise<void> {
       metrics.natsConnected.set(nats.connected() ? 1 : 0);
       return nats.connected();
     },
+    publishFailed: jetStream.failed,
     log,
   };
-  // Not ready while shutting down, so the Service stops routing here, but in-flight requests still publish.
-  const ready = () => options.natsReady() && !stopping;
+  // Ready when a publish would succeed, and not while shutting down, so the Service stops routing here; in-flight
+  // requests still publish.
+  const ready = () => options.natsReady() && jetStream.ready() && !stopping;
   const running = await listen(receiverHandler({ ...options, registry, ready }), Number(values.port));
   log.info({ port: running.port }, 'receiver listening');
 
@@ -176,6 +185,7 @@ export async function main(args: string[]): Promise<void> {
   log.info('shutting down: finishing in-flight requests');
   stopping = true;
   clearInterval(reload);
+  jetStream.stop();
   await running.close();
   await nats.nc.drain();
 }

@@ -24,6 +24,8 @@ export interface ReceiverOptions {
   natsReady: () => boolean;
   /** The server's max_payload: a body that cannot fit in one message is refused with 413, not retried forever. */
   maxPayload?: () => number | undefined;
+  /** Called when a publish fails, so readiness drops at once rather than at its next look. */
+  publishFailed?: () => void;
   log: Logger;
   publishTimeoutMs?: number;
 }
@@ -245,6 +247,7 @@ async function publish(
     });
     return ack.duplicate;
   } catch (err) {
+    options.publishFailed?.();
     options.log.warn({ endpoint: `${endpoint.namespace}/${endpoint.name}`, err: String(err) }, 'publish failed');
     throw new Refused('unavailable', 'event store unavailable; retry later');
   } finally {
@@ -303,7 +306,8 @@ export function receiverHandler(
     if (req.method === 'GET' && path === '/healthz') return reply(res, 200, { status: 'ok' });
     if (req.method === 'GET' && path === '/readyz') {
       const ok = ready();
-      return reply(res, ok ? 200 : 503, { status: ok ? 'ready' : 'not ready: NATS unreachable or shutting down' });
+      const status = ok ? 'ready' : 'not ready: NATS or its JetStream stream unreachable, or shutting down';
+      return reply(res, ok ? 200 : 503, { status });
     }
     if (req.method === 'GET' && path === '/metrics') {
       options.registry.metrics().then(

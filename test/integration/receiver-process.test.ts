@@ -14,7 +14,16 @@ import { parseResource } from '../../src/api/validate.ts';
 import { endpointStream } from '../../src/jetstream/layout.ts';
 import { endpointStreamConfig, ensureStream } from '../../src/jetstream/streams.ts';
 import { streamMessages, testNats } from '../harness/nats.ts';
-import { freePort, type NatsServer, root, startNats, tempDir } from '../harness/servers.ts';
+import {
+  binDir,
+  freePort,
+  type NatsServer,
+  root,
+  type Server,
+  startNats,
+  startProcess,
+  tempDir,
+} from '../harness/servers.ts';
 
 const manifest = {
   apiVersion: 'hookyard.io/v1alpha1',
@@ -91,19 +100,38 @@ describe('receiver process', () => {
       }
     };
     let phase = 'before';
+    let noJetStream: Server | undefined;
     const workers = Promise.all([1, 2, 3, 4].map(() => worker(() => phase === 'done')));
-    await until(async () => accepted.length >= 40, '40 events accepted');
-    const port = nats.port;
-    await nats.stop();
-    phase = 'down';
-    await until(async () => (statuses.get(503) ?? 0) >= 5, 'requests refused with 503 while NATS is down');
-    assert.equal((await fetch(`${base}/readyz`)).status, 503);
-    nats = await startNatsServer(port);
-    await until(async () => (await fetch(`${base}/readyz`)).status === 200, 'ready again after NATS restarts');
-    const after = accepted.length;
-    await until(async () => accepted.length >= after + 40, '40 more events accepted');
-    phase = 'done';
-    await workers;
+    try {
+      await until(async () => accepted.length >= 40, '40 events accepted');
+      const port = nats.port;
+      await nats.stop();
+      phase = 'down';
+      await until(async () => (statuses.get(503) ?? 0) >= 5, 'requests refused with 503 while NATS is down');
+      assert.equal((await fetch(`${base}/readyz`)).status, 503);
+      // A server that takes connections but whose JetStream does not answer, as after a restart while it recovers
+      // its streams: connected is not ready.
+      const monitor = await freePort();
+      const args = ['-a', '127.0.0.1', '-p', String(port), '-m', String(monitor)];
+      noJetStream = startProcess('nats-server-no-jetstream', join(binDir, 'nats-server'), args, work.path);
+      await until(async () => (await clientConnections(monitor)) > 0, 'receiver connected without JetStream');
+      for (let i = 0; i < 10; i++) {
+        assert.equal((await fetch(`${base}/readyz`)).status, 503, 'ready while JetStream does not answer');
+        await sleep(200);
+      }
+      await noJetStream.stop();
+      nats = await startNatsServer(port);
+      await until(async () => (await fetch(`${base}/readyz`)).status === 200, 'ready again after NATS restarts');
+      // Ready means a publish succeeds: from here on, no request is refused.
+      const refusedWhenReady = statuses.get(503) ?? 0;
+      const after = accepted.length;
+      await until(async () => accepted.length >= after + 40, '40 more events accepted');
+      assert.equal(statuses.get(503) ?? 0, refusedWhenReady, 'requests refused with 503 after /readyz said ready');
+    } finally {
+      phase = 'done';
+      await workers;
+      await noJetStream?.stop();
+    }
 
     const { jsm, nc } = await testNats(nats.url);
     const stored = new Set(
@@ -186,3 +214,9 @@ describe('receiver process', () => {
     assert.equal(code, 0);
   });
 });
+
+/** How many clients a nats-server has, from its monitoring port. */
+async function clientConnections(monitorPort: number): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${monitorPort}/connz`).catch(() => null);
+  return ((await res?.json()) as { num_connections?: number } | undefined)?.num_connections ?? 0;
+}

@@ -54,6 +54,17 @@ export const printiqEvents = [
   'UpdateSalesOrderStatusLine',
 ] as const;
 
+/**
+ * How long a dedup key is remembered when the endpoint does not say. A day covers providers' resends of an event
+ * they identify. A body hash cannot tell a resend from the same event happening again (a status set twice), so
+ * its window is an hour: long enough for a sender's quick retries after a timeout or a 503 (PROIGN's first three
+ * come after 1, 5 and 30 minutes), short enough that a real repeat an hour later is stored again.
+ */
+export function dedupWindow(spec: Pick<Spec, 'provider' | 'dedup'>): string {
+  if (spec.dedup?.window) return spec.dedup.window;
+  return (spec.dedup?.source ?? presets[spec.provider].dedup.source) === 'bodyHash' ? '1h' : '24h';
+}
+
 export const presets: Record<ProviderName, Preset> = {
   // HP Site Flow triggers post user-written JSON templates to two endpoints; no signature scheme, no event id, and
   // a missing Content-Type: application/json is a documented common mistake, so bodies default to JSON.

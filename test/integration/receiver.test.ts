@@ -443,6 +443,15 @@ describe('receiver', () => {
     assert.notEqual(events[0]?.header.get('Nats-Msg-Id'), events[1]?.header.get('Nats-Msg-Id'));
   });
 
+  it('remembers a body hash for an hour and a provider id for a day, unless the endpoint says', async () => {
+    const window = async (endpoint: string) =>
+      (await jsm.streams.info(endpointStream(namespace, endpoint))).config.duplicate_window / 1e9;
+    assert.equal(await window('open'), 3600, 'generic: body hash');
+    assert.equal(await window('siteflow'), 3600, 'siteflow: body hash');
+    assert.equal(await window('keyed'), 86_400, 'body fields');
+    assert.equal(await window('proign'), 86_400, 'proign: its event id');
+  });
+
   it('refuses a body that says JSON or XML and does not parse with 400 saying what is wrong, storing nothing', async () => {
     const siteflowToken = { 'X-Hookyard-Token': secretOf('siteflow-webhook', 'token') };
     const printiqToken = secretOf('printiq-webhook', 'token');

@@ -60,7 +60,7 @@ const plays: Play[] = [
   },
   {
     provider: 'proign',
-    what: 'same event again, X-Proign-Retry-Count: 1',
+    what: 'same event again, X-Proign-Retry-Count: 0 (its first retry)',
     send: () => sendSample('proign', url('proign'), sample('proign', 1), { secret: proignSecret }),
     expect: { status: 200, outcome: 'duplicate' },
   },

@@ -241,7 +241,9 @@ export const providerEndpointSpec = withRules(
         }),
         header: httpHeaderName('For source header: the header with the event id.').optional(),
         bodyPaths: z.array(z.string().min(1).max(128)).min(1).max(8).optional(),
-        window: duration('How long a key is remembered (the JetStream duplicate window).').default('24h'),
+        window: duration(
+          'How long a key is remembered (the JetStream duplicate window); default 1h for a body hash, 24h otherwise.',
+        ).optional(),
       }),
       {
         rule: "!has(self.source) || self.source != 'header' || has(self.header)",
@@ -313,7 +315,7 @@ export const providerEndpointSpec = withRules(
       .prefault({}),
   }),
   {
-    rule: '!has(self.dedup) || duration(self.dedup.window) <= duration(self.stream.maxAge)',
+    rule: '!has(self.dedup) || !has(self.dedup.window) || duration(self.dedup.window) <= duration(self.stream.maxAge)',
     message: 'dedup.window cannot be longer than stream.maxAge',
     fieldPath: '.dedup.window',
   },

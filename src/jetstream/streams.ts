@@ -9,11 +9,9 @@ import {
   type StreamConfig,
 } from '@nats-io/jetstream';
 import type { ProviderEndpointSpec } from '../api/provider-endpoint.ts';
+import { dedupWindow } from '../providers/presets.ts';
 import { durationNanos } from '../runtime/duration.ts';
 import { endpointStream, endpointSubjects } from './layout.ts';
-
-/** How long a dedup key is remembered when the endpoint does not say: a day covers providers' resends. */
-export const defaultDedupWindow = '24h';
 
 /**
  * The stream of one ProviderEndpoint. Limits retention: every subscription reads every event, and events that
@@ -22,7 +20,7 @@ export const defaultDedupWindow = '24h';
 export function endpointStreamConfig(
   namespace: string,
   name: string,
-  spec: Pick<ProviderEndpointSpec, 'stream' | 'dedup'>,
+  spec: Pick<ProviderEndpointSpec, 'provider' | 'stream' | 'dedup'>,
 ): Partial<StreamConfig> & { name: string } {
   const maxAge = durationNanos(spec.stream.maxAge);
   return {
@@ -33,7 +31,7 @@ export function endpointStreamConfig(
     storage: spec.stream.storage === 'memory' ? StorageType.Memory : StorageType.File,
     num_replicas: spec.stream.replicas,
     max_age: maxAge,
-    duplicate_window: Math.min(durationNanos(spec.dedup?.window ?? defaultDedupWindow), maxAge),
+    duplicate_window: Math.min(durationNanos(dedupWindow(spec)), maxAge),
     discard: DiscardPolicy.Old,
     allow_direct: true,
   };

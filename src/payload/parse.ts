@@ -27,6 +27,13 @@ export function sniff(body: Uint8Array): MediaKind | undefined {
   return undefined;
 }
 
+/**
+ * How deep a JSON or XML body may nest. Webhook bodies nest a handful of levels; much deeper ones only serve to
+ * exhaust the stack of whatever reads them later (re-serializing for a signature, a subscription's filter).
+ * fast-xml-parser's own default is the same.
+ */
+export const maxNesting = 100;
+
 // fast-xml-parser is loaded with the first XML body: most endpoints never get one, and loaded at start it cost a
 // receiver about 7 MiB of its idle RSS.
 let xmlReader: Promise<{ parser: XMLParser; validator: typeof XMLValidator }> | undefined;
@@ -37,43 +44,85 @@ const xml = () =>
       attributeNamePrefix: '@',
       parseTagValue: false,
       processEntities: false,
+      maxNestedTags: maxNesting,
     }),
     validator: XMLValidator,
   })));
 
-/** Parses the body as the given kind; throws InvalidPayload with what is wrong. */
+/** Parses the body as the given kind; throws InvalidPayload with what is wrong, and nothing else. */
 export async function parseAs(kind: MediaKind, body: Uint8Array, contentType?: string): Promise<unknown> {
   const charset = /;\s*charset="?([^";]+)"?/i.exec(contentType ?? '')?.[1]?.trim() ?? 'utf-8';
-  switch (kind) {
-    case 'json':
-      try {
-        return JSON.parse(decode(body, charset));
-      } catch (err) {
-        throw new InvalidPayload(`body is not valid JSON: ${(err as Error).message}`);
-      }
-    case 'form':
-      return parseForm(body, charset);
-    case 'xml': {
-      const text = decode(body, charset);
-      const { parser, validator } = await xml();
-      const valid = validator.validate(text);
-      if (valid !== true) throw new InvalidPayload(`body is not valid XML: ${valid.err.msg} (line ${valid.err.line})`);
-      return parser.parse(text);
+  try {
+    switch (kind) {
+      case 'json':
+        return parseJson(decode(body, charset));
+      case 'form':
+        return parseForm(body, charset);
+      case 'xml':
+        return await parseXml(decode(body, charset));
+      case 'multipart':
+        return await parseMultipart(body, contentType);
     }
-    case 'multipart': {
-      let form: FormData;
-      try {
-        form = await new Response(Buffer.from(body), { headers: { 'content-type': contentType ?? '' } }).formData();
-      } catch (err) {
-        throw new InvalidPayload(`body is not valid multipart/form-data: ${(err as Error).message}`);
-      }
-      const fields: Record<string, unknown> = Object.create(null);
-      for (const [name, value] of form) {
-        fields[name] = typeof value === 'string' ? value : { filename: value.name, size: value.size, type: value.type };
-      }
-      return fields;
-    }
+  } catch (err) {
+    if (err instanceof InvalidPayload) throw err;
+    // A parser's own failure (a stack overflow, an internal limit) is still the body's fault.
+    throw new InvalidPayload(`body cannot be read as ${kind}: ${(err as Error).message}`);
   }
+}
+
+function parseJson(text: string): unknown {
+  if (nestingDepth(text) > maxNesting)
+    throw new InvalidPayload(`body is not valid JSON: nested deeper than ${maxNesting} levels`);
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new InvalidPayload(`body is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+/** The deepest nesting of objects and arrays in JSON text, counted outside strings. */
+function nestingDepth(text: string): number {
+  let depth = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) deepest = Math.max(deepest, ++depth);
+    else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return deepest;
+}
+
+async function parseXml(text: string): Promise<unknown> {
+  // Webhooks carry no document type: a DOCTYPE only brings entities (external files, expansion bombs).
+  if (/<!DOCTYPE/i.test(text)) throw new InvalidPayload('body is not accepted as XML: it declares a DOCTYPE');
+  const { parser, validator } = await xml();
+  const valid = validator.validate(text);
+  if (valid !== true) throw new InvalidPayload(`body is not valid XML: ${valid.err.msg} (line ${valid.err.line})`);
+  try {
+    return parser.parse(text);
+  } catch (err) {
+    throw new InvalidPayload(`body is not valid XML: ${(err as Error).message}`);
+  }
+}
+
+async function parseMultipart(body: Uint8Array, contentType: string | undefined): Promise<Record<string, unknown>> {
+  let form: FormData;
+  try {
+    form = await new Response(Buffer.from(body), { headers: { 'content-type': contentType ?? '' } }).formData();
+  } catch (err) {
+    throw new InvalidPayload(`body is not valid multipart/form-data: ${(err as Error).message}`);
+  }
+  const fields: Record<string, unknown> = Object.create(null);
+  for (const [name, value] of form) {
+    fields[name] = typeof value === 'string' ? value : { filename: value.name, size: value.size, type: value.type };
+  }
+  return fields;
 }
 
 function decode(body: Uint8Array, charset: string): string {

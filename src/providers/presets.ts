@@ -15,8 +15,10 @@ export interface Preset {
   registrationCheck?: { header: string; value: string };
   routes?: NonNullable<Spec['routes']>;
   fallbackContentType?: 'json' | 'form' | 'xml';
-  /** Header whose presence with a value above 0 marks a provider's retry (counted, and stored). */
+  /** Header whose presence marks a provider's retry (counted, and stored). */
   retryHeader?: string;
+  /** Header with the provider's id of one delivery attempt: logged when the attempt is a duplicate. */
+  deliveryHeader?: string;
 }
 
 /** printIQ's 28 webhook events; CreateJobXml and UpdateJobStatus_Xml send XML, the others JSON. */
@@ -52,6 +54,17 @@ export const printiqEvents = [
   'UpdateSalesOrderStatusLine',
 ] as const;
 
+/**
+ * How long a dedup key is remembered when the endpoint does not say. A day covers providers' resends of an event
+ * they identify. A body hash cannot tell a resend from the same event happening again (a status set twice), so
+ * its window is an hour: long enough for a sender's quick retries after a timeout or a 503 (PROIGN's first three
+ * come after 1, 5 and 30 minutes), short enough that a real repeat an hour later is stored again.
+ */
+export function dedupWindow(spec: Pick<Spec, 'provider' | 'dedup'>): string {
+  if (spec.dedup?.window) return spec.dedup.window;
+  return (spec.dedup?.source ?? presets[spec.provider].dedup.source) === 'bodyHash' ? '1h' : '24h';
+}
+
 export const presets: Record<ProviderName, Preset> = {
   // HP Site Flow triggers post user-written JSON templates to two endpoints; no signature scheme, no event id, and
   // a missing Content-Type: application/json is a documented common mistake, so bodies default to JSON.
@@ -75,7 +88,10 @@ export const presets: Record<ProviderName, Preset> = {
     eventType: { source: 'body', bodyPaths: ['type'] },
     dedup: { source: 'body', bodyPaths: ['id'] },
     status: 200,
+    // Its document lists X-Proign-Retry-Count among the headers that retry requests add, numbered 0-4 for its five
+    // retries (1m, 5m, 30m, 2h, 24h): 0 is the first retry, so the header's presence marks a retry.
     retryHeader: 'X-Proign-Retry-Count',
+    deliveryHeader: 'X-Proign-Delivery-ID',
   },
   // printIQ signs nothing; its team links each event to a URL, so each event is a route and names the type.
   printiq: {
@@ -104,11 +120,8 @@ export const presets: Record<ProviderName, Preset> = {
     },
     dedup: {
       source: 'body',
-      bodyPaths: [
-        'eventType|data.eventType|order_data.eventType',
-        'data.id|order_data.id',
-        'eventTime|timestamp_webhook_creation',
-      ],
+      // The key starts with the (aliased) event type already, so eventType itself is not repeated here.
+      bodyPaths: ['data.id|order_data.id', 'eventTime|timestamp_webhook_creation'],
     },
     status: 200,
     registrationCheck: { header: 'User-Agent', value: 'Shopflix WebHook Test' },

@@ -65,13 +65,14 @@ export const samples: Partial<Record<ProviderName, Sample[]>> = {
       name: 'order.shipped (its documented payload)',
       contentType: json,
       body: file('proign-order-shipped.json'),
-      headers: { 'X-Proign-Delivery-ID': 'dlv_0001', 'X-Proign-Retry-Count': '0' },
+      headers: { 'X-Proign-Delivery-ID': 'dlv_0001' },
     },
     {
       name: 'order.shipped, first retry',
       contentType: json,
       body: file('proign-order-shipped.json'),
-      headers: { 'X-Proign-Delivery-ID': 'dlv_0002', 'X-Proign-Retry-Count': '1' },
+      // Retry requests add X-Proign-Retry-Count, 0 for the first of its five retries.
+      headers: { 'X-Proign-Delivery-ID': 'dlv_0002', 'X-Proign-Retry-Count': '0' },
     },
   ],
   fotoweb: [

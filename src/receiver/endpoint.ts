@@ -13,13 +13,15 @@ export interface CompiledEndpoint {
   name: string;
   provider: string;
   status: number;
-  registrationCheck?: { header: string; value: string };
+  /** A provider's check of the URL, answered 200 unpublished: the header, and the signature headers it lacks. */
+  registrationCheck?: { header: string; value: string; unsigned: string[] };
   /** Sub-routes and their event types; undefined when the endpoint has none (only its root path). */
   routes?: Map<string, string>;
   eventType: Preset['eventType'];
   dedup: Preset['dedup'];
   fallbackContentType?: 'json' | 'form' | 'xml';
   retryHeader?: string;
+  deliveryHeader?: string;
   maxBodyBytes: number;
   verifiers: Verifier[];
   /** Lower-case names of headers that carry a token: never stored with the event. */
@@ -32,12 +34,13 @@ export function compileEndpoint(resource: ProviderEndpoint, secrets: SecretStore
   const { spec, metadata } = resource;
   const preset = presets[spec.provider];
   const routes = spec.routes ?? preset.routes;
+  const check = spec.response?.registrationCheck ?? preset.registrationCheck;
   return {
     namespace: metadata.namespace ?? 'default',
     name: metadata.name,
     provider: spec.provider,
     status: spec.response?.status ?? preset.status,
-    registrationCheck: spec.response?.registrationCheck ?? preset.registrationCheck,
+    registrationCheck: check && { ...check, unsigned: signatureHeaders(spec, preset) },
     routes: routes && new Map(routes.map((r) => [r.path, r.eventType ?? r.path])),
     eventType: {
       ...preset.eventType,
@@ -47,6 +50,7 @@ export function compileEndpoint(resource: ProviderEndpoint, secrets: SecretStore
     dedup: { ...preset.dedup, ...spec.dedup },
     fallbackContentType: spec.payload?.fallbackContentType ?? preset.fallbackContentType,
     retryHeader: preset.retryHeader,
+    deliveryHeader: preset.deliveryHeader,
     maxBodyBytes: bytesOf(spec.receiver.maxBodySize),
     verifiers: spec.verification.map((entry) => compileVerifier(entry, preset, secrets)),
     tokenHeaders: new Set(
@@ -54,6 +58,27 @@ export function compileEndpoint(resource: ProviderEndpoint, secrets: SecretStore
     ),
     generation: JSON.stringify(spec),
   };
+}
+
+/**
+ * The lower-case headers that carry an endpoint's signatures. A registration check is a request without any of
+ * them (Shopflix: its test User-Agent and no X-Data-Signature); one that carries a signature is an event.
+ */
+function signatureHeaders(spec: ProviderEndpoint['spec'], preset: Preset): string[] {
+  const names = spec.verification.flatMap((v) => {
+    if (v.hmac) return [v.hmac.header ?? preset.hmac?.header];
+    if (v.standardWebhooks) return ['webhook-signature'];
+    if (v.stripe) return ['stripe-signature'];
+    return [];
+  });
+  return names.flatMap((name) => (name ? [name.toLowerCase()] : []));
+}
+
+/** Whether a request is the provider's registration check rather than an event. */
+export function isRegistrationCheck(endpoint: CompiledEndpoint, headers: RequestView['headers']): boolean {
+  const check = endpoint.registrationCheck;
+  if (!check || headers[check.header.toLowerCase()] !== check.value) return false;
+  return check.unsigned.every((name) => headers[name] === undefined);
 }
 
 function bytesOf(size: string): number {
@@ -95,11 +120,12 @@ export async function eventTypeOf(
 }
 
 /**
- * The dedup key: a header, body fields joined with ":" (each field may list alternatives as "a|b"), or the
- * SHA-256 of the raw body. When a configured field is missing, the body hash is used instead, and a key longer
- * than 200 characters is hashed, so distinct events are never merged into one.
+ * The dedup key: the event type, then a header, body fields joined with ":" (each field may list alternatives
+ * as "a|b"), or the SHA-256 of the raw body. The type comes first so that two event types never share a key
+ * (printIQ sends the same bytes for CreateJob and AcceptanceCreated). When a configured field is missing, the
+ * body hash is used instead, and a key longer than 200 characters is hashed, so distinct events are never merged.
  */
-export async function dedupKeyOf(endpoint: CompiledEndpoint, r: RequestView): Promise<string> {
+export async function dedupKeyOf(endpoint: CompiledEndpoint, r: RequestView, eventType: string): Promise<string> {
   const rule = endpoint.dedup;
   let key: string | undefined;
   if (rule.source === 'header') key = r.headers[rule.header?.toLowerCase() ?? ''];
@@ -108,8 +134,10 @@ export async function dedupKeyOf(endpoint: CompiledEndpoint, r: RequestView): Pr
     const parts = (rule.bodyPaths ?? []).map((field) => firstString(body, field.split('|')));
     if (parts.length > 0 && parts.every((p) => p !== undefined)) key = parts.join(':');
   }
-  if (!key) return `sha256:${sha256(r.body)}`;
-  return key.length > 200 ? `sha256:${sha256(Buffer.from(key))}` : key;
+  if (!key) key = `sha256:${sha256(r.body)}`;
+  else if (key.length > 200) key = `sha256:${sha256(Buffer.from(key))}`;
+  // Escaped so that the first ":" always ends the type: "a:b" + "c" and "a" + "b:c" stay apart.
+  return `${eventType.replaceAll('%', '%25').replaceAll(':', '%3A')}:${key}`;
 }
 
 const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');

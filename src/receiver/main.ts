@@ -9,12 +9,20 @@ import { Registry } from 'prom-client';
 import { parse as parseYAML } from 'yaml';
 import { checkResource } from '../api/check.ts';
 import { type ProviderEndpoint, providerEndpoint } from '../api/provider-endpoint.ts';
+import { endpointStream } from '../jetstream/layout.ts';
 import { type Logger, log as rootLog } from '../runtime/log.ts';
 import { connectNats } from '../runtime/nats.ts';
 import { directorySecrets, type SecretStore } from '../runtime/secrets.ts';
 import { compileEndpoint } from './endpoint.ts';
 import { ReceiverMetrics } from './metrics.ts';
-import { type EndpointState, type ReceiverHandler, type ReceiverOptions, receiverHandler } from './server.ts';
+import { jetStreamReadiness } from './readiness.ts';
+import {
+  type EndpointState,
+  type ReceiverHandler,
+  type ReceiverOptions,
+  receiverHandler,
+  refuseClientError,
+} from './server.ts';
 
 /**
  * Reads and checks the mounted ProviderEndpoint: its shape, with its defaults applied. Its CEL rules are left to
@@ -54,12 +62,19 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** Serves the receiver with keep-alive above common load balancers' idle timeouts (GCLB: 600 s). */
+/**
+ * Serves the receiver. Webhook senders give up on a request after 10-30 s (PROIGN: 30 s), so a request whose
+ * headers take over 20 s, or that is not complete after 60 s, is refused with 408 rather than held for minutes.
+ * Idle keep-alive connections stay open 620 s, above the idle timeouts of common load balancers (GCLB: 600 s), so
+ * the balancer closes them first and never sends a request on a connection the receiver is closing.
+ */
 export async function listen(handler: ReceiverHandler, port: number, host = '0.0.0.0'): Promise<RunningServer> {
-  const server = createServer(handler).listen(port, host);
+  // Timeouts are checked every 5 s (Node's default is 30 s), so the 20 s header timeout holds within 25 s.
+  const server = createServer({ connectionsCheckingInterval: 5_000 }, handler).listen(port, host);
+  server.headersTimeout = 20_000;
+  server.requestTimeout = 60_000;
   server.keepAliveTimeout = 620_000;
-  server.headersTimeout = 630_000;
-  server.requestTimeout = 660_000;
+  server.on('clientError', refuseClientError);
   await new Promise<void>((ok, fail) => server.once('listening', ok).once('error', fail));
   return {
     server,
@@ -125,6 +140,11 @@ export async function main(args: string[]): Promise<void> {
   );
   metrics.natsConnected.set(1);
   let stopping = false;
+  const jetStream = jetStreamReadiness(
+    nats,
+    () => [endpointStream(resource.metadata.namespace ?? 'default', resource.metadata.name)],
+    log,
+  );
   const options: ReceiverOptions = {
     endpoints: () => endpoints,
     js: jetstream(nats.nc),
@@ -133,10 +153,12 @@ export async function main(args: string[]): Promise<void> {
       metrics.natsConnected.set(nats.connected() ? 1 : 0);
       return nats.connected();
     },
+    publishFailed: jetStream.failed,
     log,
   };
-  // Not ready while shutting down, so the Service stops routing here, but in-flight requests still publish.
-  const ready = () => options.natsReady() && !stopping;
+  // Ready when a publish would succeed, and not while shutting down, so the Service stops routing here; in-flight
+  // requests still publish.
+  const ready = () => options.natsReady() && jetStream.ready() && !stopping;
   const running = await listen(receiverHandler({ ...options, registry, ready }), Number(values.port));
   log.info({ port: running.port }, 'receiver listening');
 
@@ -163,6 +185,7 @@ export async function main(args: string[]): Promise<void> {
   log.info('shutting down: finishing in-flight requests');
   stopping = true;
   clearInterval(reload);
+  jetStream.stop();
   await running.close();
   await nats.nc.drain();
 }

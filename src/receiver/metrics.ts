@@ -40,7 +40,7 @@ export class ReceiverMetrics {
     });
     this.providerRetries = new Counter({
       name: 'hookyard_receiver_provider_retries_total',
-      help: 'Requests the provider marked as a retry (such as X-Proign-Retry-Count above 0).',
+      help: 'Requests the provider marked as a retry (such as any X-Proign-Retry-Count).',
       labelNames: endpointLabels,
       registers,
     });

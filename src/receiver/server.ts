@@ -1,13 +1,14 @@
 // The receiver's HTTP side: /hooks/<namespace>/<endpoint>[/<route>] for any number of endpoints (one in a
 // receiver pod, all of them in dev mode), plus health and metrics. A 2xx means the event is in JetStream.
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { JetStreamClient } from '@nats-io/jetstream';
 import { headers as natsHeaders } from '@nats-io/transport-node';
 import type { Registry } from 'prom-client';
 import { eventSubject, headers as names } from '../jetstream/layout.ts';
-import { InvalidPayload, mediaKind, parseAs, sniff } from '../payload/parse.ts';
+import { InvalidPayload, type MediaKind, mediaKind, parseAs, sniff } from '../payload/parse.ts';
 import type { Logger } from '../runtime/log.ts';
-import { type CompiledEndpoint, dedupKeyOf, eventTypeOf } from './endpoint.ts';
+import { type CompiledEndpoint, dedupKeyOf, eventTypeOf, isRegistrationCheck } from './endpoint.ts';
 import { type Outcome, Refused } from './errors.ts';
 import type { EndpointMetrics } from './metrics.ts';
 import type { RequestView } from './verify.ts';
@@ -23,6 +24,8 @@ export interface ReceiverOptions {
   natsReady: () => boolean;
   /** The server's max_payload: a body that cannot fit in one message is refused with 413, not retried forever. */
   maxPayload?: () => number | undefined;
+  /** Called when a publish fails, so readiness drops at once rather than at its next look. */
+  publishFailed?: () => void;
   log: Logger;
   publishTimeoutMs?: number;
 }
@@ -61,20 +64,21 @@ async function handleWebhook(
     const body = await readBody(req, bodyLimit(endpoint, options));
     const request = view(req, body, endpoint);
     if (!mediaKind(request.headers['content-type'])) state.metrics.contentTypeMismatch();
-    const check = endpoint.registrationCheck;
-    if (check && request.headers[check.header.toLowerCase()] === check.value) {
+    if (isRegistrationCheck(endpoint, request.headers)) {
       outcome = 'registration_check';
       reply(res, 200, { status: 'ok', message: 'registration check answered; nothing was published' });
       return;
     }
     for (const verify of endpoint.verifiers) await verify(request);
+    const bodyKind = await request.bodyKind();
     const eventType = await eventTypeOf(endpoint, route, request);
-    const id = await dedupKeyOf(endpoint, request);
+    const id = await dedupKeyOf(endpoint, request, eventType);
     const retry = endpoint.retryHeader && request.headers[endpoint.retryHeader.toLowerCase()];
-    if (retry && retry !== '0') state.metrics.providerRetry();
-    const duplicate = await publish(options, endpoint, state.metrics, request, eventType, id);
+    if (retry !== undefined && retry !== '') state.metrics.providerRetry();
+    const duplicate = await publish(options, endpoint, state.metrics, request, { eventType, id, bodyKind });
     outcome = duplicate ? 'duplicate' : 'accepted';
-    if (!duplicate) state.metrics.event(eventType);
+    if (duplicate) logDuplicate(options.log, endpoint, request, { id, eventType });
+    else state.metrics.event(eventType);
     reply(res, endpoint.status, endpoint.status === 204 ? undefined : { status: outcome, id, type: eventType });
   } catch (err) {
     const refusal = err instanceof Refused ? err : unexpected(err, options.log, key);
@@ -124,29 +128,70 @@ function bodyLimit(endpoint: CompiledEndpoint, options: ReceiverOptions): number
   return maxPayload ? Math.min(endpoint.maxBodyBytes, maxPayload - headerRoom) : endpoint.maxBodyBytes;
 }
 
+/**
+ * A body larger than this past the limit is not read to its end: the connection is closed at once. Up to it, the
+ * rest of a too-large body is read and dropped before the 413 goes out, because a sender that writes its whole
+ * body before it reads (most HTTP clients) gets a connection reset, not the 413, when unread bytes are left.
+ */
+const drainLimit = 16 << 20;
+
 async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const tooLarge = () => new Refused('too_large', `body is larger than the ${limit} bytes this endpoint accepts`);
   const declared = Number(req.headers['content-length']);
-  if (declared > limit) throw new Refused('too_large', `body is larger than the ${limit} bytes this endpoint accepts`);
+  if (declared > drainLimit) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
   try {
     for await (const chunk of req as AsyncIterable<Buffer>) {
       size += chunk.length;
-      if (size > limit) throw new Refused('too_large', `body is larger than the ${limit} bytes this endpoint accepts`);
-      chunks.push(chunk);
+      if (size > drainLimit) break;
+      if (size <= limit) chunks.push(chunk);
     }
-  } catch (err) {
-    if (err instanceof Refused) throw err;
+  } catch {
     throw new Refused('invalid_payload', 'the request body was cut off');
   }
-  return Buffer.concat(chunks);
+  if (size > limit) throw tooLarge();
+  return Buffer.concat(chunks, size);
 }
 
-function view(req: IncomingMessage, body: Buffer, endpoint: CompiledEndpoint): RequestView {
+/** What a request's body is read as, decided once: parsed on first use, and never parsed again. */
+interface BodyReading {
+  /** The kind the body was read as; undefined when it is kept as raw bytes only. */
+  kind?: MediaKind;
+  value?: unknown;
+  /** Why the body cannot be read: invalid_payload when it is not what it says, unsupported_media_type otherwise. */
+  refusal?: Refused;
+}
+
+/**
+ * The body's kind comes from its Content-Type, else the endpoint's fallback: a body that does not parse as that
+ * kind is refused. Without either, the kind is guessed from the first character; a guess that does not parse is
+ * no kind at all (the bytes are kept, nothing reads them), since nothing said the body was JSON or XML.
+ */
+async function readAs(contentType: string | undefined, body: Buffer, fallback?: MediaKind): Promise<BodyReading> {
+  const declared = mediaKind(contentType) ?? fallback;
+  const kind = declared ?? sniff(body);
+  if (kind) {
+    try {
+      return { kind, value: await parseAs(kind, body, contentType) };
+    } catch (err) {
+      if (!(err instanceof InvalidPayload)) throw err;
+      if (declared) return { refusal: new Refused('invalid_payload', err.message) };
+    }
+  }
+  const what = contentType ? `Content-Type ${contentType}` : 'a body without Content-Type';
+  return { refusal: new Refused('unsupported_media_type', `${what} is not JSON, form, multipart or XML`) };
+}
+
+function view(req: IncomingMessage, body: Buffer, endpoint: CompiledEndpoint): RequestView & ParsedView {
   const headers: Record<string, string | undefined> = {};
   for (const [name, value] of Object.entries(req.headers))
     headers[name] = Array.isArray(value) ? value.join(', ') : value;
-  let parsed: Promise<unknown> | undefined;
+  let reading: Promise<BodyReading> | undefined;
+  const read = () => {
+    reading ??= readAs(headers['content-type'], body, endpoint.fallbackContentType);
+    return reading;
+  };
   let query: URLSearchParams | undefined;
   return {
     headers,
@@ -156,26 +201,22 @@ function view(req: IncomingMessage, body: Buffer, endpoint: CompiledEndpoint): R
     },
     body,
     remoteAddress: req.socket.remoteAddress ?? '',
-    parsed() {
-      parsed ??= (async () => {
-        const contentType = headers['content-type'];
-        const kind = mediaKind(contentType) ?? endpoint.fallbackContentType ?? sniff(body);
-        if (!kind) {
-          throw new Refused(
-            'unsupported_media_type',
-            `Content-Type ${contentType ?? '(none)'} is not JSON, form, multipart or XML`,
-          );
-        }
-        try {
-          return await parseAs(kind, body, contentType);
-        } catch (err) {
-          if (err instanceof InvalidPayload) throw new Refused('invalid_payload', err.message);
-          throw err;
-        }
-      })();
-      return parsed;
+    async parsed() {
+      const { value, refusal } = await read();
+      if (refusal) throw refusal;
+      return value;
+    },
+    async bodyKind() {
+      const { kind, refusal } = await read();
+      if (refusal?.kind === 'invalid_payload') throw refusal;
+      return kind;
     },
   };
+}
+
+interface ParsedView {
+  /** The kind the body is read as (undefined: raw bytes); throws Refused when it says JSON or XML and is not. */
+  bodyKind(): Promise<MediaKind | undefined>;
 }
 
 /** Publishes the raw bytes with Nats-Msg-Id = the dedup key; true when JetStream says it is a duplicate. */
@@ -184,17 +225,14 @@ async function publish(
   endpoint: CompiledEndpoint,
   metrics: EndpointMetrics,
   request: RequestView,
-  eventType: string,
-  id: string,
+  event: { eventType: string; id: string; bodyKind?: MediaKind },
 ): Promise<boolean> {
+  const { eventType, id } = event;
   if (!options.natsReady()) throw new Refused('unavailable', 'event store unavailable; retry later');
   const h = natsHeaders();
   h.set(names.eventType, eventType);
   // A body read by the endpoint's fallback or by sniffing: tell subscribers' filters how to read it too.
-  if (!mediaKind(request.headers['content-type'])) {
-    const kind = endpoint.fallbackContentType ?? sniff(request.body);
-    if (kind) h.set(names.bodyKind, kind);
-  }
+  if (event.bodyKind && !mediaKind(request.headers['content-type'])) h.set(names.bodyKind, event.bodyKind);
   for (const [name, value] of Object.entries(request.headers)) {
     if (value !== undefined && !dropped.has(name) && !endpoint.tokenHeaders.has(name)) {
       h.set(`${names.original}${name}`, value);
@@ -209,11 +247,35 @@ async function publish(
     });
     return ack.duplicate;
   } catch (err) {
+    options.publishFailed?.();
     options.log.warn({ endpoint: `${endpoint.namespace}/${endpoint.name}`, err: String(err) }, 'publish failed');
     throw new Refused('unavailable', 'event store unavailable; retry later');
   } finally {
     metrics.publishSeconds(Number(process.hrtime.bigint() - started) / 1e9);
   }
+}
+
+/**
+ * A resend of an event already stored is answered like the first, so the provider stops; this line is where a
+ * user finds which delivery it was (PROIGN's X-Proign-Delivery-ID and X-Proign-Retry-Count).
+ */
+function logDuplicate(
+  log: Logger,
+  endpoint: CompiledEndpoint,
+  request: RequestView,
+  event: { id: string; eventType: string },
+) {
+  const header = (name?: string) => (name ? request.headers[name.toLowerCase()] : undefined);
+  log.info(
+    {
+      endpoint: `${endpoint.namespace}/${endpoint.name}`,
+      id: event.id,
+      type: event.eventType,
+      deliveryId: header(endpoint.deliveryHeader),
+      retryCount: header(endpoint.retryHeader),
+    },
+    'duplicate not stored',
+  );
 }
 
 function unexpected(err: unknown, log: Logger, endpoint: string): Refused {
@@ -244,7 +306,8 @@ export function receiverHandler(
     if (req.method === 'GET' && path === '/healthz') return reply(res, 200, { status: 'ok' });
     if (req.method === 'GET' && path === '/readyz') {
       const ok = ready();
-      return reply(res, ok ? 200 : 503, { status: ok ? 'ready' : 'not ready: NATS unreachable or shutting down' });
+      const status = ok ? 'ready' : 'not ready: NATS or its JetStream stream unreachable, or shutting down';
+      return reply(res, ok ? 200 : 503, { status });
     }
     if (req.method === 'GET' && path === '/metrics') {
       options.registry.metrics().then(
@@ -255,6 +318,29 @@ export function receiverHandler(
     }
     reply(res, 404, { error: 'not_found', message: 'webhooks go to /hooks/<namespace>/<endpoint>' });
   };
+}
+
+/**
+ * The server's `clientError` handler: requests Node's HTTP layer refuses before any handler sees them (headers
+ * over 16 KiB, broken framing, a request not received in time) get the same JSON error body as every other
+ * refusal, instead of Node's bare status line.
+ */
+export function refuseClientError(err: NodeJS.ErrnoException & { reason?: string }, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, error, message] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'headers_too_large', 'request headers are larger than the 16 KiB this server reads']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'timeout', 'the request was not received in time']
+        : [400, 'bad_request', `not a valid HTTP/1.1 request: ${err.reason ?? err.code ?? 'malformed'}`];
+  const json = JSON.stringify({ error, message });
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+      `Content-Length: ${Buffer.byteLength(json)}\r\nConnection: close\r\n\r\n${json}`,
+  );
 }
 
 function decodeSegment(segment: string): string {

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -13,7 +14,16 @@ import { parseResource } from '../../src/api/validate.ts';
 import { endpointStream } from '../../src/jetstream/layout.ts';
 import { endpointStreamConfig, ensureStream } from '../../src/jetstream/streams.ts';
 import { streamMessages, testNats } from '../harness/nats.ts';
-import { freePort, type NatsServer, root, startNats, tempDir } from '../harness/servers.ts';
+import {
+  binDir,
+  freePort,
+  type NatsServer,
+  root,
+  type Server,
+  startNats,
+  startProcess,
+  tempDir,
+} from '../harness/servers.ts';
 
 const manifest = {
   apiVersion: 'hookyard.io/v1alpha1',
@@ -90,26 +100,46 @@ describe('receiver process', () => {
       }
     };
     let phase = 'before';
+    let noJetStream: Server | undefined;
     const workers = Promise.all([1, 2, 3, 4].map(() => worker(() => phase === 'done')));
-    await until(async () => accepted.length >= 40, '40 events accepted');
-    const port = nats.port;
-    await nats.stop();
-    phase = 'down';
-    await until(async () => (statuses.get(503) ?? 0) >= 5, 'requests refused with 503 while NATS is down');
-    assert.equal((await fetch(`${base}/readyz`)).status, 503);
-    nats = await startNatsServer(port);
-    await until(async () => (await fetch(`${base}/readyz`)).status === 200, 'ready again after NATS restarts');
-    const after = accepted.length;
-    await until(async () => accepted.length >= after + 40, '40 more events accepted');
-    phase = 'done';
-    await workers;
+    try {
+      await until(async () => accepted.length >= 40, '40 events accepted');
+      const port = nats.port;
+      await nats.stop();
+      phase = 'down';
+      await until(async () => (statuses.get(503) ?? 0) >= 5, 'requests refused with 503 while NATS is down');
+      assert.equal((await fetch(`${base}/readyz`)).status, 503);
+      // A server that takes connections but whose JetStream does not answer, as after a restart while it recovers
+      // its streams: connected is not ready.
+      const monitor = await freePort();
+      const args = ['-a', '127.0.0.1', '-p', String(port), '-m', String(monitor)];
+      noJetStream = startProcess('nats-server-no-jetstream', join(binDir, 'nats-server'), args, work.path);
+      await until(async () => (await clientConnections(monitor)) > 0, 'receiver connected without JetStream');
+      for (let i = 0; i < 10; i++) {
+        assert.equal((await fetch(`${base}/readyz`)).status, 503, 'ready while JetStream does not answer');
+        await sleep(200);
+      }
+      await noJetStream.stop();
+      nats = await startNatsServer(port);
+      await until(async () => (await fetch(`${base}/readyz`)).status === 200, 'ready again after NATS restarts');
+      // Ready means a publish succeeds: from here on, no request is refused.
+      const refusedWhenReady = statuses.get(503) ?? 0;
+      const after = accepted.length;
+      await until(async () => accepted.length >= after + 40, '40 more events accepted');
+      assert.equal(statuses.get(503) ?? 0, refusedWhenReady, 'requests refused with 503 after /readyz said ready');
+    } finally {
+      phase = 'done';
+      await workers;
+      await noJetStream?.stop();
+    }
 
     const { jsm, nc } = await testNats(nats.url);
     const stored = new Set(
       (await streamMessages(jsm, endpointStream('shop', 'orders'))).map((m) => m.header.get('Nats-Msg-Id')),
     );
     await nc.close();
-    const lost = accepted.filter((id) => !stored.has(id));
+    // The stored id is the dedup key: the event type, then the event's own id.
+    const lost = accepted.filter((id) => !stored.has(`charge.succeeded:${id}`));
     assert.deepEqual(lost, [], `answered 2xx but not stored: ${lost.join(', ')}`);
     assert.ok((statuses.get(503) ?? 0) > 0);
     assert.deepEqual(
@@ -123,6 +153,44 @@ describe('receiver process', () => {
     writeFileSync(secretFile, 'token-two\n');
     await until(async () => (await send('evt_rotated', 'token-two')).status === 200, 'new token accepted');
     assert.equal((await send('evt_old', 'token-one')).status, 401);
+  });
+
+  it('answers a 3 MiB body with 413 every time, not a connection reset', async () => {
+    // Like most HTTP clients, this one writes the whole body before it reads the response.
+    const body = Buffer.alloc(3 << 20, 'a');
+    const head = (framing: string) =>
+      `POST /hooks/shop/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n${framing}\r\n\r\n`;
+    const chunked = Buffer.concat([Buffer.from(`${body.length.toString(16)}\r\n`), body, Buffer.from('\r\n0\r\n\r\n')]);
+    const requests = [
+      Buffer.concat([Buffer.from(head(`Content-Length: ${body.length}`)), body]),
+      Buffer.concat([Buffer.from(head('Transfer-Encoding: chunked')), chunked]),
+    ];
+    const port = Number(new URL(base).port);
+    for (let i = 0; i < 10; i++) {
+      for (const request of requests) {
+        const answer = await new Promise<string>((ok) => {
+          const socket = connect(port, '127.0.0.1');
+          let text = '';
+          socket.on('data', (d) => {
+            text += d.toString();
+          });
+          socket.on('error', (err: NodeJS.ErrnoException) => ok(`${text} (${err.code})`));
+          socket.on('close', () => ok(text));
+          // In 64 KiB writes, each when the socket takes more, as a sender streams a body.
+          let at = 0;
+          const pump = () => {
+            while (at < request.length) {
+              const chunk = request.subarray(at, at + (64 << 10));
+              at += chunk.length;
+              if (!socket.write(chunk)) return socket.once('drain', pump);
+            }
+          };
+          pump();
+        });
+        assert.match(answer, /^HTTP\/1.1 413 /, `attempt ${i + 1}: ${answer.slice(0, 80)}`);
+        assert.match(answer, /"error":"too_large"/);
+      }
+    }
   });
 
   it('finishes an in-flight request on SIGTERM, then exits', async () => {
@@ -146,3 +214,9 @@ describe('receiver process', () => {
     assert.equal(code, 0);
   });
 });
+
+/** How many clients a nats-server has, from its monitoring port. */
+async function clientConnections(monitorPort: number): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${monitorPort}/connz`).catch(() => null);
+  return ((await res?.json()) as { num_connections?: number } | undefined)?.num_connections ?? 0;
+}

@@ -1,10 +1,12 @@
 // The receiver against a real nats-server, serving the examples/ endpoints exactly as users write them.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { connect as netConnect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import fc from 'fast-check';
+import pino from 'pino';
 import { Registry } from 'prom-client';
 import { fetch } from 'undici';
 import type { ProviderEndpoint } from '../../src/api/provider-endpoint.ts';
@@ -15,7 +17,6 @@ import { providerSignature, type Sample, samples } from '../../src/providers/sam
 import { endpointState, listen, type RunningServer } from '../../src/receiver/main.ts';
 import { ReceiverMetrics } from '../../src/receiver/metrics.ts';
 import { type EndpointState, receiverHandler } from '../../src/receiver/server.ts';
-import { log } from '../../src/runtime/log.ts';
 import { mapSecrets } from '../../src/runtime/secrets.ts';
 import { exampleDocuments } from '../harness/examples.ts';
 import { streamMessages, testNats } from '../harness/nats.ts';
@@ -84,6 +85,10 @@ describe('receiver', () => {
   let server: RunningServer;
   let base: string;
   const registry = new Registry();
+  // The receiver's log lines, to check that no client request produces an error-level line.
+  const logLines: { level: number; msg: string; [field: string]: unknown }[] = [];
+  const log = pino({ level: 'info' }, { write: (line: string) => void logLines.push(JSON.parse(line)) });
+  const errorLines = () => logLines.filter((l) => l.level >= 50);
 
   before(async () => {
     ({ nc, jsm } = await testNats());
@@ -155,7 +160,7 @@ describe('receiver', () => {
     assert.deepEqual(Buffer.from(msg.data), sample.body);
     assert.equal(msg.subject, `hookyard.${namespace}.shopflix.order.delivered`);
     assert.equal(msg.header.get('Hookyard-Event-Type'), 'order.delivered');
-    assert.equal(msg.header.get('Nats-Msg-Id'), 'order.deliverd:GR--4004973--MER75:2025-12-18 08:08:37');
+    assert.equal(msg.header.get('Nats-Msg-Id'), 'order.delivered:GR--4004973--MER75:2025-12-18 08:08:37');
   });
 
   it('refuses a Shopflix event with a wrong signature, and one without', async () => {
@@ -173,7 +178,7 @@ describe('receiver', () => {
     const secret = secretOf('proign-webhook', 'secret');
     const res = await send('proign', first, providerSignature('proign', secret, first.body));
     assert.equal(res.status, 200);
-    assert.deepEqual(await res.json(), { status: 'accepted', id: 'evt_abc123', type: 'order.shipped' });
+    assert.deepEqual(await res.json(), { status: 'accepted', id: 'order.shipped:evt_abc123', type: 'order.shipped' });
     const again = await send('proign', retry, providerSignature('proign', secret, retry.body));
     assert.equal(again.status, 200);
     assert.equal(((await again.json()) as { status: string }).status, 'duplicate');
@@ -197,7 +202,7 @@ describe('receiver', () => {
     const messages = await stored('fotoweb');
     assert.deepEqual(
       messages.map((m) => m.header.get('Nats-Msg-Id')),
-      ['0237d5cb-ebc7-4647-9a70-7c27bd3f5e9d', 'b5a1e0c2-6f0e-4c55-9d0e-3f1f2c7a8e11'],
+      ['order.submitted:0237d5cb-ebc7-4647-9a70-7c27bd3f5e9d', 'order.approved:b5a1e0c2-6f0e-4c55-9d0e-3f1f2c7a8e11'],
     );
     assert.equal(await metric('hookyard_receiver_requests_total', { endpoint: 'fotoweb', outcome: 'duplicate' }), 1);
     const outsider = await send('fotoweb', jsonSample, { 'x-forwarded-for': '198.51.100.1' });
@@ -214,7 +219,7 @@ describe('receiver', () => {
     assert.equal(res.status, 204);
     const last = (await stored('fotoweb')).at(-1);
     assert.deepEqual(Buffer.from(last?.data ?? []), body);
-    assert.equal(last?.header.get('Nats-Msg-Id'), '1111aaaa-6f0e-4c55-9d0e-3f1f2c7a8e11');
+    assert.equal(last?.header.get('Nats-Msg-Id'), 'order.approved:1111aaaa-6f0e-4c55-9d0e-3f1f2c7a8e11');
     assert.equal(last?.header.get('Hookyard-Event-Type'), 'order.approved');
   });
 
@@ -345,9 +350,9 @@ describe('receiver', () => {
     assert.equal((await post('keyed', '{"id":"2","other":1}', json)).status, 200);
     const messages = (await stored('keyed')).filter((m) => m.subject.endsWith('.new'));
     const ids = messages.map((m) => m.header.get('Nats-Msg-Id'));
-    assert.equal(ids[0], '1:t1');
+    assert.equal(ids[0], 'new:1:t1');
     assert.equal(ids.length, 3, `stored: ${ids.join(', ')}`);
-    assert.ok(ids.slice(1).every((id) => id.startsWith('sha256:')));
+    assert.ok(ids.slice(1).every((id) => id.startsWith('new:sha256:')));
   });
 
   it('says which Secret is missing, never a secret value', async () => {
@@ -418,6 +423,173 @@ describe('receiver', () => {
       ),
       { numRuns: 150 },
     );
+  });
+
+  it('keeps the same bytes sent to two printIQ routes as two events', async () => {
+    // printIQ sends an AcceptanceDetails object for CreateJob and for AcceptanceCreated, both when a quote is accepted.
+    const token = secretOf('printiq-webhook', 'token');
+    const body = Buffer.from('{"JobNo":"J200001","QuoteNo":"Q90001","Status":"Accepted"}');
+    const json = { 'content-type': 'application/json' };
+    for (const route of ['CreateJob', 'AcceptanceCreated', 'CreateJob']) {
+      const res = await post(`printiq/${route}?token=${token}`, body, json);
+      assert.equal(res.status, 200, route);
+      await res.arrayBuffer();
+    }
+    const events = (await stored('printiq')).filter((m) => Buffer.from(m.data).equals(body));
+    assert.deepEqual(
+      events.map((m) => m.header.get('Hookyard-Event-Type')),
+      ['CreateJob', 'AcceptanceCreated'],
+    );
+    assert.notEqual(events[0]?.header.get('Nats-Msg-Id'), events[1]?.header.get('Nats-Msg-Id'));
+  });
+
+  it('remembers a body hash for an hour and a provider id for a day, unless the endpoint says', async () => {
+    const window = async (endpoint: string) =>
+      (await jsm.streams.info(endpointStream(namespace, endpoint))).config.duplicate_window / 1e9;
+    assert.equal(await window('open'), 3600, 'generic: body hash');
+    assert.equal(await window('siteflow'), 3600, 'siteflow: body hash');
+    assert.equal(await window('keyed'), 86_400, 'body fields');
+    assert.equal(await window('proign'), 86_400, 'proign: its event id');
+  });
+
+  it('refuses a body that says JSON or XML and does not parse with 400 saying what is wrong, storing nothing', async () => {
+    const siteflowToken = { 'X-Hookyard-Token': secretOf('siteflow-webhook', 'token') };
+    const printiqToken = secretOf('printiq-webhook', 'token');
+    const invalidBefore = await metric('hookyard_receiver_requests_total', {
+      endpoint: 'siteflow',
+      outcome: 'invalid_payload',
+    });
+    const storedBefore = [(await stored('siteflow')).length, (await stored('printiq')).length];
+    // A Site Flow trigger template with a trailing comma, with its Content-Type and without (read as JSON).
+    const template = '{"orderId": "SF-1", "status": "shipped",}';
+    const cases: [string, string, Record<string, string>, RegExp][] = [
+      ['siteflow/statusupdate', template, { ...siteflowToken, 'content-type': 'application/json' }, /not valid JSON/],
+      ['siteflow/ordersubmissionerror', template, siteflowToken, /not valid JSON/],
+      [`printiq/CreateJob?token=${printiqToken}`, '{"JobNo": "J1"', { 'content-type': 'application/json' }, /JSON/],
+      [
+        `printiq/CreateJobXml?token=${printiqToken}`,
+        '<AcceptanceDetails><JobNo>J1</AcceptanceDetails>',
+        { 'content-type': 'application/xml' },
+        /not valid XML/,
+      ],
+    ];
+    for (const [path, body, headers, message] of cases) {
+      const res = await post(path, body, headers);
+      assert.equal(res.status, 400, path);
+      const answer = (await res.json()) as { error: string; message: string };
+      assert.equal(answer.error, 'invalid_payload', path);
+      assert.match(answer.message, message, path);
+    }
+    assert.deepEqual([(await stored('siteflow')).length, (await stored('printiq')).length], storedBefore);
+    assert.equal(
+      await metric('hookyard_receiver_requests_total', { endpoint: 'siteflow', outcome: 'invalid_payload' }),
+      (invalidBefore ?? 0) + 2,
+    );
+  });
+
+  it('accepts exactly the bodies that parse as the kind they declare (property)', async () => {
+    const token = { 'X-Hookyard-Token': secretOf('siteflow-webhook', 'token'), 'content-type': 'application/json' };
+    const document = fc.dictionary(fc.string({ maxLength: 8 }), fc.jsonValue({ maxDepth: 3 }), { maxKeys: 5 });
+    await fc.assert(
+      fc.asyncProperty(document, fc.nat(), fc.boolean(), async (value, cut, whole) => {
+        const text = JSON.stringify(value);
+        // Any strict prefix of an object's JSON is not JSON: a template cut short.
+        const body = whole ? text : text.slice(0, cut % text.length);
+        const res = await post('siteflow/statusupdate', body, token);
+        const answer = (await res.json()) as { status?: string; error?: string };
+        if (whole) assert.ok(res.status === 200 && answer.status !== undefined, `${body}: ${res.status}`);
+        else assert.deepEqual([res.status, answer.error], [400, 'invalid_payload'], body);
+      }),
+      { numRuns: 80 },
+    );
+  });
+
+  it('verifies and publishes a signed Shopflix event that carries the test User-Agent', async () => {
+    const sample = shopflix[1] as Sample;
+    const body = Buffer.from(sample.body.toString().replace('GR--4004973--MER75', 'GR--4004974--MER75'));
+    const ua = { 'User-Agent': 'Shopflix WebHook Test' };
+    const before = (await stored('shopflix')).length;
+    const forged = await send('shopflix', { ...sample, body }, { ...ua, 'X-Data-Signature': '00'.repeat(32) });
+    assert.equal(forged.status, 401);
+    const signed = providerSignature('shopflix', secretOf('shopflix-webhook', 'secret'), body);
+    const res = await send('shopflix', { ...sample, body }, { ...ua, ...signed });
+    assert.equal(res.status, 200);
+    assert.equal(((await res.json()) as { status: string }).status, 'accepted');
+    const messages = await stored('shopflix');
+    assert.equal(messages.length, before + 1);
+    assert.deepEqual(Buffer.from(messages.at(-1)?.data ?? []), body);
+  });
+
+  it('answers parser errors with 400 and a JSON body, never 5xx or an error-level log line', async () => {
+    const errorsBefore = errorLines().length;
+    const printiqToken = secretOf('printiq-webhook', 'token');
+    const xml = { 'content-type': 'application/xml' };
+    const xmlPath = `printiq/CreateJobXml?token=${printiqToken}`;
+    const bodies = [
+      '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>',
+      '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;&a;">]><r>&b;</r>',
+      `${'<a>'.repeat(50_000)}${'</a>'.repeat(50_000)}`,
+    ];
+    // printIQ stores its XML without reading it; `typed` reads the event type from the body.
+    for (const path of [xmlPath, 'typed'])
+      for (const body of bodies) {
+        const res = await post(path, body, xml);
+        const answer = (await res.json()) as { error: string; message: string };
+        assert.equal(res.status, 400, `${path} ${body.slice(0, 60)}: ${answer.message}`);
+        assert.equal(answer.error, 'invalid_payload');
+      }
+    // JSON nested 50,000 deep, on an endpoint that re-serializes the body to check its signature (PROIGN).
+    const deep = `{"id":"e","type":"t","data":${'['.repeat(50_000)}${']'.repeat(50_000)}}`;
+    const res = await post('proign', deep, { 'content-type': 'application/json', 'X-Proign-Signature': 'sha256=00' });
+    assert.equal(res.status, 400, await res.clone().text());
+    assert.equal(((await res.json()) as { error: string }).error, 'invalid_payload');
+    assert.deepEqual(errorLines().slice(errorsBefore), []);
+  });
+
+  it('refuses oversized headers and malformed requests from the HTTP layer with a JSON body', async () => {
+    const raw = async (request: string) => {
+      const socket = netConnect(server.port, '127.0.0.1');
+      socket.end(request);
+      const chunks: Buffer[] = [];
+      for await (const chunk of socket) chunks.push(chunk as Buffer);
+      const text = Buffer.concat(chunks).toString();
+      const [head = '', body = ''] = text.split('\r\n\r\n');
+      return { status: Number(head.split(' ')[1]), head: head.toLowerCase(), body };
+    };
+    const cases: [string, number, string][] = [
+      [
+        `POST /hooks/${namespace}/open HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`,
+        431,
+        'headers_too_large',
+      ],
+      ['POST /hooks/x HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n', 400, 'bad_request'],
+      ['NOT HTTP AT ALL\r\n\r\n', 400, 'bad_request'],
+    ];
+    for (const [request, status, error] of cases) {
+      const answer = await raw(request);
+      assert.equal(answer.status, status, error);
+      assert.match(answer.head, /content-type: application\/json/);
+      const body = JSON.parse(answer.body) as { error: string; message: string };
+      assert.equal(body.error, error);
+      assert.ok(body.message.length > 0);
+    }
+  });
+
+  it('takes X-Proign-Retry-Count 0 as the first retry and logs the delivery id of a deduplicated retry', async () => {
+    const secret = secretOf('proign-webhook', 'secret');
+    const body = Buffer.from('{"id":"evt_retry1","type":"order.packed","data":{"order_id":"ord_9"}}');
+    const headers = { 'content-type': 'application/json', ...providerSignature('proign', secret, body) };
+    const retriesBefore = (await metric('hookyard_receiver_provider_retries_total', { endpoint: 'proign' })) ?? 0;
+    assert.equal((await post('proign', body, { ...headers, 'X-Proign-Delivery-ID': 'dlv_a' })).status, 200);
+    const retry = { ...headers, 'X-Proign-Delivery-ID': 'dlv_b', 'X-Proign-Retry-Count': '0' };
+    const res = await post('proign', body, retry);
+    assert.equal(((await res.json()) as { status: string }).status, 'duplicate');
+    assert.equal(await metric('hookyard_receiver_provider_retries_total', { endpoint: 'proign' }), retriesBefore + 1);
+    const line = logLines.find((l) => l.msg === 'duplicate not stored' && l.id === 'order.packed:evt_retry1');
+    assert.ok(line, 'a log line for the duplicate');
+    assert.equal(line.level, 30);
+    assert.equal(line.deliveryId, 'dlv_b');
+    assert.equal(line.retryCount, '0');
   });
 
   it('registers every series of every endpoint at zero', async () => {

@@ -1,26 +1,18 @@
 // hookyard dev -f <file or folder>: the whole flow on one machine, no cluster.
-import { parseArgs } from 'node:util';
+import { devCommand } from '../commands.ts';
+import { parseFlags } from '../runtime/flags.ts';
 import { log } from '../runtime/log.ts';
 import { startDev, watchFiles } from './dev.ts';
 
 export async function main(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      file: { type: 'string', short: 'f', multiple: true },
-      'nats-url': { type: 'string' },
-      port: { type: 'string', default: '8080' },
-      host: { type: 'string', default: '127.0.0.1' },
-      sink: { type: 'string' },
-    },
-  });
-  const paths = values.file ?? [];
-  if (paths.length === 0)
-    throw new Error('usage: hookyard dev -f <file or folder> [-f ...] [--nats-url URL] [--port 8080] [--sink URL]');
+  const flags = parseFlags(devCommand, args);
+  if (!flags) return;
+  const { values } = flags;
+  const paths = values.file;
   const dev = await startDev({
     paths,
     natsUrl: values['nats-url'],
-    port: Number(values.port),
+    port: values.port,
     host: values.host,
     sink: values.sink,
     log,

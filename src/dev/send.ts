@@ -1,8 +1,9 @@
 // hookyard send <provider> --url URL: sends a provider's documented sample webhooks, signed the way it signs.
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { type ProviderName, providerNames } from '../api/provider-endpoint.ts';
+import { sendCommand } from '../commands.ts';
 import { providerSignature, type Sample, samples } from '../providers/samples.ts';
+import { parseFlags, UsageError } from '../runtime/flags.ts';
 
 /** Sends one sample to an endpoint URL (its route appended); returns the status and body of the answer. */
 export async function sendSample(
@@ -24,31 +25,23 @@ export async function sendSample(
 }
 
 export async function main(args: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: {
-      url: { type: 'string' },
-      secret: { type: 'string' },
-      'secret-file': { type: 'string' },
-      sample: { type: 'string' },
-      header: { type: 'string', short: 'H', multiple: true },
-    },
-  });
+  const flags = parseFlags(sendCommand, args);
+  if (!flags) return;
+  const { values, positionals } = flags;
   const provider = positionals[0] as ProviderName | undefined;
   const known = Object.keys(samples);
-  if (!provider || !providerNames.includes(provider) || !values.url) {
-    throw new Error(
-      `usage: hookyard send <${known.join('|')}> --url <endpoint URL> [--secret S | --secret-file F] [--sample NAME] [-H 'Name: value']`,
-    );
+  if (!provider || !providerNames.includes(provider)) {
+    const given = provider ? `unknown provider "${provider}"` : 'which provider?';
+    throw new UsageError(`${given}: type one of ${known.join(', ')}, such as hookyard send proign --url URL`);
   }
+  if (!values.url) throw new UsageError(`--url is required: ${sendCommand.flags.url.description}`);
   const list = (samples[provider] ?? []).filter((s) => !values.sample || s.name.includes(values.sample));
   if (list.length === 0)
-    throw new Error(`no sample of ${provider} matches "${values.sample ?? ''}"; samples exist for ${known.join(', ')}`);
+    throw new UsageError(`no sample of ${provider} matches "${values.sample ?? ''}"; hookyard send --list lists them`);
   const secret =
     values.secret ?? (values['secret-file'] ? readFileSync(values['secret-file'], 'utf8').trim() : undefined);
   const headers = Object.fromEntries(
-    (values.header ?? []).map((h) => {
+    values.header.map((h) => {
       const i = h.indexOf(':');
       return [h.slice(0, i).trim(), h.slice(i + 1).trim()];
     }),

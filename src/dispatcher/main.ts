@@ -1,7 +1,8 @@
 // `hookyard dispatcher`: delivers one WebhookSubscription until SIGTERM or SIGINT, then drains.
 import { createServer } from 'node:http';
-import { parseArgs } from 'node:util';
 import { Registry } from 'prom-client';
+import { dispatcherCommand } from '../commands.ts';
+import { parseFlags } from '../runtime/flags.ts';
 import { log } from '../runtime/log.ts';
 import { connectNats } from '../runtime/nats.ts';
 import { directorySecrets } from '../runtime/secrets.ts';
@@ -10,28 +11,10 @@ import { replayDeadLetters, startDispatcher } from './dispatcher.ts';
 
 export { replayDeadLetters, startDispatcher } from './dispatcher.ts';
 
-const usage = `usage: hookyard dispatcher --config <file> [--secrets-dir <dir>] [--nats-url <url>] [--metrics-port <port>]
-                           [--replay-dead-letters]`;
-
 export async function main(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      config: { type: 'string' },
-      'secrets-dir': { type: 'string', default: '/etc/hookyard/secrets' },
-      'nats-url': { type: 'string', default: process.env.NATS_URL ?? 'nats://127.0.0.1:4222' },
-      'nats-creds': { type: 'string', default: process.env.NATS_CREDS },
-      'nats-ca': { type: 'string', default: process.env.NATS_CA },
-      'metrics-port': { type: 'string', default: '9090' },
-      'replay-dead-letters': { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
-  if (values.help || !values.config) {
-    console.error(usage);
-    process.exitCode = values.help ? 0 : 2;
-    return;
-  }
+  const flags = parseFlags(dispatcherCommand, args);
+  if (!flags) return;
+  const { values } = flags;
   let config: ReturnType<typeof loadConfig>;
   try {
     config = loadConfig(values.config);
@@ -83,7 +66,7 @@ export async function main(args: string[]): Promise<void> {
       res.end();
     }
   });
-  await new Promise<void>((ok) => server.listen(Number(values['metrics-port']), ok));
+  await new Promise<void>((ok) => server.listen(values['metrics-port'], ok));
 
   const dispatcher = await startDispatcher({ subscription, sources, secrets, nc, registry, logger });
   ready = true;

@@ -3,12 +3,13 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { parseArgs } from 'node:util';
 import { jetstream } from '@nats-io/jetstream';
 import { Registry } from 'prom-client';
 import { parse as parseYAML } from 'yaml';
 import { checkResource } from '../api/check.ts';
 import { type ProviderEndpoint, providerEndpoint } from '../api/provider-endpoint.ts';
+import { receiverCommand } from '../commands.ts';
+import { parseFlags } from '../runtime/flags.ts';
 import { type Logger, log as rootLog } from '../runtime/log.ts';
 import { connectNats } from '../runtime/nats.ts';
 import { directorySecrets, type SecretStore } from '../runtime/secrets.ts';
@@ -78,27 +79,10 @@ export async function listen(handler: ReceiverHandler, port: number, host = '0.0
   };
 }
 
-const usage = `usage: hookyard receiver [--config <file>] [--secrets-dir <dir>] [--nats-url <url>] [--nats-creds <file>]
-                         [--nats-ca <file>] [--port <port>] [--reload-interval <ms>]`;
-
 export async function main(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      config: { type: 'string', default: '/etc/hookyard/config/endpoint.yaml' },
-      'secrets-dir': { type: 'string', default: '/etc/hookyard/secrets' },
-      'nats-url': { type: 'string', default: process.env.NATS_URL ?? 'nats://127.0.0.1:4222' },
-      'nats-creds': { type: 'string', default: process.env.NATS_CREDS },
-      'nats-ca': { type: 'string', default: process.env.NATS_CA },
-      port: { type: 'string', default: '8080' },
-      'reload-interval': { type: 'string', default: '2000' },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
-  if (values.help) {
-    console.error(usage);
-    return;
-  }
+  const flags = parseFlags(receiverCommand, args);
+  if (!flags) return;
+  const { values } = flags;
   const configFile = values.config;
   const secretsDir = values['secrets-dir'];
   let resource = loadEndpoint(configFile);
@@ -137,7 +121,7 @@ export async function main(args: string[]): Promise<void> {
   };
   // Not ready while shutting down, so the Service stops routing here, but in-flight requests still publish.
   const ready = () => options.natsReady() && !stopping;
-  const running = await listen(receiverHandler({ ...options, registry, ready }), Number(values.port));
+  const running = await listen(receiverHandler({ ...options, registry, ready }), values.port);
   log.info({ port: running.port }, 'receiver listening');
 
   // Kubernetes swaps mounted ConfigMaps and Secrets in place: poll, and swap the compiled endpoint atomically.
@@ -154,7 +138,7 @@ export async function main(args: string[]): Promise<void> {
     } catch (err) {
       log.error({ err: (err as Error).message }, 'reload failed; keeping the previous configuration');
     }
-  }, Number(values['reload-interval']));
+  }, values['reload-interval']);
 
   await new Promise<void>((ok) => {
     process.once('SIGTERM', ok);

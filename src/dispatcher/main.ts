@@ -1,10 +1,12 @@
 // `hookyard dispatcher`: delivers one WebhookSubscription until SIGTERM or SIGINT, then drains.
 import { createServer } from 'node:http';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { Registry } from 'prom-client';
 import { dispatcherCommand } from '../commands.ts';
 import { parseFlags } from '../runtime/flags.ts';
 import { log } from '../runtime/log.ts';
-import { connectNats } from '../runtime/nats.ts';
+import { connectNats, safeNatsUrl } from '../runtime/nats.ts';
+import { registerProcessMetrics } from '../runtime/process-metrics.ts';
 import { directorySecrets } from '../runtime/secrets.ts';
 import { InvalidConfig, loadConfig } from './config.ts';
 import { replayDeadLetters, startDispatcher } from './dispatcher.ts';
@@ -27,18 +29,24 @@ export async function main(args: string[]): Promise<void> {
   const { subscription, sources } = config;
   const logger = log.child({ namespace: subscription.metadata.namespace, subscription: subscription.metadata.name });
   const secrets = directorySecrets(values['secrets-dir']);
+  let problem = `connecting to NATS at ${safeNatsUrl(values['nats-url'])}`;
   // Reconnects forever, like the receiver: a NATS outage must not leave a dispatcher that has given up.
-  const { nc } = await connectNats(
-    {
-      url: values['nats-url'],
-      credsFile: values['nats-creds'],
-      caFile: values['nats-ca'],
-      name: `hookyard-dispatcher-${subscription.metadata.name}`,
-    },
-    logger,
-  );
+  const connect = () =>
+    connectNats(
+      {
+        url: values['nats-url'],
+        credsFile: values['nats-creds'],
+        caFile: values['nats-ca'],
+        name: `hookyard-dispatcher-${subscription.metadata.name}`,
+        onAttemptFailed: (reason) => {
+          problem = reason;
+        },
+      },
+      logger,
+    );
 
   if (values['replay-dead-letters']) {
+    const { nc } = await connect();
     try {
       const result = await replayDeadLetters({ subscription, secrets, nc, logger });
       logger.info(result, 'dead letters replayed');
@@ -49,24 +57,29 @@ export async function main(args: string[]): Promise<void> {
     return;
   }
 
+  // Probes and metrics answer at once; readiness says what NATS is doing until the dispatcher runs.
   const registry = new Registry();
+  registerProcessMetrics(registry);
+  let nc: NatsConnection | undefined;
   let ready = false;
   const server = createServer(async (req, res) => {
+    const closed = nc?.isClosed() ?? false;
     if (req.url === '/metrics') {
       res.setHeader('content-type', registry.contentType);
       res.end(await registry.metrics());
     } else if (req.url === '/healthz') {
-      res.statusCode = nc.isClosed() ? 503 : 200;
-      res.end(nc.isClosed() ? 'NATS connection closed' : 'ok');
+      res.statusCode = closed ? 503 : 200;
+      res.end(closed ? 'NATS connection closed' : 'ok');
     } else if (req.url === '/readyz') {
-      res.statusCode = ready && !nc.isClosed() ? 200 : 503;
-      res.end(ready ? 'ok' : 'starting');
+      res.statusCode = ready && !closed ? 200 : 503;
+      res.end(ready ? 'ok' : nc ? 'starting' : `not ready: ${problem}`);
     } else {
       res.statusCode = 404;
       res.end();
     }
   });
   await new Promise<void>((ok) => server.listen(values['metrics-port'], ok));
+  nc = (await connect()).nc;
 
   const dispatcher = await startDispatcher({ subscription, sources, secrets, nc, registry, logger });
   ready = true;

@@ -13,7 +13,8 @@ import { admissionRouter } from '../admission/webhook.ts';
 import { operatorCommand } from '../commands.ts';
 import { parseFlags } from '../runtime/flags.ts';
 import { log as rootLog } from '../runtime/log.ts';
-import { connectNats } from '../runtime/nats.ts';
+import { connectNats, type Nats, safeNatsUrl } from '../runtime/nats.ts';
+import { registerProcessMetrics } from '../runtime/process-metrics.ts';
 import { type Controller, startController } from './controller.ts';
 import { keepConnectionsAlive } from './kube.ts';
 import { electLeader, type Leadership } from './leader.ts';
@@ -28,13 +29,12 @@ export async function main(args: string[]): Promise<void> {
   kc.loadFromDefault();
   keepConnectionsAlive(kc);
   const registry = new Registry();
+  registerProcessMetrics(registry);
   const metrics = new OperatorMetrics(registry);
-  const nats = await connectNats(
-    { url: values['nats-url'], credsFile: values['nats-creds'], caFile: values['nats-ca'], name: 'hookyard-operator' },
-    log,
-  );
-  const jsm = await jetstreamManager(nats.nc);
-
+  // Probes, metrics and the admission webhook need no NATS: they answer at once, and readiness says what NATS
+  // is doing until it connects.
+  let nats: Nats | undefined;
+  let natsProblem = `connecting to NATS at ${safeNatsUrl(values['nats-url'])}`;
   let controller: Controller | undefined;
   let controllerReady = false;
   let stopping = false;
@@ -44,13 +44,15 @@ export async function main(args: string[]): Promise<void> {
       res.setHeader('content-type', registry.contentType);
       res.end(await registry.metrics());
     } else if (req.url === '/healthz') {
-      res.statusCode = nats.nc.isClosed() ? 503 : 200;
-      res.end(nats.nc.isClosed() ? 'NATS connection closed' : 'ok');
+      const closed = nats?.nc.isClosed() ?? false;
+      res.statusCode = closed ? 503 : 200;
+      res.end(closed ? 'NATS connection closed' : 'ok');
     } else if (req.url === '/readyz') {
       // A standby is ready (it serves the webhook); the leader once its caches are filled.
-      const ready = nats.connected() && (controller ? controllerReady : true);
+      const natsUp = nats?.connected() ?? false;
+      const ready = natsUp && (controller ? controllerReady : true);
       res.statusCode = ready ? 200 : 503;
-      res.end(ready ? 'ok' : 'not ready');
+      res.end(ready ? 'ok' : `not ready: ${natsUp ? 'filling caches' : natsProblem}`);
     } else {
       res.statusCode = 404;
       res.end();
@@ -78,6 +80,21 @@ export async function main(args: string[]): Promise<void> {
       log.warn({ err: String(err) }, 'could not reload the webhook certificate; keeping the current one');
     }
   }, values['webhook-cert-reload']).unref();
+  log.info({ metricsPort: values['metrics-port'], webhook: webhook !== undefined }, 'operator serving probes');
+
+  nats = await connectNats(
+    {
+      url: values['nats-url'],
+      credsFile: values['nats-creds'],
+      caFile: values['nats-ca'],
+      name: 'hookyard-operator',
+      onAttemptFailed: (reason) => {
+        natsProblem = reason;
+      },
+    },
+    log,
+  );
+  const jsm = await jetstreamManager(nats.nc);
 
   const start = () => {
     metrics.leader(true);
@@ -125,7 +142,7 @@ export async function main(args: string[]): Promise<void> {
   } else {
     start();
   }
-  log.info({ metricsPort: values['metrics-port'], webhook: webhook !== undefined }, 'operator running');
+  log.info('operator running');
 
   const signal = await new Promise<string>((ok) => {
     process.once('SIGTERM', () => ok('SIGTERM'));

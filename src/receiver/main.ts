@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { jetstream } from '@nats-io/jetstream';
+import { type JetStreamClient, jetstream } from '@nats-io/jetstream';
 import { Registry } from 'prom-client';
 import { parse as parseYAML } from 'yaml';
 import { checkResource } from '../api/check.ts';
@@ -11,11 +11,12 @@ import { type ProviderEndpoint, providerEndpoint } from '../api/provider-endpoin
 import { receiverCommand } from '../commands.ts';
 import { parseFlags } from '../runtime/flags.ts';
 import { type Logger, log as rootLog } from '../runtime/log.ts';
-import { connectNats } from '../runtime/nats.ts';
+import { connectNats, type Nats } from '../runtime/nats.ts';
+import { registerProcessMetrics } from '../runtime/process-metrics.ts';
 import { directorySecrets, type SecretStore } from '../runtime/secrets.ts';
 import { compileEndpoint } from './endpoint.ts';
 import { ReceiverMetrics } from './metrics.ts';
-import { type EndpointState, type ReceiverHandler, type ReceiverOptions, receiverHandler } from './server.ts';
+import { type EndpointState, type ReceiverHandler, receiverHandler } from './server.ts';
 
 /**
  * Reads and checks the mounted ProviderEndpoint: its shape, with its defaults applied. Its CEL rules are left to
@@ -88,6 +89,7 @@ export async function main(args: string[]): Promise<void> {
   let resource = loadEndpoint(configFile);
   const log: Logger = rootLog.child({ endpoint: `${resource.metadata.namespace}/${resource.metadata.name}` });
   const registry = new Registry();
+  registerProcessMetrics(registry);
   const metrics = new ReceiverMetrics(registry);
   const fingerprint = (secrets: { fingerprint: string }) =>
     createHash('sha256').update(readFileSync(configFile)).update(secrets.fingerprint).digest('hex');
@@ -96,8 +98,34 @@ export async function main(args: string[]): Promise<void> {
   let endpoints = stateMap(resource, endpointState(resource, initialSecrets, metrics));
   logState(log, endpoints);
 
+  // Webhooks get 503 and /readyz says not ready until NATS connects; /healthz and /metrics answer at once.
+  let nats: Nats | undefined;
+  let js: JetStreamClient | undefined;
+  let stopping = false;
+  const natsReady = () => {
+    const up = nats?.connected() ?? false;
+    metrics.natsConnected.set(up ? 1 : 0);
+    return up;
+  };
+  const running = await listen(
+    receiverHandler({
+      endpoints: () => endpoints,
+      // Read at each publish, which waits for natsReady(): set by then.
+      get js() {
+        return js as JetStreamClient;
+      },
+      maxPayload: () => nats?.nc.info?.max_payload,
+      natsReady,
+      log,
+      registry,
+      // Not ready while shutting down, so the Service stops routing here, but in-flight requests still publish.
+      ready: () => natsReady() && !stopping,
+    }),
+    values.port,
+  );
+  log.info({ port: running.port }, 'receiver listening');
   // A failed publish is logged by its message and answered 503: the stack of where it started would add nothing.
-  const nats = await connectNats(
+  nats = await connectNats(
     {
       url: values['nats-url'],
       credsFile: values['nats-creds'],
@@ -107,22 +135,7 @@ export async function main(args: string[]): Promise<void> {
     },
     log,
   );
-  metrics.natsConnected.set(1);
-  let stopping = false;
-  const options: ReceiverOptions = {
-    endpoints: () => endpoints,
-    js: jetstream(nats.nc),
-    maxPayload: () => nats.nc.info?.max_payload,
-    natsReady: () => {
-      metrics.natsConnected.set(nats.connected() ? 1 : 0);
-      return nats.connected();
-    },
-    log,
-  };
-  // Not ready while shutting down, so the Service stops routing here, but in-flight requests still publish.
-  const ready = () => options.natsReady() && !stopping;
-  const running = await listen(receiverHandler({ ...options, registry, ready }), values.port);
-  log.info({ port: running.port }, 'receiver listening');
+  js = jetstream(nats.nc);
 
   // Kubernetes swaps mounted ConfigMaps and Secrets in place: poll, and swap the compiled endpoint atomically.
   const reload = setInterval(() => {

@@ -164,7 +164,7 @@ export const devCommand = {
 export const sendCommand = {
   name: 'send',
   summary: "Sends a provider's documented sample webhooks to an endpoint, signed the way the provider signs.",
-  usage: '<provider> --url URL',
+  usage: '<provider> --url URL | --list',
   flags: {
     url: {
       type: 'string',

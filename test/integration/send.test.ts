@@ -10,7 +10,6 @@ import type { ProviderName } from '../../src/api/provider-endpoint.ts';
 import { type Dev, startDev } from '../../src/dev/dev.ts';
 import { samples } from '../../src/providers/samples.ts';
 import { freePort } from '../../src/runtime/net.ts';
-import { requireEnv } from '../harness/kube.ts';
 import { root, tempDir } from '../harness/servers.ts';
 
 const publicPresets = `
@@ -60,9 +59,9 @@ describe('hookyard send', () => {
   before(async () => {
     cpSync(join(root, 'examples'), work.path, { recursive: true });
     writeFileSync(join(work.path, 'public.yaml'), publicPresets);
+    // Its own nats-server, so the samples' event ids are new to it and no other test sees them.
     dev = await startDev({
       paths: [work.path],
-      natsUrl: requireEnv('HOOKYARD_TEST_NATS_URL'),
       port: 0,
       host: '127.0.0.1',
       log: pino({ level: 'silent' }),

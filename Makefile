@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/.cache/node24/node_modules/.bin:$(PATH)
 NODE_STAMP := .cache/node24/node_modules/.bin/node
 endif
 
-.PHONY: all deps tools generate lint typecheck build test unit demo clean
+.PHONY: all deps tools generate lint typecheck build test unit demo dev clean
 
 all: test
 
@@ -50,10 +50,14 @@ typecheck: deps
 test: deps tools lint typecheck build
 	node test/harness/run.ts node --test --test-reporter=spec --test-timeout=300000 'test/**/*.test.ts'
 
-# The main job on the embedded default: dev mode on examples/, each provider's documented webhooks played.
+# The main job on the embedded default: dev mode on examples/, each provider's documented webhooks played. It uses
+# a nats-server 2.12+ on the PATH, else the cached one (built with Go when missing); NATS_URL=... uses that NATS.
 demo: deps
-	scripts/build-tools.sh nats-server
-	node scripts/demo.ts
+	node scripts/demo.ts $(if $(NATS_URL),--nats-url $(NATS_URL))
+
+# hookyard dev on examples/ (Ctrl-C stops); ARGS='--sink http://127.0.0.1:9000' adds flags.
+dev: deps
+	node src/cli.ts dev -f examples/ $(ARGS)
 
 clean:
 	rm -rf .cache node_modules

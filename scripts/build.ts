@@ -5,12 +5,16 @@
 //   dist/cli.mjs, dist/*.mjs    the entry and its chunks (ESM), each with a source map
 //   dist/samples/               the providers' documented sample bodies, read by `hookyard send`
 //
+// The version and git commit are written into the bundle (`hookyard version`, the hookyard_build_info metric);
+// where the sources are no git checkout (the image's build stage), HOOKYARD_COMMIT gives the commit.
+//
 // esbuild's metafile, which sources each chunk holds, goes to .cache/dist-meta.json (tests read it), so that
 // dist/ holds only what runs.
 import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { join } from 'node:path';
 import { build, type Plugin } from 'esbuild';
+import { readBuildInfo } from '../src/runtime/build.ts';
 
 const root = join(import.meta.dirname, '..');
 
@@ -56,6 +60,8 @@ const result = await build({
   metafile: true,
   logLevel: 'warning',
   plugins: [requireBuiltins],
+  // `hookyard version` and hookyard_build_info: the package version and the commit (HOOKYARD_COMMIT, else git).
+  define: { HOOKYARD_BUILD: JSON.stringify(readBuildInfo(root)) },
   // CommonJS packages inside an ESM bundle still call require() for Node's built-in modules.
   banner: {
     js: "import { createRequire as __hookyardCreateRequire } from 'node:module'; const require = __hookyardCreateRequire(import.meta.url);",

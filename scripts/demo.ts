@@ -1,11 +1,14 @@
 // make demo: dev mode on examples/ with a local sink, playing each seed provider's documented webhooks plus a
 // duplicate and a forged signature. Prints what happened and exits 0 only when every outcome is the one the
 // providers' documents call for.
+import { spawnSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
 import pino from 'pino';
 import type { ProviderName } from '../src/api/provider-endpoint.ts';
 import { startDev } from '../src/dev/dev.ts';
+import { findNatsServer, NoNatsServer } from '../src/dev/nats-server.ts';
 import { sendSample } from '../src/dev/send.ts';
 import { type Sample, samples } from '../src/providers/samples.ts';
 
@@ -20,13 +23,32 @@ const sink = createServer((req, res) => {
 await new Promise<void>((ok) => sink.listen(0, '127.0.0.1', ok));
 const sinkUrl = `http://127.0.0.1:${(sink.address() as { port: number }).port}`;
 
+const { values } = parseArgs({ options: { 'nats-url': { type: 'string' } } });
 const dev = await startDev({
   paths: ['examples'],
+  natsUrl: values['nats-url'] ?? localNats(),
   port: 0,
   host: '127.0.0.1',
   sink: sinkUrl,
   log: pino({ level: 'warn' }),
 });
+
+/**
+ * Without --nats-url dev mode starts a nats-server: one on the PATH if new enough, else the cached one, which is
+ * built here when Go is there to build it. Without either, the demo says what to install or pass, and stops.
+ */
+function localNats(): undefined {
+  try {
+    findNatsServer();
+  } catch (err) {
+    if (!(err instanceof NoNatsServer)) throw err;
+    const hasGo = spawnSync('go', ['version'], { stdio: 'ignore' }).status === 0;
+    if (hasGo && spawnSync('scripts/build-tools.sh', ['nats-server'], { stdio: 'inherit' }).status === 0) return;
+    console.error(`make demo: ${err.message.replace('pass --nats-url ', 'run make demo NATS_URL=')}`);
+    process.exit(1);
+  }
+  return undefined;
+}
 const secret = (name: string, key: string) => dev.manifests.secrets.get(name, key)?.toString() ?? '';
 const url = (endpoint: string, query = '') => `http://127.0.0.1:${dev.port}/hooks/default/${endpoint}${query}`;
 const sample = (provider: ProviderName, i: number) => samples[provider]?.[i] as Sample;

@@ -1,27 +1,48 @@
 #!/usr/bin/env node
-// hookyard <command>: one image, one CLI. Each command lives in its own module and is loaded on demand.
+// hookyard <command>: one image, one CLI. Each command lives in its own module and is loaded on demand; their
+// flags are declared in src/commands.ts.
 import { constants } from 'node:os';
+import {
+  devCommand,
+  dispatcherCommand,
+  operatorCommand,
+  receiverCommand,
+  sendCommand,
+  versionCommand,
+} from './commands.ts';
+import { buildInfo } from './runtime/build.ts';
+import { type Command, parseFlags, UsageError } from './runtime/flags.ts';
 
-const commands: Record<string, { summary: string; load: () => Promise<{ main(args: string[]): Promise<void> }> }> = {
-  operator: {
-    summary: 'reconcile ProviderEndpoints and WebhookSubscriptions in a cluster',
-    load: () => import('./operator/main.ts'),
-  },
-  receiver: { summary: 'serve one ProviderEndpoint', load: () => import('./receiver/main.ts') },
-  dispatcher: { summary: 'deliver one WebhookSubscription', load: () => import('./dispatcher/main.ts') },
-  dev: {
-    summary: 'run ProviderEndpoints and WebhookSubscriptions from YAML files, no cluster',
-    load: () => import('./dev/main.ts'),
-  },
-  send: { summary: "send a provider's documented sample webhooks, signed", load: () => import('./dev/send.ts') },
-};
+type Main = (args: string[]) => Promise<void>;
+const commands: { command: Command; load: () => Promise<{ main: Main }> }[] = [
+  { command: operatorCommand, load: () => import('./operator/main.ts') },
+  { command: receiverCommand, load: () => import('./receiver/main.ts') },
+  { command: dispatcherCommand, load: () => import('./dispatcher/main.ts') },
+  { command: devCommand, load: () => import('./dev/main.ts') },
+  { command: sendCommand, load: () => import('./dev/send.ts') },
+  { command: versionCommand, load: async () => ({ main: printVersion }) },
+];
 
-const [command, ...args] = process.argv.slice(2);
-const entry = command ? commands[command] : undefined;
+const usage = () =>
+  `usage: hookyard <command> [flags]\n\ncommands:\n${commands
+    .map(({ command }) => `  ${command.name.padEnd(12)}${command.summary}`)
+    .join('\n')}\n\nhookyard <command> --help shows a command's flags.\n`;
+
+async function printVersion(args: string[]): Promise<void> {
+  if (!parseFlags(versionCommand, args)) return;
+  const { version, commit } = buildInfo();
+  console.log(`hookyard ${version} (commit ${commit}, node ${process.versions.node})`);
+}
+
+const [name, ...args] = process.argv.slice(2);
+if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+  process.stdout.write(usage());
+  process.exit(0);
+}
+const entry = commands.find(({ command }) => command.name === (name === '--version' ? 'version' : name));
 if (!entry) {
-  const list = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(12)}${c.summary}`);
-  console.error(`usage: hookyard <command> [options]\n\ncommands:\n${list.join('\n')}`);
-  process.exit(command === undefined || command === 'help' || command === '--help' ? 0 : 2);
+  process.stderr.write(`hookyard: unknown command "${name}"\n\n${usage()}`);
+  process.exit(2);
 }
 // In a container the CLI is PID 1, and PID 1 ignores a signal it has no handler for: until a command installs its
 // own graceful handlers (the receiver, dispatcher and dev do once connected), SIGTERM and SIGINT end the process
@@ -34,6 +55,6 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 try {
   await (await entry.load()).main(args);
 } catch (err) {
-  console.error(`hookyard ${command}: ${err instanceof Error ? err.message : String(err)}`);
-  process.exit(1);
+  console.error(`hookyard ${entry.command.name}: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(err instanceof UsageError ? 2 : 1);
 }

@@ -1,7 +1,7 @@
 // Dev mode: every ProviderEndpoint and WebhookSubscription of some YAML files, run in one process with the same
 // receiver and dispatcher code a cluster runs, against a given NATS or a local nats-server it starts.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, watch } from 'node:fs';
+import { mkdtempSync, rmSync, watch } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -9,7 +9,9 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Registry } from 'prom-client';
 import { resolveSources } from '../api/sources.ts';
+import type { WebhookSubscription } from '../api/webhook-subscription.ts';
 import { type Dispatcher, startDispatcher } from '../dispatcher/dispatcher.ts';
+import { targetUrl } from '../dispatcher/target.ts';
 import { endpointStreamConfig, ensureStream } from '../jetstream/streams.ts';
 import { endpointState, listen, type RunningServer } from '../receiver/main.ts';
 import { ReceiverMetrics } from '../receiver/metrics.ts';
@@ -17,7 +19,10 @@ import { type EndpointState, receiverHandler } from '../receiver/server.ts';
 import type { Logger } from '../runtime/log.ts';
 import { connectNats } from '../runtime/nats.ts';
 import { freePort } from '../runtime/net.ts';
+import { registerProcessMetrics } from '../runtime/process-metrics.ts';
+import { loggingDeliveries, loggingRequests, notingPublishes } from './lines.ts';
 import { type Manifests, readManifests } from './manifests.ts';
+import { findNatsServer } from './nats-server.ts';
 
 export interface DevOptions {
   paths: string[];
@@ -41,15 +46,39 @@ export interface Dev {
 }
 
 export async function startDev(options: DevOptions): Promise<Dev> {
-  let manifests = readManifests(options.paths);
+  const manifests = readManifests(options.paths);
+  const nats = options.natsUrl ? undefined : await startLocalNats(options.log);
+  // Whatever fails from here on (a Secret a dispatcher cannot use, a stream NATS refuses) stops what was started:
+  // no nats-server or temporary store is left behind.
+  const started: (() => Promise<void>)[] = [async () => nats?.stop()];
+  try {
+    return await serve(options, manifests, options.natsUrl ?? nats?.url ?? '', started);
+  } catch (err) {
+    for (const stop of started.reverse()) await stop().catch(() => {});
+    throw err;
+  }
+}
+
+async function serve(
+  options: DevOptions,
+  initial: Manifests,
+  natsUrl: string,
+  started: (() => Promise<void>)[],
+): Promise<Dev> {
   const { log } = options;
-  const nats = options.natsUrl ? undefined : await startLocalNats(log);
-  const { nc } = await connectNats({ url: options.natsUrl ?? nats?.url ?? '', name: 'hookyard-dev' }, log);
+  let manifests = initial;
+  const { nc } = await connectNats({ url: natsUrl, name: 'hookyard-dev', attempts: 3 }, log);
+  started.push(() => nc.close());
   const jsm = await jetstreamManager(nc);
   const registry = new Registry();
+  registerProcessMetrics(registry);
   const metrics = new ReceiverMetrics(registry);
   let states = new Map<string, EndpointState>();
   let dispatchers: Dispatcher[] = [];
+  started.push(async () => void (await Promise.all(dispatchers.map((d) => d.stop()))));
+  let targets = new Map<string, string>();
+  const unwatch = loggingDeliveries(() => targets, log);
+  started.push(async () => unwatch());
 
   const apply = async (next: Manifests) => {
     const nextStates = new Map<string, EndpointState>();
@@ -61,24 +90,18 @@ export async function startDev(options: DevOptions): Promise<Dev> {
     states = nextStates;
     await Promise.all(dispatchers.map((d) => d.stop()));
     dispatchers = [];
-    for (const sub of next.subscriptions) {
-      const subscription = options.sink
-        ? {
-            ...sub,
-            spec: {
-              ...sub.spec,
-              target: { ...sub.spec.target, url: `${options.sink}/${sub.metadata.name}`, service: undefined },
-            },
-          }
-        : sub;
+    const subscriptions = next.subscriptions.map((sub) => withSink(sub, options.sink));
+    targets = new Map(subscriptions.map((sub) => [targetKey(sub), sub.metadata.name]));
+    for (const subscription of subscriptions) {
       dispatchers.push(
         await startDispatcher({
           subscription,
-          sources: resolveSources(sub, next.endpoints),
+          sources: resolveSources(subscription, next.endpoints),
           secrets: next.secrets,
           nc,
           registry,
-          logger: log.child({ subscription: `${sub.metadata.namespace}/${sub.metadata.name}` }),
+          // The dispatcher adds the namespace and subscription to each entry itself.
+          logger: log,
         }),
       );
     }
@@ -87,14 +110,17 @@ export async function startDev(options: DevOptions): Promise<Dev> {
   await apply(manifests);
 
   const server: RunningServer = await listen(
-    receiverHandler({
-      endpoints: () => states,
-      js: jetstream(nc),
-      natsReady: () => !nc.isClosed(),
-      maxPayload: () => nc.info?.max_payload,
+    loggingRequests(
+      receiverHandler({
+        endpoints: () => states,
+        js: notingPublishes(jetstream(nc)),
+        natsReady: () => !nc.isClosed(),
+        maxPayload: () => nc.info?.max_payload,
+        log,
+        registry,
+      }),
       log,
-      registry,
-    }),
+    ),
     options.port,
     options.host,
   );
@@ -121,12 +147,26 @@ export async function startDev(options: DevOptions): Promise<Dev> {
     },
     async stop() {
       await server.close();
+      unwatch();
       await Promise.all(dispatchers.map((d) => d.stop()));
       await nc.drain();
-      await nats?.stop();
+      await started[0]?.();
     },
   };
   return dev;
+}
+
+/** The subscription as dev mode runs it: with `--sink`, its deliveries go to `<sink>/<subscription>`. */
+function withSink(sub: WebhookSubscription, sink: string | undefined): WebhookSubscription {
+  if (!sink) return sub;
+  const target = { ...sub.spec.target, url: `${sink}/${sub.metadata.name}`, service: undefined };
+  return { ...sub, spec: { ...sub.spec, target } };
+}
+
+/** A target as undici's diagnostics name its requests: origin and path. */
+function targetKey(sub: WebhookSubscription): string {
+  const url = new URL(targetUrl(sub.spec.target, sub.metadata.namespace ?? 'default'));
+  return `${url.origin}${url.pathname}${url.search}`;
 }
 
 /** Calls `onChange` (debounced) when a file under the paths changes. */
@@ -144,22 +184,18 @@ export function watchFiles(paths: string[], onChange: () => void): () => void {
   };
 }
 
-/** nats-server from HOOKYARD_NATS_SERVER, the project's build cache, or the PATH. */
-function natsServerBinary(): string {
-  const cached = join(import.meta.dirname, '../../.cache/bin/nats-server');
-  return process.env.HOOKYARD_NATS_SERVER ?? (existsSync(cached) ? cached : 'nats-server');
-}
-
 async function startLocalNats(log: Logger): Promise<{ url: string; stop(): Promise<void> }> {
+  const binary = findNatsServer();
   const store = mkdtempSync(join(tmpdir(), 'hookyard-dev-'));
   const port = await freePort();
-  const child: ChildProcess = spawn(natsServerBinary(), ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', store], {
+  const child: ChildProcess = spawn(binary, ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', store], {
     stdio: 'ignore',
   });
   const exited = new Promise<void>((ok) => child.once('exit', () => ok()));
-  child.once('error', (err) =>
-    log.error(`cannot start nats-server: ${err.message} (pass --nats-url, or run make tools)`),
-  );
+  let failed: Error | undefined;
+  child.once('error', (err) => {
+    failed = err;
+  });
   const url = `nats://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
     const nc = await connect({ servers: url }).catch(() => undefined);
@@ -167,7 +203,11 @@ async function startLocalNats(log: Logger): Promise<{ url: string; stop(): Promi
       await nc.close();
       break;
     }
-    if (i > 100 || child.exitCode !== null) throw new Error('the local nats-server did not start');
+    if (failed || i > 100 || child.exitCode !== null) {
+      child.kill('SIGKILL');
+      rmSync(store, { recursive: true, force: true });
+      throw new Error(`the local nats-server (${binary}) did not start${failed ? `: ${failed.message}` : ''}`);
+    }
     await sleep(100);
   }
   log.info({ url }, 'started a local nats-server with a temporary store');

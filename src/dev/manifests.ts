@@ -25,6 +25,18 @@ export class InvalidManifests extends Error {
   }
 }
 
+/** Every Secret key a spec refers to (`secretRefs` lists and `secretKeyRef`s), with where it is referred to. */
+function secretReferences(value: unknown, path: string): { path: string; name: string; key: string }[] {
+  if (Array.isArray(value)) return value.flatMap((v, i) => secretReferences(v, `${path}[${i}]`));
+  if (!value || typeof value !== 'object') return [];
+  return Object.entries(value).flatMap(([field, v]) => {
+    const at = `${path}.${field}`;
+    if (field === 'secretRefs' && Array.isArray(v)) return v.map((ref, i) => ({ path: `${at}[${i}]`, ...ref }));
+    if (field === 'secretKeyRef') return [{ path: at, ...(v as { name: string; key: string }) }];
+    return secretReferences(v, at);
+  });
+}
+
 /** The YAML files of a file or a folder (not recursive). */
 export function yamlFiles(path: string): string[] {
   if (!statSync(path).isDirectory()) return [path];
@@ -72,6 +84,16 @@ export function readManifests(paths: string[], defaultNamespace = 'default'): Ma
       } catch (err) {
         if (!(err instanceof InvalidResource)) throw err;
         problems.push(`${file}: ${err.message}`);
+      }
+    }
+  }
+  for (const resource of [...endpoints, ...subscriptions]) {
+    for (const { path, name, key } of secretReferences(resource.spec, 'spec')) {
+      if (secrets[name]?.[key] === undefined) {
+        problems.push(
+          `${resource.kind}/${resource.metadata.name}: ${path} names key "${key}" of Secret "${name}", which ` +
+            `${secrets[name] ? 'has no such key' : 'no file defines'}; add a Secret ${name} with stringData: {${key}: ...}`,
+        );
       }
     }
   }

@@ -1,9 +1,12 @@
 // `hookyard dispatcher`: delivers one WebhookSubscription until SIGTERM or SIGINT, then drains.
 import { createServer } from 'node:http';
-import { parseArgs } from 'node:util';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { Registry } from 'prom-client';
+import { dispatcherCommand } from '../commands.ts';
+import { parseFlags } from '../runtime/flags.ts';
 import { log } from '../runtime/log.ts';
-import { connectNats } from '../runtime/nats.ts';
+import { connectNats, safeNatsUrl } from '../runtime/nats.ts';
+import { registerProcessMetrics } from '../runtime/process-metrics.ts';
 import { directorySecrets } from '../runtime/secrets.ts';
 import { InvalidConfig, loadConfig } from './config.ts';
 import { replayDeadLetters, startDispatcher } from './dispatcher.ts';
@@ -11,28 +14,10 @@ import { answerScrape } from './metrics.ts';
 
 export { replayDeadLetters, startDispatcher } from './dispatcher.ts';
 
-const usage = `usage: hookyard dispatcher --config <file> [--secrets-dir <dir>] [--nats-url <url>] [--metrics-port <port>]
-                           [--replay-dead-letters]`;
-
 export async function main(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      config: { type: 'string' },
-      'secrets-dir': { type: 'string', default: '/etc/hookyard/secrets' },
-      'nats-url': { type: 'string', default: process.env.NATS_URL ?? 'nats://127.0.0.1:4222' },
-      'nats-creds': { type: 'string', default: process.env.NATS_CREDS },
-      'nats-ca': { type: 'string', default: process.env.NATS_CA },
-      'metrics-port': { type: 'string', default: '9090' },
-      'replay-dead-letters': { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
-  if (values.help || !values.config) {
-    console.error(usage);
-    process.exitCode = values.help ? 0 : 2;
-    return;
-  }
+  const flags = parseFlags(dispatcherCommand, args);
+  if (!flags) return;
+  const { values } = flags;
   let config: ReturnType<typeof loadConfig>;
   try {
     config = loadConfig(values.config);
@@ -45,18 +30,24 @@ export async function main(args: string[]): Promise<void> {
   const { subscription, sources } = config;
   const logger = log.child({ namespace: subscription.metadata.namespace, subscription: subscription.metadata.name });
   const secrets = directorySecrets(values['secrets-dir']);
+  let problem = `connecting to NATS at ${safeNatsUrl(values['nats-url'])}`;
   // Reconnects forever, like the receiver: a NATS outage must not leave a dispatcher that has given up.
-  const { nc } = await connectNats(
-    {
-      url: values['nats-url'],
-      credsFile: values['nats-creds'],
-      caFile: values['nats-ca'],
-      name: `hookyard-dispatcher-${subscription.metadata.name}`,
-    },
-    logger,
-  );
+  const connect = () =>
+    connectNats(
+      {
+        url: values['nats-url'],
+        credsFile: values['nats-creds'],
+        caFile: values['nats-ca'],
+        name: `hookyard-dispatcher-${subscription.metadata.name}`,
+        onAttemptFailed: (reason) => {
+          problem = reason;
+        },
+      },
+      logger,
+    );
 
   if (values['replay-dead-letters']) {
+    const { nc } = await connect();
     try {
       const result = await replayDeadLetters({ subscription, secrets, nc, logger });
       logger.info(result, 'dead letters replayed');
@@ -67,23 +58,28 @@ export async function main(args: string[]): Promise<void> {
     return;
   }
 
+  // Probes and metrics answer at once; readiness says what NATS is doing until the dispatcher runs.
   const registry = new Registry();
+  registerProcessMetrics(registry);
+  let nc: NatsConnection | undefined;
   let ready = false;
   const server = createServer(async (req, res) => {
+    const closed = nc?.isClosed() ?? false;
     if (req.url === '/metrics') {
       await answerScrape(registry, res, logger);
     } else if (req.url === '/healthz') {
-      res.statusCode = nc.isClosed() ? 503 : 200;
-      res.end(nc.isClosed() ? 'NATS connection closed' : 'ok');
+      res.statusCode = closed ? 503 : 200;
+      res.end(closed ? 'NATS connection closed' : 'ok');
     } else if (req.url === '/readyz') {
-      res.statusCode = ready && !nc.isClosed() ? 200 : 503;
-      res.end(ready ? 'ok' : 'starting');
+      res.statusCode = ready && !closed ? 200 : 503;
+      res.end(ready ? 'ok' : nc ? 'starting' : `not ready: ${problem}`);
     } else {
       res.statusCode = 404;
       res.end();
     }
   });
-  await new Promise<void>((ok) => server.listen(Number(values['metrics-port']), ok));
+  await new Promise<void>((ok) => server.listen(values['metrics-port'], ok));
+  nc = (await connect()).nc;
 
   const dispatcher = await startDispatcher({ subscription, sources, secrets, nc, registry, logger });
   ready = true;

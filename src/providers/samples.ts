@@ -15,6 +15,8 @@ export interface Sample {
   contentType?: string;
   body: Buffer;
   headers?: Record<string, string>;
+  /** Sent without a signature even when a secret is given, as the provider sends it (Shopflix's registration check). */
+  unsigned?: boolean;
 }
 
 const file = (name: string) => readFileSync(join(import.meta.dirname, 'samples', name));
@@ -57,6 +59,7 @@ export const samples: Partial<Record<ProviderName, Sample[]>> = {
       contentType: json,
       body: Buffer.from('{}'),
       headers: { 'User-Agent': 'Shopflix WebHook Test' },
+      unsigned: true,
     },
     { name: 'order delivered (its documented example)', contentType: json, body: file('shopflix-order.json') },
   ],
@@ -101,13 +104,54 @@ export const samples: Partial<Record<ProviderName, Sample[]>> = {
       body: file('siteflow-submission-error.json'),
     },
   ],
+  // The public presets: one typical event each, with the headers the provider's documentation lists.
+  'standard-webhooks': [
+    {
+      name: 'invoice.paid',
+      contentType: json,
+      body: file('standard-webhooks-invoice-paid.json'),
+      headers: { 'webhook-id': 'msg_2KWPBgLlAfxdpx2AI54pPJ85f4W' },
+    },
+  ],
+  github: [
+    {
+      name: 'push',
+      contentType: json,
+      body: file('github-push.json'),
+      headers: {
+        'X-GitHub-Event': 'push',
+        'X-GitHub-Delivery': '72d3162e-cc78-11e3-81ab-4c9367dc0958',
+        'X-GitHub-Hook-ID': '292430182',
+        'User-Agent': 'GitHub-Hookshot/044aadd',
+      },
+    },
+  ],
+  stripe: [{ name: 'payment_intent.succeeded', contentType: json, body: file('stripe-payment-intent-succeeded.json') }],
+  shopify: [
+    {
+      name: 'orders/create',
+      contentType: json,
+      body: file('shopify-orders-create.json'),
+      headers: {
+        'X-Shopify-Topic': 'orders/create',
+        'X-Shopify-Webhook-Id': 'b54557e4-bdd9-4b37-8a5f-bf7d70bcd043',
+        'X-Shopify-Shop-Domain': 'example.myshopify.com',
+        'X-Shopify-API-Version': '2025-01',
+      },
+    },
+  ],
 };
 
 /**
  * The headers a provider adds to sign a request, computed the way its documentation says (not with the
  * receiver's code): PROIGN's Node snippet, Shopflix's `data`-only signature, and the public schemes.
  */
-export function providerSignature(provider: ProviderName, secret: string, body: Buffer): Record<string, string> {
+export function providerSignature(
+  provider: ProviderName,
+  secret: string,
+  body: Buffer,
+  headers: Record<string, string> = {},
+): Record<string, string> {
   const now = Math.floor(Date.now() / 1000);
   switch (provider) {
     case 'proign':
@@ -127,7 +171,7 @@ export function providerSignature(provider: ProviderName, secret: string, body: 
     case 'stripe':
       return { 'Stripe-Signature': signStripe(Buffer.from(secret), now, body) };
     case 'standard-webhooks': {
-      const id = `msg_${now}`;
+      const id = headers['webhook-id'] ?? `msg_${now}`;
       return {
         'webhook-id': id,
         'webhook-timestamp': String(now),

@@ -3,26 +3,22 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { parseArgs } from 'node:util';
-import { jetstream } from '@nats-io/jetstream';
+import { type JetStreamClient, jetstream } from '@nats-io/jetstream';
 import { Registry } from 'prom-client';
 import { parse as parseYAML } from 'yaml';
 import { checkResource } from '../api/check.ts';
 import { type ProviderEndpoint, providerEndpoint } from '../api/provider-endpoint.ts';
+import { receiverCommand } from '../commands.ts';
 import { endpointStream } from '../jetstream/layout.ts';
+import { parseFlags } from '../runtime/flags.ts';
 import { type Logger, log as rootLog } from '../runtime/log.ts';
-import { connectNats } from '../runtime/nats.ts';
+import { connectNats, type Nats } from '../runtime/nats.ts';
+import { registerProcessMetrics } from '../runtime/process-metrics.ts';
 import { directorySecrets, type SecretStore } from '../runtime/secrets.ts';
 import { compileEndpoint } from './endpoint.ts';
 import { ReceiverMetrics } from './metrics.ts';
-import { jetStreamReadiness } from './readiness.ts';
-import {
-  type EndpointState,
-  type ReceiverHandler,
-  type ReceiverOptions,
-  receiverHandler,
-  refuseClientError,
-} from './server.ts';
+import { jetStreamReadiness, type Readiness } from './readiness.ts';
+import { type EndpointState, type ReceiverHandler, receiverHandler, refuseClientError } from './server.ts';
 
 /**
  * Reads and checks the mounted ProviderEndpoint: its shape, with its defaults applied. Its CEL rules are left to
@@ -93,32 +89,16 @@ export async function listen(handler: ReceiverHandler, port: number, host = '0.0
   };
 }
 
-const usage = `usage: hookyard receiver [--config <file>] [--secrets-dir <dir>] [--nats-url <url>] [--nats-creds <file>]
-                         [--nats-ca <file>] [--port <port>] [--reload-interval <ms>]`;
-
 export async function main(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      config: { type: 'string', default: '/etc/hookyard/config/endpoint.yaml' },
-      'secrets-dir': { type: 'string', default: '/etc/hookyard/secrets' },
-      'nats-url': { type: 'string', default: process.env.NATS_URL ?? 'nats://127.0.0.1:4222' },
-      'nats-creds': { type: 'string', default: process.env.NATS_CREDS },
-      'nats-ca': { type: 'string', default: process.env.NATS_CA },
-      port: { type: 'string', default: '8080' },
-      'reload-interval': { type: 'string', default: '2000' },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
-  if (values.help) {
-    console.error(usage);
-    return;
-  }
+  const flags = parseFlags(receiverCommand, args);
+  if (!flags) return;
+  const { values } = flags;
   const configFile = values.config;
   const secretsDir = values['secrets-dir'];
   let resource = loadEndpoint(configFile);
   const log: Logger = rootLog.child({ endpoint: `${resource.metadata.namespace}/${resource.metadata.name}` });
   const registry = new Registry();
+  registerProcessMetrics(registry);
   const metrics = new ReceiverMetrics(registry);
   const fingerprint = (secrets: { fingerprint: string }) =>
     createHash('sha256').update(readFileSync(configFile)).update(secrets.fingerprint).digest('hex');
@@ -127,8 +107,37 @@ export async function main(args: string[]): Promise<void> {
   let endpoints = stateMap(resource, endpointState(resource, initialSecrets, metrics));
   logState(log, endpoints);
 
+  // Webhooks get 503 and /readyz says not ready until NATS connects; /healthz and /metrics answer at once.
+  let nats: Nats | undefined;
+  let js: JetStreamClient | undefined;
+  let jetStream: Readiness | undefined;
+  let stopping = false;
+  const natsReady = () => {
+    const up = nats?.connected() ?? false;
+    metrics.natsConnected.set(up ? 1 : 0);
+    return up;
+  };
+  const running = await listen(
+    receiverHandler({
+      endpoints: () => endpoints,
+      // Read at each publish, which waits for natsReady(): set by then.
+      get js() {
+        return js as JetStreamClient;
+      },
+      maxPayload: () => nats?.nc.info?.max_payload,
+      natsReady,
+      publishFailed: () => jetStream?.failed(),
+      log,
+      registry,
+      // Ready when a publish would succeed, and not while shutting down, so the Service stops routing here;
+      // in-flight requests still publish.
+      ready: () => natsReady() && (jetStream?.ready() ?? false) && !stopping,
+    }),
+    values.port,
+  );
+  log.info({ port: running.port }, 'receiver listening');
   // A failed publish is logged by its message and answered 503: the stack of where it started would add nothing.
-  const nats = await connectNats(
+  nats = await connectNats(
     {
       url: values['nats-url'],
       credsFile: values['nats-creds'],
@@ -138,29 +147,12 @@ export async function main(args: string[]): Promise<void> {
     },
     log,
   );
-  metrics.natsConnected.set(1);
-  let stopping = false;
-  const jetStream = jetStreamReadiness(
+  js = jetstream(nats.nc);
+  jetStream = jetStreamReadiness(
     nats,
     () => [endpointStream(resource.metadata.namespace ?? 'default', resource.metadata.name)],
     log,
   );
-  const options: ReceiverOptions = {
-    endpoints: () => endpoints,
-    js: jetstream(nats.nc),
-    maxPayload: () => nats.nc.info?.max_payload,
-    natsReady: () => {
-      metrics.natsConnected.set(nats.connected() ? 1 : 0);
-      return nats.connected();
-    },
-    publishFailed: jetStream.failed,
-    log,
-  };
-  // Ready when a publish would succeed, and not while shutting down, so the Service stops routing here; in-flight
-  // requests still publish.
-  const ready = () => options.natsReady() && jetStream.ready() && !stopping;
-  const running = await listen(receiverHandler({ ...options, registry, ready }), Number(values.port));
-  log.info({ port: running.port }, 'receiver listening');
 
   // Kubernetes swaps mounted ConfigMaps and Secrets in place: poll, and swap the compiled endpoint atomically.
   const reload = setInterval(() => {
@@ -176,7 +168,7 @@ export async function main(args: string[]): Promise<void> {
     } catch (err) {
       log.error({ err: (err as Error).message }, 'reload failed; keeping the previous configuration');
     }
-  }, Number(values['reload-interval']));
+  }, values['reload-interval']);
 
   await new Promise<void>((ok) => {
     process.once('SIGTERM', ok);

@@ -57,6 +57,8 @@ describe('Helm chart', () => {
       assert.ok(kinds.has(kind), kind);
     }
     for (const kind of ['PodMonitor', 'PrometheusRule', 'ConfigMap', 'Certificate']) assert.ok(!kinds.has(kind), kind);
+    const pdb = findObject(objects, 'PodDisruptionBudget');
+    assert.equal(pdb.spec.unhealthyPodEvictionPolicy, 'AlwaysAllow', 'a pod that is not Ready never blocks a drain');
     const r = await dryRun(yaml);
     assert.equal(r.code, 0, r.stderr);
   });

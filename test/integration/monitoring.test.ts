@@ -223,6 +223,7 @@ describe('metrics the chart queries', () => {
   it('the PodMonitors select the pods the operator renders, on the ports that serve /metrics', async () => {
     const { objects } = await renderChart([
       ...['--namespace', operatorNamespace, '--set', 'monitoring.podMonitors.enabled=true'],
+      ...['--api-versions', 'monitoring.coreos.com/v1/PodMonitor'],
     ]);
     const monitors = objects.filter((o) => o.kind === 'PodMonitor');
     const check = (monitor: K8sObject, podLabels: Record<string, string>, ports: string[]) => {

@@ -3,6 +3,7 @@
 // label value that the Grafana dashboard and the alerts query must be in what it scraped, and every metric Hookyard
 // serves must be on the dashboard or in an alert.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -67,6 +68,16 @@ async function chartQueries(): Promise<Query[]> {
   return queries;
 }
 
+/** `promtool check metrics`, Prometheus' own linter of the exposition format and its naming rules. */
+function promtoolCheckMetrics(text: string): Promise<{ code: number; output: string }> {
+  return new Promise((ok) => {
+    const child = execFile(join(binDir, 'promtool'), ['check', 'metrics'], (err, stdout, stderr) =>
+      ok({ code: err ? ((err.code as number) ?? 1) : 0, output: stdout + stderr }),
+    );
+    child.stdin?.end(text);
+  });
+}
+
 const selectorText = (s: Selector) =>
   `{${s.matchers.map((m) => `${m.name}${m.type}${JSON.stringify(m.value)}`).join(', ')}}`;
 /** A histogram's series named as its metric. */
@@ -84,6 +95,8 @@ describe('metrics the chart queries', () => {
   const dispatcherLabels: Record<string, string> = {};
   let receiverPort = '';
   let dispatcherPort = '';
+  /** Where each process serves /metrics. */
+  const metricsPorts: Record<string, number> = {};
   const docs = exampleDocuments();
   const find = (kind: string, name: string) =>
     docs.find((d) => d.doc.kind === kind && d.doc.metadata.name === name)?.doc;
@@ -190,6 +203,7 @@ describe('metrics the chart queries', () => {
       ...['--namespaces', namespace, '--lease-namespace', namespace, '--status-interval', '1s'],
     ]);
 
+    Object.assign(metricsPorts, { receiver: rp, dispatcher: dp, operator: operator.metricsPort });
     await startPrometheus({
       receiver: { port: rp },
       dispatcher: { port: dp },
@@ -272,6 +286,17 @@ describe('metrics the chart queries', () => {
       [...new Set(served.map(family))].filter((n) => !queried.has(n)),
       [],
     );
+  });
+
+  it("promtool check metrics finds nothing in each process's /metrics", async () => {
+    assert.deepEqual(Object.keys(metricsPorts).sort(), ['dispatcher', 'operator', 'receiver']);
+    for (const [process, port] of Object.entries(metricsPorts)) {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      assert.match(text, /^# HELP hookyard_/m, `${process} serves Hookyard's metrics`);
+      const r = await promtoolCheckMetrics(text);
+      assert.equal(r.code, 0, `${process}: ${r.output}`);
+      assert.equal(r.output, '', `${process}: ${r.output}`);
+    }
   });
 
   it('Prometheus loads and evaluates every alert rule', async () => {

@@ -23,6 +23,7 @@ import { endpointStreamConfig, ensureStream } from '../../src/jetstream/streams.
 import { renderEndpoint, renderSubscription } from '../../src/operator/render.ts';
 import { samples } from '../../src/providers/samples.ts';
 import type { CliProcess } from '../harness/cli.ts';
+import { type Dashboard, dashboardLintFindings } from '../harness/dashboard-lint.ts';
 import { exampleDocuments } from '../harness/examples.ts';
 import { findObject, type K8sObject, renderChart, renderedRuleGroups } from '../harness/helm.ts';
 import { createNamespace, installCRDs, kubectl, requireEnv } from '../harness/kube.ts';
@@ -53,14 +54,19 @@ async function chartQueries(): Promise<Query[]> {
     panels: { title: string; targets?: { expr: string }[] }[];
     templating: { list: { name: string; query?: string | { query: string } }[] };
   };
-  const grafana = (expr: string) => expr.replaceAll('$namespace', '.*').replaceAll('$__rate_interval', '1m');
+  const grafana = (expr: string) =>
+    expr
+      .replaceAll('$namespace', '.*')
+      .replaceAll('$job', '.+')
+      .replaceAll('$instance', '.+')
+      .replaceAll('$__rate_interval', '1m');
   const queries: Query[] = dashboard.panels.flatMap((p) =>
     (p.targets ?? []).map((t) => ({ where: `dashboard panel "${p.title}"`, expr: grafana(t.expr) })),
   );
   for (const v of dashboard.templating.list) {
     const query = typeof v.query === 'object' ? v.query.query : '';
     const labelValues = query.match(/^label_values\((.*),\s*\w+\)$/);
-    if (labelValues?.[1]) queries.push({ where: `dashboard variable ${v.name}`, expr: labelValues[1] });
+    if (labelValues?.[1]) queries.push({ where: `dashboard variable ${v.name}`, expr: grafana(labelValues[1]) });
   }
   for (const group of await renderedRuleGroups()) {
     for (const rule of group.rules) queries.push({ where: `alert ${rule.alert}`, expr: rule.expr });
@@ -286,6 +292,11 @@ describe('metrics the chart queries', () => {
       [...new Set(served.map(family))].filter((n) => !queried.has(n)),
       [],
     );
+  });
+
+  it("the dashboard passes the rules of Grafana's dashboard-linter", async () => {
+    const dashboard = JSON.parse(readFileSync(join(root, dashboardFile), 'utf8')) as Dashboard;
+    assert.deepEqual(await dashboardLintFindings(dashboard, (expr) => api('parse_query', { query: expr })), []);
   });
 
   it("promtool check metrics finds nothing in each process's /metrics", async () => {

@@ -97,4 +97,14 @@ want crds && module_crds "cert-manager-$CERT_MANAGER_VERSION" "github.com/cert-m
   deploy/crds cert-manager.io_certificates.yaml cert-manager.io_issuers.yaml &&
   ln -sfn "cert-manager-$CERT_MANAGER_VERSION" "$root/.cache/crds/cert-manager"
 want dockerfile-lint && build_dockerfile_lint && ln -sf "$DOCKERFILE_LINT" "$bin/dockerfile-lint"
+# The linters `make test` runs on the chart, the rendered workloads, the examples and the metrics (built only when
+# no names are given, or named: kube-score, kubeconform). kube-score stands in for kube-linter, and a test carries
+# the dashboard-linter's rules: neither kube-linter nor Grafana's dashboard-linter is served by the module proxy.
+KUBE_SCORE_VERSION=v1.20.0
+KUBECONFORM_VERSION=v0.8.0
+[ $# -eq 0 ] && wanted="$wanted kube-score kubeconform"
+want kube-score && go_install kube-score "github.com/zegl/kube-score/cmd/kube-score@$KUBE_SCORE_VERSION" &&
+  ln -sf "kube-score-$KUBE_SCORE_VERSION" "$bin/kube-score"
+want kubeconform && go_install kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION" &&
+  ln -sf "kubeconform-$KUBECONFORM_VERSION" "$bin/kubeconform"
 exit 0

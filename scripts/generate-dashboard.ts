@@ -23,7 +23,9 @@ interface Row {
   panels: Panel[];
 }
 
-const ns = 'namespace=~"$namespace"';
+/** Every selector names the job and instance variables, as Grafana's dashboard-linter requires. */
+const scope = 'job=~"$job", instance=~"$instance"';
+const ns = `namespace=~"$namespace", ${scope}`;
 const rate = (selector: string) => `rate(${selector}[$__rate_interval])`;
 const q = (expr: string, legend: string): Query => ({ expr, legend });
 const quantile = (p: number, metric: string, by: string) =>
@@ -272,7 +274,9 @@ export const rows: Row[] = [
         title: 'Reconciles',
         description: 'Reconciles per second, by kind and result.',
         unit: 'ops',
-        queries: [q(`sum by (kind, result) (${rate('hookyard_operator_reconciles_total')})`, '{{kind}} {{result}}')],
+        queries: [
+          q(`sum by (kind, result) (${rate(`hookyard_operator_reconciles_total{${scope}}`)})`, '{{kind}} {{result}}'),
+        ],
       },
       {
         title: 'Reconcile duration, p99',
@@ -280,7 +284,7 @@ export const rows: Row[] = [
         unit: 's',
         queries: [
           q(
-            `histogram_quantile(0.99, sum by (le, kind) (${rate('hookyard_operator_reconcile_duration_seconds_bucket')}))`,
+            `histogram_quantile(0.99, sum by (le, kind) (${rate(`hookyard_operator_reconcile_duration_seconds_bucket{${scope}}`)}))`,
             '{{kind}}',
           ),
         ],
@@ -290,7 +294,7 @@ export const rows: Row[] = [
         description: 'Operator replicas holding the lease: 1 when healthy.',
         unit: 'short',
         type: 'stat',
-        queries: [q('sum(hookyard_operator_is_leader)', 'leading')],
+        queries: [q(`sum(hookyard_operator_is_leader{${scope}})`, 'leading')],
       },
     ],
   },
@@ -342,6 +346,27 @@ function panelJSON(panel: Panel, id: number, gridPos: object): object {
   };
 }
 
+/** A metric of each process: the operator, receivers and dispatchers. */
+const everyProcess =
+  '{__name__=~"hookyard_receiver_requests_total|hookyard_dispatcher_attempts_total|hookyard_operator_reconciles_total"}';
+
+/** A variable over a scrape label (job, instance): every value by default, as the dashboard-linter asks. */
+const scrapeVariable = (name: string, query: string) => ({
+  name,
+  label: name[0]?.toUpperCase() + name.slice(1),
+  type: 'query',
+  datasource,
+  definition: query,
+  query: { query, refId: name },
+  includeAll: true,
+  multi: true,
+  allValue: '.+',
+  refresh: 2,
+  sort: 1,
+  current: {},
+  hide: 0,
+});
+
 export function dashboard(): object {
   const panels: object[] = [];
   let id = 1;
@@ -359,7 +384,8 @@ export function dashboard(): object {
     uid: 'hookyard',
     description: 'Webhook receivers, deliveries and the Hookyard operator.',
     tags: ['hookyard'],
-    editable: true,
+    // Provisioned from the chart: edits in Grafana would be lost at the next sync, so they are not offered.
+    editable: false,
     schemaVersion: 39,
     version: 1,
     refresh: '30s',
@@ -369,6 +395,8 @@ export function dashboard(): object {
     templating: {
       list: [
         { name: 'datasource', label: 'Data source', type: 'datasource', query: 'prometheus', current: {}, hide: 0 },
+        scrapeVariable('job', `label_values(${everyProcess}, job)`),
+        scrapeVariable('instance', `label_values(${everyProcess.replace('}', ', job=~"$job"}')}, instance)`),
         {
           name: 'namespace',
           label: 'Namespace',

@@ -1,17 +1,36 @@
 import { z } from 'zod';
-import { withRules } from './rules.ts';
+import { requiredByRule, withRules } from './rules.ts';
 
 export const group = 'hookyard.io';
 export const version = 'v1alpha1';
 export const apiVersion = `${group}/${version}`;
 
-/** A Go-style duration such as `30s`, `5m` or `1h30m`: what Kubernetes' CEL `duration()` reads. */
+// [.] rather than an escaped dot: the pattern sits in a CEL string literal, where \. is not a valid escape.
+const durationPattern = '^([0-9]+([.][0-9]+)?(ms|s|m|h))+$';
+
+/**
+ * A Go-style duration such as `30s`, `5m` or `1h30m`: what Kubernetes' CEL `duration()` reads. Its format is a CEL
+ * rule rather than an OpenAPI pattern, so that the API server answers with an example instead of the regex.
+ */
+/** CEL that is true when `expression` is a duration in the form the schema accepts. */
+export const isDuration = (expression: string) => `${expression}.matches('${durationPattern}')`;
+
 export const duration = (description: string) =>
-  z
-    .string()
-    .max(32)
-    .regex(/^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$/, 'must be a duration such as 500ms, 30s, 5m or 1h30m')
-    .meta({ description });
+  withRules(z.string().max(32).meta({ description }), {
+    rule: isDuration('self'),
+    message: 'must be a duration: a number and a unit (ms, s, m or h) without spaces, such as 30s, 5m or 1h30m',
+  });
+
+/**
+ * A rule that compares durations, written to hold while one of them is malformed: that field's own rule says what
+ * to type, and the API server adds no type conversion error of its own.
+ */
+export const durationRule = (durations: string[], rule: string) =>
+  `!(${durations.map(isDuration).join(' && ')}) || ${rule}`;
+
+/** The schema with a description added to its metadata (rules included). */
+export const described = <T extends z.ZodType>(schema: T, description: string): T =>
+  schema.meta({ ...schema.meta(), description }) as T;
 
 /** The name of an object in the same namespace (RFC 1123 subdomain). */
 export const objectName = (description: string, maxLength = 253) =>
@@ -33,6 +52,10 @@ export const httpHeaderName = (description: string) =>
     .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be an HTTP header name')
     .meta({ description });
 
+const secretRefsMessage =
+  'secretRefs is required: store the value in a Secret (kubectl create secret generic NAME --from-literal=KEY=VALUE) ' +
+  'and reference it with secretRefs: [{name: NAME, key: KEY}]';
+
 export const secretKeyRef = z
   .object({
     name: objectName('Name of a Secret in the resource namespace.'),
@@ -44,11 +67,12 @@ export type SecretKeyRef = z.infer<typeof secretKeyRef>;
 /** One or more Secret keys, tried in order: list the new one beside the old one while rotating. */
 export const secretRefs = (what: string) =>
   z
-    .array(secretKeyRef)
+    .array(secretKeyRef, { error: (issue) => (issue.input === undefined ? secretRefsMessage : undefined) })
     .min(1)
     .max(8)
     .meta({
-      description: `Secret keys holding ${what}. Several may be listed at once for rotation: any of them is accepted when checking, the first is used when signing.`,
+      description: `Required. Secret keys holding ${what}. Several may be listed at once for rotation: any of them is accepted when checking, the first is used when signing.`,
+      [requiredByRule]: secretRefsMessage,
     });
 
 /**
@@ -63,7 +87,7 @@ export const inlineSecret = (refField: string) =>
       .meta({ description: `Not allowed: secret values go in a Secret referenced by ${refField}.` }),
     {
       rule: 'false',
-      message: `secret values may not be written into the resource; store the value in a Secret and reference it with ${refField}`,
+      message: `secret values may not be written into the resource; store the value in a Secret (kubectl create secret generic NAME --from-literal=KEY=VALUE) and reference it with ${refField}`,
     },
   );
 
@@ -73,18 +97,27 @@ export const quantity = z
 
 export const resources = z
   .object({
-    requests: z.record(z.string(), quantity).optional(),
-    limits: z.record(z.string(), quantity).optional(),
+    requests: z.record(z.string(), quantity).optional().meta({
+      description: 'What the scheduler reserves for each pod, such as {cpu: 50m, memory: 96Mi}.',
+    }),
+    limits: z.record(z.string(), quantity).optional().meta({
+      description: 'The most each pod may use, such as {memory: 256Mi}; memory above it restarts the pod.',
+    }),
   })
   .meta({ description: 'Compute resources of the pods, as in a container spec.' });
 
 export const condition = z.object({
-  type: z.string().max(316),
-  status: z.enum(['True', 'False', 'Unknown']),
-  reason: z.string().max(1024),
-  message: z.string().max(32768),
-  lastTransitionTime: z.string().meta({ format: 'date-time' }),
-  observedGeneration: z.number().int().min(0).optional(),
+  type: z.string().max(316).meta({ description: 'What the condition is about, such as Ready or StreamReady.' }),
+  status: z.enum(['True', 'False', 'Unknown']).meta({ description: 'Whether it holds: True, False or Unknown.' }),
+  reason: z.string().max(1024).meta({ description: 'One word in CamelCase for why, such as SecretMissing.' }),
+  message: z.string().max(32768).meta({ description: 'What is wrong and what to do, in words.' }),
+  lastTransitionTime: z.string().meta({ format: 'date-time', description: 'When status last changed.' }),
+  observedGeneration: z
+    .number()
+    .int()
+    .min(0)
+    .optional()
+    .meta({ description: 'The metadata.generation the condition was computed from.' }),
 });
 export type Condition = z.infer<typeof condition>;
 

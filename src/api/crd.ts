@@ -2,6 +2,7 @@ import { stringify } from 'yaml';
 import { z } from 'zod';
 import { group, version } from './common.ts';
 import { providerEndpointSpec, providerEndpointStatus } from './provider-endpoint.ts';
+import { requiredByRule } from './rules.ts';
 import { webhookSubscriptionSpec, webhookSubscriptionStatus } from './webhook-subscription.ts';
 
 type Schema = Record<string, unknown>;
@@ -10,6 +11,12 @@ const readyColumn = {
   name: 'Ready',
   type: 'string',
   jsonPath: '.status.conditions[?(@.type=="Ready")].status',
+};
+// Why a resource is not Ready, in one word; `kubectl describe` has the condition's message.
+const reasonColumn = {
+  name: 'Reason',
+  type: 'string',
+  jsonPath: '.status.conditions[?(@.type=="Ready")].reason',
 };
 const ageColumn = { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' };
 
@@ -34,6 +41,7 @@ export const kinds: Kind[] = [
     columns: [
       { name: 'Provider', type: 'string', jsonPath: '.spec.provider' },
       readyColumn,
+      reasonColumn,
       { name: 'URL', type: 'string', jsonPath: '.status.url' },
       ageColumn,
     ],
@@ -47,8 +55,9 @@ export const kinds: Kind[] = [
     status: webhookSubscriptionStatus,
     columns: [
       readyColumn,
-      { name: 'Target', type: 'string', jsonPath: '.spec.target.url' },
-      { name: 'Service', type: 'string', jsonPath: '.spec.target.service.name', priority: 1 },
+      reasonColumn,
+      { name: 'Target', type: 'string', jsonPath: '.status.targetURL' },
+      { name: 'Paused', type: 'boolean', jsonPath: '.spec.paused' },
       { name: 'Pending', type: 'integer', jsonPath: '.status.pending' },
       { name: 'Dead', type: 'integer', jsonPath: '.status.deadLettered' },
       ageColumn,
@@ -84,8 +93,22 @@ function structural(node: Schema): Schema {
     }
   }
   if (out.type === 'object' && out.properties && out.additionalProperties === false) delete out.additionalProperties;
+  requiredThroughRules(out);
   if (out.required && (out.required as string[]).length === 0) delete out.required;
   return out;
+}
+
+/** Turns each required property marked with requiredByRule into a rule of the object that says its message. */
+function requiredThroughRules(node: Schema): void {
+  const properties = (node.properties ?? {}) as Record<string, Schema>;
+  for (const [name, child] of Object.entries(properties)) {
+    const message = child[requiredByRule] as string | undefined;
+    if (message === undefined) continue;
+    delete child[requiredByRule];
+    node.required = ((node.required as string[] | undefined) ?? []).filter((r) => r !== name);
+    const rules = (node['x-kubernetes-validations'] as Schema[] | undefined) ?? [];
+    node['x-kubernetes-validations'] = [...rules, { rule: `has(self.${name})`, message, fieldPath: `.${name}` }];
+  }
 }
 
 export function customResourceDefinition(k: Kind): Schema {
@@ -120,8 +143,11 @@ export function customResourceDefinition(k: Kind): Schema {
                 apiVersion: { type: 'string' },
                 kind: { type: 'string' },
                 metadata: { type: 'object' },
-                spec: openAPISchema(k.spec),
-                status: openAPISchema(k.status),
+                spec: { description: `What the ${k.kind} should be.`, ...openAPISchema(k.spec) },
+                status: {
+                  description: `What the operator last saw of the ${k.kind}; read it when it is not Ready.`,
+                  ...openAPISchema(k.status),
+                },
               },
             },
           },
@@ -132,6 +158,51 @@ export function customResourceDefinition(k: Kind): Schema {
 }
 
 export const crdFileName = (k: Kind) => `${group}_${k.plural}.yaml`;
+
+/** Where kubeconform finds a kind's JSON schema: `-schema-location 'crds/schemas/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json'`. */
+export const jsonSchemaFileName = (k: Kind) => `${group}/${k.kind.toLowerCase()}_${version}.json`;
+
+/**
+ * A whole resource of the kind as a strict JSON schema, for validating manifests without a cluster (kubeconform,
+ * editors): the CRD's schema with unknown fields refused, which the API server would drop or refuse at apply.
+ * The CEL rules are left out: JSON schema cannot say them.
+ */
+export function jsonSchema(k: Kind): Schema {
+  const crd = customResourceDefinition(k) as {
+    spec: { versions: { schema: { openAPIV3Schema: Schema } }[] };
+  };
+  const root = crd.spec.versions[0]?.schema.openAPIV3Schema as Schema & { properties: Record<string, Schema> };
+  return strict({
+    ...root,
+    required: ['apiVersion', 'kind', 'metadata', 'spec'],
+    properties: {
+      ...root.properties,
+      apiVersion: { type: 'string', enum: [`${group}/${version}`] },
+      kind: { type: 'string', enum: [k.kind] },
+    },
+  });
+}
+
+function strict(node: Schema): Schema {
+  const out: Schema = {};
+  for (const [key, value] of Object.entries(node)) {
+    if (key.startsWith('x-kubernetes-')) continue;
+    if (key === 'properties') {
+      out.properties = Object.fromEntries(
+        Object.entries(value as Record<string, Schema>).map(([name, child]) => [name, strict(child)]),
+      );
+    } else if (key === 'items' || (key === 'additionalProperties' && typeof value === 'object')) {
+      out[key] = strict(value as Schema);
+    } else {
+      out[key] = value;
+    }
+  }
+  if (node['x-kubernetes-int-or-string']) out.type = ['integer', 'string'];
+  if (out.properties && out.additionalProperties === undefined) out.additionalProperties = false;
+  return out;
+}
+
+export const jsonSchemaText = (k: Kind) => `${JSON.stringify(jsonSchema(k), null, 2)}\n`;
 
 export function crdYAML(k: Kind): string {
   return `# Generated by \`npm run generate\` from src/api; do not edit.\n${stringify(customResourceDefinition(k), { lineWidth: 0 })}`;

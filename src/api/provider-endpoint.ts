@@ -2,6 +2,7 @@ import { z } from 'zod';
 import {
   conditions,
   duration,
+  durationRule,
   httpHeaderName,
   inlineSecret,
   objectName,
@@ -148,7 +149,8 @@ export const verification = withRules(
                 .regex(/^[0-9a-fA-F:.]+\/[0-9]{1,3}$/, 'must be a CIDR such as 203.0.113.0/24'),
             )
             .min(1)
-            .max(64),
+            .max(64)
+            .meta({ description: 'Networks requests may come from, such as ["203.0.113.0/24", "2001:db8::/32"].' }),
           trustedProxies: z.number().int().min(0).max(8).default(0).meta({
             description: 'Proxies in front of the receiver whose X-Forwarded-For entry is skipped to find the sender.',
           }),
@@ -187,7 +189,8 @@ export const providerEndpointSpec = withRules(
             .string()
             .min(1)
             .max(64)
-            .regex(/^[A-Za-z0-9._~-]+$/, 'must be one URL path segment'),
+            .regex(/^[A-Za-z0-9._~-]+$/, 'must be one URL path segment')
+            .meta({ description: 'One URL path segment after /hooks/<namespace>/<name>/, such as statusupdate.' }),
           eventType: z.string().min(1).max(128).optional().meta({
             description: 'Event type of requests to this route; defaults to the path.',
           }),
@@ -240,7 +243,12 @@ export const providerEndpointSpec = withRules(
           description: 'The dedup key: a header, body fields joined, or a SHA-256 of the raw body.',
         }),
         header: httpHeaderName('For source header: the header with the event id.').optional(),
-        bodyPaths: z.array(z.string().min(1).max(128)).min(1).max(8).optional(),
+        bodyPaths: z
+          .array(z.string().min(1).max(128))
+          .min(1)
+          .max(8)
+          .optional()
+          .meta({ description: 'For source body: dotted paths whose values, joined, are the key.' }),
         window: duration(
           'How long a key is remembered (the JetStream duplicate window); default 1h for a body hash, 24h otherwise.',
         ).optional(),
@@ -266,34 +274,48 @@ export const providerEndpointSpec = withRules(
         registrationCheck: z
           .object({
             header: httpHeaderName('Header that marks the check.'),
-            value: z.string().min(1).max(256),
+            value: z.string().min(1).max(256).meta({ description: 'The header value that marks the check.' }),
           })
           .optional()
           .meta({
             description: 'An unsigned validation request the provider sends once; answered 200, not published.',
           }),
       })
-      .optional(),
+      .optional()
+      .meta({ description: 'What the receiver answers; the preset knows what the provider expects.' }),
     payload: z
       .object({
         fallbackContentType: z.enum(['json', 'form', 'xml']).optional().meta({
           description: 'How to parse a body whose Content-Type is missing or unknown (such requests are counted).',
         }),
       })
-      .optional(),
+      .optional()
+      .meta({ description: 'How request bodies are read.' }),
     ingress: z
       .object({
-        enabled: z.boolean().default(true),
-        className: z.string().max(253).optional(),
-        host: z.string().max(253).optional(),
-        tls: z.object({ secretName: objectName('Secret with the certificate.') }).optional(),
-        annotations: z.record(z.string(), z.string()).optional(),
+        enabled: z.boolean().default(true).meta({ description: 'false: no Ingress; the receiver Service only.' }),
+        className: z.string().max(253).optional().meta({
+          description: 'The IngressClass; defaults to the chart value ingress.className.',
+        }),
+        host: z.string().max(253).optional().meta({
+          description: 'The host providers call; defaults to the chart value ingress.host. status.url names it.',
+        }),
+        tls: z
+          .object({ secretName: objectName('Secret with the certificate.') })
+          .optional()
+          .meta({ description: 'Serve HTTPS with the certificate in this Secret; status.url then says https://.' }),
+        annotations: z
+          .record(z.string(), z.string())
+          .optional()
+          .meta({ description: 'Annotations for the Ingress, such as those of the ingress controller.' }),
       })
       .optional()
       .meta({ description: 'The Ingress route /hooks/<namespace>/<name> that the operator creates.' }),
     receiver: z
       .object({
-        replicas: z.number().int().min(0).max(100).default(2),
+        replicas: z.number().int().min(0).max(100).default(2).meta({
+          description: 'Receiver pods; they are spread over nodes and zones.',
+        }),
         resources: resources.optional(),
         maxBodySize: z
           .string()
@@ -302,20 +324,27 @@ export const providerEndpointSpec = withRules(
           .default('1Mi')
           .meta({ description: 'Larger requests get 413.' }),
       })
-      .prefault({}),
+      .prefault({})
+      .meta({ description: 'The receiver Deployment that verifies requests and stores events.' }),
     stream: z
       .object({
         replicas: z.number().int().min(1).max(5).default(1).meta({ description: 'JetStream replicas (1, 3 or 5).' }),
-        storage: z.enum(['file', 'memory']).default('file'),
+        storage: z.enum(['file', 'memory']).default('file').meta({
+          description: 'file keeps events across NATS restarts; memory does not.',
+        }),
         maxAge: duration('How long events are kept.').default('168h'),
         deletionPolicy: z.enum(['Delete', 'Retain']).default('Delete').meta({
           description: 'Whether the stream and its events are deleted with the resource.',
         }),
       })
-      .prefault({}),
+      .prefault({})
+      .meta({ description: "The JetStream stream that keeps this endpoint's events." }),
   }),
   {
-    rule: '!has(self.dedup) || !has(self.dedup.window) || duration(self.dedup.window) <= duration(self.stream.maxAge)',
+    rule: `!has(self.dedup) || !has(self.dedup.window) || (${durationRule(
+      ['self.dedup.window', 'self.stream.maxAge'],
+      'duration(self.dedup.window) <= duration(self.stream.maxAge)',
+    )})`,
     message: 'dedup.window cannot be longer than stream.maxAge',
     fieldPath: '.dedup.window',
   },
@@ -327,7 +356,9 @@ export const providerEndpointSpec = withRules(
 );
 
 export const providerEndpointStatus = z.object({
-  observedGeneration: z.number().int().optional(),
+  observedGeneration: z.number().int().optional().meta({
+    description: 'The metadata.generation the operator last acted on.',
+  }),
   url: z.string().optional().meta({ description: 'The URL to give the provider.' }),
   conditions: conditions.optional(),
 });

@@ -16,6 +16,13 @@ export interface Rule {
 
 const rulesKey = 'x-kubernetes-validations';
 
+/**
+ * Meta key of a required field whose absence the CRD reports with a CEL rule of the parent, in these words, instead
+ * of the API server's bare "Required value": that error would also hide every rule of the object (such as the one
+ * that explains where an inline secret goes). The zod schema says the same words itself.
+ */
+export const requiredByRule = 'x-hookyard-required-message';
+
 /** Evaluates a rule over `self`: true when it holds. */
 export type RuleEvaluator = (rule: string, self: unknown) => boolean;
 

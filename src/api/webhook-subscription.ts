@@ -2,9 +2,12 @@ import { z } from 'zod';
 import { compileFilter } from '../filter/cel.ts';
 import {
   conditions,
+  described,
   duration,
+  durationRule,
   httpHeaderName,
   inlineSecret,
+  isDuration,
   objectName,
   resourceSchema,
   resources,
@@ -33,13 +36,18 @@ export const target = withRules(
     service: z
       .object({
         name: objectName('A Service in the same namespace.', 63),
-        port: z.number().int().min(1).max(65535).default(80),
-        path: z.string().max(1024).regex(/^\//, 'must start with /').default('/'),
-        scheme: z.enum(['http', 'https']).default('http'),
+        port: z.number().int().min(1).max(65535).default(80).meta({ description: 'The Service port number.' }),
+        path: z
+          .string()
+          .max(1024)
+          .regex(/^\//, 'must start with /')
+          .default('/')
+          .meta({ description: 'The request path, such as /hooks/orders.' }),
+        scheme: z.enum(['http', 'https']).default('http').meta({ description: 'http or https.' }),
       })
       .optional()
       .meta({ description: 'A Service in the same namespace, instead of url.' }),
-    method: z.enum(['POST', 'PUT', 'PATCH']).default('POST'),
+    method: z.enum(['POST', 'PUT', 'PATCH']).default('POST').meta({ description: 'The HTTP method.' }),
     headers: z
       .array(
         withRules(
@@ -56,7 +64,11 @@ export const target = withRules(
       )
       .max(32)
       .optional()
-      .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'] }),
+      .meta({
+        'x-kubernetes-list-type': 'map',
+        'x-kubernetes-list-map-keys': ['name'],
+        description: 'Extra request headers, such as an API key the target expects.',
+      }),
     timeout: duration('How long one delivery attempt may take.').default('30s'),
     allowPrivateAddresses: z.boolean().default(false).meta({
       description: 'Allow a url that resolves to a link-local or cloud metadata address (169.254.0.0/16, fe80::/10).',
@@ -74,8 +86,8 @@ export const signing = withRules(
       description: 'standardWebhooks: webhook-id, webhook-timestamp, webhook-signature headers; hmac: one header.',
     }),
     header: httpHeaderName('For hmac: the signature header.').default('X-Hookyard-Signature'),
-    algorithm: z.enum(['sha1', 'sha256', 'sha512']).default('sha256'),
-    encoding: z.enum(['hex', 'base64']).default('hex'),
+    algorithm: z.enum(['sha1', 'sha256', 'sha512']).default('sha256').meta({ description: 'For hmac: the hash.' }),
+    encoding: z.enum(['hex', 'base64']).default('hex').meta({ description: 'For hmac: how the signature is written.' }),
     prefix: z.string().max(64).default('sha256=').meta({ description: 'For hmac: text before the signature.' }),
     secretRefs: secretRefs('the signing secret'),
     secret: inlineSecret('secretRefs').optional(),
@@ -95,12 +107,20 @@ export const retry = withRules(
     backoff: withRules(
       z.object({
         initialDelay: duration('Delay before the first retry.').default('10s'),
-        multiplier: z.number().min(1).max(10).default(2),
+        multiplier: z
+          .number()
+          .min(1)
+          .max(10)
+          .default(2)
+          .meta({ description: 'Each delay is the last one times this.' }),
         maxDelay: duration('Longest delay between attempts.').default('1h'),
         jitter: z.boolean().default(true).meta({ description: 'Full jitter: a random delay up to the computed one.' }),
       }),
       {
-        rule: 'duration(self.maxDelay) >= duration(self.initialDelay)',
+        rule: durationRule(
+          ['self.maxDelay', 'self.initialDelay'],
+          'duration(self.maxDelay) >= duration(self.initialDelay)',
+        ),
         message: 'maxDelay must be at least initialDelay',
         fieldPath: '.maxDelay',
       },
@@ -113,7 +133,9 @@ export const retry = withRules(
       .max(32)
       .optional()
       .meta({ description: 'Explicit delays before each retry, such as [1m, 5m, 30m, 2h, 24h]; the last repeats.' }),
-    respectRetryAfter: z.boolean().default(true),
+    respectRetryAfter: z.boolean().default(true).meta({
+      description: "Wait as long as a 429 or 503's Retry-After header asks, up to maxRetryAfter.",
+    }),
     maxRetryAfter: duration('Longest Retry-After honoured.').default('1h'),
     retryableStatusCodes: z
       .array(z.string().regex(/^[1-5]([0-9]{2}|xx)$/, 'must be a status code such as 429 or a class such as 5xx'))
@@ -137,7 +159,11 @@ export const webhookSubscriptionSpec = withRules(
       .optional()
       .meta({ description: 'The ProviderEndpoints whose events this subscription receives.' }),
     sourceSelector: z
-      .object({ matchLabels: z.record(z.string(), z.string()) })
+      .object({
+        matchLabels: z
+          .record(z.string(), z.string())
+          .meta({ description: 'Labels a ProviderEndpoint must all have, such as {team: shop}.' }),
+      })
       .optional()
       .meta({ description: 'Instead of sources: every ProviderEndpoint in the namespace with these labels.' }),
     eventTypes: z
@@ -161,77 +187,106 @@ export const webhookSubscriptionSpec = withRules(
         description:
           'CEL over {type, headers, body}; events for which it is not true are skipped. Checked when admitted.',
       }),
-    target,
+    target: described(target, 'Where events are delivered: a url, or a service in the same namespace.'),
     format: z
       .object({
         type: z.enum(['raw', 'envelope', 'cloudevents']).default('raw').meta({
           description: 'raw: the original bytes; envelope: {id, type, source, receivedAt, data}; cloudevents.',
         }),
-        cloudEventsMode: z.enum(['binary', 'structured']).default('binary'),
+        cloudEventsMode: z.enum(['binary', 'structured']).default('binary').meta({
+          description: 'For cloudevents: binary (ce-* headers, the data as body) or structured (one JSON document).',
+        }),
       })
-      .prefault({}),
-    signing: signing.optional(),
-    retry: retry.prefault({}),
+      .prefault({})
+      .meta({ description: 'What the target receives.' }),
+    signing: described(
+      signing,
+      'How deliveries are signed, so the target can tell they come from Hookyard.',
+    ).optional(),
+    retry: described(retry, 'When failed deliveries are tried again, and how often.').prefault({}),
     ackWait: duration('How long JetStream waits on a delivery before handing it out again.').default('2m'),
     deadLetter: z
       .object({
-        enabled: z.boolean().default(true),
+        enabled: z.boolean().default(true).meta({
+          description: 'false: events that cannot be delivered are dropped (and counted) instead of kept.',
+        }),
         maxAge: duration('How long dead letters are kept.').default('720h'),
         sinkUrl: z
           .string()
           .max(2048)
           .regex(/^https?:\/\//, 'must be an http:// or https:// URL')
-          .optional(),
+          .optional()
+          .meta({ description: 'Also POST each dead letter here, such as an alerting service.' }),
         deletionPolicy: z.enum(['Delete', 'Retain']).default('Delete').meta({
           description: 'Whether the dead-letter stream and its events are deleted with the subscription.',
         }),
       })
-      .prefault({}),
+      .prefault({})
+      .meta({ description: 'Where events go that cannot be delivered: a stream of their own, to replay from.' }),
     concurrency: z.number().int().min(1).max(1024).default(8).meta({ description: 'Deliveries in flight at once.' }),
     rateLimit: z
       .object({
-        perSecond: z.number().gt(0).max(100000),
-        burst: z.number().int().min(1).max(100000).optional(),
+        perSecond: z.number().gt(0).max(100000).meta({ description: 'Deliveries per second, on average.' }),
+        burst: z.number().int().min(1).max(100000).optional().meta({
+          description: 'Deliveries that may go at once after a quiet spell; defaults to perSecond.',
+        }),
       })
-      .optional(),
+      .optional()
+      .meta({ description: 'At most this many deliveries per second to the target.' }),
     circuitBreaker: z
       .object({
-        enabled: z.boolean().default(true),
-        failureThreshold: z.number().int().min(1).max(1000).default(10),
+        enabled: z.boolean().default(true).meta({ description: 'false: keep sending to a failing target.' }),
+        failureThreshold: z.number().int().min(1).max(1000).default(10).meta({
+          description: 'Failed attempts in a row that open the circuit: deliveries wait instead of failing.',
+        }),
         openDuration: duration('How long to wait before probing a failing target again.').default('30s'),
       })
-      .prefault({}),
-    paused: z.boolean().default(false),
+      .prefault({})
+      .meta({ description: 'Stop hammering a target that keeps failing, and probe it until it answers.' }),
+    paused: z.boolean().default(false).meta({
+      description: 'true: nothing is delivered; events wait in the stream until it is false again.',
+    }),
     dispatcher: z
       .object({
-        replicas: z.number().int().min(0).max(100).default(1),
+        replicas: z.number().int().min(0).max(100).default(1).meta({
+          description: 'Dispatcher pods; they share the consumer and are spread over nodes and zones.',
+        }),
         resources: resources.optional(),
       })
-      .prefault({}),
+      .prefault({})
+      .meta({ description: 'The dispatcher Deployment that delivers the events.' }),
   }),
   {
     rule: 'has(self.sources) != has(self.sourceSelector)',
     message: 'set exactly one of sources and sourceSelector',
   },
   {
-    rule: 'duration(self.target.timeout) < duration(self.ackWait)',
+    rule: durationRule(
+      ['self.target.timeout', 'self.ackWait'],
+      'duration(self.target.timeout) < duration(self.ackWait)',
+    ),
     message:
       'target.timeout must be shorter than ackWait, or JetStream hands the event out again while it is still being delivered',
     fieldPath: '.target.timeout',
   },
   {
-    rule: '!has(self.retry.schedule) || self.retry.schedule.all(d, duration(d) > duration("0s"))',
+    rule: `!has(self.retry.schedule) || self.retry.schedule.all(d, !${isDuration('d')} || duration(d) > duration("0s"))`,
     message: 'retry.schedule delays must be positive',
     fieldPath: '.retry.schedule',
   },
 );
 
 export const webhookSubscriptionStatus = z.object({
-  observedGeneration: z.number().int().optional(),
+  observedGeneration: z.number().int().optional().meta({
+    description: 'The metadata.generation the operator last acted on.',
+  }),
+  targetURL: z.string().optional().meta({
+    description: 'Where deliveries go: spec.target.url, or the URL a spec.target.service resolves to.',
+  }),
   conditions: conditions.optional(),
   pending: z.number().int().optional().meta({ description: 'Events waiting for delivery.' }),
   ackPending: z.number().int().optional().meta({ description: 'Events being delivered or waiting for a retry.' }),
-  redelivered: z.number().int().optional(),
+  redelivered: z.number().int().optional().meta({ description: 'Events handed out more than once.' }),
   deadLettered: z.number().int().optional().meta({ description: 'Events in the dead-letter stream.' }),
   lastAckTime: z.string().optional().meta({
     format: 'date-time',

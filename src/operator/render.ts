@@ -125,6 +125,38 @@ const workloads = {
   },
 } as const;
 
+/**
+ * What a receiver or dispatcher pod gets when its resource sets no `resources` (one that does replaces all of it).
+ * One Node process: `hookyard dev`, which runs every example's receivers and dispatchers in one process, holds about
+ * 150 MiB resident when idle, so one of them fits the request and the limit leaves room for bodies in flight. No
+ * CPU limit: throttling would add latency to every webhook, and the request gives the pod its share. Ephemeral
+ * storage covers the /tmp emptyDir.
+ */
+export const defaultResources: k8s.V1ResourceRequirements = {
+  requests: { cpu: '50m', memory: '128Mi', 'ephemeral-storage': '64Mi' },
+  limits: { memory: '384Mi', 'ephemeral-storage': '256Mi' },
+};
+
+/**
+ * Replicas of one workload prefer different nodes and spread over zones, so that losing one node or zone leaves
+ * the others serving. Both are preferences: a single-node cluster still runs every replica.
+ */
+function spread(podLabels: Record<string, string>): Pick<k8s.V1PodSpec, 'affinity' | 'topologySpreadConstraints'> {
+  const labelSelector = { matchLabels: podLabels };
+  return {
+    affinity: {
+      podAntiAffinity: {
+        preferredDuringSchedulingIgnoredDuringExecution: [
+          { weight: 100, podAffinityTerm: { topologyKey: 'kubernetes.io/hostname', labelSelector } },
+        ],
+      },
+    },
+    topologySpreadConstraints: [
+      { maxSkew: 1, topologyKey: 'topology.kubernetes.io/zone', whenUnsatisfiable: 'ScheduleAnyway', labelSelector },
+    ],
+  };
+}
+
 function deployment(
   name: string,
   owner: Owner,
@@ -157,6 +189,7 @@ function deployment(
         spec: {
           automountServiceAccountToken: false,
           securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532 },
+          ...spread(podLabels),
           containers: [
             {
               name: component,
@@ -165,7 +198,7 @@ function deployment(
               ports: [port],
               readinessProbe: probe('/readyz', port.containerPort),
               livenessProbe: probe('/healthz', port.containerPort),
-              resources: workload.resources as k8s.V1ResourceRequirements | undefined,
+              resources: (workload.resources as k8s.V1ResourceRequirements | undefined) ?? defaultResources,
               securityContext,
               volumeMounts: [
                 { name: 'config', mountPath: configDir, readOnly: true },

@@ -6,6 +6,7 @@ import { parse } from 'yaml';
 import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
 import { resolveSources, type Source } from '../api/sources.ts';
 import type { WebhookSubscription } from '../api/webhook-subscription.ts';
+import { targetUrl } from '../dispatcher/target.ts';
 import { compileFilter } from '../filter/cel.ts';
 import { consumerConfig, ensureConsumer } from '../jetstream/consumers.ts';
 import { deadLetterStreamConfig } from '../jetstream/dead-letters.ts';
@@ -123,6 +124,7 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
     ctx,
     raw,
     {
+      targetURL: targetUrl(spec.target, namespace),
       pending: counts.pending,
       ackPending: counts.ackPending,
       redelivered: counts.redelivered,

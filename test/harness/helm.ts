@@ -79,7 +79,10 @@ export interface RuleGroup {
 
 /** The PrometheusRule's groups, rendered for release namespace hookyard-system with these --set values. */
 export async function renderedRuleGroups(set: string[] = []): Promise<RuleGroup[]> {
-  const args = ['--namespace', 'hookyard-system', '--set', 'monitoring.prometheusRule.enabled=true'];
+  const args = ['--namespace', 'hookyard-system', '--set', 'monitoring.prometheusRule.enabled=true'].concat(
+    '--api-versions',
+    'monitoring.coreos.com/v1/PrometheusRule',
+  );
   const { objects } = await renderChart(args.concat(set.flatMap((s) => ['--set', s])));
   const rule = objects.find((o) => o.kind === 'PrometheusRule');
   return rule ? (rule.spec.groups as RuleGroup[]) : [];

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
-import { badResources } from '../fixtures/bad-resources.ts';
+import { badResources, misleading } from '../fixtures/bad-resources.ts';
 import { exampleDocuments, namesOf } from '../harness/examples.ts';
 import { createNamespace, installAdmissionWebhook, installCRDs, kubectl } from '../harness/kube.ts';
 import { root } from '../harness/servers.ts';
@@ -49,9 +49,39 @@ describe('API against a real kube-apiserver', () => {
 
   it('shows the printer columns', async () => {
     const r = await kubectl(['get', 'providerendpoints', '-n', namespace]);
-    assert.match(r.stdout.split('\n')[0] ?? '', /NAME\s+PROVIDER\s+READY\s+URL\s+AGE/);
+    assert.match(r.stdout.split('\n')[0] ?? '', /NAME\s+PROVIDER\s+READY\s+REASON\s+URL\s+AGE/);
     const s = await kubectl(['get', 'webhooksubscriptions', '-n', namespace]);
-    assert.match(s.stdout.split('\n')[0] ?? '', /NAME\s+READY\s+TARGET\s+PENDING\s+DEAD\s+AGE/);
+    assert.match(s.stdout.split('\n')[0] ?? '', /NAME\s+READY\s+REASON\s+TARGET\s+PAUSED\s+PENDING\s+DEAD\s+AGE/);
+    const paused = s.stdout.split('\n').find((line) => line.startsWith('shopflix-orders '));
+    assert.match(paused ?? '', /\sfalse\s/, 'the Paused column shows spec.paused');
+  });
+
+  it('describes every field in kubectl explain, and marks verification required', async () => {
+    for (const field of ['webhooksubscription.spec.target.service.port', 'providerendpoint.status.conditions.reason']) {
+      const r = await kubectl(['explain', field]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.doesNotMatch(r.stdout, /<empty>|<no description>/, field);
+    }
+    // Every field the API server serves, spec and status, has a description for kubectl explain to show.
+    const undescribed: string[] = [];
+    const spec = await kubectl(['explain', 'providerendpoint.spec']);
+    assert.match(spec.stdout, /verification\s+<\[\]Object> -required-/);
+    const crds = JSON.parse(
+      (await kubectl(['get', 'crd', '-l', 'app.kubernetes.io/part-of=hookyard', '-o', 'json'])).stdout,
+    );
+    const walk = (node: Record<string, unknown>, path: string) => {
+      const properties = (node.properties ?? {}) as Record<string, Record<string, unknown>>;
+      for (const [name, child] of Object.entries(properties)) {
+        if (!child.description) undescribed.push(`${path}.${name}`);
+        walk(child, `${path}.${name}`);
+      }
+      if (node.items) walk(node.items as Record<string, unknown>, `${path}[]`);
+    };
+    for (const crd of crds.items) {
+      const root = crd.spec.versions[0].schema.openAPIV3Schema;
+      for (const part of ['spec', 'status']) walk(root.properties[part], `${crd.spec.names.kind}.${part}`);
+    }
+    assert.deepEqual(undescribed, []);
   });
 
   for (const bad of badResources) {
@@ -63,6 +93,7 @@ describe('API against a real kube-apiserver', () => {
       for (const words of [bad.message, bad.apiServer]) {
         if (words) assert.ok(r.stderr.includes(words), `does not say "${words}": ${r.stderr}`);
       }
+      for (const words of misleading) assert.ok(!r.stderr.includes(words), `says "${words}": ${r.stderr}`);
     });
   }
 });

@@ -7,9 +7,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import * as k8s from '@kubernetes/client-node';
+import { parse } from 'yaml';
 import { dashboardFile, dashboardText } from '../../scripts/generate-dashboard.ts';
 import { chartDir, everythingValues, findObject, helm, installCachedCRDs, renderChart } from '../harness/helm.ts';
-import { createNamespace, kubeConfig, kubectl } from '../harness/kube.ts';
+import { createNamespace, installCRDs, kubeConfig, kubectl } from '../harness/kube.ts';
 import { root } from '../harness/servers.ts';
 
 const dryRun = (yaml: string) =>
@@ -49,6 +50,24 @@ describe('Helm chart', () => {
     }
   });
 
+  // helm install renders with the cluster's kinds as Capabilities, so this refusal comes before anything is created.
+  it('refuses monitoring or cert-manager without their CRDs, saying what to do', async () => {
+    const cases: [string, string, string][] = [
+      ['monitoring.podMonitors.enabled', 'monitoring.coreos.com/v1/PodMonitor', 'prometheus-operator'],
+      ['monitoring.prometheusRule.enabled', 'monitoring.coreos.com/v1/PrometheusRule', 'prometheus-operator'],
+      ['webhook.certManager.enabled', 'cert-manager.io/v1/Certificate', 'cert-manager'],
+    ];
+    for (const [value, kind, install] of cases) {
+      const refused = await helm(['template', 'hookyard', chartDir, '--set', `${value}=true`]);
+      assert.notEqual(refused.code, 0, `${value} without ${kind} was accepted`);
+      for (const words of [`serves no ${kind}`, `install ${install}`, `set ${value}=false`]) {
+        assert.ok(refused.stderr.includes(words), `${value}: does not say "${words}": ${refused.stderr}`);
+      }
+      const served = await helm(['template', 'hookyard', chartDir, '--set', `${value}=true`, '--api-versions', kind]);
+      assert.equal(served.code, 0, served.stderr);
+    }
+  });
+
   it('applies with a server-side dry run, with the default values', async () => {
     const namespace = await createNamespace('chart');
     const { yaml, objects } = await renderChart(['--namespace', namespace, '--include-crds']);
@@ -57,6 +76,8 @@ describe('Helm chart', () => {
       assert.ok(kinds.has(kind), kind);
     }
     for (const kind of ['PodMonitor', 'PrometheusRule', 'ConfigMap', 'Certificate']) assert.ok(!kinds.has(kind), kind);
+    const pdb = findObject(objects, 'PodDisruptionBudget');
+    assert.equal(pdb.spec.unhealthyPodEvictionPolicy, 'AlwaysAllow', 'a pod that is not Ready never blocks a drain');
     const r = await dryRun(yaml);
     assert.equal(r.code, 0, r.stderr);
   });
@@ -93,6 +114,74 @@ describe('Helm chart', () => {
     JSON.parse(dashboard.data['hookyard.json']);
     const r = await dryRun(yaml);
     assert.equal(r.code, 0, r.stderr);
+  });
+
+  it('lets a delete that hangs without an operator be finished by hand, as docs/uninstall.md says', async () => {
+    await installCRDs();
+    const namespace = await createNamespace('stuck');
+    const endpoint = {
+      apiVersion: 'hookyard.io/v1alpha1',
+      kind: 'ProviderEndpoint',
+      metadata: { name: 'orders', namespace, finalizers: ['hookyard.io/cleanup'] },
+      spec: { provider: 'github', verification: [{ none: true }] },
+    };
+    const applied = await kubectl(['apply', '--server-side', '-f', '-'], JSON.stringify(endpoint));
+    assert.equal(applied.code, 0, applied.stderr);
+    // The chart's webhook now covers the namespace, and no operator pod answers it (this cluster runs no pods).
+    const release = 'stuck';
+    const args = ['--namespace', namespace, '--set', `watchNamespaces={${namespace}}`];
+    const installed = await helm(['install', release, chartDir, ...args, '--set', 'webhook.failurePolicy=Fail']);
+    assert.equal(installed.code, 0, installed.stderr);
+    after(() => helm(['uninstall', release, '--namespace', namespace]));
+    const refused = await kubectl(['annotate', '-n', namespace, 'pe', 'orders', 'touched=yes']);
+    assert.notEqual(refused.code, 0, 'the webhook is called and cannot answer');
+
+    assert.equal((await kubectl(['delete', '-n', namespace, 'pe', 'orders', '--wait=false'])).code, 0);
+    const stuck = JSON.parse((await kubectl(['get', '-n', namespace, 'pe', 'orders', '-o', 'json'])).stdout);
+    assert.ok(stuck.metadata.deletionTimestamp, 'the finalizer holds the resource');
+    const stuckList =
+      '{range .items[?(@.metadata.deletionTimestamp)]}{.kind} {.metadata.namespace}/{.metadata.name}{"\\n"}{end}';
+    const listed = await kubectl(['get', 'hookyard', '-A', '-o', `jsonpath=${stuckList}`]);
+    assert.ok(listed.stdout.includes(`ProviderEndpoint ${namespace}/orders`), listed.stdout + listed.stderr);
+    const patch = ['patch', '-n', namespace, 'pe', 'orders', '--type=merge', '-p', '{"metadata":{"finalizers":null}}'];
+    const patched = await kubectl(patch);
+    assert.equal(patched.code, 0, patched.stderr);
+    const gone = await kubectl(['get', '-n', namespace, 'pe', 'orders']);
+    assert.match(gone.stderr, /NotFound/);
+  });
+
+  it('updates CRDs that helm upgrade leaves as they were, with the command docs/uninstall.md gives', async () => {
+    await installCRDs();
+    type Crd = {
+      metadata: { name: string; resourceVersion?: string };
+      spec: { versions: { additionalPrinterColumns: { name: string }[] }[] };
+    };
+    const current: Crd = parse(readFileSync(join(chartDir, 'crds/hookyard.io_webhooksubscriptions.yaml'), 'utf8'));
+    const live = async (): Promise<Crd> =>
+      JSON.parse((await kubectl(['get', 'crd', current.metadata.name, '-o', 'json'])).stdout);
+    const columns = (crd: Crd) => crd.spec.versions[0]?.additionalPrinterColumns.map((c) => c.name);
+    // An older release's CRD, written the way Helm writes one (an update, not an apply): no Paused column.
+    const stale = await live();
+    const version = stale.spec.versions[0];
+    if (version) version.additionalPrinterColumns = version.additionalPrinterColumns.filter((c) => c.name !== 'Paused');
+    const served = async () => columns(await live());
+    try {
+      const replaced = await kubectl(['replace', '--field-manager=helm', '-f', '-'], JSON.stringify(stale));
+      assert.equal(replaced.code, 0, replaced.stderr);
+      assert.ok(!(await served())?.includes('Paused'));
+      const upgrade = await kubectl(['apply', '--server-side', '--force-conflicts', '-f', join(chartDir, 'crds')]);
+      assert.equal(upgrade.code, 0, upgrade.stderr);
+      assert.deepEqual(await served(), columns(current));
+    } finally {
+      await kubectl([
+        'apply',
+        '--server-side',
+        '--force-conflicts',
+        '--field-manager=hookyard-test',
+        '-f',
+        join(chartDir, 'crds'),
+      ]);
+    }
   });
 
   describe('installed', () => {

@@ -3,6 +3,7 @@
 // label value that the Grafana dashboard and the alerts query must be in what it scraped, and every metric Hookyard
 // serves must be on the dashboard or in an alert.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -22,6 +23,7 @@ import { endpointStreamConfig, ensureStream } from '../../src/jetstream/streams.
 import { renderEndpoint, renderSubscription } from '../../src/operator/render.ts';
 import { samples } from '../../src/providers/samples.ts';
 import type { CliProcess } from '../harness/cli.ts';
+import { type Dashboard, dashboardLintFindings } from '../harness/dashboard-lint.ts';
 import { exampleDocuments } from '../harness/examples.ts';
 import { findObject, type K8sObject, renderChart, renderedRuleGroups } from '../harness/helm.ts';
 import { createNamespace, installCRDs, kubectl, requireEnv } from '../harness/kube.ts';
@@ -52,19 +54,34 @@ async function chartQueries(): Promise<Query[]> {
     panels: { title: string; targets?: { expr: string }[] }[];
     templating: { list: { name: string; query?: string | { query: string } }[] };
   };
-  const grafana = (expr: string) => expr.replaceAll('$namespace', '.*').replaceAll('$__rate_interval', '1m');
+  const grafana = (expr: string) =>
+    expr
+      .replaceAll('$namespace', '.*')
+      .replaceAll('$job', '.+')
+      .replaceAll('$instance', '.+')
+      .replaceAll('$__rate_interval', '1m');
   const queries: Query[] = dashboard.panels.flatMap((p) =>
     (p.targets ?? []).map((t) => ({ where: `dashboard panel "${p.title}"`, expr: grafana(t.expr) })),
   );
   for (const v of dashboard.templating.list) {
     const query = typeof v.query === 'object' ? v.query.query : '';
     const labelValues = query.match(/^label_values\((.*),\s*\w+\)$/);
-    if (labelValues?.[1]) queries.push({ where: `dashboard variable ${v.name}`, expr: labelValues[1] });
+    if (labelValues?.[1]) queries.push({ where: `dashboard variable ${v.name}`, expr: grafana(labelValues[1]) });
   }
   for (const group of await renderedRuleGroups()) {
     for (const rule of group.rules) queries.push({ where: `alert ${rule.alert}`, expr: rule.expr });
   }
   return queries;
+}
+
+/** `promtool check metrics`, Prometheus' own linter of the exposition format and its naming rules. */
+function promtoolCheckMetrics(text: string): Promise<{ code: number; output: string }> {
+  return new Promise((ok) => {
+    const child = execFile(join(binDir, 'promtool'), ['check', 'metrics'], (err, stdout, stderr) =>
+      ok({ code: err ? ((err.code as number) ?? 1) : 0, output: stdout + stderr }),
+    );
+    child.stdin?.end(text);
+  });
 }
 
 const selectorText = (s: Selector) =>
@@ -84,6 +101,8 @@ describe('metrics the chart queries', () => {
   const dispatcherLabels: Record<string, string> = {};
   let receiverPort = '';
   let dispatcherPort = '';
+  /** Where each process serves /metrics. */
+  const metricsPorts: Record<string, number> = {};
   const docs = exampleDocuments();
   const find = (kind: string, name: string) =>
     docs.find((d) => d.doc.kind === kind && d.doc.metadata.name === name)?.doc;
@@ -190,6 +209,7 @@ describe('metrics the chart queries', () => {
       ...['--namespaces', namespace, '--lease-namespace', namespace, '--status-interval', '1s'],
     ]);
 
+    Object.assign(metricsPorts, { receiver: rp, dispatcher: dp, operator: operator.metricsPort });
     await startPrometheus({
       receiver: { port: rp },
       dispatcher: { port: dp },
@@ -223,6 +243,7 @@ describe('metrics the chart queries', () => {
   it('the PodMonitors select the pods the operator renders, on the ports that serve /metrics', async () => {
     const { objects } = await renderChart([
       ...['--namespace', operatorNamespace, '--set', 'monitoring.podMonitors.enabled=true'],
+      ...['--api-versions', 'monitoring.coreos.com/v1/PodMonitor'],
     ]);
     const monitors = objects.filter((o) => o.kind === 'PodMonitor');
     const check = (monitor: K8sObject, podLabels: Record<string, string>, ports: string[]) => {
@@ -271,6 +292,22 @@ describe('metrics the chart queries', () => {
       [...new Set(served.map(family))].filter((n) => !queried.has(n)),
       [],
     );
+  });
+
+  it("the dashboard passes the rules of Grafana's dashboard-linter", async () => {
+    const dashboard = JSON.parse(readFileSync(join(root, dashboardFile), 'utf8')) as Dashboard;
+    assert.deepEqual(await dashboardLintFindings(dashboard, (expr) => api('parse_query', { query: expr })), []);
+  });
+
+  it("promtool check metrics finds nothing in each process's /metrics", async () => {
+    assert.deepEqual(Object.keys(metricsPorts).sort(), ['dispatcher', 'operator', 'receiver']);
+    for (const [process, port] of Object.entries(metricsPorts)) {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      assert.match(text, /^# HELP hookyard_/m, `${process} serves Hookyard's metrics`);
+      const r = await promtoolCheckMetrics(text);
+      assert.equal(r.code, 0, `${process}: ${r.output}`);
+      assert.equal(r.output, '', `${process}: ${r.output}`);
+    }
   });
 
   it('Prometheus loads and evaluates every alert rule', async () => {

@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as k8s from '@kubernetes/client-node';
 import { AckPolicy } from '@nats-io/jetstream';
 import type { ProviderEndpoint } from '../../src/api/provider-endpoint.ts';
+import type { WebhookSubscription } from '../../src/api/webhook-subscription.ts';
 import { sendSample } from '../../src/dev/send.ts';
 import { deadLetterStream, endpointStream, eventFilterSubject, eventSubject } from '../../src/jetstream/layout.ts';
 import { dispatcherName, receiverName } from '../../src/operator/render.ts';
@@ -170,6 +171,11 @@ describe('operator', () => {
         assert.equal(consumer.config.ack_policy, AckPolicy.Explicit);
       }
       await nats.jsm.streams.info(deadLetterStream(namespace, name));
+      const target = (subscription.spec as WebhookSubscription['spec']).target;
+      const resolved = target.service
+        ? `http://${target.service.name}.${namespace}.svc:${target.service.port}${target.service.path}`
+        : target.url;
+      assert.equal((subscription.status as { targetURL?: string }).targetURL, resolved, `${name}: status.targetURL`);
       const deployment = await apps.readNamespacedDeployment({ namespace, name: dispatcherName(name) });
       assert.equal(deployment.metadata?.ownerReferences?.[0]?.uid, subscription.metadata.uid);
       assert.ok(await core.readNamespacedConfigMap({ namespace, name: dispatcherName(name) }));

@@ -6,7 +6,7 @@ import { run } from '@bufbuild/cel';
 import fc from 'fast-check';
 import { checkResource } from '../../src/api/check.ts';
 import { duration } from '../../src/api/common.ts';
-import { apiReference, crdFileName, crdYAML, kinds } from '../../src/api/crd.ts';
+import { apiReference, crdFileName, crdYAML, jsonSchemaFileName, jsonSchemaText, kinds } from '../../src/api/crd.ts';
 import { providerEndpoint } from '../../src/api/provider-endpoint.ts';
 import { InvalidResource, parseResource } from '../../src/api/validate.ts';
 import { compileFilter, FilterCompileError } from '../../src/filter/cel.ts';
@@ -22,6 +22,13 @@ describe('generated CRDs', () => {
         assert.ok(committed === crdYAML(k), `${dir}/${crdFileName(k)} is stale: run npm run generate`);
       });
     }
+    it(`crds/schemas/${jsonSchemaFileName(k)} is what the generator writes (run npm run generate)`, () => {
+      const committed = readFileSync(join(root, 'crds/schemas', jsonSchemaFileName(k)), 'utf8');
+      assert.ok(
+        committed === jsonSchemaText(k),
+        `crds/schemas/${jsonSchemaFileName(k)} is stale: run npm run generate`,
+      );
+    });
   }
 });
 

@@ -30,13 +30,18 @@ export function uniqueNames(prefix: string) {
 export async function natsSetup(namespace: string, endpoint: string) {
   const nc = await connect({ servers: natsUrl() });
   const jsm = await jetstreamManager(nc);
+  // A failed setup closes its connection, or the open socket would keep the test file from ever ending.
   await ensureStream(
     jsm,
     endpointStreamConfig(namespace, endpoint, {
+      provider: 'generic',
       stream: { replicas: 1, storage: 'file', maxAge: '1h', deletionPolicy: 'Delete' },
       dedup: undefined,
     } as never),
-  );
+  ).catch(async (err: unknown) => {
+    await nc.close();
+    throw err;
+  });
   return { nc, jsm, js: jetstream(nc), stream: endpointStream(namespace, endpoint) };
 }
 

@@ -150,7 +150,7 @@ async function serve(
       unwatch();
       await Promise.all(dispatchers.map((d) => d.stop()));
       await nc.drain();
-      await started[0]?.();
+      await started[0]?.(); // the local nats-server, if one was started
     },
   };
   return dev;
@@ -192,6 +192,12 @@ async function startLocalNats(log: Logger): Promise<{ url: string; stop(): Promi
     stdio: 'ignore',
   });
   const exited = new Promise<void>((ok) => child.once('exit', () => ok()));
+  // A process that ends before stop() (Ctrl-C while starting, an uncaught error) takes its nats-server and store along.
+  const leftBehind = () => {
+    child.kill('SIGTERM');
+    rmSync(store, { recursive: true, force: true });
+  };
+  process.once('exit', leftBehind);
   let failed: Error | undefined;
   child.once('error', (err) => {
     failed = err;
@@ -204,6 +210,7 @@ async function startLocalNats(log: Logger): Promise<{ url: string; stop(): Promi
       break;
     }
     if (failed || i > 100 || child.exitCode !== null) {
+      process.off('exit', leftBehind);
       child.kill('SIGKILL');
       rmSync(store, { recursive: true, force: true });
       throw new Error(`the local nats-server (${binary}) did not start${failed ? `: ${failed.message}` : ''}`);
@@ -214,6 +221,7 @@ async function startLocalNats(log: Logger): Promise<{ url: string; stop(): Promi
   return {
     url,
     async stop() {
+      process.off('exit', leftBehind);
       child.kill('SIGTERM');
       await exited;
       rmSync(store, { recursive: true, force: true });

@@ -5,7 +5,7 @@ import type { WebhookSubscription } from '../api/webhook-subscription.ts';
 import { devCommand } from '../commands.ts';
 import { targetUrl } from '../dispatcher/target.ts';
 import { presets } from '../providers/presets.ts';
-import { parseFlags } from '../runtime/flags.ts';
+import { parseFlags, UsageError } from '../runtime/flags.ts';
 import { type Dev, startDev, watchFiles } from './dev.ts';
 import { devLogger, type LogFormat } from './lines.ts';
 
@@ -22,6 +22,9 @@ export async function main(args: string[]): Promise<void> {
     host: values.host,
     sink: values.sink,
     log: devLogger(values['log-format'] as LogFormat, (subscription) => hosts.get(subscription)),
+  }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EADDRINUSE') throw err;
+    throw new UsageError(`port ${values.port} of ${values.host} is in use; pass another, such as --port 8081`);
   });
   for (const sub of dev.manifests.subscriptions) hosts.set(sub.metadata.name, new URL(target(sub)).hostname);
   console.log(

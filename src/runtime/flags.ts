@@ -145,6 +145,19 @@ function describeParseError(err: Error & { code?: string }): string {
 
 const seeHelp = (command: Command) => `hookyard ${command.name} --help lists the flags`;
 
+const helpWidth = 110;
+
+/** Words of `text` in lines of at most `width` characters (a longer word gets a line of its own). */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  for (const word of text.split(' ')) {
+    const last = lines.at(-1);
+    if (last !== undefined && last.length + 1 + word.length <= width) lines[lines.length - 1] = `${last} ${word}`;
+    else lines.push(word);
+  }
+  return lines;
+}
+
 /** The `--help` text: usage, summary, then one line per flag with its default and environment variable. */
 export function helpText(command: Command): string {
   const rows = Object.entries(command.flags).map(([name, f]) => {
@@ -162,7 +175,11 @@ export function helpText(command: Command): string {
   });
   rows.push(['-h, --help', 'show this help']);
   const width = Math.max(...rows.map(([left]) => (left as string).length)) + 2;
-  const lines = rows.map(([left, right]) => `  ${(left as string).padEnd(width)}${right}`);
+  const lines = rows.map(([left, right]) =>
+    wrap(right as string, helpWidth - width - 2)
+      .map((text, i) => `  ${(i === 0 ? (left as string) : '').padEnd(width)}${text}`)
+      .join('\n'),
+  );
   const usage = `usage: hookyard ${command.name}${command.usage ? ` ${command.usage}` : ''} [flags]`;
   return `${usage}\n\n${command.summary}\n\nflags:\n${lines.join('\n')}\n${command.notes ? `\n${command.notes}\n` : ''}`;
 }

@@ -123,4 +123,20 @@ describe('hookyard dev output', () => {
     assert.doesNotMatch(proc.output(), /at .*\.ts:\d+/);
     assert.deepEqual(readdirSync(tmp), []);
   });
+
+  it('takes its nats-server and temporary store along when stopped while starting', async () => {
+    const tmp = join(work.path, 'tmp-interrupted');
+    mkdirSync(tmp);
+    const proc = runCli(sourceCli(), ['dev', '-f', join(root, 'examples'), '--port', '0'], {
+      ...process.env,
+      TMPDIR: tmp,
+    });
+    for (let i = 0; i < 200 && readdirSync(tmp).length === 0; i++) await sleep(10);
+    const [store] = readdirSync(tmp);
+    assert.ok(store, proc.output());
+    proc.kill('SIGTERM');
+    await proc.exited;
+    for (let i = 0; i < 50 && readdirSync(tmp).length > 0; i++) await sleep(100);
+    assert.deepEqual(readdirSync(tmp), []);
+  });
 });

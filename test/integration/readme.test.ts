@@ -59,9 +59,12 @@ interface Shell {
   exited: Promise<number>;
 }
 
-/** Runs one README line with sh, in its own process group (recorded by PID) so that stopping it stops its children. */
+/**
+ * Runs one README line with sh (exec, so the command gets the signals a terminal's Ctrl-C sends), in its own process
+ * group, recorded by PID, so that stopping it stops what it started.
+ */
 function shell(line: string, cwd: string, env: NodeJS.ProcessEnv): Shell {
-  const child = spawn('sh', ['-c', line], { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('sh', ['-c', `exec ${line}`], { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout?.on('data', (d) => {
     output += d;
@@ -78,7 +81,11 @@ describe('the README quickstart on a fresh clone', () => {
   const running: Shell[] = [];
   after(async () => {
     for (const s of running) {
-      if (s.child.exitCode === null && s.child.pid) process.kill(-s.child.pid, 'SIGKILL');
+      try {
+        if (s.child.exitCode === null && s.child.pid) process.kill(-s.child.pid, 'SIGKILL');
+      } catch {
+        // the group is gone already
+      }
     }
     work.remove();
   });

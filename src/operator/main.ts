@@ -39,6 +39,7 @@ const usage = `usage: hookyard operator [options]
   --lease-namespace NS         (default env POD_NAMESPACE, else default)
   --lease-duration D           (default 15s); --renew-deadline D (10s); --retry-period D (2s)
   --status-interval D          how often subscription counters are read from JetStream (default 30s)
+  --resync-period D            how often every resource is reconciled and every cache listed again (default 10m)
   --workers N                  reconciles at once (default 4)`;
 
 export async function main(args: string[]): Promise<void> {
@@ -65,6 +66,7 @@ export async function main(args: string[]): Promise<void> {
       'renew-deadline': { type: 'string', default: '10s' },
       'retry-period': { type: 'string', default: '2s' },
       'status-interval': { type: 'string', default: '30s' },
+      'resync-period': { type: 'string', default: '10m' },
       workers: { type: 'string', default: '4' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -148,6 +150,7 @@ export async function main(args: string[]): Promise<void> {
       namespaces: values.namespaces.split(',').filter(Boolean),
       workers: Number(values.workers),
       statusIntervalMs: durationMs(values['status-interval']),
+      resyncMs: durationMs(values['resync-period']),
     });
     controller.started.then(() => {
       controllerReady = true;

@@ -1,7 +1,6 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { type ResourceKind, resourceKinds } from '../api/kinds.ts';
 
-export const kinds = ['ProviderEndpoint', 'WebhookSubscription'] as const;
-export type Kind = (typeof kinds)[number];
 const results = ['success', 'error'] as const;
 
 /** What the subscription gauges carry for one consumer, as read from JetStream. */
@@ -67,14 +66,14 @@ export class OperatorMetrics {
       labelNames: ['namespace', 'subscription'],
       registers,
     });
-    for (const kind of kinds) {
+    for (const kind of resourceKinds) {
       for (const result of results) this.#reconciles.inc({ kind, result }, 0);
       this.#duration.zero({ kind });
     }
     this.#leader.set(0);
   }
 
-  reconciled(kind: Kind, ok: boolean, seconds: number): void {
+  reconciled(kind: ResourceKind, ok: boolean, seconds: number): void {
     this.#reconciles.inc({ kind, result: ok ? 'success' : 'error' });
     this.#duration.observe({ kind }, seconds);
   }

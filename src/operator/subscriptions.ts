@@ -3,6 +3,8 @@
 import type * as k8s from '@kubernetes/client-node';
 import { type ConsumerInfo, DeliverPolicy, JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
 import { parse } from 'yaml';
+import { ConditionType, Reason } from '../api/conditions.ts';
+import { kinds } from '../api/kinds.ts';
 import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
 import { resolveSources, type Source } from '../api/sources.ts';
 import type { WebhookSubscription } from '../api/webhook-subscription.ts';
@@ -25,7 +27,12 @@ import {
 import { dispatcherName, natsSecretRefs, renderSubscription, subscriptionSecretRefs } from './render.ts';
 import type { Check } from './status.ts';
 
-const readyFrom = ['FilterValid', 'SecretsResolved', 'ConsumerReady', 'DispatcherReady'];
+const readyFrom: string[] = [
+  ConditionType.FilterValid,
+  ConditionType.SecretsResolved,
+  ConditionType.ConsumerReady,
+  ConditionType.DispatcherReady,
+];
 
 /** `kubectl annotate webhooksubscription/<name> hookyard.io/resume=now` resumes a subscription a 410 paused. */
 export const resumeAnnotation = 'hookyard.io/resume';
@@ -44,7 +51,10 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
   let retry = false;
 
   checks.push(filterCheck(spec.filter));
-  const secrets = resolveSecrets(ctx, namespace, [...subscriptionSecretRefs(spec), ...natsSecretRefs(ctx.render)]);
+  const secrets = await resolveSecrets(ctx, namespace, [
+    ...subscriptionSecretRefs(spec),
+    ...natsSecretRefs(ctx.render),
+  ]);
   checks.push(secrets.check);
 
   const endpoints = ctx.caches.endpoints.list(namespace) as unknown as ProviderEndpoint[];
@@ -116,7 +126,7 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
   const deployment = runnable
     ? await applyObject(ctx, objects.deployment, ctx.caches.deployments)
     : ctx.caches.deployments.get(dispatcherName(name), namespace);
-  checks.push(deploymentCheck('DispatcherReady', 'dispatcher', deployment));
+  checks.push(deploymentCheck(ConditionType.DispatcherReady, 'dispatcher', deployment));
   checks.push(targetCheck(spec.paused, consumers, counts.redelivered));
 
   await writeStatus(
@@ -140,16 +150,21 @@ const normalizeTime = (time: string) => new Date(Date.parse(time)).toISOString()
 
 function filterCheck(filter: string | undefined): Check {
   if (!filter) {
-    return { type: 'FilterValid', status: true, reason: 'NoFilter', message: 'Every event of the chosen types.' };
+    return {
+      type: ConditionType.FilterValid,
+      status: true,
+      reason: Reason.NoFilter,
+      message: 'Every event of the chosen types.',
+    };
   }
   try {
     compileFilter(filter);
-    return { type: 'FilterValid', status: true, reason: 'Compiled', message: 'The filter compiles.' };
+    return { type: ConditionType.FilterValid, status: true, reason: Reason.Compiled, message: 'The filter compiles.' };
   } catch (err) {
     return {
-      type: 'FilterValid',
+      type: ConditionType.FilterValid,
       status: false,
-      reason: 'FilterInvalid',
+      reason: Reason.FilterInvalid,
       message: `spec.filter: ${errorMessage(err)}`,
     };
   }
@@ -161,7 +176,7 @@ function consumerCheck(
   consumers: { source: Source; problem?: string }[],
   deadLetterProblem: string | undefined,
 ): Check {
-  const type = 'ConsumerReady';
+  const type = ConditionType.ConsumerReady;
   const namespace = subscription.metadata.namespace ?? 'default';
   const missing = (subscription.spec.sources ?? [])
     .map((s) => s.endpoint)
@@ -171,7 +186,7 @@ function consumerCheck(
     return {
       type,
       status: false,
-      reason: 'SourceNotFound',
+      reason: Reason.SourceNotFound,
       message: `ProviderEndpoint ${names} not found in namespace ${namespace}: create it or fix spec.sources.`,
     };
   }
@@ -180,24 +195,26 @@ function consumerCheck(
     return {
       type,
       status: false,
-      reason: 'NoSources',
+      reason: Reason.NoSources,
       message: `No ProviderEndpoint in namespace ${namespace} has the labels ${labels} of spec.sourceSelector.`,
     };
   }
   const problem = consumers.find((c) => c.problem)?.problem ?? deadLetterProblem;
-  if (problem) return { type, status: false, reason: 'ConsumerNotReady', message: `${problem}.` };
+  if (problem) return { type, status: false, reason: Reason.ConsumerNotReady, message: `${problem}.` };
   const names = sources.map((s) => s.endpoint).join(', ');
-  return { type, status: true, reason: 'Ready', message: `Consuming from ProviderEndpoint ${names}.` };
+  return { type, status: true, reason: Reason.Ready, message: `Consuming from ProviderEndpoint ${names}.` };
 }
 
 function targetCheck(paused: boolean, consumers: { info?: ConsumerInfo }[], redelivered: number): Check {
-  const type = 'TargetReachable';
-  if (paused) return { type, status: 'Unknown', reason: 'Paused', message: 'spec.paused is true: nothing is sent.' };
+  const type = ConditionType.TargetReachable;
+  if (paused) {
+    return { type, status: 'Unknown', reason: Reason.Paused, message: 'spec.paused is true: nothing is sent.' };
+  }
   if (consumers.some((c) => c.info?.paused)) {
     return {
       type,
       status: false,
-      reason: 'TargetGone',
+      reason: Reason.TargetGone,
       message: `The target answered 410 Gone, so deliveries are paused. Fix the target, then resume with: kubectl annotate webhooksubscription <name> ${resumeAnnotation}=now`,
     };
   }
@@ -205,11 +222,11 @@ function targetCheck(paused: boolean, consumers: { info?: ConsumerInfo }[], rede
     return {
       type,
       status: false,
-      reason: 'Retrying',
+      reason: Reason.Retrying,
       message: `${redelivered} events are being retried: hookyard_dispatcher_failures_total and the dispatcher's log say why.`,
     };
   }
-  return { type, status: true, reason: 'Delivering', message: 'No delivery is failing.' };
+  return { type, status: true, reason: Reason.Delivering, message: 'No delivery is failing.' };
 }
 
 /** Resumes paused consumers, then removes the annotation that asked for it. */
@@ -262,9 +279,6 @@ export async function finalizeSubscription(ctx: Context, raw: RawResource): Prom
   await removeConsumers(ctx, namespace, name, streams, []);
   const policy = (raw.spec.deadLetter as { deletionPolicy?: string } | undefined)?.deletionPolicy ?? 'Delete';
   if (policy === 'Delete') await deleteStream(ctx.jsm, deadLetterStream(namespace, name));
-  await removeObjects(ctx, namespace, dispatcherName(name), [
-    ['apps/v1', 'Deployment'],
-    ['v1', 'ConfigMap'],
-  ]);
+  await removeObjects(ctx, namespace, dispatcherName(name), [kinds.Deployment, kinds.ConfigMap]);
   ctx.metrics.forget(namespace, name);
 }

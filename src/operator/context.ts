@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import type * as k8s from '@kubernetes/client-node';
-import type { JetStreamManager } from '@nats-io/jetstream';
+import { JetStreamApiError, type JetStreamManager } from '@nats-io/jetstream';
 import type { Condition, SecretKeyRef } from '../api/common.ts';
 import { ConditionType, Reason } from '../api/conditions.ts';
 import type { KindRef, ResourceKind } from '../api/kinds.ts';
@@ -51,7 +51,18 @@ export interface Context {
  * What a reconcile asks of the queue: come back after a delay (else after the resync period), or retry with
  * backoff. A problem that retrying cannot fix (JetStream refusing a config) is reported in status, not retried.
  */
-export type Outcome = { requeueAfterMs?: number; retry?: boolean };
+export type Outcome = { requeueAfterMs?: number; retry?: boolean; terminal?: boolean };
+
+/**
+ * Whether retrying cannot help: the API server refused what was sent as invalid, or JetStream refused a config
+ * (any refusal but its 503, unavailable). Such a failure is reported once in status and looked at again only with
+ * the resync or a change, as controller-runtime's TerminalError, instead of being retried with backoff forever.
+ */
+export function isTerminal(err: unknown): boolean {
+  if (err instanceof JetStreamApiError) return err.status !== 503;
+  const code = (err as { code?: unknown }).code;
+  return code === 400 || code === 422;
+}
 
 export interface ResolvedSecrets {
   check: Check;

@@ -4,12 +4,12 @@
 // that runs twice or after a restart does the same thing. Every reconciled resource comes back after the resync
 // period even when nothing changed, the fallback for a change that was missed.
 import type * as k8s from '@kubernetes/client-node';
-import { JetStreamApiError, type JetStreamManager } from '@nats-io/jetstream';
+import type { JetStreamManager } from '@nats-io/jetstream';
 import type { Condition } from '../api/common.ts';
 import { ConditionType, Reason } from '../api/conditions.ts';
 import type { ResourceKind } from '../api/kinds.ts';
 import type { Logger } from '../runtime/log.ts';
-import { type Context, forgetParsed, type Outcome, type RawResource, writeStatus } from './context.ts';
+import { type Context, forgetParsed, isTerminal, type Outcome, type RawResource, writeStatus } from './context.ts';
 import { finalizeEndpoint, reconcileEndpoint } from './endpoints.ts';
 import { type Cache, combined, Informer } from './informer.ts';
 import { apiMessage, finalizer, isConflict, isNotFound, Kube } from './kube.ts';
@@ -117,17 +117,6 @@ export function startController(options: ControllerOptions): Controller {
   };
 }
 
-/**
- * Whether retrying cannot help: the API server refused what was sent as invalid, or JetStream refused a config
- * (anything but its 503, unavailable). Such a failure is reported once in status and comes back only with the
- * resync or a change, as controller-runtime's TerminalError.
- */
-export function isTerminal(err: unknown): boolean {
-  if (err instanceof JetStreamApiError) return err.status !== 503;
-  const code = (err as { code?: unknown }).code;
-  return code === 400 || code === 422;
-}
-
 /** One reconcile of a key: the resource from the cache, its reconciler, and what the queue does next. */
 function reconciler(ctx: Context, queue: WorkQueue, resyncMs: number) {
   const { caches, log, metrics } = ctx;
@@ -143,7 +132,8 @@ function reconciler(ctx: Context, queue: WorkQueue, resyncMs: number) {
     const started = performance.now();
     try {
       const outcome = await reconcile(ctx, kind, raw);
-      metrics.reconciled(kind, !outcome.retry, (performance.now() - started) / 1000);
+      const result = outcome.retry ? 'error' : outcome.terminal ? 'terminal' : 'success';
+      metrics.reconciled(kind, result, (performance.now() - started) / 1000);
       // Its stream may be what a subscription was waiting for.
       if (kind === 'ProviderEndpoint' && !outcome.retry) {
         for (const s of subscriptionsOf(caches, cached)) {
@@ -156,9 +146,9 @@ function reconciler(ctx: Context, queue: WorkQueue, resyncMs: number) {
       // The earlier of a retry and the next look wins.
       queue.addAfter(key, outcome.requeueAfterMs ?? resyncMs);
     } catch (err) {
-      metrics.reconciled(kind, false, (performance.now() - started) / 1000);
       const message = apiMessage(err);
       const terminal = isTerminal(err);
+      metrics.reconciled(kind, terminal ? 'terminal' : 'error', (performance.now() - started) / 1000);
       const retryInMs = terminal ? undefined : queue.retry(key);
       if (terminal) queue.addAfter(key, resyncMs);
       // A conflict only means the resource changed while it was being reconciled: the retry sees the new one.

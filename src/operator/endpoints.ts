@@ -1,6 +1,5 @@
 // ProviderEndpoint → its JetStream stream, and a receiver: ConfigMap, Deployment, Service and Ingress.
 import type * as k8s from '@kubernetes/client-node';
-import { JetStreamApiError } from '@nats-io/jetstream';
 import { ConditionType, Reason } from '../api/conditions.ts';
 import { kinds } from '../api/kinds.ts';
 import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
@@ -10,6 +9,7 @@ import {
   applyObject,
   type Context,
   deploymentCheck,
+  isTerminal,
   type Outcome,
   parseOrReport,
   type RawResource,
@@ -29,6 +29,7 @@ export async function reconcileEndpoint(ctx: Context, raw: RawResource): Promise
   const { namespace, name } = raw.metadata;
   const checks: Check[] = [];
   let retry = false;
+  let terminal = false;
 
   const secrets = await resolveSecrets(ctx, namespace, [
     ...endpointSecretRefs(endpoint.spec),
@@ -46,11 +47,14 @@ export async function reconcileEndpoint(ctx: Context, raw: RawResource): Promise
       message: `JetStream stream ${stream} is ready.`,
     });
   } catch (err) {
-    retry = true;
+    // A refused config (a storage change that got past a cluster without the rule, more replicas than servers)
+    // stays refused until the spec changes: reported, not retried.
+    terminal = isTerminal(err);
+    retry = !terminal;
     checks.push({
       type: ConditionType.StreamReady,
       status: false,
-      reason: err instanceof JetStreamApiError ? Reason.StreamRefused : Reason.JetStreamUnavailable,
+      reason: isTerminal(err) ? Reason.StreamRefused : Reason.JetStreamUnavailable,
       message: `JetStream stream ${stream}: ${err instanceof Error ? err.message : String(err)}`,
     });
   }
@@ -68,7 +72,7 @@ export async function reconcileEndpoint(ctx: Context, raw: RawResource): Promise
   checks.push(deploymentCheck(ConditionType.ReceiverReady, 'receiver', deployment));
 
   await writeStatus(ctx, raw, { url: objects.url }, checks, readyFrom);
-  return { retry };
+  return { retry, terminal };
 }
 
 const ingressHeader = (namespace: string, name: string): k8s.V1Ingress => ({

@@ -17,7 +17,7 @@ import { connectNats } from '../runtime/nats.ts';
 import { type Controller, startController } from './controller.ts';
 import { keepConnectionsAlive } from './kube.ts';
 import { electLeader, type Leadership } from './leader.ts';
-import { OperatorMetrics } from './metrics.ts';
+import { OperatorMetrics, serveMetrics } from './metrics.ts';
 
 const usage = `usage: hookyard operator [options]
 
@@ -94,8 +94,7 @@ export async function main(args: string[]): Promise<void> {
   let leadership: Leadership | undefined;
   const server = createServer(async (req, res) => {
     if (req.url === '/metrics') {
-      res.setHeader('content-type', registry.contentType);
-      res.end(await registry.metrics());
+      await serveMetrics(registry, log, res);
     } else if (req.url === '/healthz') {
       res.statusCode = nats.nc.isClosed() ? 503 : 200;
       res.end(nats.nc.isClosed() ? 'NATS connection closed' : 'ok');

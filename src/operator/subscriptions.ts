@@ -17,6 +17,7 @@ import {
   applyObject,
   type Context,
   deploymentCheck,
+  isTerminal,
   type Outcome,
   parseOrReport,
   type RawResource,
@@ -24,6 +25,7 @@ import {
   resolveSecrets,
   writeStatus,
 } from './context.ts';
+import { matchEventTypes } from './event-types.ts';
 import { dispatcherName, natsSecretRefs, renderSubscription, subscriptionSecretRefs } from './render.ts';
 import type { Check } from './status.ts';
 
@@ -31,6 +33,7 @@ const readyFrom: string[] = [
   ConditionType.FilterValid,
   ConditionType.SecretsResolved,
   ConditionType.ConsumerReady,
+  ConditionType.EventTypesMatch,
   ConditionType.DispatcherReady,
 ];
 
@@ -49,6 +52,7 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
   const { spec } = subscription;
   const checks: Check[] = [];
   let retry = false;
+  let terminal = false;
 
   checks.push(filterCheck(spec.filter));
   const secrets = await resolveSecrets(ctx, namespace, [
@@ -77,7 +81,9 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
       const info = await ensureConsumer(ctx.jsm, stream, config);
       consumers.push({ source, info });
     } catch (err) {
-      retry = true;
+      // A missing stream may come (its endpoint is being reconciled); a refused config stays refused.
+      if (notFound(err) || !isTerminal(err)) retry = true;
+      else terminal = true;
       const problem = notFound(err)
         ? `the stream of ProviderEndpoint "${source.endpoint}" does not exist yet`
         : `consumer on ProviderEndpoint "${source.endpoint}": ${errorMessage(err)}`;
@@ -90,17 +96,21 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
   let deadLetterProblem: string | undefined;
   if (spec.deadLetter.enabled) {
     try {
-      const info = await ensureStream(ctx.jsm, deadLetterStreamConfig(namespace, name, spec.deadLetter.maxAge));
+      const replicas = deadLetterReplicas(endpoints, sources);
+      const config = deadLetterStreamConfig(namespace, name, spec.deadLetter.maxAge, replicas);
+      const info = await ensureStream(ctx.jsm, config);
       deadLettered = info.state.messages;
       ctx.metrics.deadLetters(namespace, name, deadLettered);
     } catch (err) {
-      retry = true;
+      if (isTerminal(err)) terminal = true;
+      else retry = true;
       deadLetterProblem = `dead-letter stream: ${errorMessage(err)}`;
     }
   } else {
     ctx.metrics.deadLetters(namespace, name, undefined);
   }
   checks.push(consumerCheck(subscription, sources, consumers, deadLetterProblem));
+  checks.push(eventTypesCheck(spec.eventTypes, sources, endpoints));
 
   const counts = { pending: 0, ackPending: 0, redelivered: 0 };
   let lastAckTime: string | undefined;
@@ -142,7 +152,15 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
     checks,
     readyFrom,
   );
-  return { retry, requeueAfterMs: ctx.statusIntervalMs };
+  return { retry, terminal, requeueAfterMs: ctx.statusIntervalMs };
+}
+
+/** The dead-letter stream's replicas: those of the most replicated source stream (1 without sources). */
+function deadLetterReplicas(endpoints: ProviderEndpoint[], sources: Source[]): number {
+  const replicas = sources.map(
+    (s) => endpoints.find((e) => e.metadata.name === s.endpoint)?.spec.stream?.replicas ?? 1,
+  );
+  return Math.max(1, ...replicas);
 }
 
 /** RFC 3339 with whole seconds, as Kubernetes writes times; JetStream reports nanoseconds. */
@@ -203,6 +221,26 @@ function consumerCheck(
   if (problem) return { type, status: false, reason: Reason.ConsumerNotReady, message: `${problem}.` };
   const names = sources.map((s) => s.endpoint).join(', ');
   return { type, status: true, reason: Reason.Ready, message: `Consuming from ProviderEndpoint ${names}.` };
+}
+
+/** Whether the subscription's eventTypes can match anything its sources produce, naming what they do produce. */
+function eventTypesCheck(eventTypes: string[], sources: Source[], endpoints: ProviderEndpoint[]): Check {
+  const type = ConditionType.EventTypesMatch;
+  const withSpecs = sources.flatMap((source) => {
+    const endpoint = endpoints.find((e) => e.metadata.name === source.endpoint);
+    return endpoint ? [{ ...source, spec: endpoint.spec }] : [];
+  });
+  const { matches, produced } = matchEventTypes(eventTypes, withSpecs);
+  if (matches) {
+    return { type, status: true, reason: Reason.Matching, message: 'spec.eventTypes match what the sources send.' };
+  }
+  const lists = produced.map((p) => `ProviderEndpoint "${p.endpoint}" sends ${p.types.join(', ') || 'no events'}`);
+  return {
+    type,
+    status: false,
+    reason: Reason.NoMatchingEventTypes,
+    message: `spec.eventTypes ${JSON.stringify(eventTypes)} match no event the sources send (${lists.join('; ')}): use these types, or a pattern such as order.*.`,
+  };
 }
 
 function targetCheck(paused: boolean, consumers: { info?: ConsumerInfo }[], redelivered: number): Check {

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as k8s from '@kubernetes/client-node';
 import { ConditionType, Reason } from '../../src/api/conditions.ts';
 import { kinds } from '../../src/api/kinds.ts';
-import { endpointStream } from '../../src/jetstream/layout.ts';
+import { deadLetterStream, endpointStream } from '../../src/jetstream/layout.ts';
 import { receiverName } from '../../src/operator/render.ts';
 import { type ApiProxy, startApiProxy } from '../harness/api-proxy.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl } from '../harness/kube.ts';
@@ -147,6 +147,94 @@ spec: { provider: proign, verification: [{ hmac: { secretRefs: [{ name: proign-k
       .slice(from)
       .filter((r) => r.method === 'GET' && /\/configmaps\?/.test(r.url) && !r.url.includes('watch=true'));
     assert.ok(relisted.length > 0, 'ConfigMaps were not listed again after the gap');
+  });
+
+  const events = async (name: string, reason: string) =>
+    (await core.listNamespacedEvent({ namespace, fieldSelector: `involvedObject.name=${name}` })).items.filter(
+      (e) => e.reason === reason,
+    );
+
+  it('reports a stream JetStream refuses once and does not retry it; the dead letters get the sources replicas', async () => {
+    // One nats-server cannot hold three replicas: what the operator asks for is read off the JetStream API.
+    const requested = (stream: string) => {
+      const configs: { num_replicas?: number }[] = [];
+      const sub = nats.nc.subscribe(`$JS.API.STREAM.CREATE.${stream}`, {
+        callback: (_err, m) => {
+          configs.push(m.json());
+        },
+      });
+      return { configs, stop: () => sub.unsubscribe() };
+    };
+    const endpointCreates = requested(endpointStream(namespace, 'replicated'));
+    const deadLetterCreates = requested(deadLetterStream(namespace, 'replicated-orders'));
+    await apply(endpoint('replicated', ', stream: { replicas: 3 }'));
+    await apply(`
+apiVersion: hookyard.io/v1alpha1
+kind: WebhookSubscription
+metadata: { name: replicated-orders }
+spec: { sources: [{ endpoint: replicated }], target: { url: "http://orders.shop.svc" } }
+`);
+    const refused = await waitFor('StreamReady=False', async () => {
+      const r = await get('ProviderEndpoint', 'replicated');
+      const ready = condition(r, ConditionType.ReceiverReady)?.status === 'True';
+      return ready && condition(r, ConditionType.StreamReady)?.reason === Reason.StreamRefused && r;
+    });
+    assert.match(JSON.stringify(condition(refused, ConditionType.StreamReady)), /replicas/);
+    assert.equal(condition(refused, ConditionType.Ready)?.reason, Reason.StreamRefused);
+    await waitFor('the dead-letter stream asked for', async () => deadLetterCreates.configs.length > 0);
+    assert.deepEqual(
+      deadLetterCreates.configs.map((c) => c.num_replicas),
+      deadLetterCreates.configs.map(() => 3),
+    );
+    const asked = endpointCreates.configs.length;
+    await sleep(4000); // a retry with backoff would ask again within 0.5 + 1 + 2 s
+    assert.equal(endpointCreates.configs.length, asked, 'the refused stream was asked for again');
+    endpointCreates.stop();
+    deadLetterCreates.stop();
+    assert.equal((await events('replicated', Reason.StreamRefused)).length, 1);
+    const terminal = await operators[0]?.metric('hookyard_operator_reconciles_total', {
+      kind: 'ProviderEndpoint',
+      result: 'terminal',
+    });
+    assert.ok((terminal ?? 0) > 0, 'not counted as terminal');
+  });
+
+  it("says so when a subscription's event types can never match what its sources send", async () => {
+    await apply(`
+apiVersion: hookyard.io/v1alpha1
+kind: ProviderEndpoint
+metadata: { name: shop-fotoweb }
+spec: { provider: fotoweb, verification: [{ none: true }] }
+---
+apiVersion: hookyard.io/v1alpha1
+kind: WebhookSubscription
+metadata: { name: fotoweb-typo }
+spec: { sources: [{ endpoint: shop-fotoweb }], eventTypes: [order.submited], target: { url: "http://orders.shop.svc" } }
+`);
+    const stuck = await waitFor('EventTypesMatch=False', async () => {
+      const r = await get('WebhookSubscription', 'fotoweb-typo');
+      return condition(r, ConditionType.EventTypesMatch)?.status === 'False' && r;
+    });
+    const check = condition(stuck, ConditionType.EventTypesMatch);
+    assert.equal(check?.reason, Reason.NoMatchingEventTypes);
+    assert.match(JSON.stringify(check), /cart\.changed, order\.submitted, order\.approved/);
+    assert.equal(condition(stuck, ConditionType.Ready)?.reason, Reason.NoMatchingEventTypes);
+    await waitFor(
+      'a Warning Event',
+      async () => (await events('fotoweb-typo', Reason.NoMatchingEventTypes)).length === 1,
+    );
+    const r = await kubectl([
+      'patch',
+      '-n',
+      namespace,
+      'webhooksubscription',
+      'fotoweb-typo',
+      '--type=merge',
+      '-p',
+      JSON.stringify({ spec: { eventTypes: ['order.submitted'] } }),
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    await waitReady('WebhookSubscription', 'fotoweb-typo');
   });
 
   it('comes back to every resource each resync period: a stream deleted by hand is made again', async () => {

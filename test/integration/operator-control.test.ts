@@ -14,6 +14,7 @@ import { type ApiProxy, startApiProxy } from '../harness/api-proxy.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl } from '../harness/kube.ts';
 import { testNats } from '../harness/nats.ts';
 import { tempDir } from '../harness/servers.ts';
+import { waitFor } from '../harness/wait.ts';
 import { type RunningOperator, simulatePods, startOperator } from '../harness/workloads.ts';
 
 interface Resource {
@@ -69,20 +70,6 @@ describe('operator control loop', () => {
     return (await custom.getNamespacedCustomObject({ group, version, namespace, plural, name })) as Resource;
   };
   const condition = (r: Resource, type: string) => r.status?.conditions?.find((c) => c.type === type);
-  async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, seconds = 60): Promise<T> {
-    const deadline = Date.now() + seconds * 1000;
-    let last: unknown;
-    while (Date.now() < deadline) {
-      try {
-        const value = await check();
-        if (value) return value;
-      } catch (err) {
-        last = err;
-      }
-      await sleep(100);
-    }
-    throw new Error(`${what}: not reached in ${seconds}s${last ? ` (${String(last)})` : ''}`);
-  }
   const waitReady = (kind: 'ProviderEndpoint' | 'WebhookSubscription', name: string) =>
     waitFor(`${kind} ${name} Ready`, async () => {
       const r = await get(kind, name);

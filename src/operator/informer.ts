@@ -48,6 +48,8 @@ export class Informer<T extends k8s.KubernetesObject> implements Cache<T> {
   readonly #objects = new Map<string, T>();
   #resourceVersion = '';
   #request: AbortController | undefined;
+  /** relist() ended the watch: no failure, list at once. */
+  #relistAsked = false;
   #stopped = false;
   #resync: NodeJS.Timeout;
   #onSynced: () => void = () => {};
@@ -72,6 +74,7 @@ export class Informer<T extends k8s.KubernetesObject> implements Cache<T> {
 
   /** Ends the current watch and lists the kind again. */
   relist(): void {
+    this.#relistAsked = true;
     this.#resourceVersion = '';
     this.#request?.abort();
   }
@@ -86,21 +89,24 @@ export class Informer<T extends k8s.KubernetesObject> implements Cache<T> {
     let failures = 0;
     while (!this.#stopped) {
       try {
-        if (!this.#resourceVersion) await this.#list();
+        if (!this.#resourceVersion) {
+          this.#relistAsked = false;
+          await this.#list();
+        }
         this.#onSynced();
         await this.#watchUntilEnd();
         failures = 0;
       } catch (err) {
         if (this.#stopped) return;
         // A relist asked for, or a resourceVersion too old to watch from: list at once.
-        if (!this.#resourceVersion || isGone(err)) {
+        if (this.#relistAsked || isGone(err)) {
           this.#resourceVersion = '';
           continue;
         }
         const delay = Math.min(1000 * 2 ** failures++, 30_000);
         this.#options.log.warn(
           { path: this.#path, err: apiMessage(err), retryInMs: delay },
-          'watch failed; listing again',
+          'watch failed; restarting with a fresh list',
         );
         this.#resourceVersion = '';
         await sleep(delay, undefined, { ref: false });

@@ -198,9 +198,10 @@ kind: WebhookSubscription
 metadata: { name: fotoweb-typo }
 spec: { sources: [{ endpoint: shop-fotoweb }], eventTypes: [order.submited], target: { url: "http://orders.shop.svc" } }
 `);
-    const stuck = await waitFor('EventTypesMatch=False', async () => {
+    // Once its consumer is made, what keeps it from Ready is the event types.
+    const stuck = await waitFor('its consumer made', async () => {
       const r = await get('WebhookSubscription', 'fotoweb-typo');
-      return condition(r, ConditionType.EventTypesMatch)?.status === 'False' && r;
+      return condition(r, ConditionType.ConsumerReady)?.status === 'True' && r;
     });
     const check = condition(stuck, ConditionType.EventTypesMatch);
     assert.equal(check?.reason, Reason.NoMatchingEventTypes);

@@ -121,6 +121,11 @@ export const operatorCommand = {
       default: '30s',
       description: 'how often subscription counters are read from JetStream',
     },
+    'resync-period': {
+      type: 'duration',
+      default: '10m',
+      description: 'how often every resource is reconciled and every cache listed again',
+    },
     workers: { type: 'integer', min: 1, default: '4', description: 'reconciles at once' },
   },
 } as const satisfies Command;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { nameRules, type ownedNamePrefix } from './names.ts';
 import { requiredByRule, withRules } from './rules.ts';
 
 export const group = 'hookyard.io';
@@ -140,16 +141,26 @@ export const objectMeta = z
   })
   .passthrough();
 
-/** A whole resource of one of Hookyard's kinds: what manifests, the admission webhook and dev mode check. */
-export const resourceSchema = <K extends string, Spec extends z.ZodType, Status extends z.ZodType>(
+/**
+ * A whole resource of one of Hookyard's kinds: what manifests, the admission webhook and dev mode check. Its name
+ * follows the rules of names.ts, which the CRD carries as root rules.
+ */
+export const resourceSchema = <
+  K extends keyof typeof ownedNamePrefix,
+  Spec extends z.ZodType,
+  Status extends z.ZodType,
+>(
   kind: K,
   spec: Spec,
   status: Status,
 ) =>
-  z.object({
-    apiVersion: z.literal(apiVersion),
-    kind: z.literal(kind),
-    metadata: objectMeta,
-    spec,
-    status: status.optional(),
-  });
+  withRules(
+    z.object({
+      apiVersion: z.literal(apiVersion),
+      kind: z.literal(kind),
+      metadata: objectMeta,
+      spec,
+      status: status.optional(),
+    }),
+    ...nameRules(kind),
+  );

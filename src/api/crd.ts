@@ -1,8 +1,10 @@
 import { stringify } from 'yaml';
 import { z } from 'zod';
 import { group, version } from './common.ts';
+import { kinds as registry } from './kinds.ts';
+import { nameRules } from './names.ts';
 import { providerEndpointSpec, providerEndpointStatus } from './provider-endpoint.ts';
-import { requiredByRule } from './rules.ts';
+import { type Rule, requiredByRule } from './rules.ts';
 import { webhookSubscriptionSpec, webhookSubscriptionStatus } from './webhook-subscription.ts';
 
 type Schema = Record<string, unknown>;
@@ -21,7 +23,7 @@ const reasonColumn = {
 const ageColumn = { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' };
 
 interface Kind {
-  kind: string;
+  kind: 'ProviderEndpoint' | 'WebhookSubscription';
   plural: string;
   shortNames: string[];
   description: string;
@@ -33,7 +35,7 @@ interface Kind {
 export const kinds: Kind[] = [
   {
     kind: 'ProviderEndpoint',
-    plural: 'providerendpoints',
+    plural: registry.ProviderEndpoint.plural,
     shortNames: ['pe', 'hookendpoint'],
     description: 'Where a webhook provider may send events, and how they are verified, typed and deduplicated.',
     spec: providerEndpointSpec,
@@ -48,7 +50,7 @@ export const kinds: Kind[] = [
   },
   {
     kind: 'WebhookSubscription',
-    plural: 'webhooksubscriptions',
+    plural: registry.WebhookSubscription.plural,
     shortNames: ['wsub', 'hooksub'],
     description: 'Who inside the cluster receives which events of which ProviderEndpoints, and how they are delivered.',
     spec: webhookSubscriptionSpec,
@@ -86,6 +88,8 @@ function structural(node: Schema): Schema {
       out.properties = Object.fromEntries(
         Object.entries(value as Record<string, Schema>).map(([name, child]) => [name, structural(child)]),
       );
+    } else if (key === 'x-kubernetes-validations') {
+      out[key] = crdRules(value as Rule[]);
     } else if (key === 'items' || (key === 'additionalProperties' && typeof value === 'object')) {
       out[key] = structural(value as Schema);
     } else {
@@ -110,6 +114,9 @@ function requiredThroughRules(node: Schema): void {
     node['x-kubernetes-validations'] = [...rules, { rule: `has(self.${name})`, message, fieldPath: `.${name}` }];
   }
 }
+
+/** Rules as the CRD carries them: `transition` is Hookyard's own mark (the API server sees `oldSelf`). */
+const crdRules = (rules: Rule[]) => rules.map(({ transition: _transition, ...rule }) => rule);
 
 export function customResourceDefinition(k: Kind): Schema {
   return {
@@ -139,10 +146,13 @@ export function customResourceDefinition(k: Kind): Schema {
               description: k.description,
               type: 'object',
               required: ['spec'],
+              // Root rules are the only ones that may read metadata.name.
+              'x-kubernetes-validations': crdRules(nameRules(k.kind)),
               properties: {
                 apiVersion: { type: 'string' },
                 kind: { type: 'string' },
-                metadata: { type: 'object' },
+                // Named so that the root rules' fieldPath may point at it.
+                metadata: { type: 'object', properties: { name: { type: 'string' } } },
                 spec: { description: `What the ${k.kind} should be.`, ...openAPISchema(k.spec) },
                 status: {
                   description: `What the operator last saw of the ${k.kind}; read it when it is not Ready.`,

@@ -329,8 +329,13 @@ export const providerEndpointSpec = withRules(
     stream: z
       .object({
         replicas: z.number().int().min(1).max(5).default(1).meta({ description: 'JetStream replicas (1, 3 or 5).' }),
-        storage: z.enum(['file', 'memory']).default('file').meta({
-          description: 'file keeps events across NATS restarts; memory does not.',
+        storage: withRules(z.enum(['file', 'memory']).default('file'), {
+          rule: 'self == oldSelf',
+          message:
+            'stream.storage cannot be changed: JetStream cannot move a stream between file and memory; keep the value it has, or create a new ProviderEndpoint with the other storage',
+          transition: true,
+        }).meta({
+          description: 'file keeps events across NATS restarts; memory does not. Fixed once the endpoint exists.',
         }),
         maxAge: duration('How long events are kept.').default('168h'),
         deletionPolicy: z.enum(['Delete', 'Retain']).default('Delete').meta({

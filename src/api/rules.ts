@@ -12,6 +12,11 @@ export interface Rule {
   message: string;
   /** JSONPath of the offending field relative to the node, e.g. `.target.timeout`. */
   fieldPath?: string;
+  /**
+   * A transition rule: it compares `self` with `oldSelf`, the value before an update. Only the API server
+   * evaluates it (on updates); a schema check of one manifest has no old value to compare with.
+   */
+  transition?: true;
 }
 
 const rulesKey = 'x-kubernetes-validations';
@@ -54,6 +59,7 @@ export function withRules<T extends z.ZodType>(schema: T, ...rules: Rule[]): T {
     if (skipping) return;
     if (!evaluate) throw new Error('CEL rules cannot be evaluated: import src/api/validate.ts, or parse withoutRules');
     for (const r of rules) {
+      if (r.transition) continue;
       if (!evaluate(r.rule, value)) {
         ctx.addIssue({ code: 'custom', message: r.message, path: pathOf(r.fieldPath) });
       }

@@ -3,24 +3,24 @@
 import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import type * as k8s from '@kubernetes/client-node';
-import type { JetStreamManager } from '@nats-io/jetstream';
+import { JetStreamApiError, type JetStreamManager } from '@nats-io/jetstream';
 import type { Condition, SecretKeyRef } from '../api/common.ts';
+import { ConditionType, Reason } from '../api/conditions.ts';
+import type { KindRef, ResourceKind } from '../api/kinds.ts';
 import { InvalidResource, parseResource } from '../api/validate.ts';
 import type { Logger } from '../runtime/log.ts';
+import type { Cache } from './informer.ts';
 import type { Kube } from './kube.ts';
 import type { OperatorMetrics } from './metrics.ts';
 import type { RenderOptions } from './render.ts';
+import type { SecretKeys } from './secrets.ts';
 import { type Check, conditionsFor, readyReason, statusChanged } from './status.ts';
 
-/** A cache of one kind of object, as an informer keeps it. */
-export interface Cache<T> {
-  get(name: string, namespace?: string): T | undefined;
-  list(namespace?: string): ReadonlyArray<T>;
-}
+export type { Cache };
 
 /** A Hookyard resource as the API server returns it: validated by the CRD's schema, parsed again before use. */
 export interface RawResource extends k8s.KubernetesObject {
-  kind: 'ProviderEndpoint' | 'WebhookSubscription';
+  kind: ResourceKind;
   metadata: k8s.V1ObjectMeta & { name: string; namespace: string };
   spec: Record<string, unknown>;
   status?: Record<string, unknown> & { conditions?: Condition[] };
@@ -34,10 +34,12 @@ export interface Context {
   log: Logger;
   /** How often a subscription's counters are read again from JetStream (ms). */
   statusIntervalMs: number;
+  /** The values of referenced Secrets, as digests: the cache holds Secrets' metadata only. */
+  secretKeys: SecretKeys;
   caches: {
     endpoints: Cache<RawResource>;
     subscriptions: Cache<RawResource>;
-    secrets: Cache<k8s.V1Secret>;
+    secrets: Cache<k8s.KubernetesObject>;
     configMaps: Cache<k8s.V1ConfigMap>;
     deployments: Cache<k8s.V1Deployment>;
     services: Cache<k8s.V1Service>;
@@ -45,8 +47,22 @@ export interface Context {
   };
 }
 
-/** What a reconcile asks of the queue: nothing, come back after a delay, or retry with backoff. */
-export type Outcome = { requeueAfterMs?: number; retry?: boolean };
+/**
+ * What a reconcile asks of the queue: come back after a delay (else after the resync period), or retry with
+ * backoff. A problem that retrying cannot fix (JetStream refusing a config) is reported in status, not retried.
+ */
+export type Outcome = { requeueAfterMs?: number; retry?: boolean; terminal?: boolean };
+
+/**
+ * Whether retrying cannot help: the API server refused what was sent as invalid, or JetStream refused a config
+ * (any refusal but its 503, unavailable). Such a failure is reported once in status and looked at again only with
+ * the resync or a change, as controller-runtime's TerminalError, instead of being retried with backoff forever.
+ */
+export function isTerminal(err: unknown): boolean {
+  if (err instanceof JetStreamApiError) return err.status !== 503;
+  const code = (err as { code?: unknown }).code;
+  return code === 400 || code === 422;
+}
 
 export interface ResolvedSecrets {
   check: Check;
@@ -55,31 +71,32 @@ export interface ResolvedSecrets {
 }
 
 /** Whether every referenced Secret key exists; the message names the first missing one (never a value). */
-export function resolveSecrets(ctx: Context, namespace: string, refs: SecretKeyRef[]): ResolvedSecrets {
+export async function resolveSecrets(ctx: Context, namespace: string, refs: SecretKeyRef[]): Promise<ResolvedSecrets> {
   const hash = createHash('sha256');
   const missing: string[] = [];
   const sorted = [...refs].sort((a, b) => `${a.name}/${a.key}`.localeCompare(`${b.name}/${b.key}`));
   for (const { name, key } of sorted) {
-    const secret = ctx.caches.secrets.get(name, namespace);
-    const value = secret?.data?.[key];
-    if (!secret) missing.push(`Secret "${name}" not found in namespace ${namespace}`);
-    else if (value === undefined) missing.push(`Secret "${name}" has no key "${key}"`);
-    else hash.update(`${name}/${key}\0${value}\0`);
+    const resourceVersion = ctx.caches.secrets.get(name, namespace)?.metadata?.resourceVersion;
+    const digests = await ctx.secretKeys.digests(namespace, name, resourceVersion);
+    const digest = digests?.get(key);
+    if (!digests) missing.push(`Secret "${name}" not found in namespace ${namespace}`);
+    else if (digest === undefined) missing.push(`Secret "${name}" has no key "${key}"`);
+    else hash.update(`${name}/${key}\0${digest}\0`);
   }
   if (missing.length > 0) {
     const more = missing.length > 1 ? ` (and ${missing.length - 1} more)` : '';
     return {
       check: {
-        type: 'SecretsResolved',
+        type: ConditionType.SecretsResolved,
         status: false,
-        reason: 'SecretNotFound',
+        reason: Reason.SecretNotFound,
         message: `${missing[0]}${more}: create it; the workload is not deployed until then.`,
       },
     };
   }
   const message = refs.length === 0 ? 'No Secrets referenced.' : `All ${refs.length} referenced Secret keys exist.`;
   return {
-    check: { type: 'SecretsResolved', status: true, reason: 'Resolved', message },
+    check: { type: ConditionType.SecretsResolved, status: true, reason: Reason.Resolved, message },
     checksum: hash.digest('hex'),
   };
 }
@@ -127,31 +144,31 @@ export async function removeObject(ctx: Context, object: k8s.KubernetesObject, c
  * Deletes a resource's objects of these kinds (all named `name`), whether or not the cache has them yet: an object
  * applied just before the deletion may not be there.
  */
-export async function removeObjects(ctx: Context, namespace: string, name: string, kinds: [string, string][]) {
-  for (const [apiVersion, kind] of kinds) await ctx.kube.remove({ apiVersion, kind, metadata: { name, namespace } });
+export async function removeObjects(ctx: Context, namespace: string, name: string, kinds: KindRef[]) {
+  for (const { apiVersion, kind } of kinds) await ctx.kube.remove({ apiVersion, kind, metadata: { name, namespace } });
 }
 
 /** Whether a Deployment the operator applied has pods serving, as its conditions and counts say. */
 export function deploymentCheck(type: string, noun: string, deployment: k8s.V1Deployment | undefined): Check {
-  if (!deployment) return { type, status: false, reason: 'NotDeployed', message: `The ${noun} is not deployed.` };
+  if (!deployment) return { type, status: false, reason: Reason.NotDeployed, message: `The ${noun} is not deployed.` };
   const wanted = deployment.spec?.replicas ?? 1;
   if (wanted === 0) {
     return {
       type,
       status: false,
-      reason: 'ScaledToZero',
+      reason: Reason.ScaledToZero,
       message: `The ${noun} has 0 replicas: set replicas above 0.`,
     };
   }
   const available = deployment.status?.availableReplicas ?? 0;
   const current = (deployment.status?.observedGeneration ?? 0) >= (deployment.metadata?.generation ?? 0);
   const counts = `${available}/${wanted} ${noun} pods available`;
-  if (available > 0 && current) return { type, status: true, reason: 'Available', message: `${counts}.` };
+  if (available > 0 && current) return { type, status: true, reason: Reason.Available, message: `${counts}.` };
   const stuck = deployment.status?.conditions?.find((c) => c.type === 'Progressing' && c.status === 'False');
   return {
     type,
     status: false,
-    reason: stuck ? 'ProgressDeadlineExceeded' : 'PodsNotReady',
+    reason: stuck ? Reason.ProgressDeadlineExceeded : Reason.PodsNotReady,
     message: `${counts}${stuck?.message ? `: ${stuck.message}` : '; see kubectl describe deployment for why'}.`,
   };
 }
@@ -177,8 +194,13 @@ export async function parseOrReport<T>(ctx: Context, raw: RawResource, readyFrom
     return value as T;
   } catch (err) {
     if (!(err instanceof InvalidResource)) throw err;
-    const check: Check = { type: 'SpecValid', status: false, reason: 'InvalidSpec', message: err.problems.join('; ') };
-    await writeStatus(ctx, raw, {}, [check], ['SpecValid', ...readyFrom]);
+    const check: Check = {
+      type: ConditionType.SpecValid,
+      status: false,
+      reason: Reason.InvalidSpec,
+      message: err.problems.join('; '),
+    };
+    await writeStatus(ctx, raw, {}, [check], [ConditionType.SpecValid, ...readyFrom]);
     return undefined;
   }
 }
@@ -206,7 +228,7 @@ export async function writeStatus(
   if (ready.reason === before) return;
   // Events are for what a user has to act on: a problem, and its end. Pods still starting are not one.
   const isProblem = (reason: string | undefined) =>
-    reason !== undefined && reason !== 'Ready' && !progressing.has(reason);
+    reason !== undefined && reason !== Reason.Ready && !progressing.has(reason);
   const problem = isProblem(ready.reason);
   const recovered = !problem && isProblem(before);
   if (!problem && !recovered) return;
@@ -216,4 +238,4 @@ export async function writeStatus(
 }
 
 /** Ready reasons of a resource on its way to Ready, not stuck. */
-const progressing = new Set(['PodsNotReady', 'NotDeployed']);
+const progressing = new Set<string>([Reason.PodsNotReady, Reason.NotDeployed]);

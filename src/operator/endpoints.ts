@@ -1,6 +1,7 @@
 // ProviderEndpoint → its JetStream stream, and a receiver: ConfigMap, Deployment, Service and Ingress.
 import type * as k8s from '@kubernetes/client-node';
-import { JetStreamApiError } from '@nats-io/jetstream';
+import { ConditionType, Reason } from '../api/conditions.ts';
+import { kinds } from '../api/kinds.ts';
 import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
 import { endpointStream } from '../jetstream/layout.ts';
 import { deleteStream, endpointStreamConfig, ensureStream } from '../jetstream/streams.ts';
@@ -8,6 +9,7 @@ import {
   applyObject,
   type Context,
   deploymentCheck,
+  isTerminal,
   type Outcome,
   parseOrReport,
   type RawResource,
@@ -19,7 +21,7 @@ import {
 import { endpointSecretRefs, natsSecretRefs, receiverName, renderEndpoint } from './render.ts';
 import type { Check } from './status.ts';
 
-const readyFrom = ['SecretsResolved', 'StreamReady', 'ReceiverReady'];
+const readyFrom: string[] = [ConditionType.SecretsResolved, ConditionType.StreamReady, ConditionType.ReceiverReady];
 
 export async function reconcileEndpoint(ctx: Context, raw: RawResource): Promise<Outcome> {
   const endpoint = await parseOrReport<ProviderEndpoint>(ctx, raw, readyFrom);
@@ -27,25 +29,32 @@ export async function reconcileEndpoint(ctx: Context, raw: RawResource): Promise
   const { namespace, name } = raw.metadata;
   const checks: Check[] = [];
   let retry = false;
+  let terminal = false;
 
-  const secrets = resolveSecrets(ctx, namespace, [...endpointSecretRefs(endpoint.spec), ...natsSecretRefs(ctx.render)]);
+  const secrets = await resolveSecrets(ctx, namespace, [
+    ...endpointSecretRefs(endpoint.spec),
+    ...natsSecretRefs(ctx.render),
+  ]);
   checks.push(secrets.check);
 
   const stream = endpointStream(namespace, name);
   try {
     await ensureStream(ctx.jsm, endpointStreamConfig(namespace, name, endpoint.spec));
     checks.push({
-      type: 'StreamReady',
+      type: ConditionType.StreamReady,
       status: true,
-      reason: 'Ready',
+      reason: Reason.Ready,
       message: `JetStream stream ${stream} is ready.`,
     });
   } catch (err) {
-    retry = true;
+    // A refused config (a storage change that got past a cluster without the rule, more replicas than servers)
+    // stays refused until the spec changes: reported, not retried.
+    terminal = isTerminal(err);
+    retry = !terminal;
     checks.push({
-      type: 'StreamReady',
+      type: ConditionType.StreamReady,
       status: false,
-      reason: err instanceof JetStreamApiError ? 'StreamRefused' : 'JetStreamUnavailable',
+      reason: isTerminal(err) ? Reason.StreamRefused : Reason.JetStreamUnavailable,
       message: `JetStream stream ${stream}: ${err instanceof Error ? err.message : String(err)}`,
     });
   }
@@ -60,15 +69,15 @@ export async function reconcileEndpoint(ctx: Context, raw: RawResource): Promise
   const deployment = secrets.checksum
     ? await applyObject(ctx, objects.deployment, caches.deployments)
     : caches.deployments.get(receiverName(name), namespace);
-  checks.push(deploymentCheck('ReceiverReady', 'receiver', deployment));
+  checks.push(deploymentCheck(ConditionType.ReceiverReady, 'receiver', deployment));
 
   await writeStatus(ctx, raw, { url: objects.url }, checks, readyFrom);
-  return { retry };
+  return { retry, terminal };
 }
 
 const ingressHeader = (namespace: string, name: string): k8s.V1Ingress => ({
-  apiVersion: 'networking.k8s.io/v1',
-  kind: 'Ingress',
+  apiVersion: kinds.Ingress.apiVersion,
+  kind: kinds.Ingress.kind,
   metadata: { name: receiverName(name), namespace },
 });
 
@@ -78,9 +87,9 @@ export async function finalizeEndpoint(ctx: Context, raw: RawResource): Promise<
   const policy = (raw.spec.stream as { deletionPolicy?: string } | undefined)?.deletionPolicy ?? 'Delete';
   if (policy === 'Delete') await deleteStream(ctx.jsm, endpointStream(namespace, name));
   await removeObjects(ctx, namespace, receiverName(name), [
-    ['apps/v1', 'Deployment'],
-    ['networking.k8s.io/v1', 'Ingress'],
-    ['v1', 'Service'],
-    ['v1', 'ConfigMap'],
+    kinds.Deployment,
+    kinds.Ingress,
+    kinds.Service,
+    kinds.ConfigMap,
   ]);
 }

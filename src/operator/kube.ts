@@ -1,16 +1,13 @@
 // The operator's writes to the API server: server-side apply with one field manager, deletes that tolerate what
 // is already gone, status and finalizer patches, and Events.
 import * as k8s from '@kubernetes/client-node';
-import { apiVersion } from '../api/common.ts';
+import { kinds, type ResourceKind } from '../api/kinds.ts';
 
 export const fieldManager = 'hookyard-operator';
 export const finalizer = 'hookyard.io/cleanup';
-const group = 'hookyard.io';
-const version = apiVersion.split('/')[1] as string;
-export const plurals = { ProviderEndpoint: 'providerendpoints', WebhookSubscription: 'webhooksubscriptions' } as const;
 
 export interface ResourceRef {
-  kind: keyof typeof plurals;
+  kind: ResourceKind;
   metadata: {
     name: string;
     namespace?: string;
@@ -86,10 +83,10 @@ export class Kube {
   async patchStatus(resource: ResourceRef, status: object): Promise<void> {
     await this.#custom.patchNamespacedCustomObjectStatus(
       {
-        group,
-        version,
+        group: kinds[resource.kind].group,
+        version: kinds[resource.kind].version,
         namespace: resource.metadata.namespace ?? 'default',
-        plural: plurals[resource.kind],
+        plural: kinds[resource.kind].plural,
         name: resource.metadata.name,
         body: { status },
       },
@@ -104,16 +101,21 @@ export class Kube {
   async patchMetadata(resource: ResourceRef, metadata: Record<string, unknown>): Promise<string | undefined> {
     const patched = await this.#custom.patchNamespacedCustomObject(
       {
-        group,
-        version,
+        group: kinds[resource.kind].group,
+        version: kinds[resource.kind].version,
         namespace: resource.metadata.namespace ?? 'default',
-        plural: plurals[resource.kind],
+        plural: kinds[resource.kind].plural,
         name: resource.metadata.name,
         body: { metadata: { ...metadata, resourceVersion: resource.metadata.resourceVersion } },
       },
       mergePatch,
     );
     return (patched as ResourceRef).metadata.resourceVersion;
+  }
+
+  /** A Secret with its data, read only for the Secrets a resource references. */
+  async readSecret(namespace: string, name: string): Promise<k8s.V1Secret> {
+    return await this.#core.readNamespacedSecret({ namespace, name });
   }
 
   /** A Kubernetes Event on the resource, for `kubectl describe` and event exporters. */
@@ -125,7 +127,7 @@ export class Kube {
       body: {
         metadata: { generateName: `${resource.metadata.name}.`, namespace },
         involvedObject: {
-          apiVersion,
+          apiVersion: kinds[resource.kind].apiVersion,
           kind: resource.kind,
           name: resource.metadata.name,
           namespace,

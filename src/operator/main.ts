@@ -18,7 +18,7 @@ import { registerProcessMetrics } from '../runtime/process-metrics.ts';
 import { type Controller, startController } from './controller.ts';
 import { keepConnectionsAlive } from './kube.ts';
 import { electLeader, type Leadership } from './leader.ts';
-import { OperatorMetrics } from './metrics.ts';
+import { OperatorMetrics, serveMetrics } from './metrics.ts';
 
 export async function main(args: string[]): Promise<void> {
   const flags = parseFlags(operatorCommand, args);
@@ -41,8 +41,7 @@ export async function main(args: string[]): Promise<void> {
   let leadership: Leadership | undefined;
   const server = createServer(async (req, res) => {
     if (req.url === '/metrics') {
-      res.setHeader('content-type', registry.contentType);
-      res.end(await registry.metrics());
+      await serveMetrics(registry, log, res);
     } else if (req.url === '/healthz') {
       const closed = nats?.nc.isClosed() ?? false;
       res.statusCode = closed ? 503 : 200;
@@ -114,6 +113,7 @@ export async function main(args: string[]): Promise<void> {
       namespaces: (values.namespaces ?? '').split(',').filter(Boolean),
       workers: values.workers,
       statusIntervalMs: values['status-interval'],
+      resyncMs: values['resync-period'],
     });
     controller.started.then(() => {
       controllerReady = true;

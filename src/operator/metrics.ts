@@ -1,8 +1,27 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { type ResourceKind, resourceKinds } from '../api/kinds.ts';
+import type { Logger } from '../runtime/log.ts';
 
-export const kinds = ['ProviderEndpoint', 'WebhookSubscription'] as const;
-export type Kind = (typeof kinds)[number];
-const results = ['success', 'error'] as const;
+/** success; error: retried with backoff; terminal: reported in status, not retried (controller-runtime's). */
+const results = ['success', 'error', 'terminal'] as const;
+export type ReconcileResult = (typeof results)[number];
+
+/**
+ * Answers a scrape. A collector that fails gets the scrape a 500 and a warning in the log; it never ends the
+ * process, as an unhandled rejection in the request handler would.
+ */
+export async function serveMetrics(registry: Registry, log: Logger, res: ServerResponse<IncomingMessage>) {
+  try {
+    const text = await registry.metrics();
+    res.setHeader('content-type', registry.contentType);
+    res.end(text);
+  } catch (err) {
+    log.warn({ err: err instanceof Error ? err.message : String(err) }, 'collecting metrics failed');
+    res.writeHead(500, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ error: 'collecting metrics failed; see the operator log' }));
+  }
+}
 
 /** What the subscription gauges carry for one consumer, as read from JetStream. */
 export interface ConsumerCounts {
@@ -67,15 +86,15 @@ export class OperatorMetrics {
       labelNames: ['namespace', 'subscription'],
       registers,
     });
-    for (const kind of kinds) {
+    for (const kind of resourceKinds) {
       for (const result of results) this.#reconciles.inc({ kind, result }, 0);
       this.#duration.zero({ kind });
     }
     this.#leader.set(0);
   }
 
-  reconciled(kind: Kind, ok: boolean, seconds: number): void {
-    this.#reconciles.inc({ kind, result: ok ? 'success' : 'error' });
+  reconciled(kind: ResourceKind, result: ReconcileResult, seconds: number): void {
+    this.#reconciles.inc({ kind, result });
     this.#duration.observe({ kind }, seconds);
   }
 

@@ -6,6 +6,7 @@ import type * as k8s from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import type { SecretKeyRef } from '../api/common.ts';
 import { apiVersion } from '../api/common.ts';
+import { ownedNamePrefix } from '../api/names.ts';
 import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
 import type { Source } from '../api/sources.ts';
 import type { WebhookSubscription } from '../api/webhook-subscription.ts';
@@ -32,8 +33,9 @@ const metricsPort = 9090;
 
 type Owner = ProviderEndpoint | WebhookSubscription;
 
-export const receiverName = (endpoint: string) => `hookyard-receiver-${endpoint}`;
-export const dispatcherName = (subscription: string) => `hookyard-dispatcher-${subscription}`;
+// The API limits resource names so that these fit a DNS label (src/api/names.ts).
+export const receiverName = (endpoint: string) => `${ownedNamePrefix.ProviderEndpoint}${endpoint}`;
+export const dispatcherName = (subscription: string) => `${ownedNamePrefix.WebhookSubscription}${subscription}`;
 
 function labels(component: 'receiver' | 'dispatcher', owner: Owner): Record<string, string> {
   return {

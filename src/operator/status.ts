@@ -2,6 +2,7 @@
 // a user can act on; lastTransitionTime moves only when the status does, and Ready summarizes the others.
 import { isDeepStrictEqual } from 'node:util';
 import type { Condition } from '../api/common.ts';
+import { ConditionType, Reason } from '../api/conditions.ts';
 
 export interface Check {
   type: string;
@@ -25,8 +26,8 @@ export function conditionsFor(
 ): Condition[] {
   const failing = checks.find((c) => readyFrom.includes(c.type) && c.status !== true);
   const ready: Check = failing
-    ? { type: 'Ready', status: false, reason: failing.reason, message: failing.message }
-    : { type: 'Ready', status: true, reason: 'Ready', message: 'All checks passed.' };
+    ? { type: ConditionType.Ready, status: false, reason: failing.reason, message: failing.message }
+    : { type: ConditionType.Ready, status: true, reason: Reason.Ready, message: 'All checks passed.' };
   return [ready, ...checks].map((check) => {
     const status = statusOf(check.status);
     const before = previous?.find((c) => c.type === check.type);
@@ -48,4 +49,5 @@ export function statusChanged(current: object | undefined, next: object): boolea
 }
 
 /** The Ready condition's reason, to tell transitions worth an Event. */
-export const readyReason = (conditions: Condition[] | undefined) => conditions?.find((c) => c.type === 'Ready')?.reason;
+export const readyReason = (conditions: Condition[] | undefined) =>
+  conditions?.find((c) => c.type === ConditionType.Ready)?.reason;

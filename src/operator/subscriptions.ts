@@ -3,6 +3,8 @@
 import type * as k8s from '@kubernetes/client-node';
 import { type ConsumerInfo, DeliverPolicy, JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
 import { parse } from 'yaml';
+import { ConditionType, Reason } from '../api/conditions.ts';
+import { kinds } from '../api/kinds.ts';
 import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
 import { resolveSources, type Source } from '../api/sources.ts';
 import type { WebhookSubscription } from '../api/webhook-subscription.ts';
@@ -16,6 +18,7 @@ import {
   applyObject,
   type Context,
   deploymentCheck,
+  isTerminal,
   type Outcome,
   parseOrReport,
   type RawResource,
@@ -23,10 +26,17 @@ import {
   resolveSecrets,
   writeStatus,
 } from './context.ts';
+import { matchEventTypes } from './event-types.ts';
 import { dispatcherName, natsSecretRefs, renderSubscription, subscriptionSecretRefs } from './render.ts';
 import type { Check } from './status.ts';
 
-const readyFrom = ['FilterValid', 'SecretsResolved', 'ConsumerReady', 'DispatcherReady'];
+const readyFrom: string[] = [
+  ConditionType.FilterValid,
+  ConditionType.SecretsResolved,
+  ConditionType.ConsumerReady,
+  ConditionType.EventTypesMatch,
+  ConditionType.DispatcherReady,
+];
 
 /** `kubectl annotate webhooksubscription/<name> hookyard.io/resume=now` resumes a subscription a 410 paused. */
 export const resumeAnnotation = 'hookyard.io/resume';
@@ -43,9 +53,13 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
   const { spec } = subscription;
   const checks: Check[] = [];
   let retry = false;
+  let terminal = false;
 
   checks.push(filterCheck(spec.filter));
-  const secrets = resolveSecrets(ctx, namespace, [...subscriptionSecretRefs(spec), ...natsSecretRefs(ctx.render)]);
+  const secrets = await resolveSecrets(ctx, namespace, [
+    ...subscriptionSecretRefs(spec),
+    ...natsSecretRefs(ctx.render),
+  ]);
   checks.push(secrets.check);
 
   const endpoints = ctx.caches.endpoints.list(namespace) as unknown as ProviderEndpoint[];
@@ -68,7 +82,9 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
       const info = await ensureConsumer(ctx.jsm, stream, config);
       consumers.push({ source, info });
     } catch (err) {
-      retry = true;
+      // A missing stream may come (its endpoint is being reconciled); a refused config stays refused.
+      if (notFound(err) || !isTerminal(err)) retry = true;
+      else terminal = true;
       const problem = notFound(err)
         ? `the stream of ProviderEndpoint "${source.endpoint}" does not exist yet`
         : `consumer on ProviderEndpoint "${source.endpoint}": ${errorMessage(err)}`;
@@ -81,17 +97,21 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
   let deadLetterProblem: string | undefined;
   if (spec.deadLetter.enabled) {
     try {
-      const info = await ensureStream(ctx.jsm, deadLetterStreamConfig(namespace, name, spec.deadLetter.maxAge));
+      const replicas = deadLetterReplicas(endpoints, sources);
+      const config = deadLetterStreamConfig(namespace, name, spec.deadLetter.maxAge, replicas);
+      const info = await ensureStream(ctx.jsm, config);
       deadLettered = info.state.messages;
       ctx.metrics.deadLetters(namespace, name, deadLettered);
     } catch (err) {
-      retry = true;
+      if (isTerminal(err)) terminal = true;
+      else retry = true;
       deadLetterProblem = `dead-letter stream: ${errorMessage(err)}`;
     }
   } else {
     ctx.metrics.deadLetters(namespace, name, undefined);
   }
   checks.push(consumerCheck(subscription, sources, consumers, deadLetterProblem));
+  checks.push(eventTypesCheck(spec.eventTypes, sources, endpoints));
 
   const counts = { pending: 0, ackPending: 0, redelivered: 0 };
   let lastAckTime: string | undefined;
@@ -117,7 +137,7 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
   const deployment = runnable
     ? await applyObject(ctx, objects.deployment, ctx.caches.deployments)
     : ctx.caches.deployments.get(dispatcherName(name), namespace);
-  checks.push(deploymentCheck('DispatcherReady', 'dispatcher', deployment));
+  checks.push(deploymentCheck(ConditionType.DispatcherReady, 'dispatcher', deployment));
   checks.push(targetCheck(spec.paused, consumers, counts.redelivered));
 
   await writeStatus(
@@ -134,7 +154,15 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
     checks,
     readyFrom,
   );
-  return { retry, requeueAfterMs: ctx.statusIntervalMs };
+  return { retry, terminal, requeueAfterMs: ctx.statusIntervalMs };
+}
+
+/** The dead-letter stream's replicas: those of the most replicated source stream (1 without sources). */
+function deadLetterReplicas(endpoints: ProviderEndpoint[], sources: Source[]): number {
+  const replicas = sources.map(
+    (s) => endpoints.find((e) => e.metadata.name === s.endpoint)?.spec.stream?.replicas ?? 1,
+  );
+  return Math.max(1, ...replicas);
 }
 
 /** RFC 3339 with whole seconds, as Kubernetes writes times; JetStream reports nanoseconds. */
@@ -142,16 +170,21 @@ const normalizeTime = (time: string) => new Date(Date.parse(time)).toISOString()
 
 function filterCheck(filter: string | undefined): Check {
   if (!filter) {
-    return { type: 'FilterValid', status: true, reason: 'NoFilter', message: 'Every event of the chosen types.' };
+    return {
+      type: ConditionType.FilterValid,
+      status: true,
+      reason: Reason.NoFilter,
+      message: 'Every event of the chosen types.',
+    };
   }
   try {
     compileFilter(filter);
-    return { type: 'FilterValid', status: true, reason: 'Compiled', message: 'The filter compiles.' };
+    return { type: ConditionType.FilterValid, status: true, reason: Reason.Compiled, message: 'The filter compiles.' };
   } catch (err) {
     return {
-      type: 'FilterValid',
+      type: ConditionType.FilterValid,
       status: false,
-      reason: 'FilterInvalid',
+      reason: Reason.FilterInvalid,
       message: `spec.filter: ${errorMessage(err)}`,
     };
   }
@@ -163,7 +196,7 @@ function consumerCheck(
   consumers: { source: Source; problem?: string }[],
   deadLetterProblem: string | undefined,
 ): Check {
-  const type = 'ConsumerReady';
+  const type = ConditionType.ConsumerReady;
   const namespace = subscription.metadata.namespace ?? 'default';
   const missing = (subscription.spec.sources ?? [])
     .map((s) => s.endpoint)
@@ -173,7 +206,7 @@ function consumerCheck(
     return {
       type,
       status: false,
-      reason: 'SourceNotFound',
+      reason: Reason.SourceNotFound,
       message: `ProviderEndpoint ${names} not found in namespace ${namespace}: create it or fix spec.sources.`,
     };
   }
@@ -182,24 +215,46 @@ function consumerCheck(
     return {
       type,
       status: false,
-      reason: 'NoSources',
+      reason: Reason.NoSources,
       message: `No ProviderEndpoint in namespace ${namespace} has the labels ${labels} of spec.sourceSelector.`,
     };
   }
   const problem = consumers.find((c) => c.problem)?.problem ?? deadLetterProblem;
-  if (problem) return { type, status: false, reason: 'ConsumerNotReady', message: `${problem}.` };
+  if (problem) return { type, status: false, reason: Reason.ConsumerNotReady, message: `${problem}.` };
   const names = sources.map((s) => s.endpoint).join(', ');
-  return { type, status: true, reason: 'Ready', message: `Consuming from ProviderEndpoint ${names}.` };
+  return { type, status: true, reason: Reason.Ready, message: `Consuming from ProviderEndpoint ${names}.` };
+}
+
+/** Whether the subscription's eventTypes can match anything its sources produce, naming what they do produce. */
+function eventTypesCheck(eventTypes: string[], sources: Source[], endpoints: ProviderEndpoint[]): Check {
+  const type = ConditionType.EventTypesMatch;
+  const withSpecs = sources.flatMap((source) => {
+    const endpoint = endpoints.find((e) => e.metadata.name === source.endpoint);
+    return endpoint ? [{ ...source, spec: endpoint.spec }] : [];
+  });
+  const { matches, produced } = matchEventTypes(eventTypes, withSpecs);
+  if (matches) {
+    return { type, status: true, reason: Reason.Matching, message: 'spec.eventTypes match what the sources send.' };
+  }
+  const lists = produced.map((p) => `ProviderEndpoint "${p.endpoint}" sends ${p.types.join(', ') || 'no events'}`);
+  return {
+    type,
+    status: false,
+    reason: Reason.NoMatchingEventTypes,
+    message: `spec.eventTypes ${JSON.stringify(eventTypes)} match no event the sources send (${lists.join('; ')}): use these types, or a pattern such as order.*.`,
+  };
 }
 
 function targetCheck(paused: boolean, consumers: { info?: ConsumerInfo }[], redelivered: number): Check {
-  const type = 'TargetReachable';
-  if (paused) return { type, status: 'Unknown', reason: 'Paused', message: 'spec.paused is true: nothing is sent.' };
+  const type = ConditionType.TargetReachable;
+  if (paused) {
+    return { type, status: 'Unknown', reason: Reason.Paused, message: 'spec.paused is true: nothing is sent.' };
+  }
   if (consumers.some((c) => c.info?.paused)) {
     return {
       type,
       status: false,
-      reason: 'TargetGone',
+      reason: Reason.TargetGone,
       message: `The target answered 410 Gone, so deliveries are paused. Fix the target, then resume with: kubectl annotate webhooksubscription <name> ${resumeAnnotation}=now`,
     };
   }
@@ -207,11 +262,11 @@ function targetCheck(paused: boolean, consumers: { info?: ConsumerInfo }[], rede
     return {
       type,
       status: false,
-      reason: 'Retrying',
+      reason: Reason.Retrying,
       message: `${redelivered} events are being retried: hookyard_dispatcher_failures_total and the dispatcher's log say why.`,
     };
   }
-  return { type, status: true, reason: 'Delivering', message: 'No delivery is failing.' };
+  return { type, status: true, reason: Reason.Delivering, message: 'No delivery is failing.' };
 }
 
 /** Resumes paused consumers, then removes the annotation that asked for it. */
@@ -264,9 +319,6 @@ export async function finalizeSubscription(ctx: Context, raw: RawResource): Prom
   await removeConsumers(ctx, namespace, name, streams, []);
   const policy = (raw.spec.deadLetter as { deletionPolicy?: string } | undefined)?.deletionPolicy ?? 'Delete';
   if (policy === 'Delete') await deleteStream(ctx.jsm, deadLetterStream(namespace, name));
-  await removeObjects(ctx, namespace, dispatcherName(name), [
-    ['apps/v1', 'Deployment'],
-    ['v1', 'ConfigMap'],
-  ]);
+  await removeObjects(ctx, namespace, dispatcherName(name), [kinds.Deployment, kinds.ConfigMap]);
   ctx.metrics.forget(namespace, name);
 }

@@ -84,9 +84,27 @@ describe('API against a real kube-apiserver', () => {
     assert.deepEqual(undescribed, []);
   });
 
+  it("refuses a change of an endpoint's stream storage, which JetStream cannot make", async () => {
+    const endpoint = (storage: string) => `
+apiVersion: hookyard.io/v1alpha1
+kind: ProviderEndpoint
+metadata: { name: storage-kept, namespace: ${namespace} }
+spec: { provider: generic, verification: [{ none: true }], stream: { storage: ${storage} } }
+`;
+    const created = await kubectl(['apply', '--server-side', '-f', '-'], endpoint('memory'));
+    assert.equal(created.code, 0, created.stderr);
+    const changed = await kubectl(['apply', '--server-side', '-f', '-'], endpoint('file'));
+    assert.notEqual(changed.code, 0, `applied: ${changed.stdout}`);
+    assert.match(changed.stderr, /spec\.stream\.storage/);
+    assert.match(changed.stderr, /stream\.storage cannot be changed/);
+    const again = await kubectl(['apply', '--server-side', '-f', '-'], endpoint('memory'));
+    assert.equal(again.code, 0, again.stderr);
+  });
+
   for (const bad of badResources) {
     it(`refuses ${bad.name}`, async () => {
-      const manifest = { ...bad.manifest, metadata: { name: 'bad', namespace } };
+      const name = bad.keepName ? (bad.manifest.metadata as { name: string }).name : 'bad';
+      const manifest = { ...bad.manifest, metadata: { name, namespace } };
       const r = await kubectl(['apply', '--server-side', '-f', '-'], stringify(manifest));
       assert.notEqual(r.code, 0, `applied: ${r.stdout}`);
       assert.ok(r.stderr.includes(bad.field), `does not name ${bad.field}: ${r.stderr}`);

@@ -8,6 +8,8 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as k8s from '@kubernetes/client-node';
 import { AckPolicy } from '@nats-io/jetstream';
+import { ConditionType, Reason } from '../../src/api/conditions.ts';
+import { kinds, type ResourceKind } from '../../src/api/kinds.ts';
 import type { ProviderEndpoint } from '../../src/api/provider-endpoint.ts';
 import type { WebhookSubscription } from '../../src/api/webhook-subscription.ts';
 import { sendSample } from '../../src/dev/send.ts';
@@ -21,12 +23,10 @@ import { exampleDocuments, namesOf } from '../harness/examples.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl } from '../harness/kube.ts';
 import { testNats } from '../harness/nats.ts';
 import { root, tempDir } from '../harness/servers.ts';
+import { waitFor } from '../harness/wait.ts';
 import { type RunningOperator, runDeployment, simulatePods, startOperator } from '../harness/workloads.ts';
 
-const group = 'hookyard.io';
-const version = 'v1alpha1';
-const plural = { ProviderEndpoint: 'providerendpoints', WebhookSubscription: 'webhooksubscriptions' } as const;
-type Kind = keyof typeof plural;
+type Kind = ResourceKind;
 
 interface Resource {
   metadata: k8s.V1ObjectMeta & { name: string };
@@ -78,31 +78,18 @@ describe('operator', () => {
     work.remove();
   });
 
-  const get = async (kind: Kind, name: string) =>
-    (await custom.getNamespacedCustomObject({ group, version, namespace, plural: plural[kind], name })) as Resource;
-  const list = async (kind: Kind) =>
-    (
-      (await custom.listNamespacedCustomObject({ group, version, namespace, plural: plural[kind] })) as {
-        items: Resource[];
-      }
-    ).items;
+  const get = async (kind: Kind, name: string) => {
+    const { group, version, plural } = kinds[kind];
+    return (await custom.getNamespacedCustomObject({ group, version, namespace, plural, name })) as Resource;
+  };
+  const list = async (kind: Kind) => {
+    const { group, version, plural } = kinds[kind];
+    return ((await custom.listNamespacedCustomObject({ group, version, namespace, plural })) as { items: Resource[] })
+      .items;
+  };
   const condition = (r: Resource, type: string) => r.status?.conditions?.find((c) => c.type === type);
   const isReady = (r: Resource) =>
-    condition(r, 'Ready')?.status === 'True' && r.status?.observedGeneration === r.metadata.generation;
-  async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, seconds = 60): Promise<T> {
-    const deadline = Date.now() + seconds * 1000;
-    let last: unknown;
-    while (Date.now() < deadline) {
-      try {
-        const value = await check();
-        if (value) return value;
-      } catch (err) {
-        last = err;
-      }
-      await sleep(100);
-    }
-    throw new Error(`${what}: not reached in ${seconds}s${last ? ` (${String(last)})` : ''}`);
-  }
+    condition(r, ConditionType.Ready)?.status === 'True' && r.status?.observedGeneration === r.metadata.generation;
   const waitReady = (kind: Kind, name: string) =>
     waitFor(`${kind} ${name} Ready`, async () => {
       const r = await get(kind, name);
@@ -179,7 +166,8 @@ describe('operator', () => {
       const deployment = await apps.readNamespacedDeployment({ namespace, name: dispatcherName(name) });
       assert.equal(deployment.metadata?.ownerReferences?.[0]?.uid, subscription.metadata.uid);
       assert.ok(await core.readNamespacedConfigMap({ namespace, name: dispatcherName(name) }));
-      for (const type of ['ConsumerReady', 'FilterValid', 'SecretsResolved', 'DispatcherReady']) {
+      const { ConsumerReady, FilterValid, SecretsResolved, EventTypesMatch, DispatcherReady } = ConditionType;
+      for (const type of [ConsumerReady, FilterValid, SecretsResolved, EventTypesMatch, DispatcherReady]) {
         assert.equal(condition(subscription, type)?.status, 'True', type);
       }
       const labels = { namespace, subscription: name };
@@ -243,10 +231,10 @@ spec:
 `);
     const notReady = await waitFor('Ready=False', async () => {
       const r = await get('ProviderEndpoint', 'late-secret');
-      return condition(r, 'Ready')?.status === 'False' && r;
+      return condition(r, ConditionType.Ready)?.status === 'False' && r;
     });
-    const ready = condition(notReady, 'Ready');
-    assert.equal(ready?.reason, 'SecretNotFound');
+    const ready = condition(notReady, ConditionType.Ready);
+    assert.equal(ready?.reason, Reason.SecretNotFound);
     assert.match(ready?.message ?? '', /Secret "late-webhook-secret" not found/);
     await assert.rejects(apps.readNamespacedDeployment({ namespace, name: receiverName('late-secret') }));
 
@@ -266,13 +254,13 @@ spec:
     });
     await waitFor('the pods roll', async () => (await checksum()) !== first);
     const events = await core.listNamespacedEvent({ namespace, fieldSelector: 'involvedObject.name=late-secret' });
-    assert.ok(events.items.some((e) => e.reason === 'SecretNotFound' && e.type === 'Warning'));
+    assert.ok(events.items.some((e) => e.reason === Reason.SecretNotFound && e.type === 'Warning'));
     assert.ok(
       events.items.some((e) => e.type === 'Normal'),
       'no Event for the recovery',
     );
     const all = await core.listNamespacedEvent({ namespace });
-    const startingUp = all.items.filter((e) => e.type === 'Warning' && e.reason === 'PodsNotReady');
+    const startingUp = all.items.filter((e) => e.type === 'Warning' && e.reason === Reason.PodsNotReady);
     assert.deepEqual(startingUp, [], 'pods starting up recorded Warnings');
     assert.ok(!JSON.stringify(await get('ProviderEndpoint', 'late-secret')).includes('second'));
   });
@@ -406,9 +394,9 @@ spec: { provider: generic, verification: [{ none: true }] }
     await nats.jsm.consumers.pause(stream, 'shopflix-orders', new Date(Date.now() + 3_600_000));
     const paused = await waitFor('TargetReachable=False', async () => {
       const r = await get('WebhookSubscription', 'shopflix-orders');
-      return condition(r, 'TargetReachable')?.reason === 'TargetGone' && r;
+      return condition(r, ConditionType.TargetReachable)?.reason === Reason.TargetGone && r;
     });
-    assert.match(condition(paused, 'TargetReachable')?.message ?? '', /hookyard\.io\/resume=now/);
+    assert.match(condition(paused, ConditionType.TargetReachable)?.message ?? '', /hookyard\.io\/resume=now/);
     const annotated = await kubectl([
       'annotate',
       '-n',
@@ -428,7 +416,7 @@ spec: { provider: generic, verification: [{ none: true }] }
     });
     await waitFor('TargetReachable=True', async () => {
       const r = await get('WebhookSubscription', 'shopflix-orders');
-      return condition(r, 'TargetReachable')?.status === 'True';
+      return condition(r, ConditionType.TargetReachable)?.status === 'True';
     });
   });
 

@@ -1,12 +1,19 @@
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { V1Container } from '@kubernetes/client-node';
 import fc from 'fast-check';
+import { pino } from 'pino';
+import { Gauge, Registry } from 'prom-client';
+import { maxNameLength } from '../../src/api/names.ts';
 import type { ProviderEndpoint } from '../../src/api/provider-endpoint.ts';
 import { parseResource } from '../../src/api/validate.ts';
+import type { WebhookSubscription } from '../../src/api/webhook-subscription.ts';
+import { matchEventTypes, producedEventTypes } from '../../src/operator/event-types.ts';
+import { serveMetrics } from '../../src/operator/metrics.ts';
 import { WorkQueue } from '../../src/operator/queue.ts';
-import { renderEndpoint } from '../../src/operator/render.ts';
+import { renderEndpoint, renderSubscription } from '../../src/operator/render.ts';
 import { conditionsFor } from '../../src/operator/status.ts';
 
 describe('work queue', () => {
@@ -147,5 +154,113 @@ describe('rendered workloads', () => {
       ];
     assert.equal(checksum('a'), checksum('a'));
     assert.notEqual(checksum('a'), checksum('b'));
+  });
+});
+
+describe('names the API admits', () => {
+  const options = { image: 'hookyard:1', natsUrl: 'nats://nats:4222' };
+  const names = (o: { metadata?: { name?: string } }) => o.metadata?.name ?? '';
+
+  it("render every object of the longest admitted name within Kubernetes' 63 characters", () => {
+    const endpointName = 'e'.repeat(maxNameLength('ProviderEndpoint'));
+    const endpoint = parseResource({
+      apiVersion: 'hookyard.io/v1alpha1',
+      kind: 'ProviderEndpoint',
+      metadata: { name: endpointName, namespace: 'shop' },
+      spec: { provider: 'generic', verification: [{ none: true }] },
+    }) as ProviderEndpoint;
+    const objects = renderEndpoint(endpoint, options);
+    const subscriptionName = 's'.repeat(maxNameLength('WebhookSubscription'));
+    const subscription = parseResource({
+      apiVersion: 'hookyard.io/v1alpha1',
+      kind: 'WebhookSubscription',
+      metadata: { name: subscriptionName, namespace: 'shop' },
+      spec: { sources: [{ endpoint: endpointName }], target: { url: 'http://orders.shop.svc' } },
+    }) as WebhookSubscription;
+    const { configMap, deployment } = renderSubscription(subscription, [], options);
+    const all = [objects.configMap, objects.deployment, objects.service, objects.ingress ?? {}, configMap, deployment];
+    assert.deepEqual(
+      all.map((o) => names(o).length),
+      [63, 63, 63, 63, 63, 63],
+    );
+  });
+});
+
+describe('event types a subscription can receive', () => {
+  const spec = (provider: string, extra: object = {}) =>
+    (
+      parseResource({
+        apiVersion: 'hookyard.io/v1alpha1',
+        kind: 'ProviderEndpoint',
+        metadata: { name: 'e', namespace: 'shop' },
+        spec: { provider, verification: [{ none: true }], ...extra },
+      }) as ProviderEndpoint
+    ).spec;
+  const source = (endpoint: string, s: ProviderEndpoint['spec']) => ({ namespace: 'shop', endpoint, spec: s });
+
+  it("are the routes' or the constant's when the spec names them, open when the request decides", () => {
+    assert.deepEqual(producedEventTypes(spec('fotoweb')), ['cart.changed', 'order.submitted', 'order.approved']);
+    assert.deepEqual(producedEventTypes(spec('generic')), ['webhook']);
+    assert.equal(producedEventTypes(spec('proign')), undefined);
+    assert.deepEqual(producedEventTypes(spec('generic', { eventType: { aliases: { webhook: 'ping' } } })), ['ping']);
+  });
+
+  it('match a pattern exactly when JetStream would deliver the event, whatever the types', () => {
+    const part = fc.stringMatching(/^[a-z][a-z0-9-]{0,5}$/);
+    const type = fc.array(part, { minLength: 1, maxLength: 3 }).map((parts) => parts.join('.'));
+    fc.assert(
+      fc.property(fc.uniqueArray(type, { minLength: 1, maxLength: 4 }), fc.integer({ min: 0 }), (types, pick) => {
+        const routes = types.map((t, i) => ({ path: `r${i}`, eventType: t }));
+        const endpoint = source('e', spec('printiq', { routes }));
+        const chosen = types[pick % types.length] as string;
+        const wildcard = `${chosen.split('.').slice(0, -1).concat('*').join('.')}`;
+        assert.ok(matchEventTypes([chosen], [endpoint]).matches, chosen);
+        assert.ok(matchEventTypes([wildcard], [endpoint]).matches, wildcard);
+        assert.ok(matchEventTypes(['>'], [endpoint]).matches);
+        const other = `${chosen}.never`;
+        assert.equal(matchEventTypes([other], [endpoint]).matches, false, other);
+        assert.deepEqual(matchEventTypes([other], [endpoint]).produced, [{ endpoint: 'e', types }]);
+      }),
+    );
+  });
+
+  it('say nothing against a source whose types are open', () => {
+    assert.ok(
+      matchEventTypes(['nothing.like.it'], [source('p', spec('proign')), source('f', spec('fotoweb'))]).matches,
+    );
+  });
+});
+
+describe('the metrics handler', () => {
+  it('answers 500 with a JSON body when a collector fails, logs a warning, and keeps serving', async () => {
+    const registry = new Registry();
+    let failing = true;
+    new Gauge({
+      name: 'flaky',
+      help: 'fails while failing is set',
+      registers: [registry],
+      collect() {
+        if (failing) throw new Error('collector broke');
+        this.set(1);
+      },
+    });
+    const warnings: string[] = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => warnings.push(line) });
+    const server = createServer((_req, res) => void serveMetrics(registry, log, res));
+    await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/metrics`;
+    try {
+      const broken = await fetch(url);
+      assert.equal(broken.status, 500);
+      assert.match(((await broken.json()) as { error: string }).error, /collecting metrics failed/);
+      assert.equal(warnings.length, 1);
+      assert.equal(JSON.parse(warnings[0] as string).level, 40);
+      failing = false;
+      const fine = await fetch(url);
+      assert.equal(fine.status, 200);
+      assert.match(await fine.text(), /^flaky 1$/m);
+    } finally {
+      server.close();
+    }
   });
 });

@@ -1,0 +1,44 @@
+// The referenced Secrets' keys, read by name when a reconcile needs them. The operator watches Secrets' metadata
+// only, so the values of the namespace's other Secrets (Helm releases, service-account tokens) never reach it; of a
+// referenced Secret it keeps a digest per key, read again only when the Secret's resourceVersion moves.
+import { createHash } from 'node:crypto';
+import type { Kube } from './kube.ts';
+import { isNotFound } from './kube.ts';
+
+export class SecretKeys {
+  readonly #kube: Kube;
+  readonly #read = new Map<string, { resourceVersion: string; digests: Map<string, string> }>();
+
+  constructor(kube: Kube) {
+    this.#kube = kube;
+  }
+
+  /**
+   * A SHA-256 of each key's value of the Secret at this resourceVersion (the one the metadata cache holds);
+   * undefined when the Secret is gone (or the cache has none: resourceVersion undefined).
+   */
+  async digests(namespace: string, name: string, resourceVersion: string | undefined) {
+    const id = `${namespace}/${name}`;
+    if (resourceVersion === undefined) {
+      this.#read.delete(id);
+      return undefined;
+    }
+    const known = this.#read.get(id);
+    if (known?.resourceVersion === resourceVersion) return known.digests;
+    try {
+      const secret = await this.#kube.readSecret(namespace, name);
+      const digests = new Map(
+        Object.entries(secret.data ?? {}).map(([key, value]) => [
+          key,
+          createHash('sha256').update(value).digest('hex'),
+        ]),
+      );
+      this.#read.set(id, { resourceVersion: secret.metadata?.resourceVersion ?? resourceVersion, digests });
+      return digests;
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      this.#read.delete(id);
+      return undefined;
+    }
+  }
+}

@@ -1,0 +1,245 @@
+// The operator's control loop against the real kube-apiserver and nats-server: what it caches, what it repairs
+// without a restart, what it refuses to retry forever. The operator talks to the API server through a recording
+// proxy (test/harness/api-proxy.ts), which can also cut its connections for a while.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as k8s from '@kubernetes/client-node';
+import { ConditionType, Reason } from '../../src/api/conditions.ts';
+import { kinds } from '../../src/api/kinds.ts';
+import { deadLetterStream, endpointStream } from '../../src/jetstream/layout.ts';
+import { receiverName } from '../../src/operator/render.ts';
+import { type ApiProxy, startApiProxy } from '../harness/api-proxy.ts';
+import { createNamespace, installCRDs, kubeConfig, kubectl } from '../harness/kube.ts';
+import { testNats } from '../harness/nats.ts';
+import { tempDir } from '../harness/servers.ts';
+import { waitFor } from '../harness/wait.ts';
+import { type RunningOperator, simulatePods, startOperator } from '../harness/workloads.ts';
+
+interface Resource {
+  metadata: k8s.V1ObjectMeta & { name: string };
+  status?: { observedGeneration?: number; conditions?: { type: string; status: string; reason: string }[] };
+}
+
+describe('operator control loop', () => {
+  const kc = kubeConfig();
+  const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+  const core = kc.makeApiClient(k8s.CoreV1Api);
+  const apps = kc.makeApiClient(k8s.AppsV1Api);
+  const work = tempDir('hookyard-control-');
+  const helmMarker = `helm-release-${randomBytes(8).toString('hex')}`;
+  const operators: RunningOperator[] = [];
+  let namespace = '';
+  let stopPods = () => {};
+  let proxy: ApiProxy;
+  let nats: Awaited<ReturnType<typeof testNats>>;
+
+  before(async () => {
+    await installCRDs();
+    namespace = await createNamespace('control');
+    stopPods = simulatePods(namespace);
+    nats = await testNats();
+    // A Helm release Secret in the watched namespace, as every helm install leaves one.
+    await core.createNamespacedSecret({
+      namespace,
+      body: {
+        metadata: { name: 'sh.helm.release.v1.shop.v1', labels: { owner: 'helm' } },
+        type: 'helm.sh/release.v1',
+        stringData: { release: helmMarker },
+      },
+    });
+    proxy = await startApiProxy(work.path, [Buffer.from(helmMarker).toString('base64'), helmMarker]);
+    const operator = await startOperator(
+      'operator-control',
+      ['--namespaces', namespace, '--no-leader-election', '--status-interval', '1s'],
+      { KUBECONFIG: proxy.kubeconfig },
+    );
+    operators.push(operator);
+  });
+  after(async () => {
+    stopPods();
+    for (const o of operators) await o.stop();
+    await proxy?.close();
+    await nats?.nc.close();
+    work.remove();
+  });
+
+  const get = async (kind: 'ProviderEndpoint' | 'WebhookSubscription', name: string) => {
+    const { group, version, plural } = kinds[kind];
+    return (await custom.getNamespacedCustomObject({ group, version, namespace, plural, name })) as Resource;
+  };
+  const condition = (r: Resource, type: string) => r.status?.conditions?.find((c) => c.type === type);
+  const waitReady = (kind: 'ProviderEndpoint' | 'WebhookSubscription', name: string) =>
+    waitFor(`${kind} ${name} Ready`, async () => {
+      const r = await get(kind, name);
+      return (
+        condition(r, ConditionType.Ready)?.status === 'True' &&
+        r.status?.observedGeneration === r.metadata.generation &&
+        r
+      );
+    });
+  const apply = async (yaml: string) => {
+    const r = await kubectl(['apply', '--server-side', '-n', namespace, '-f', '-'], yaml);
+    assert.equal(r.code, 0, r.stderr);
+  };
+  const endpoint = (name: string, extra = '') => `
+apiVersion: hookyard.io/v1alpha1
+kind: ProviderEndpoint
+metadata: { name: ${name} }
+spec: { provider: generic, verification: [{ none: true }]${extra} }
+`;
+
+  it("watches Secrets' metadata only: a Helm release's data never reaches it, a referenced Secret still rolls the pods", async () => {
+    await core.createNamespacedSecret({
+      namespace,
+      body: { metadata: { name: 'proign-key' }, stringData: { secret: 'first' } },
+    });
+    await apply(`
+apiVersion: hookyard.io/v1alpha1
+kind: ProviderEndpoint
+metadata: { name: proign }
+spec: { provider: proign, verification: [{ hmac: { secretRefs: [{ name: proign-key, key: secret }] } }] }
+`);
+    await waitReady('ProviderEndpoint', 'proign');
+    const checksum = async () =>
+      (await apps.readNamespacedDeployment({ namespace, name: receiverName('proign') })).spec?.template.metadata
+        ?.annotations?.['hookyard.io/config-checksum'];
+    const first = await checksum();
+    await core.replaceNamespacedSecret({
+      namespace,
+      name: 'proign-key',
+      body: { metadata: { name: 'proign-key' }, stringData: { secret: 'second' } },
+    });
+    await waitFor('the pods roll', async () => (await checksum()) !== first);
+
+    const secretCollections = proxy.requests.filter((r) => /\/secrets(\?|$)/.test(r.url));
+    assert.ok(secretCollections.length >= 2, 'Secrets are listed and watched');
+    for (const r of secretCollections) assert.match(r.accept, /as=PartialObjectMetadata/, `${r.method} ${r.url}`);
+    assert.ok(!proxy.sent(helmMarker) && !proxy.sent(Buffer.from(helmMarker).toString('base64')), 'Helm data read');
+  });
+
+  it('lists again after its watches were cut, and repairs an object deleted meanwhile', async () => {
+    await apply(endpoint('gap'));
+    await waitReady('ProviderEndpoint', 'gap');
+    proxy.interrupt();
+    await core.deleteNamespacedConfigMap({ namespace, name: receiverName('gap') });
+    await sleep(1500);
+    const from = proxy.requests.length;
+    proxy.resume();
+    await waitFor('the ConfigMap is back', () =>
+      core.readNamespacedConfigMap({ namespace, name: receiverName('gap') }),
+    );
+    const relisted = proxy.requests
+      .slice(from)
+      .filter((r) => r.method === 'GET' && /\/configmaps\?/.test(r.url) && !r.url.includes('watch=true'));
+    assert.ok(relisted.length > 0, 'ConfigMaps were not listed again after the gap');
+  });
+
+  const events = async (name: string, reason: string) =>
+    (await core.listNamespacedEvent({ namespace, fieldSelector: `involvedObject.name=${name}` })).items.filter(
+      (e) => e.reason === reason,
+    );
+
+  it('reports a stream JetStream refuses once and does not retry it; the dead letters get the sources replicas', async () => {
+    // One nats-server cannot hold three replicas: what the operator asks for is read off the JetStream API.
+    const requested = (stream: string) => {
+      const configs: { num_replicas?: number }[] = [];
+      const sub = nats.nc.subscribe(`$JS.API.STREAM.CREATE.${stream}`, {
+        callback: (_err, m) => {
+          configs.push(m.json());
+        },
+      });
+      return { configs, stop: () => sub.unsubscribe() };
+    };
+    const endpointCreates = requested(endpointStream(namespace, 'replicated'));
+    const deadLetterCreates = requested(deadLetterStream(namespace, 'replicated-orders'));
+    await apply(endpoint('replicated', ', stream: { replicas: 3 }'));
+    await apply(`
+apiVersion: hookyard.io/v1alpha1
+kind: WebhookSubscription
+metadata: { name: replicated-orders }
+spec: { sources: [{ endpoint: replicated }], target: { url: "http://orders.shop.svc" } }
+`);
+    const refused = await waitFor('StreamReady=False', async () => {
+      const r = await get('ProviderEndpoint', 'replicated');
+      const ready = condition(r, ConditionType.ReceiverReady)?.status === 'True';
+      return ready && condition(r, ConditionType.StreamReady)?.reason === Reason.StreamRefused && r;
+    });
+    assert.match(JSON.stringify(condition(refused, ConditionType.StreamReady)), /replicas/);
+    assert.equal(condition(refused, ConditionType.Ready)?.reason, Reason.StreamRefused);
+    await waitFor('the dead-letter stream asked for', async () => deadLetterCreates.configs.length > 0);
+    assert.deepEqual(
+      deadLetterCreates.configs.map((c) => c.num_replicas),
+      deadLetterCreates.configs.map(() => 3),
+    );
+    const asked = endpointCreates.configs.length;
+    await sleep(4000); // a retry with backoff would ask again within 0.5 + 1 + 2 s
+    assert.equal(endpointCreates.configs.length, asked, 'the refused stream was asked for again');
+    endpointCreates.stop();
+    deadLetterCreates.stop();
+    assert.equal((await events('replicated', Reason.StreamRefused)).length, 1);
+    const terminal = await operators[0]?.metric('hookyard_operator_reconciles_total', {
+      kind: 'ProviderEndpoint',
+      result: 'terminal',
+    });
+    assert.ok((terminal ?? 0) > 0, 'not counted as terminal');
+  });
+
+  it("says so when a subscription's event types can never match what its sources send", async () => {
+    await apply(`
+apiVersion: hookyard.io/v1alpha1
+kind: ProviderEndpoint
+metadata: { name: shop-fotoweb }
+spec: { provider: fotoweb, verification: [{ none: true }] }
+---
+apiVersion: hookyard.io/v1alpha1
+kind: WebhookSubscription
+metadata: { name: fotoweb-typo }
+spec: { sources: [{ endpoint: shop-fotoweb }], eventTypes: [order.submited], target: { url: "http://orders.shop.svc" } }
+`);
+    // Once its consumer is made, what keeps it from Ready is the event types.
+    const stuck = await waitFor('its consumer made', async () => {
+      const r = await get('WebhookSubscription', 'fotoweb-typo');
+      return condition(r, ConditionType.ConsumerReady)?.status === 'True' && r;
+    });
+    const check = condition(stuck, ConditionType.EventTypesMatch);
+    assert.equal(check?.reason, Reason.NoMatchingEventTypes);
+    assert.match(JSON.stringify(check), /cart\.changed, order\.submitted, order\.approved/);
+    assert.equal(condition(stuck, ConditionType.Ready)?.reason, Reason.NoMatchingEventTypes);
+    await waitFor(
+      'a Warning Event',
+      async () => (await events('fotoweb-typo', Reason.NoMatchingEventTypes)).length === 1,
+    );
+    const r = await kubectl([
+      'patch',
+      '-n',
+      namespace,
+      'webhooksubscription',
+      'fotoweb-typo',
+      '--type=merge',
+      '-p',
+      JSON.stringify({ spec: { eventTypes: ['order.submitted'] } }),
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    await waitReady('WebhookSubscription', 'fotoweb-typo');
+  });
+
+  it('comes back to every resource each resync period: a stream deleted by hand is made again', async () => {
+    const resyncing = await startOperator('operator-resync', [
+      '--namespaces',
+      namespace,
+      '--no-leader-election',
+      '--resync-period',
+      '2s',
+    ]);
+    operators.push(resyncing);
+    await operators[0]?.stop();
+    await apply(endpoint('resynced'));
+    await waitReady('ProviderEndpoint', 'resynced');
+    const stream = endpointStream(namespace, 'resynced');
+    await nats.jsm.streams.delete(stream);
+    await waitFor('the stream is made again', () => nats.jsm.streams.info(stream), 30);
+    assert.equal(condition(await get('ProviderEndpoint', 'resynced'), ConditionType.StreamReady)?.reason, Reason.Ready);
+  });
+});

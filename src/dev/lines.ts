@@ -56,7 +56,7 @@ export function readable(entry: Entry, host?: string, hint = true): string {
         String(f.endpoint).padEnd(12),
         String(f.eventType ?? '-').padEnd(17),
         `${f.status} ${f.outcome}`.padEnd(22),
-        f.eventId ?? f.message ?? '',
+        withoutType(f.eventId, f.eventType) ?? f.message ?? '',
       ].join(' ');
     case 'delivery answered':
       return `→ ${f.subscription}  ${f.status}  ${f.ms} ms`;
@@ -139,6 +139,13 @@ export function loggingRequests(handler: Handler, log: Logger): Handler {
     });
     notes.run(note, () => handler(req, res));
   };
+}
+
+/** The event id less the `<type>:` the receiver puts first (the line shows the type already). */
+function withoutType(id: string | number | undefined, type: string | number | undefined): string | undefined {
+  if (id === undefined) return undefined;
+  const prefix = `${String(type).replaceAll('%', '%25').replaceAll(':', '%3A')}:`;
+  return String(id).startsWith(prefix) ? String(id).slice(prefix.length) : String(id);
 }
 
 function parseAnswer(body: string | undefined): { status?: string; error?: string; message?: string } {

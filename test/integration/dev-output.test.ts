@@ -102,7 +102,8 @@ describe('hookyard dev output', () => {
       .split('\n')
       .filter((l) => l.startsWith('{'));
     const request = entries.find((l) => l.includes('"msg":"request"')) ?? '';
-    assert.equal(JSON.parse(request).eventId, 'evt_abc123');
+    // The stored event id, which targets see too: the dedup key, led by the event type.
+    assert.equal(JSON.parse(request).eventId, 'order.shipped:evt_abc123');
     for (const line of entries) assert.ok((line.match(/"subscription":/g) ?? []).length <= 1, line);
     assert.ok(entries.some((l) => l.includes('"subscription":"proign-shipments"')));
   });

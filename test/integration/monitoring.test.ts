@@ -84,6 +84,13 @@ function promtoolCheckMetrics(text: string): Promise<{ code: number; output: str
   });
 }
 
+/**
+ * Suppressed: prom-client's default metrics name three gauges `nodejs_active_{handles,requests,resources}_total`.
+ * They are the library's, shared by every Node service's dashboards; renaming them here would break those.
+ */
+const promClientGauge =
+  /^nodejs_active_(handles|requests|resources)_total non-counter metrics should not have "_total" suffix$/;
+
 const selectorText = (s: Selector) =>
   `{${s.matchers.map((m) => `${m.name}${m.type}${JSON.stringify(m.value)}`).join(', ')}}`;
 /** A histogram's series named as its metric. */
@@ -308,8 +315,8 @@ describe('metrics the chart queries', () => {
       const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
       assert.match(text, /^# HELP hookyard_/m, `${process} serves Hookyard's metrics`);
       const r = await promtoolCheckMetrics(text);
-      assert.equal(r.code, 0, `${process}: ${r.output}`);
-      assert.equal(r.output, '', `${process}: ${r.output}`);
+      const findings = r.output.split('\n').filter((line) => line.trim() !== '' && !promClientGauge.test(line));
+      assert.deepEqual(findings, [], `${process}: ${r.output}`);
     }
   });
 

@@ -19,6 +19,15 @@ const nats = {
   'nats-ca': { type: 'string', value: 'FILE', env: 'NATS_CA', description: 'CA bundle of the NATS server certificate' },
 } as const;
 
+const secretsDir = {
+  'secrets-dir': {
+    type: 'string',
+    value: 'DIR',
+    default: '/etc/hookyard/secrets',
+    description: 'mounted Secrets, one folder per Secret with a file per key',
+  },
+} as const;
+
 export const receiverCommand = {
   name: 'receiver',
   summary: 'Serves one ProviderEndpoint: verifies each webhook and stores it in JetStream before answering 2xx.',
@@ -29,12 +38,7 @@ export const receiverCommand = {
       default: '/etc/hookyard/config/endpoint.yaml',
       description: 'the ProviderEndpoint to serve, as YAML',
     },
-    'secrets-dir': {
-      type: 'string',
-      value: 'DIR',
-      default: '/etc/hookyard/secrets',
-      description: 'mounted Secrets, one folder per Secret with a file per key',
-    },
+    ...secretsDir,
     ...nats,
     port: { type: 'port', default: '8080', description: 'webhooks, /healthz, /readyz and /metrics' },
     'reload-interval': {
@@ -57,12 +61,7 @@ export const dispatcherCommand = {
       required: true,
       description: 'the WebhookSubscription and its sources, as the operator renders them',
     },
-    'secrets-dir': {
-      type: 'string',
-      value: 'DIR',
-      default: '/etc/hookyard/secrets',
-      description: 'mounted Secrets, one folder per Secret with a file per key',
-    },
+    ...secretsDir,
     ...nats,
     'metrics-port': { type: 'port', default: '9090', description: '/metrics, /healthz and /readyz' },
     'replay-dead-letters': {

@@ -189,6 +189,8 @@ export function jsonSchema(k: Kind): Schema {
       ...root.properties,
       apiVersion: { type: 'string', enum: [`${group}/${version}`] },
       kind: { type: 'string', enum: [k.kind] },
+      // ObjectMeta is Kubernetes' own (labels, annotations, ...): only the name is ours to describe.
+      metadata: { ...root.properties.metadata, additionalProperties: true },
     },
   });
 }

@@ -14,7 +14,7 @@ import { stringify } from 'yaml';
 import type { ProviderEndpoint } from '../src/api/provider-endpoint.ts';
 import { parseResource } from '../src/api/validate.ts';
 import { endpointStreamConfig, ensureStream } from '../src/jetstream/streams.ts';
-import { bundleCli, type CliProcess, runCli, waitReady } from '../test/harness/cli.ts';
+import { bundleCli, type CliProcess, imageNodeFlags, runCli, waitReady } from '../test/harness/cli.ts';
 import { freePort, root, startNats, tempDir } from '../test/harness/servers.ts';
 
 const connections = Number(process.env.CONNECTIONS ?? 64);
@@ -24,12 +24,9 @@ const secret = 'bench-secret';
 const body = Buffer.from(JSON.stringify({ action: 'opened', pad: 'x'.repeat(960) })); // about 1 KiB
 const signature = `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
 
-// The node flags the image starts the CLI with: ENTRYPOINT ["node", ...flags, "/app/cli.mjs"]. RECEIVER_NODE_FLAGS
-// replaces them, to compare flags without editing the Dockerfile.
-const entrypoint = JSON.parse(
-  /^ENTRYPOINT (\[.*\])$/m.exec(readFileSync(join(root, 'Dockerfile'), 'utf8'))?.[1] ?? '[]',
-) as string[];
-const nodeFlags = process.env.RECEIVER_NODE_FLAGS?.split(' ').filter(Boolean) ?? entrypoint.slice(1, -1);
+// The node flags the image starts the CLI with; RECEIVER_NODE_FLAGS replaces them, to compare flags without
+// editing the Dockerfile.
+const nodeFlags = process.env.RECEIVER_NODE_FLAGS?.split(' ').filter(Boolean) ?? imageNodeFlags();
 
 const work = tempDir('hookyard-bench-');
 const nats = await startNats(work.path, join(work.path, 'nats'));

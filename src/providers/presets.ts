@@ -62,7 +62,8 @@ export const printiqEvents = [
  */
 export function dedupWindow(spec: Pick<Spec, 'provider' | 'dedup'>): string {
   if (spec.dedup?.window) return spec.dedup.window;
-  return (spec.dedup?.source ?? presets[spec.provider].dedup.source) === 'bodyHash' ? '1h' : '24h';
+  // A spec without a provider (a stream set up by hand, as in tests) keeps the day.
+  return (spec.dedup?.source ?? presets[spec.provider]?.dedup.source) === 'bodyHash' ? '1h' : '24h';
 }
 
 export const presets: Record<ProviderName, Preset> = {

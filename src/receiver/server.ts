@@ -140,12 +140,13 @@ async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = Number(req.headers['content-length']);
   if (declared > drainLimit) throw tooLarge();
   const chunks: Buffer[] = [];
-  let size = 0;
+  let size = declared > limit ? limit + 1 : 0; // known too large: read and drop, keep nothing
   try {
     for await (const chunk of req as AsyncIterable<Buffer>) {
       size += chunk.length;
       if (size > drainLimit) break;
       if (size <= limit) chunks.push(chunk);
+      else chunks.length = 0;
     }
   } catch {
     throw new Refused('invalid_payload', 'the request body was cut off');

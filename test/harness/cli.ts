@@ -1,7 +1,7 @@
 // Runs the hookyard CLI as a child process the way it ships: from source, from the dist/ bundle, or as the image
 // runs it (see test/integration/image.test.ts). Tests and benchmarks start receivers and dispatchers through here.
 import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { root } from './servers.ts';
@@ -22,6 +22,12 @@ export function bundleCli(nodeFlags: string[] = []): Cli {
   const entry = join(root, 'dist/cli.mjs');
   if (!existsSync(entry)) throw new Error(`${entry} is missing: run npm run build (make test does)`);
   return { command: process.execPath, args: [...nodeFlags, entry] };
+}
+
+/** The node flags the image starts the CLI with: ENTRYPOINT ["node", ...flags, "/app/cli.mjs"]. */
+export function imageNodeFlags(): string[] {
+  const dockerfile = readFileSync(join(root, 'Dockerfile'), 'utf8');
+  return (JSON.parse(/^ENTRYPOINT (\[.*\])$/m.exec(dockerfile)?.[1] ?? '[]') as string[]).slice(1, -1);
 }
 
 export interface CliProcess {

@@ -66,6 +66,37 @@ describe('payload parsing', () => {
     );
   });
 
+  it('refuses JSON and XML nested deeper than 100 levels, and XML with a DOCTYPE', async () => {
+    const json = (depth: number) => Buffer.from(`${'['.repeat(depth)}${']'.repeat(depth)}`);
+    const xml = (depth: number) => Buffer.from(`${'<a x="/>">'.repeat(depth)}${'</a>'.repeat(depth)}`);
+    assert.ok(await parseAs('json', json(100)));
+    assert.ok(await parseAs('xml', xml(100)));
+    // Text that looks like elements, in CDATA, comments and strings, does not count.
+    const cdata = `<r><![CDATA[${'<a>'.repeat(500)}]]><!-- ${'<b>'.repeat(500)} --></r>`;
+    assert.deepEqual(await parseAs('xml', Buffer.from(cdata)), { r: '<a>'.repeat(500) });
+    assert.ok(await parseAs('json', Buffer.from(`["${'['.repeat(500)}\\""]`)));
+    for (const [kind, body] of [
+      ['json', json(101)],
+      ['json', json(50_000)],
+      ['xml', xml(101)],
+      ['xml', xml(50_000)],
+    ] as const) {
+      await assert.rejects(
+        parseAs(kind, body),
+        (err: Error) => err instanceof InvalidPayload && /nested deeper/.test(err.message),
+      );
+    }
+    const doctype = '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>';
+    await assert.rejects(parseAs('xml', Buffer.from(doctype)), /DOCTYPE/);
+  });
+
+  it('reads a form with many repeats of one field into one list, and refuses multipart without its boundary', async () => {
+    const form = (await parseAs('form', Buffer.from('x=1&'.repeat(50_000)))) as { x: string[] };
+    assert.equal(form.x.length, 50_000);
+    await assert.rejects(parseAs('multipart', Buffer.from('garbage'), 'multipart/form-data'), /names no boundary/);
+    await assert.rejects(parseAs('multipart', Buffer.from('garbage'), 'multipart/form-data; boundary=b'), /no --b/);
+  });
+
   it('reads dotted paths, own properties only', () => {
     assert.equal(readPath({ a: { b: [1, { c: 'x' }] } }, 'a.b.1.c'), 'x');
     assert.equal(readPath({ a: 1 }, 'a.b'), undefined);

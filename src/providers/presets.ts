@@ -10,6 +10,8 @@ export interface Preset {
   hmac?: Omit<HmacVerification, 'secretRefs' | 'secret'>;
   eventType: NonNullable<Spec['eventType']>;
   dedup: Omit<NonNullable<Spec['dedup']>, 'window'>;
+  /** The default dedup window when a provider's retries last longer than a day. */
+  dedupWindow?: string;
   /** Status for an accepted event. */
   status: number;
   registrationCheck?: { header: string; value: string };
@@ -62,6 +64,8 @@ export const printiqEvents = [
  */
 export function dedupWindow(spec: Pick<Spec, 'provider' | 'dedup'>): string {
   if (spec.dedup?.window) return spec.dedup.window;
+  const preset = presets[spec.provider];
+  if (preset?.dedupWindow && !spec.dedup?.source) return preset.dedupWindow;
   // A spec without a provider (a stream set up by hand, as in tests) keeps the day.
   return (spec.dedup?.source ?? presets[spec.provider]?.dedup.source) === 'bodyHash' ? '1h' : '24h';
 }
@@ -88,6 +92,9 @@ export const presets: Record<ProviderName, Preset> = {
     },
     eventType: { source: 'body', bodyPaths: ['type'] },
     dedup: { source: 'body', bodyPaths: ['id'] },
+    // Its last retry comes 26 h 36 min after the first delivery (1m + 5m + 30m + 2h + 24h): a day would store it
+    // again.
+    dedupWindow: '48h',
     status: 200,
     // Its document lists X-Proign-Retry-Count among the headers that retry requests add, numbered 0-4 for its five
     // retries (1m, 5m, 30m, 2h, 24h): 0 is the first retry, so the header's presence marks a retry.

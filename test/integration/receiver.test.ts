@@ -443,13 +443,13 @@ describe('receiver', () => {
     assert.notEqual(events[0]?.header.get('Nats-Msg-Id'), events[1]?.header.get('Nats-Msg-Id'));
   });
 
-  it('remembers a body hash for an hour and a provider id for a day, unless the endpoint says', async () => {
+  it('remembers a body hash for an hour, a provider id for a day (PROIGN: two, past its last retry), unless the endpoint says', async () => {
     const window = async (endpoint: string) =>
       (await jsm.streams.info(endpointStream(namespace, endpoint))).config.duplicate_window / 1e9;
     assert.equal(await window('open'), 3600, 'generic: body hash');
     assert.equal(await window('siteflow'), 3600, 'siteflow: body hash');
     assert.equal(await window('keyed'), 86_400, 'body fields');
-    assert.equal(await window('proign'), 86_400, 'proign: its event id');
+    assert.equal(await window('proign'), 172_800, 'proign: its event id, past its last retry at 26 h 36 min');
   });
 
   it('refuses a body that says JSON or XML and does not parse with 400 saying what is wrong, storing nothing', async () => {

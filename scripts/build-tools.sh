@@ -2,7 +2,8 @@
 # Builds the real servers the tests run (kube-apiserver, etcd, kubectl, nats-server, helm, prometheus, promtool)
 # and BuildKit's Dockerfile linter from the Go module proxy into .cache/bin, once per version, and takes the CRDs of
 # the kinds the chart can use (prometheus-operator's monitors and rules, cert-manager's certificates) from their
-# modules into .cache/crds. Prints nothing for what is already there.
+# modules into .cache/crds. Prints nothing for what is already there, and exits non-zero, saying what is missing,
+# when something cannot be built.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/.cache/bin"
@@ -16,11 +17,23 @@ PROMETHEUS_VERSION=v0.316.0
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
 CERT_MANAGER_VERSION=v1.21.2
 BUILDKIT_VERSION=$(sed -n 's/^\s*github.com\/moby\/buildkit \(v[0-9.]*\)$/\1/p' "$root/tools/dockerfile-lint/go.mod")
+current="" # what is being built, named when its build fails
+trap 'status=$?; [ $status -eq 0 ] || [ -z "$current" ] || echo "error: building $current failed (exit $status)" >&2' EXIT
+
+building() { # what: announces a build, and stops at once when Go is missing
+  current=$1
+  if ! command -v go >/dev/null; then
+    echo "error: building $1 needs Go 1.26 or later on PATH: install it from https://go.dev/dl/" >&2
+    current=""
+    exit 1
+  fi
+  echo "building $1" >&2
+}
 
 build_kube() { # name package
   local out="$bin/$1-$KUBE_VERSION"
   [ -x "$out" ] && return
-  echo "building $1 $KUBE_VERSION (first run only; takes minutes)" >&2
+  building "$1 $KUBE_VERSION (first run only; takes minutes)"
   local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
   local pkg=k8s.io/component-base/version
   (cd "$root/tools" && CGO_ENABLED=0 go build -trimpath -o "$out.tmp" \
@@ -31,7 +44,7 @@ build_kube() { # name package
 build_etcd() {
   local out="$bin/etcd-$ETCD_VERSION"
   [ -x "$out" ] && return
-  echo "building etcd $ETCD_VERSION" >&2
+  building "etcd $ETCD_VERSION"
   (cd "$root/tools" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out.tmp" ./etcd)
   mv "$out.tmp" "$out"
 }
@@ -42,7 +55,7 @@ build_dockerfile_lint() { # our own program: rebuilt when its source or its depe
   DOCKERFILE_LINT="dockerfile-lint-$BUILDKIT_VERSION-$sum"
   local out="$bin/$DOCKERFILE_LINT"
   [ -x "$out" ] && return
-  echo "building dockerfile-lint (BuildKit $BUILDKIT_VERSION)" >&2
+  building "dockerfile-lint (BuildKit $BUILDKIT_VERSION)"
   (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out.tmp" .)
   mv "$out.tmp" "$out"
 }
@@ -50,7 +63,7 @@ build_dockerfile_lint() { # our own program: rebuilt when its source or its depe
 go_install() { # name module@version [go build flags...]
   local out="$bin/$1-${2##*@}"
   [ -x "$out" ] && return
-  echo "building $2" >&2
+  building "$2"
   local tmp; tmp=$(mktemp -d)
   GOBIN="$tmp" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "${@:3}" "$2"
   mv "$tmp/$1" "$out"
@@ -61,7 +74,7 @@ go_install() { # name module@version [go build flags...]
 module_crds() { # name module@version folder file...
   local out="$root/.cache/crds/$1"
   [ -d "$out" ] && return
-  echo "fetching the CRDs of $2" >&2
+  building "the CRDs of $2"
   local tmp json dir; tmp=$(mktemp -d)
   json=$(cd "$tmp" && go mod download -json "$2") || { echo "$json" >&2; rm -rf "$tmp"; return 1; }
   rm -rf "$tmp"
@@ -72,29 +85,36 @@ module_crds() { # name module@version folder file...
   mv "$out.tmp" "$out"
 }
 
-# With names (etcd, nats-server, kube-apiserver, kubectl, helm, prometheus, promtool, crds, dockerfile-lint) only
-# those are built: `make demo` needs nats-server.
-wanted=${*:-etcd nats-server kube-apiserver kubectl helm prometheus promtool crds dockerfile-lint}
-want() { [[ " $wanted " == *" $1 "* ]]; }
-want etcd && build_etcd && ln -sf "etcd-$ETCD_VERSION" "$bin/etcd"
-want nats-server && go_install nats-server "github.com/nats-io/nats-server/v2@$NATS_VERSION" &&
-  ln -sf "nats-server-$NATS_VERSION" "$bin/nats-server"
-want kube-apiserver && build_kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver &&
-  ln -sf "kube-apiserver-$KUBE_VERSION" "$bin/kube-apiserver"
-want kubectl && build_kube kubectl k8s.io/kubernetes/cmd/kubectl && ln -sf "kubectl-$KUBE_VERSION" "$bin/kubectl"
-want helm && go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" && ln -sf "helm-$HELM_VERSION" "$bin/helm"
-# remove_all_sd leaves out the cloud service discoveries, which the tests do not use, and most of the build time.
-want prometheus && go_install prometheus "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION" \
-  -tags remove_all_sd && ln -sf "prometheus-$PROMETHEUS_VERSION" "$bin/prometheus"
-want promtool && go_install promtool "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION" \
-  -tags remove_all_sd && ln -sf "promtool-$PROMETHEUS_VERSION" "$bin/promtool"
-want crds && module_crds "prometheus-operator-$PROMETHEUS_OPERATOR_VERSION" \
-  "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" example/prometheus-operator-crd \
-  monitoring.coreos.com_podmonitors.yaml monitoring.coreos.com_servicemonitors.yaml \
-  monitoring.coreos.com_prometheusrules.yaml &&
-  ln -sfn "prometheus-operator-$PROMETHEUS_OPERATOR_VERSION" "$root/.cache/crds/prometheus-operator"
-want crds && module_crds "cert-manager-$CERT_MANAGER_VERSION" "github.com/cert-manager/cert-manager@$CERT_MANAGER_VERSION" \
-  deploy/crds cert-manager.io_certificates.yaml cert-manager.io_issuers.yaml &&
-  ln -sfn "cert-manager-$CERT_MANAGER_VERSION" "$root/.cache/crds/cert-manager"
-want dockerfile-lint && build_dockerfile_lint && ln -sf "$DOCKERFILE_LINT" "$bin/dockerfile-lint"
-exit 0
+build() { # one name of the list below
+  case $1 in
+    etcd) build_etcd; ln -sf "etcd-$ETCD_VERSION" "$bin/etcd" ;;
+    nats-server) go_install nats-server "github.com/nats-io/nats-server/v2@$NATS_VERSION"
+      ln -sf "nats-server-$NATS_VERSION" "$bin/nats-server" ;;
+    kube-apiserver) build_kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+      ln -sf "kube-apiserver-$KUBE_VERSION" "$bin/kube-apiserver" ;;
+    kubectl) build_kube kubectl k8s.io/kubernetes/cmd/kubectl; ln -sf "kubectl-$KUBE_VERSION" "$bin/kubectl" ;;
+    helm) go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"; ln -sf "helm-$HELM_VERSION" "$bin/helm" ;;
+    # remove_all_sd leaves out the cloud service discoveries, which the tests do not use, and most of the build time.
+    prometheus) go_install prometheus "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION" \
+      -tags remove_all_sd
+      ln -sf "prometheus-$PROMETHEUS_VERSION" "$bin/prometheus" ;;
+    promtool) go_install promtool "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION" \
+      -tags remove_all_sd
+      ln -sf "promtool-$PROMETHEUS_VERSION" "$bin/promtool" ;;
+    crds)
+      module_crds "prometheus-operator-$PROMETHEUS_OPERATOR_VERSION" \
+        "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+        example/prometheus-operator-crd monitoring.coreos.com_podmonitors.yaml \
+        monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_prometheusrules.yaml
+      ln -sfn "prometheus-operator-$PROMETHEUS_OPERATOR_VERSION" "$root/.cache/crds/prometheus-operator"
+      module_crds "cert-manager-$CERT_MANAGER_VERSION" "github.com/cert-manager/cert-manager@$CERT_MANAGER_VERSION" \
+        deploy/crds cert-manager.io_certificates.yaml cert-manager.io_issuers.yaml
+      ln -sfn "cert-manager-$CERT_MANAGER_VERSION" "$root/.cache/crds/cert-manager" ;;
+    dockerfile-lint) build_dockerfile_lint; ln -sf "$DOCKERFILE_LINT" "$bin/dockerfile-lint" ;;
+    *) echo "error: unknown tool '$1'; the names are: $all" >&2; exit 2 ;;
+  esac
+}
+
+all="etcd nats-server kube-apiserver kubectl helm prometheus promtool crds dockerfile-lint"
+# With names (any of $all) only those are built: `make demo` needs nats-server.
+for name in ${*:-$all}; do build "$name"; done

@@ -2,8 +2,8 @@
 # Builds the real servers the tests run (kube-apiserver, etcd, kubectl, nats-server, helm, prometheus, promtool)
 # and BuildKit's Dockerfile linter from the Go module proxy into .cache/bin, once per version, and takes the CRDs of
 # the kinds the chart can use (prometheus-operator's monitors and rules, cert-manager's certificates) from their
-# modules into .cache/crds. Prints nothing for what is already there, and exits non-zero, saying what is missing,
-# when something cannot be built.
+# modules into .cache/crds. With `node` it also builds the real node's components (see the list below). Prints
+# nothing for what is already there, and exits non-zero, saying what is missing, when something cannot be built.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/.cache/bin"
@@ -17,6 +17,9 @@ PROMETHEUS_VERSION=v0.316.0
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
 CERT_MANAGER_VERSION=v1.21.2
 BUILDKIT_VERSION=$(sed -n 's/^\s*github.com\/moby\/buildkit \(v[0-9.]*\)$/\1/p' "$root/tools/dockerfile-lint/go.mod")
+RUNC_VERSION=v1.5.3
+CNI_PLUGINS_VERSION=v1.10.0
+
 current="" # what is being built, named when its build fails
 trap 'status=$?; [ $status -eq 0 ] || [ -z "$current" ] || echo "error: building $current failed (exit $status)" >&2' EXIT
 
@@ -60,12 +63,13 @@ build_dockerfile_lint() { # our own program: rebuilt when its source or its depe
   mv "$out.tmp" "$out"
 }
 
+# cgo=1 before the call builds with cgo; ldflags="..." adds linker flags.
 go_install() { # name module@version [go build flags...]
   local out="$bin/$1-${2##*@}"
   [ -x "$out" ] && return
   building "$2"
   local tmp; tmp=$(mktemp -d)
-  GOBIN="$tmp" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "${@:3}" "$2"
+  GOBIN="$tmp" CGO_ENABLED=${cgo:-0} go install -trimpath -ldflags "-s -w ${ldflags:-}" "${@:3}" "$2"
   mv "$tmp/$1" "$out"
   rm -rf "$tmp"
 }
@@ -82,6 +86,20 @@ module_crds() { # name module@version folder file...
   mkdir -p "$out.tmp"
   for f in "${@:4}"; do cp "$dir/$3/$f" "$out.tmp/"; done
   chmod u+w "$out.tmp"/*
+  mv "$out.tmp" "$out"
+}
+
+# CNI wants a directory of plugins (containerd's bin_dir): .cache/bin/cni-plugins-<version>, linked as cni-plugins.
+build_cni_plugins() {
+  local out="$bin/cni-plugins-$CNI_PLUGINS_VERSION"
+  [ -d "$out" ] && return
+  building "CNI plugins $CNI_PLUGINS_VERSION"
+  local m=github.com/containernetworking/plugins
+  rm -rf "$out.tmp"
+  GOBIN="$out.tmp" CGO_ENABLED=0 go install -trimpath \
+    -ldflags "-s -w -X $m/pkg/utils/buildversion.BuildVersion=$CNI_PLUGINS_VERSION" \
+    "$m/plugins/main/bridge@$CNI_PLUGINS_VERSION" "$m/plugins/main/loopback@$CNI_PLUGINS_VERSION" \
+    "$m/plugins/ipam/host-local@$CNI_PLUGINS_VERSION" "$m/plugins/meta/portmap@$CNI_PLUGINS_VERSION"
   mv "$out.tmp" "$out"
 }
 
@@ -111,10 +129,24 @@ build() { # one name of the list below
         deploy/crds cert-manager.io_certificates.yaml cert-manager.io_issuers.yaml
       ln -sfn "cert-manager-$CERT_MANAGER_VERSION" "$root/.cache/crds/cert-manager" ;;
     dockerfile-lint) build_dockerfile_lint; ln -sf "$DOCKERFILE_LINT" "$bin/dockerfile-lint" ;;
-    *) echo "error: unknown tool '$1'; the names are: $all" >&2; exit 2 ;;
+    # The real node's components. Debian's iptables, libseccomp-dev and pkg-config come first.
+    node-packages) current="the node's Debian packages"; "$root/scripts/install-node-packages.sh" ;;
+    # With seccomp, or the chart's RuntimeDefault profile cannot be applied; libseccomp needs cgo.
+    runc) cgo=1 go_install runc "github.com/opencontainers/runc@$RUNC_VERSION" -tags seccomp
+      ln -sf "runc-$RUNC_VERSION" "$bin/runc" ;;
+    cni-plugins) build_cni_plugins; ln -sfn "cni-plugins-$CNI_PLUGINS_VERSION" "$bin/cni-plugins" ;;
+    *) echo "error: unknown tool '$1'; the names are: $all node" >&2; exit 2 ;;
   esac
 }
 
-all="etcd nats-server kube-apiserver kubectl helm prometheus promtool crds dockerfile-lint"
-# With names (any of $all) only those are built: `make demo` needs nats-server.
-for name in ${*:-$all}; do build "$name"; done
+node="node-packages runc cni-plugins"
+all="etcd nats-server kube-apiserver kubectl helm prometheus promtool crds dockerfile-lint $node"
+# With names (any of $all, or node for the real node's components) only those are built: `make demo` needs
+# nats-server.
+for name in ${*:-$all}; do
+  if [ "$name" = node ]; then
+    for n in $node; do build "$n"; done
+  else
+    build "$name"
+  fi
+done

@@ -19,6 +19,7 @@ CERT_MANAGER_VERSION=v1.21.2
 BUILDKIT_VERSION=$(sed -n 's/^\s*github.com\/moby\/buildkit \(v[0-9.]*\)$/\1/p' "$root/tools/dockerfile-lint/go.mod")
 RUNC_VERSION=v1.5.3
 CNI_PLUGINS_VERSION=v1.10.0
+CONTAINERD_VERSION=v2.4.2
 
 current="" # what is being built, named when its build fails
 trap 'status=$?; [ $status -eq 0 ] || [ -z "$current" ] || echo "error: building $current failed (exit $status)" >&2' EXIT
@@ -135,11 +136,17 @@ build() { # one name of the list below
     runc) cgo=1 go_install runc "github.com/opencontainers/runc@$RUNC_VERSION" -tags seccomp
       ln -sf "runc-$RUNC_VERSION" "$bin/runc" ;;
     cni-plugins) build_cni_plugins; ln -sfn "cni-plugins-$CNI_PLUGINS_VERSION" "$bin/cni-plugins" ;;
+    containerd)
+      for name in containerd containerd-shim-runc-v2 ctr; do
+        ldflags="-X github.com/containerd/containerd/v2/version.Version=${CONTAINERD_VERSION#v}" \
+          go_install "$name" "github.com/containerd/containerd/v2/cmd/$name@$CONTAINERD_VERSION"
+        ln -sf "$name-$CONTAINERD_VERSION" "$bin/$name"
+      done ;;
     *) echo "error: unknown tool '$1'; the names are: $all node" >&2; exit 2 ;;
   esac
 }
 
-node="node-packages runc cni-plugins"
+node="node-packages runc cni-plugins containerd"
 all="etcd nats-server kube-apiserver kubectl helm prometheus promtool crds dockerfile-lint $node"
 # With names (any of $all, or node for the real node's components) only those are built: `make demo` needs
 # nats-server.

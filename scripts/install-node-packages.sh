@@ -23,6 +23,6 @@ fi
 echo "installing ${missing[*]} (Debian packages the real node needs)" >&2
 # Other package installs on the machine hold the dpkg lock for a while; wait for it instead of failing at once.
 lock=(-o DPkg::Lock::Timeout=300)
-"${sudo[@]}" apt-get "${lock[@]}" update -qq || fail "apt-get update failed"
+"${sudo[@]}" apt-get "${lock[@]}" update -qq >&2 || fail "apt-get update failed"
 DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get "${lock[@]}" install -y -qq --no-install-recommends \
-  "${missing[@]}" || fail "apt-get install failed"
+  "${missing[@]}" >&2 || fail "apt-get install failed"

@@ -8,15 +8,18 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/.cache/bin"
 mkdir -p "$bin"
-KUBE_VERSION=$(sed -n 's/^\s*k8s.io\/kubernetes \(v[0-9.]*\)$/\1/p' "$root/tools/go.mod")
-ETCD_VERSION=$(sed -n 's/^\s*go.etcd.io\/etcd\/server\/v3 \(v[0-9.]*\)$/\1/p' "$root/tools/go.mod")
+required() { # go.mod module: the version of module that go.mod requires
+  sed -n "s#^\(require \)\?\s*$2 \(v[0-9.]*\)\$#\2#p" "$root/tools/$1"
+}
+KUBE_VERSION=$(required go.mod k8s.io/kubernetes)
+ETCD_VERSION=$(required go.mod go.etcd.io/etcd/server/v3)
 NATS_VERSION=v2.12.15
 HELM_VERSION=v3.21.4
 # Prometheus 3.16.0 (its Go module is versioned v0.<minor>.<patch>).
 PROMETHEUS_VERSION=v0.316.0
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
 CERT_MANAGER_VERSION=v1.21.2
-BUILDKIT_VERSION=$(sed -n 's/^\s*github.com\/moby\/buildkit \(v[0-9.]*\)$/\1/p' "$root/tools/dockerfile-lint/go.mod")
+BUILDKIT_VERSION=$(required dockerfile-lint/go.mod github.com/moby/buildkit)
 RUNC_VERSION=v1.5.3
 CNI_PLUGINS_VERSION=v1.10.0
 CONTAINERD_VERSION=v2.4.2
@@ -34,23 +37,19 @@ building() { # what: announces a build, and stops at once when Go is missing
   echo "building $1" >&2
 }
 
-build_kube() { # name package
-  local out="$bin/$1-$KUBE_VERSION"
+# A command built in one of our wrapper modules under tools/.
+build_module() { # name version folder package [ldflags]
+  local out="$bin/$1-$2"
   [ -x "$out" ] && return
-  building "$1 $KUBE_VERSION (first run only; takes minutes)"
-  local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
-  local pkg=k8s.io/component-base/version
-  (cd "$root/tools" && CGO_ENABLED=0 go build -trimpath -o "$out.tmp" \
-    -ldflags "-s -w -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor" "$2")
+  building "$1 $2 (first run only; takes minutes)"
+  (cd "$root/tools/$3" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w ${5:-}" -o "$out.tmp" "$4")
   mv "$out.tmp" "$out"
 }
 
-build_etcd() {
-  local out="$bin/etcd-$ETCD_VERSION"
-  [ -x "$out" ] && return
-  building "etcd $ETCD_VERSION"
-  (cd "$root/tools" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out.tmp" ./etcd)
-  mv "$out.tmp" "$out"
+build_kube() { # name package
+  local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
+  local pkg=k8s.io/component-base/version
+  build_module "$1" "$KUBE_VERSION" . "$2" "-X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
 }
 
 build_dockerfile_lint() { # our own program: rebuilt when its source or its dependencies change
@@ -106,7 +105,7 @@ build_cni_plugins() {
 
 build() { # one name of the list below
   case $1 in
-    etcd) build_etcd; ln -sf "etcd-$ETCD_VERSION" "$bin/etcd" ;;
+    etcd) build_module etcd "$ETCD_VERSION" . ./etcd; ln -sf "etcd-$ETCD_VERSION" "$bin/etcd" ;;
     nats-server) go_install nats-server "github.com/nats-io/nats-server/v2@$NATS_VERSION"
       ln -sf "nats-server-$NATS_VERSION" "$bin/nats-server" ;;
     kube-apiserver) build_kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
@@ -142,11 +141,17 @@ build() { # one name of the list below
           go_install "$name" "github.com/containerd/containerd/v2/cmd/$name@$CONTAINERD_VERSION"
         ln -sf "$name-$CONTAINERD_VERSION" "$bin/$name"
       done ;;
+    # One multi-call binary (tools/node) with a link per command: see tools/node/main.go.
+    kube-node) build_kube kube-node ./node
+      for name in kubelet kube-proxy kube-scheduler kube-controller-manager; do
+        ln -sf "kube-node-$KUBE_VERSION" "$bin/$name-$KUBE_VERSION"
+        ln -sf "$name-$KUBE_VERSION" "$bin/$name"
+      done ;;
     *) echo "error: unknown tool '$1'; the names are: $all node" >&2; exit 2 ;;
   esac
 }
 
-node="node-packages runc cni-plugins containerd"
+node="node-packages runc cni-plugins containerd kube-node"
 all="etcd nats-server kube-apiserver kubectl helm prometheus promtool crds dockerfile-lint $node"
 # With names (any of $all, or node for the real node's components) only those are built: `make demo` needs
 # nats-server.

@@ -23,6 +23,7 @@ BUILDKIT_VERSION=$(required dockerfile-lint/go.mod github.com/moby/buildkit)
 RUNC_VERSION=v1.5.3
 CNI_PLUGINS_VERSION=v1.10.0
 CONTAINERD_VERSION=v2.4.2
+COREDNS_VERSION=$(required coredns/go.mod github.com/coredns/coredns)
 
 current="" # what is being built, named when its build fails
 trap 'status=$?; [ $status -eq 0 ] || [ -z "$current" ] || echo "error: building $current failed (exit $status)" >&2' EXIT
@@ -147,11 +148,12 @@ build() { # one name of the list below
         ln -sf "kube-node-$KUBE_VERSION" "$bin/$name-$KUBE_VERSION"
         ln -sf "$name-$KUBE_VERSION" "$bin/$name"
       done ;;
+    coredns) build_module coredns "$COREDNS_VERSION" coredns .; ln -sf "coredns-$COREDNS_VERSION" "$bin/coredns" ;;
     *) echo "error: unknown tool '$1'; the names are: $all node" >&2; exit 2 ;;
   esac
 }
 
-node="node-packages runc cni-plugins containerd kube-node"
+node="node-packages runc cni-plugins containerd kube-node coredns"
 all="etcd nats-server kube-apiserver kubectl helm prometheus promtool crds dockerfile-lint $node"
 # With names (any of $all, or node for the real node's components) only those are built: `make demo` needs
 # nats-server.

@@ -24,6 +24,7 @@ RUNC_VERSION=v1.5.3
 CNI_PLUGINS_VERSION=v1.10.0
 CONTAINERD_VERSION=v2.4.2
 COREDNS_VERSION=$(required coredns/go.mod github.com/coredns/coredns)
+TRAEFIK_VERSION=$(required traefik/go.mod github.com/traefik/traefik/v3)
 
 current="" # what is being built, named when its build fails
 trap 'status=$?; [ $status -eq 0 ] || [ -z "$current" ] || echo "error: building $current failed (exit $status)" >&2' EXIT
@@ -149,11 +150,14 @@ build() { # one name of the list below
         ln -sf "$name-$KUBE_VERSION" "$bin/$name"
       done ;;
     coredns) build_module coredns "$COREDNS_VERSION" coredns .; ln -sf "coredns-$COREDNS_VERSION" "$bin/coredns" ;;
+    traefik) build_module traefik "$TRAEFIK_VERSION" traefik github.com/traefik/traefik/v3/cmd/traefik \
+      "-X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION"
+      ln -sf "traefik-$TRAEFIK_VERSION" "$bin/traefik" ;;
     *) echo "error: unknown tool '$1'; the names are: $all node" >&2; exit 2 ;;
   esac
 }
 
-node="node-packages runc cni-plugins containerd kube-node coredns"
+node="node-packages runc cni-plugins containerd kube-node coredns traefik"
 all="etcd nats-server kube-apiserver kubectl helm prometheus promtool crds dockerfile-lint $node"
 # With names (any of $all, or node for the real node's components) only those are built: `make demo` needs
 # nats-server.

@@ -2,8 +2,10 @@
 # Builds the real servers the tests run (kube-apiserver, etcd, kubectl, nats-server, helm, prometheus, promtool)
 # and BuildKit's Dockerfile linter from the Go module proxy into .cache/bin, once per version, and takes the CRDs of
 # the kinds the chart can use (prometheus-operator's monitors and rules, cert-manager's certificates) from their
-# modules into .cache/crds. With `node` it also builds the real node's components (see the list below). Prints
-# nothing for what is already there, and exits non-zero, saying what is missing, when something cannot be built.
+# modules into .cache/crds. With `node` (part of the default) it builds the real node's components: kubelet,
+# kube-proxy, kube-scheduler and kube-controller-manager (one binary), containerd, runc, CNI plugins, CoreDNS and
+# Traefik, after installing the Debian packages they need. Prints nothing for what is already there, and exits
+# non-zero, saying what is missing, when something cannot be built.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/.cache/bin"

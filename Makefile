@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/.cache/node24/node_modules/.bin:$(PATH)
 NODE_STAMP := .cache/node24/node_modules/.bin/node
 endif
 
-.PHONY: all deps tools generate lint typecheck build test unit demo dev clean
+.PHONY: all deps tools node-tools generate lint typecheck build test unit demo dev clean
 
 all: test
 
@@ -29,6 +29,11 @@ deps: node_modules/.stamp
 
 tools:
 	scripts/build-tools.sh
+
+# Only the real node's components (part of `make tools`): kubelet and the other node daemons, containerd, runc, CNI
+# plugins, CoreDNS, Traefik, and the Debian packages they need.
+node-tools:
+	scripts/build-tools.sh node
 
 # The production bundle in dist/ (what the image runs); esbuild takes about a second, and only when a source changed.
 dist/cli.mjs: node_modules/.stamp scripts/build.ts $(shell find src -type f)

@@ -4,7 +4,7 @@
 // Then the cases `make demo` plays go from the host through the Ingress URL each ProviderEndpoint's status.url
 // reports, and must reach the target pods as the subscriptions say and be counted by the pods' metrics.
 import assert from 'node:assert/strict';
-import { chownSync, mkdirSync, readFileSync } from 'node:fs';
+import { chownSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
@@ -342,4 +342,98 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
       Object.values(expectedDeliveries).reduce((n, d) => n + d.count, 0),
     );
   });
+
+  it('delivers every request answered 2xx while receiver pods are deleted and SIGKILLed under a burst', async (t) => {
+    const agent = agentFrom(requireEnv('HOOKYARD_E2E_HOST_IP'));
+    const url = `${await endpointUrl('printiq')}/CreateJob?token=${secret('printiq-webhook', 'token')}`;
+    const base = JSON.parse(samples.printiq?.[0]?.body.toString() ?? '{}') as Record<string, unknown>;
+    const before = (await recorded(namespace, 'production-planning')).length;
+    const total = 300;
+    const answered = new Map<string, number>();
+    const faulted: number[] = [];
+    const faults: Record<number, () => Promise<void>> = {
+      100: async () => void faulted.push(await receiverFault('delete')),
+      200: async () => void faulted.push(await receiverFault('SIGKILL')),
+    };
+    let next = 0;
+    const worker = async () => {
+      for (let i = next++; i < total; i = next++) {
+        await faults[i]?.();
+        // printIQ deduplicates on the body's hash: each request is another job.
+        const body = JSON.stringify({ ...base, JobNo: `E2E-${i}` });
+        const headers = { 'content-type': 'application/json' };
+        const status = await request(url, { method: 'POST', body, headers, dispatcher: agent, headersTimeout: 10_000 })
+          .then(async (r) => {
+            await r.body.text();
+            return r.statusCode;
+          })
+          .catch(() => 0);
+        answered.set(`E2E-${i}`, status);
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+    const accepted = [...answered].filter(([, s]) => s >= 200 && s < 300).map(([job]) => job);
+    const arrived = await eventually(
+      'every accepted job at production-planning',
+      async () => {
+        const jobs = (await recorded(namespace, 'production-planning'))
+          .slice(before)
+          .map((r) => (JSON.parse(r.body) as { JobNo?: string }).JobNo ?? '');
+        return accepted.every((j) => jobs.includes(j)) ? jobs : undefined;
+      },
+      180,
+    );
+    const statuses: Record<string, number> = {};
+    for (const s of answered.values()) statuses[s] = (statuses[s] ?? 0) + 1;
+    const duplicates = arrived.length - new Set(arrived).size;
+    t.diagnostic(
+      `sent ${total}, answered ${JSON.stringify(statuses)}, delivered ${arrived.length}, duplicates ${duplicates}`,
+    );
+    assert.deepEqual(faulted, [1, 1], 'one pod deleted, one receiver process SIGKILLed');
+    assert.ok(accepted.length > 0);
+  });
 });
+
+interface Pod {
+  metadata: { name: string; uid: string; deletionTimestamp?: string };
+  status?: { containerStatuses?: { ready: boolean }[] };
+}
+
+/**
+ * Deletes a serving printiq receiver pod, or SIGKILLs its process from the host (found by the pod's cgroup);
+ * returns how many it hit.
+ */
+async function receiverFault(how: 'delete' | 'SIGKILL'): Promise<number> {
+  const list = await kubectl([
+    '-n',
+    namespace,
+    'get',
+    'pods',
+    '-l',
+    'app.kubernetes.io/instance=printiq',
+    '-o',
+    'json',
+  ]);
+  // A serving one: not the one deleted before, nor its replacement still starting.
+  const pods = (JSON.parse(list.stdout) as { items: Pod[] }).items.filter(
+    (p) => !p.metadata.deletionTimestamp && p.status?.containerStatuses?.[0]?.ready,
+  );
+  const pod = pods[0] ?? assert.fail('no serving printiq receiver pod');
+  if (how === 'delete') {
+    const r = await kubectl(['-n', namespace, 'delete', 'pod', pod.metadata.name, '--wait=false']);
+    return r.code === 0 ? 1 : 0;
+  }
+  let killed = 0;
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const inPod = readFileSync(`/proc/${pid}/cgroup`, 'utf8').includes(`pod${pod.metadata.uid}`);
+      if (inPod && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('receiver')) {
+        process.kill(Number(pid), 'SIGKILL');
+        killed++;
+      }
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return killed;
+}

@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/.cache/node24/node_modules/.bin:$(PATH)
 NODE_STAMP := .cache/node24/node_modules/.bin/node
 endif
 
-.PHONY: all deps tools node-tools generate lint typecheck build test unit demo dev clean
+.PHONY: all deps tools node-tools generate lint typecheck build test e2e unit demo dev clean
 
 all: test
 
@@ -51,9 +51,15 @@ lint: deps
 typecheck: deps
 	npx tsc -p tsconfig.json
 
-# The whole suite: lint, types, then every test against real etcd, kube-apiserver and nats-server.
+# The whole suite: lint, types, every test against real etcd, kube-apiserver and nats-server, then the real node.
 test: deps tools lint typecheck build
-	node test/harness/run.ts node --test --test-reporter=spec --test-timeout=300000 'test/**/*.test.ts'
+	node test/harness/run.ts node --test --test-reporter=spec --test-timeout=300000 'test/{unit,integration}/**/*.test.ts'
+	$(MAKE) e2e
+
+# The real-node suite alone: a single-node cluster in a network namespace of its own (test/harness/node/), the
+# images imported into it, and test/e2e/ run against it. Needs root.
+e2e: deps tools build
+	node test/harness/node/run.ts node --test --test-reporter=spec --test-timeout=600000 --test-concurrency=1 'test/e2e/*.test.ts'
 
 # The main job on the embedded default: dev mode on examples/, each provider's documented webhooks played. It uses
 # a nats-server 2.12+ on the PATH, else the cached one (built with Go when missing); NATS_URL=... uses that NATS.

@@ -20,9 +20,15 @@ export interface Server {
   stop(): Promise<void>;
 }
 
-export function startProcess(name: string, binary: string, args: string[], logDir: string): Server {
+export function startProcess(
+  name: string,
+  binary: string,
+  args: string[],
+  logDir: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Server {
   const log = createWriteStream(join(logDir, `${name}.log`));
-  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   child.stdout?.pipe(log);
   child.stderr?.pipe(log);
   const exited = new Promise<void>((ok) => child.once('exit', () => ok()));

@@ -1,0 +1,439 @@
+// The product as a user installs it, on the real node: NATS as a 3-server JetStream StatefulSet on local
+// PersistentVolumes (test/e2e/manifests/nats.yaml), `helm install` of charts/hookyard with the locally imported
+// image, every file of examples/ applied with kubectl, and the subscriptions' targets as recording sink pods.
+// Then the cases `make demo` plays go from the host through the Ingress URL each ProviderEndpoint's status.url
+// reports, and must reach the target pods as the subscriptions say and be counted by the pods' metrics.
+import assert from 'node:assert/strict';
+import { chownSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { before, describe, it } from 'node:test';
+import { Agent, request } from 'undici';
+import { stringify } from 'yaml';
+import type { ProviderName } from '../../src/api/provider-endpoint.ts';
+import { providerSignature, type Sample, samples } from '../../src/providers/samples.ts';
+import { exampleDocuments } from '../harness/examples.ts';
+import { chartDir, helm } from '../harness/helm.ts';
+import { kubectl, requireEnv } from '../harness/kube.ts';
+import { root } from '../harness/servers.ts';
+import { apply, eventually, images, recorded, rolledOut, sinkManifests } from './support.ts';
+
+const namespace = 'examples';
+const endpoints = ['fotoweb', 'printiq', 'proign', 'shopflix', 'siteflow'];
+
+/** The part of NATS's /jsz?streams=true&config=true that says where each stream is. */
+interface JszStreams {
+  account_details?: {
+    stream_detail?: { name: string; config?: { num_replicas?: number }; cluster?: { replicas?: unknown[] } }[];
+  }[];
+}
+const ingressHost = 'hooks.hookyard.test';
+
+/** Where each example subscription delivers: its target Service, as the sink that stands for it. */
+const targets = [
+  { namespace: 'shop', name: 'fulfillment', port: 8080 },
+  { namespace, name: 'backoffice', port: 80 },
+  { namespace, name: 'dam-orders', port: 8080 },
+  { namespace, name: 'production-planning', port: 8080 },
+  { namespace, name: 'order-service', port: 8080 },
+  { namespace, name: 'returns-service', port: 8080 },
+  { namespace, name: 'storefront', port: 8080 },
+];
+
+/** The example Secrets' values, as a provider's console would hold them. */
+function secret(name: string, key: string): string {
+  const doc = exampleDocuments().find((d) => d.doc.kind === 'Secret' && d.doc.metadata.name === name);
+  const value = (doc?.doc.stringData as Record<string, string> | undefined)?.[key];
+  if (value === undefined) throw new Error(`no Secret ${name} with key ${key} in examples/`);
+  return value;
+}
+
+/** Connects every name under the Ingress host to the node, from `localAddress` (the host side of the veth). */
+function agentFrom(localAddress: string): Agent {
+  const nodeIp = requireEnv('HOOKYARD_E2E_NODE_IP');
+  return new Agent({
+    localAddress,
+    connect: {
+      // Node asks for all addresses (`all: true`) when it may try both families, for one otherwise.
+      lookup: (_host, options, callback) =>
+        (options as { all?: boolean }).all
+          ? (callback as (e: null, a: { address: string; family: number }[]) => void)(null, [
+              { address: nodeIp, family: 4 },
+            ])
+          : callback(null, nodeIp, 4),
+    },
+  });
+}
+
+async function localVolumes(): Promise<void> {
+  const dir = requireEnv('HOOKYARD_E2E_VOLUMES_DIR');
+  const docs: object[] = [
+    {
+      apiVersion: 'storage.k8s.io/v1',
+      kind: 'StorageClass',
+      metadata: { name: 'hookyard-local' },
+      provisioner: 'kubernetes.io/no-provisioner',
+      volumeBindingMode: 'WaitForFirstConsumer',
+    },
+  ];
+  const onTheNode = { key: 'kubernetes.io/hostname', operator: 'In', values: ['hookyard-node'] };
+  for (let i = 0; i < 3; i++) {
+    const path = join(dir, `nats-${i}`);
+    mkdirSync(path, { recursive: true });
+    chownSync(path, 65532, 65532);
+    docs.push({
+      apiVersion: 'v1',
+      kind: 'PersistentVolume',
+      metadata: { name: `nats-store-${i}` },
+      spec: {
+        capacity: { storage: '512Mi' },
+        accessModes: ['ReadWriteOnce'],
+        persistentVolumeReclaimPolicy: 'Retain',
+        storageClassName: 'hookyard-local',
+        local: { path },
+        nodeAffinity: { required: { nodeSelectorTerms: [{ matchExpressions: [onTheNode] }] } },
+      },
+    });
+  }
+  await apply(docs.map((d) => stringify(d)).join('---\n'));
+}
+
+async function installNats(): Promise<void> {
+  await localVolumes();
+  const manifests = readFileSync(join(root, 'test/e2e/manifests/nats.yaml'), 'utf8');
+  await apply(manifests.replaceAll('NATS_IMAGE', images().nats.ref));
+  const r = await kubectl(['-n', 'nats', 'rollout', 'status', 'statefulset/nats', '--timeout=180s']);
+  assert.equal(r.code, 0, `${r.stderr}\n${(await kubectl(['-n', 'nats', 'describe', 'pods'])).stdout}`);
+}
+
+async function installChart(): Promise<void> {
+  const image = images().hookyard;
+  const r = await helm([
+    ...['install', 'hookyard', chartDir, '--namespace', 'hookyard-system', '--create-namespace'],
+    ...['--kubeconfig', requireEnv('KUBECONFIG'), '--wait', '--timeout', '5m'],
+    ...['--set', `image.repository=${image.repository}`, '--set', `image.tag=${image.tag}`],
+    ...[
+      '--set',
+      'image.pullPolicy=Never',
+      '--set',
+      'ingress.className=traefik',
+      '--set',
+      `ingress.host=${ingressHost}`,
+    ],
+  ]);
+  assert.equal(r.code, 0, `helm install: ${r.stderr}`);
+}
+
+async function endpointUrl(name: string): Promise<string> {
+  return eventually(`status.url of ${name}`, async () => {
+    const r = await kubectl(['-n', namespace, 'get', 'providerendpoint', name, '-o', 'jsonpath={.status.url}']);
+    return r.stdout.startsWith('http') ? r.stdout : undefined;
+  });
+}
+
+interface Play {
+  provider: ProviderName;
+  what: string;
+  sample: number;
+  secret?: string;
+  headers?: Record<string, string>;
+  query?: string;
+  from?: 'customer-network';
+  expect: number;
+}
+
+const plays = (): Play[] => {
+  const proign = secret('proign-webhook', 'secret');
+  const siteflow = { 'X-Hookyard-Token': secret('siteflow-webhook', 'token') };
+  const printiq = `?token=${secret('printiq-webhook', 'token')}`;
+  return [
+    { provider: 'shopflix', what: 'registration check (unsigned)', sample: 0, expect: 200 },
+    {
+      provider: 'shopflix',
+      what: 'order.deliverd, signed',
+      sample: 1,
+      secret: secret('shopflix-webhook', 'secret'),
+      expect: 200,
+    },
+    { provider: 'proign', what: 'order.shipped, signed', sample: 0, secret: proign, expect: 200 },
+    { provider: 'proign', what: 'the same event again, a retry', sample: 1, secret: proign, expect: 200 },
+    { provider: 'proign', what: 'forged signature', sample: 0, secret: 'not-the-secret', expect: 401 },
+    { provider: 'fotoweb', what: 'order submitted, JSON', sample: 0, from: 'customer-network', expect: 204 },
+    { provider: 'fotoweb', what: 'order approved, form', sample: 1, from: 'customer-network', expect: 204 },
+    { provider: 'fotoweb', what: 'from outside the customer network', sample: 0, expect: 403 },
+    { provider: 'printiq', what: 'CreateJob, JSON', sample: 0, query: printiq, expect: 200 },
+    { provider: 'printiq', what: 'CreateJobXml, XML', sample: 1, query: printiq, expect: 200 },
+    { provider: 'siteflow', what: 'statusupdate: shipped', sample: 0, headers: siteflow, expect: 200 },
+    { provider: 'siteflow', what: 'ordersubmissionerror, no Content-Type', sample: 1, headers: siteflow, expect: 200 },
+  ];
+};
+
+/** Deliveries each example subscription makes of those plays: its event types and filter decide. */
+const expectedDeliveries: Record<string, { target: string; count: number }> = {
+  'shopflix-orders': { target: 'order-service', count: 1 },
+  'shopflix-returns': { target: 'returns-service', count: 0 },
+  'proign-shipments': { target: 'fulfillment', count: 1 },
+  'proign-documents': { target: 'backoffice', count: 0 },
+  'fotoweb-orders': { target: 'dam-orders', count: 2 },
+  'printiq-jobs': { target: 'production-planning', count: 2 },
+  'siteflow-status': { target: 'storefront', count: 2 },
+};
+
+async function send(play: Play, agents: { host: Agent; customer: Agent }): Promise<number> {
+  const sample = samples[play.provider]?.[play.sample] as Sample;
+  const url = new URL(`${await endpointUrl(play.provider)}${play.query ?? ''}`);
+  if (sample.route) url.pathname = `${url.pathname.replace(/\/$/, '')}/${sample.route}`;
+  const headers: Record<string, string> = {
+    ...(sample.contentType ? { 'content-type': sample.contentType } : {}),
+    ...sample.headers,
+    ...(play.secret ? providerSignature(play.provider, play.secret, sample.body) : {}),
+    ...play.headers,
+  };
+  const dispatcher = play.from === 'customer-network' ? agents.customer : agents.host;
+  const res = await request(url, { method: 'POST', body: sample.body, headers, dispatcher });
+  await res.body.text();
+  return res.statusCode;
+}
+
+/** Waits until a GET of the endpoint reaches a receiver (it answers 404 or 405 itself) quickly, three times in a row. */
+async function routeSettled(url: string, dispatcher: Agent): Promise<void> {
+  let inARow = 0;
+  await eventually(`the Ingress route to ${url} settled`, async () => {
+    const res = await request(url, { dispatcher, headersTimeout: 2000 }).catch(() => undefined);
+    await res?.body.text();
+    const fromReceiver = res !== undefined && ![404, 502, 503, 504].includes(res.statusCode);
+    inARow = fromReceiver ? inARow + 1 : 0;
+    return inARow >= 3 ? true : undefined;
+  });
+}
+
+/** A metric summed over the series whose labels include `labels`, from every pod with this component label. */
+async function podMetric(component: string, port: number, name: string, labels: Record<string, string>) {
+  const selector = `app.kubernetes.io/component=${component}`;
+  const list = await kubectl(['-n', namespace, 'get', 'pods', '-l', selector, '-o', 'json']);
+  const pods = (JSON.parse(list.stdout) as { items: { metadata: { name: string; deletionTimestamp?: string } }[] })
+    .items;
+  // A rolled-out pod that is still terminating no longer serves; the live ones hold the counts.
+  const live = pods.filter((p) => !p.metadata.deletionTimestamp).map((p) => p.metadata.name);
+  assert.ok(live.length > 0, `no ${component} pods`);
+  let sum = 0;
+  for (const pod of live) {
+    const r = await kubectl(['get', '--raw', `/api/v1/namespaces/${namespace}/pods/${pod}:${port}/proxy/metrics`]);
+    assert.equal(r.code, 0, r.stderr);
+    for (const line of r.stdout.split('\n')) {
+      if (!line.startsWith(`${name}{`)) continue;
+      const matches = Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`));
+      if (matches) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+  }
+  return sum;
+}
+
+describe('the product on the real node', () => {
+  before(async () => {
+    await installNats();
+    await installChart();
+    const created = await kubectl(['create', 'namespace', namespace]);
+    assert.equal(created.code, 0, created.stderr);
+    await kubectl(['create', 'namespace', 'shop']);
+    for (const t of targets) await apply(sinkManifests(t.namespace, t.name, undefined, t.port));
+    for (const t of targets) await rolledOut(t.namespace, t.name);
+  });
+
+  it('takes every file of examples/ with kubectl apply, through the admission webhook, and makes them Ready', async () => {
+    const r = await kubectl(['-n', namespace, 'apply', '-f', join(root, 'examples')]);
+    assert.equal(r.code, 0, r.stderr);
+    for (const kind of ['providerendpoints', 'webhooksubscriptions']) {
+      const ready = await kubectl(['-n', namespace, 'wait', '--for=condition=Ready', kind, '--all', '--timeout=180s']);
+      assert.equal(
+        ready.code,
+        0,
+        `${ready.stderr}\n${(await kubectl(['-n', namespace, 'get', kind, '-o', 'yaml'])).stdout}`,
+      );
+    }
+    // R3: every endpoint's stream on all three NATS servers (the operator updates the streams in place).
+    for (const name of endpoints) {
+      const patch = '{"spec":{"stream":{"replicas":3}}}';
+      const r = await kubectl(['-n', namespace, 'patch', 'providerendpoint', name, '--type=merge', '-p', patch]);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    const streams = await eventually('every stream R3', async () => {
+      const r = await kubectl([
+        'get',
+        '--raw',
+        '/api/v1/namespaces/nats/pods/nats-0:8222/proxy/jsz?streams=true&config=true',
+      ]);
+      const jsz = JSON.parse(r.stdout) as JszStreams;
+      const details = (jsz.account_details ?? []).flatMap((a) => a.stream_detail ?? []);
+      const r3 = details.filter((d) => d.config?.num_replicas === 3 && d.cluster?.replicas?.length === 2);
+      return r3.length >= endpoints.length ? r3 : undefined;
+    });
+    assert.equal(streams.length, endpoints.length);
+    // The stream's settings are in the receivers' config: they roll, and serve again before anything is sent.
+    for (const name of endpoints) await rolledOut(namespace, `hookyard-receiver-${name}`);
+    await kubectl([
+      '-n',
+      namespace,
+      'wait',
+      '--for=delete',
+      'pods',
+      '-l',
+      'app.kubernetes.io/component=receiver',
+      '--field-selector=status.phase!=Running',
+      '--timeout=60s',
+    ]);
+    // The admission webhook is the chart's, reached through its Service: a bad filter is refused at apply.
+    const bad = await kubectl(
+      ['-n', namespace, 'apply', '--dry-run=server', '-f', '-'],
+      `apiVersion: hookyard.io/v1alpha1
+kind: WebhookSubscription
+metadata: {name: bad-filter}
+spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}}`,
+    );
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /validate\.hookyard\.io/);
+  });
+
+  it("answers each provider's documented webhooks through the Ingress as its documents say", async () => {
+    const agents = {
+      host: agentFrom(requireEnv('HOOKYARD_E2E_HOST_IP')),
+      customer: agentFrom(requireEnv('HOOKYARD_E2E_CUSTOMER_NETWORK_IP')),
+    };
+    // Traefik follows the receivers' rollout a moment late: until then a request may go to a pod that is gone.
+    for (const name of endpoints) await routeSettled(await endpointUrl(name), agents.host);
+    const got: string[] = [];
+    for (const play of plays()) {
+      // Traefik picks a new Ingress up a moment after it exists: 404 until then.
+      const status = await eventually(`${play.provider} ${play.what}`, async () => {
+        const s = await send(play, agents);
+        return s === 404 ? undefined : s;
+      });
+      got.push(`${play.provider} ${play.what}: ${status}`);
+    }
+    assert.deepEqual(
+      got,
+      plays().map((p) => `${p.provider} ${p.what}: ${p.expect}`),
+    );
+  });
+
+  it('delivers to the target pods as the subscriptions say', async () => {
+    for (const [subscription, { target, count }] of Object.entries(expectedDeliveries)) {
+      const where = targets.find((t) => t.name === target) ?? assert.fail(target);
+      const arrived = await eventually(`${count} deliveries of ${subscription}`, async () => {
+        const r = await recorded(where.namespace, where.name);
+        return r.length >= count ? r : undefined;
+      });
+      assert.equal(arrived.length, count, `${subscription} delivered ${arrived.length}, expected ${count}`);
+    }
+    const [shipment] = await recorded('shop', 'fulfillment');
+    assert.equal(shipment?.url, '/hooks/proign');
+    assert.ok(shipment?.headers['x-hookyard-signature'], 'proign-shipments signs for its target');
+  });
+
+  it("counts them in the receiver and dispatcher pods' metrics", async () => {
+    const requests = (outcome: string) => podMetric('receiver', 8080, 'hookyard_receiver_requests_total', { outcome });
+    assert.equal(await requests('accepted'), 8);
+    assert.equal(await requests('duplicate'), 1);
+    assert.equal(await requests('bad_signature'), 1);
+    assert.equal(await requests('registration_check'), 1);
+    assert.equal(await requests('unauthorized'), 1, 'FotoWeb from outside its networks');
+    const delivered = await podMetric('dispatcher', 9090, 'hookyard_dispatcher_delivered_total', {});
+    assert.equal(
+      delivered,
+      Object.values(expectedDeliveries).reduce((n, d) => n + d.count, 0),
+    );
+  });
+
+  it('delivers every request answered 2xx while receiver pods are deleted and SIGKILLed under a burst', async (t) => {
+    const agent = agentFrom(requireEnv('HOOKYARD_E2E_HOST_IP'));
+    const url = `${await endpointUrl('printiq')}/CreateJob?token=${secret('printiq-webhook', 'token')}`;
+    const base = JSON.parse(samples.printiq?.[0]?.body.toString() ?? '{}') as Record<string, unknown>;
+    const before = (await recorded(namespace, 'production-planning')).length;
+    const total = 300;
+    const answered = new Map<string, number>();
+    const faulted: number[] = [];
+    const faults: Record<number, () => Promise<void>> = {
+      100: async () => void faulted.push(await receiverFault('delete')),
+      200: async () => void faulted.push(await receiverFault('SIGKILL')),
+    };
+    let next = 0;
+    const worker = async () => {
+      for (let i = next++; i < total; i = next++) {
+        await faults[i]?.();
+        // printIQ deduplicates on the body's hash: each request is another job.
+        const body = JSON.stringify({ ...base, JobNo: `E2E-${i}` });
+        const headers = { 'content-type': 'application/json' };
+        const status = await request(url, { method: 'POST', body, headers, dispatcher: agent, headersTimeout: 10_000 })
+          .then(async (r) => {
+            await r.body.text();
+            return r.statusCode;
+          })
+          .catch(() => 0);
+        answered.set(`E2E-${i}`, status);
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+    const accepted = [...answered].filter(([, s]) => s >= 200 && s < 300).map(([job]) => job);
+    const arrived = await eventually(
+      'every accepted job at production-planning',
+      async () => {
+        const jobs = (await recorded(namespace, 'production-planning'))
+          .slice(before)
+          .map((r) => (JSON.parse(r.body) as { JobNo?: string }).JobNo ?? '');
+        return accepted.every((j) => jobs.includes(j)) ? jobs : undefined;
+      },
+      180,
+    );
+    const statuses: Record<string, number> = {};
+    for (const s of answered.values()) statuses[s] = (statuses[s] ?? 0) + 1;
+    const duplicates = arrived.length - new Set(arrived).size;
+    t.diagnostic(
+      `sent ${total}, answered ${JSON.stringify(statuses)}, delivered ${arrived.length}, duplicates ${duplicates}`,
+    );
+    assert.deepEqual(faulted, [1, 1], 'one pod deleted, one receiver process SIGKILLed');
+    assert.ok(accepted.length > 0);
+  });
+});
+
+interface Pod {
+  metadata: { name: string; uid: string; deletionTimestamp?: string };
+  status?: { containerStatuses?: { ready: boolean }[] };
+}
+
+/**
+ * Deletes a serving printiq receiver pod, or SIGKILLs its process from the host (found by the pod's cgroup);
+ * returns how many it hit.
+ */
+async function receiverFault(how: 'delete' | 'SIGKILL'): Promise<number> {
+  const list = await kubectl([
+    '-n',
+    namespace,
+    'get',
+    'pods',
+    '-l',
+    'app.kubernetes.io/instance=printiq',
+    '-o',
+    'json',
+  ]);
+  // A serving one: not the one deleted before, nor its replacement still starting.
+  const pods = (JSON.parse(list.stdout) as { items: Pod[] }).items.filter(
+    (p) => !p.metadata.deletionTimestamp && p.status?.containerStatuses?.[0]?.ready,
+  );
+  const pod = pods[0] ?? assert.fail('no serving printiq receiver pod');
+  if (how === 'delete') {
+    const r = await kubectl(['-n', namespace, 'delete', 'pod', pod.metadata.name, '--wait=false']);
+    return r.code === 0 ? 1 : 0;
+  }
+  let killed = 0;
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const inPod = readFileSync(`/proc/${pid}/cgroup`, 'utf8').includes(`pod${pod.metadata.uid}`);
+      if (inPod && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('receiver')) {
+        process.kill(Number(pid), 'SIGKILL');
+        killed++;
+      }
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return killed;
+}

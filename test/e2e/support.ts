@@ -1,0 +1,117 @@
+// Helpers of the real-node tests (test/e2e/, run by test/harness/node/run.ts): the images imported into the
+// node, recording sinks as pods, and reading what reached them through the API server's service proxy.
+import { stringify } from 'yaml';
+import { kubectl, requireEnv } from '../harness/kube.ts';
+import type { Images } from '../harness/node/images.ts';
+
+export const images = (): Images => JSON.parse(requireEnv('HOOKYARD_E2E_IMAGES')) as Images;
+export const ingressUrl = () => requireEnv('HOOKYARD_E2E_INGRESS_URL');
+
+/** The pod security the chart gives Hookyard's own pods: what every test pod runs under too. */
+export const restricted = {
+  pod: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } },
+  container: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
+};
+
+/** A Deployment of the recording sink and its Service on `port`, and with `ingressPath` an Ingress to it. */
+export function sinkManifests(namespace: string, name: string, ingressPath?: string, port = 80): string {
+  const labels = { app: name };
+  const docs: object[] = [
+    {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name, namespace },
+      spec: {
+        replicas: 1,
+        selector: { matchLabels: labels },
+        template: {
+          metadata: { labels },
+          spec: {
+            securityContext: restricted.pod,
+            containers: [
+              {
+                name: 'sink',
+                image: images().sink.ref,
+                imagePullPolicy: 'Never',
+                ports: [{ name: 'http', containerPort: 8080 }],
+                readinessProbe: { httpGet: { path: '/_sink/healthz', port: 'http' }, periodSeconds: 1 },
+                securityContext: restricted.container,
+              },
+            ],
+          },
+        },
+      },
+    },
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name, namespace },
+      spec: { selector: labels, ports: [{ name: 'http', port, targetPort: 'http' }] },
+    },
+  ];
+  if (ingressPath) {
+    docs.push({
+      apiVersion: 'networking.k8s.io/v1',
+      kind: 'Ingress',
+      metadata: { name, namespace },
+      spec: {
+        ingressClassName: 'traefik',
+        rules: [
+          {
+            http: {
+              paths: [
+                { path: ingressPath, pathType: 'Prefix', backend: { service: { name, port: { name: 'http' } } } },
+              ],
+            },
+          },
+        ],
+      },
+    });
+  }
+  return docs.map((d) => stringify(d)).join('---\n');
+}
+
+export async function apply(yaml: string): Promise<void> {
+  const r = await kubectl(['apply', '-f', '-'], yaml);
+  if (r.code !== 0) throw new Error(`kubectl apply failed: ${r.stderr}`);
+}
+
+/** Waits for a Deployment's rollout; fails with the pods' state and events if it does not finish. */
+export async function rolledOut(namespace: string, name: string, seconds = 120): Promise<void> {
+  const r = await kubectl(['-n', namespace, 'rollout', 'status', `deployment/${name}`, `--timeout=${seconds}s`]);
+  if (r.code === 0) return;
+  const pods = await kubectl(['-n', namespace, 'describe', 'pods']);
+  throw new Error(`deployment ${namespace}/${name} not rolled out: ${r.stderr}\n${pods.stdout}`);
+}
+
+export interface Recorded {
+  method: string;
+  url: string;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+  receivedAt: string;
+}
+
+/** What reached a sink's pod, through the API server's proxy to its Service (a one-replica sink). */
+export async function recorded(namespace: string, name: string): Promise<Recorded[]> {
+  const path = `/api/v1/namespaces/${namespace}/services/${name}:http/proxy/_sink/requests`;
+  const r = await kubectl(['get', '--raw', path]);
+  if (r.code !== 0) throw new Error(`reading sink ${namespace}/${name}: ${r.stderr}`);
+  return (JSON.parse(r.stdout) as Recorded[]).map((x) => ({ ...x, body: Buffer.from(x.body, 'base64').toString() }));
+}
+
+/** Polls `check` until it returns a value other than undefined, failing after `seconds` with `what`. */
+export async function eventually<T>(what: string, check: () => Promise<T | undefined>, seconds = 60): Promise<T> {
+  const deadline = Date.now() + seconds * 1000;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await check();
+      if (value !== undefined) return value;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((ok) => setTimeout(ok, 500));
+  }
+  throw new Error(`${what}: not within ${seconds}s${last ? ` (last error: ${(last as Error).message})` : ''}`);
+}

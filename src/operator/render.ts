@@ -118,12 +118,23 @@ const securityContext: k8s.V1SecurityContext = {
 };
 
 /** What differs between the two workloads: the config file they read and the port they serve probes on. */
+/**
+ * A receiver keeps serving for `drainSeconds` after its pod is marked for deletion (the preStop sleep, before
+ * SIGTERM): the Service's endpoints and the Ingress controller learn of it only after a few seconds, and until
+ * then send it requests. Seen on a real node: without it, requests right after a rollout waited 30 s for a 504.
+ */
 const workloads = {
-  receiver: { configFile: 'endpoint.yaml', portFlag: '--port', port: { name: 'http', containerPort: httpPort } },
+  receiver: {
+    configFile: 'endpoint.yaml',
+    portFlag: '--port',
+    port: { name: 'http', containerPort: httpPort },
+    drainSeconds: 5,
+  },
   dispatcher: {
     configFile: 'dispatcher.yaml',
     portFlag: '--metrics-port',
     port: { name: 'metrics', containerPort: metricsPort },
+    drainSeconds: 0,
   },
 } as const;
 
@@ -169,7 +180,7 @@ function deployment(
   options: RenderOptions,
 ): k8s.V1Deployment {
   const podLabels = labels(component, owner);
-  const { configFile, portFlag, port } = workloads[component];
+  const { configFile, portFlag, port, drainSeconds } = workloads[component];
   const nats = options.natsSecret
     ? ['--nats-creds', `${natsDir}/creds`, ...(options.natsCa ? ['--nats-ca', `${natsDir}/ca.crt`] : [])]
     : [];
@@ -200,6 +211,7 @@ function deployment(
               ports: [port],
               readinessProbe: probe('/readyz', port.containerPort),
               livenessProbe: probe('/healthz', port.containerPort),
+              ...(drainSeconds > 0 ? { lifecycle: { preStop: { sleep: { seconds: drainSeconds } } } } : {}),
               resources: (workload.resources as k8s.V1ResourceRequirements | undefined) ?? defaultResources,
               securityContext,
               volumeMounts: [

@@ -7,6 +7,8 @@
 // for the operator, a stand-in reports each Deployment's pods available (its Ready waits for that); the baseline
 // does not wait for pods.
 // Options: --count N (default 200), --idle-seconds S (60), --node-options '...' (NODE_OPTIONS of the operator).
+// The output is kept in docs/benchmarks/. docs/benchmarks.md sets the operator no goal, so only a failed run exits
+// non-zero.
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -26,6 +28,7 @@ import { renderEndpoint, renderSubscription } from '../src/operator/render.ts';
 import { bundleCli } from '../test/harness/cli.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl, requireEnv } from '../test/harness/kube.ts';
 import { simulatePods, startOperator } from '../test/harness/workloads.ts';
+import { benchReport } from './report.ts';
 
 const { values } = parseArgs({
   options: {
@@ -36,6 +39,7 @@ const { values } = parseArgs({
 });
 const count = Number(values.count);
 const idleSeconds = Number(values['idle-seconds']);
+const stallSeconds = 120;
 const natsUrl = requireEnv('HOOKYARD_TEST_NATS_URL');
 const kc = keepConnectionsAlive(kubeConfig());
 const custom = kc.makeApiClient(k8s.CustomObjectsApi);
@@ -76,6 +80,8 @@ async function timeToReady(namespace: string, whileWaiting?: () => Promise<void>
   const applied = await kubectl(['apply', '--server-side', '-n', namespace, '-f', '-'], manifests());
   if (applied.code !== 0) throw new Error(applied.stderr);
   const working = whileWaiting?.();
+  // A side that stops making progress fails the run instead of holding it forever.
+  let [readyBefore, progressAt] = [-1, performance.now()];
   for (;;) {
     const all = [...(await list(namespace, 'providerendpoints')), ...(await list(namespace, 'webhooksubscriptions'))];
     const ready = all.filter((r) =>
@@ -84,6 +90,12 @@ async function timeToReady(namespace: string, whileWaiting?: () => Promise<void>
       ),
     );
     if (ready.length === 2 * count) break;
+    if (ready.length !== readyBefore) [readyBefore, progressAt] = [ready.length, performance.now()];
+    if (performance.now() - progressAt > stallSeconds * 1000) {
+      throw new Error(
+        `${namespace}: ${ready.length} of ${2 * count} resources Ready, none more for ${stallSeconds} s (logs in .cache/test-logs)`,
+      );
+    }
     await sleep(250);
   }
   await working;
@@ -159,41 +171,61 @@ async function baseline(namespace: string) {
   await nc.close();
 }
 
+const report = benchReport('operator');
 await installCRDs();
 
-const operatorNamespace = await createNamespace('bench-operator');
-const stopPods = simulatePods(operatorNamespace);
-// The operator as the image runs it: the dist/ bundle (npm run build).
-const operator = await startOperator(
-  'bench-operator',
-  ['--namespaces', operatorNamespace, '--no-leader-election'],
-  { NODE_OPTIONS: values['node-options'] },
-  bundleCli(),
-);
-const pid = operator.child.pid as number;
-await sleep(2000);
-const startupRss = rssMiB(pid);
-const operatorSeconds = await timeToReady(operatorNamespace);
-const busyRss = rssMiB(pid);
-const reconciles = async () => (await operator.metric('hookyard_operator_reconciles_total')) ?? 0;
-const reconcilesToReady = await reconciles();
-const reconcileSeconds = (await operator.metric('hookyard_operator_reconcile_duration_seconds_sum')) ?? 0;
-const cpuBefore = cpuSeconds(pid);
-await sleep(idleSeconds * 1000);
-const idleCpu = ((cpuSeconds(pid) - cpuBefore) / idleSeconds) * 100;
-const idleRss = rssMiB(pid);
-const idleReconciles = (await reconciles()) - reconcilesToReady;
-await operator.stop();
-stopPods();
+/** The operator's side: time to Ready, then a quiet minute; the operator and the pod stand-in stop however it ends. */
+async function measureOperator() {
+  const namespace = await createNamespace('bench-operator');
+  const stopPods = simulatePods(namespace);
+  // The operator as the image runs it: the dist/ bundle (npm run build).
+  const operator = await startOperator(
+    'bench-operator',
+    ['--namespaces', namespace, '--no-leader-election'],
+    { NODE_OPTIONS: values['node-options'] },
+    bundleCli(),
+  );
+  try {
+    const pid = operator.child.pid as number;
+    await sleep(2000);
+    const startupRss = rssMiB(pid);
+    const seconds = await timeToReady(namespace);
+    const busyRss = rssMiB(pid);
+    const reconciles = async () => (await operator.metric('hookyard_operator_reconciles_total')) ?? 0;
+    const reconcilesToReady = await reconciles();
+    const reconcileSeconds = (await operator.metric('hookyard_operator_reconcile_duration_seconds_sum')) ?? 0;
+    const cpuBefore = cpuSeconds(pid);
+    await sleep(idleSeconds * 1000);
+    const idleCpu = ((cpuSeconds(pid) - cpuBefore) / idleSeconds) * 100;
+    const idleRss = rssMiB(pid);
+    const idleReconciles = (await reconciles()) - reconcilesToReady;
+    return { seconds, startupRss, busyRss, reconcilesToReady, reconcileSeconds, idleCpu, idleRss, idleReconciles };
+  } finally {
+    await operator.stop();
+    stopPods();
+  }
+}
+
+const {
+  seconds: operatorSeconds,
+  startupRss,
+  busyRss,
+  reconcilesToReady,
+  reconcileSeconds,
+  idleCpu,
+  idleRss,
+  idleReconciles,
+} = await measureOperator();
 
 const baselineNamespace = await createNamespace('bench-baseline');
 const baselineSeconds = await timeToReady(baselineNamespace, () => baseline(baselineNamespace));
 
 const row = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
-console.log(`${count} ProviderEndpoints + ${count} WebhookSubscriptions, one source each\n`);
-console.log(row(['', 'hookyard operator', 'baseline', 'ratio']));
-console.log(row(['---', '---', '---', '---']));
-console.log(
+report.line(`${count} ProviderEndpoints + ${count} WebhookSubscriptions, one source each`);
+report.line();
+report.line(row(['', 'hookyard operator', 'baseline', 'ratio']));
+report.line(row(['---', '---', '---', '---']));
+report.line(
   row([
     'apply to all Ready (s)',
     operatorSeconds.toFixed(1),
@@ -201,11 +233,13 @@ console.log(
     (operatorSeconds / baselineSeconds).toFixed(2),
   ]),
 );
-console.log(
-  `\noperator idle for ${idleSeconds}s afterwards: CPU ${idleCpu.toFixed(1)}% of one core, RSS ${idleRss.toFixed(0)} MiB`,
+report.line();
+report.line(
+  `operator idle for ${idleSeconds}s afterwards: CPU ${idleCpu.toFixed(1)}% of one core, RSS ${idleRss.toFixed(0)} MiB`,
 );
-console.log(`operator RSS: ${startupRss.toFixed(0)} MiB at start, ${busyRss.toFixed(0)} MiB when all were Ready`);
-console.log(
+report.line(`operator RSS: ${startupRss.toFixed(0)} MiB at start, ${busyRss.toFixed(0)} MiB when all were Ready`);
+report.line(
   `operator reconciles until all were Ready: ${reconcilesToReady} (${(reconcilesToReady / (2 * count)).toFixed(1)} per resource, ` +
     `${((reconcileSeconds / reconcilesToReady) * 1000).toFixed(0)} ms each on average); while idle: ${idleReconciles} (status refreshes)`,
 );
+report.finish([]);

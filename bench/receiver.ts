@@ -1,7 +1,8 @@
 // npm run bench:receiver — the receiver as the image runs it (`hookyard receiver` from the dist/ bundle, with the
 // node flags of the Dockerfile's ENTRYPOINT; GitHub preset: HMAC-SHA256 over the body) and the minimal baseline
 // (bench/baseline-receiver.ts) against the same nats-server, loaded by the same autocannon settings one after the
-// other in one run. Prints req/s, p50/p99 latency, their ratios and both servers' idle RSS.
+// other in one run. Prints req/s, p50/p99 latency, their ratios and both servers' idle RSS, keeps the output in
+// docs/benchmarks/, and exits 1 when a goal of docs/benchmarks.md is missed or a request was not answered 2xx.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHmac, randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -16,6 +17,7 @@ import { parseResource } from '../src/api/validate.ts';
 import { endpointStreamConfig, ensureStream } from '../src/jetstream/streams.ts';
 import { bundleCli, type CliProcess, imageNodeFlags, runCli, waitReady } from '../test/harness/cli.ts';
 import { freePort, root, startNats, tempDir } from '../test/harness/servers.ts';
+import { benchReport } from './report.ts';
 
 const connections = Number(process.env.CONNECTIONS ?? 64);
 const seconds = Number(process.env.DURATION ?? 5);
@@ -28,6 +30,7 @@ const signature = `sha256=${createHmac('sha256', secret).update(body).digest('he
 // editing the Dockerfile.
 const nodeFlags = process.env.RECEIVER_NODE_FLAGS?.split(' ').filter(Boolean) ?? imageNodeFlags();
 
+const report = benchReport(process.env.NO_ASYNC_TRACES === '1' ? 'receiver-no-async-traces' : 'receiver');
 const work = tempDir('hookyard-bench-');
 const nats = await startNats(work.path, join(work.path, 'nats'));
 const children: ChildProcess[] = [];
@@ -115,21 +118,32 @@ try {
   const r = median(results.r);
   const row = (name: string, x: Round, all: Round[]) =>
     `| ${name} | ${x.requests.average.toFixed(0)} | ${all.map((a) => a.requests.average.toFixed(0)).join(' · ')} | ${x.latency.p50} | ${x.latency.p99} | ${x.cpuPer1000.toFixed(0)} | ${x.non2xx + x.errors} |`;
-  console.log(
+  const throughputRatio = Number((r.requests.average / b.requests.average).toFixed(2));
+  const p99Ratio = Number((r.latency.p99 / b.latency.p99).toFixed(2));
+  report.line(
     `${connections} connections, median of ${rounds} alternating ${seconds}-second rounds, ${body.length}-byte signed POSTs, one nats-server (file storage)`,
   );
-  console.log(`receiver: node ${[...nodeFlags, 'dist/cli.mjs'].join(' ')} receiver (Node ${process.versions.node})\n`);
-  console.log('| server | req/s | rounds | p50 ms | p99 ms | CPU ms / 1000 | non-2xx or errors |');
-  console.log('| --- | --- | --- | --- | --- | --- | --- |');
-  console.log(row('baseline (node:http + HMAC + js.publish)', b, results.b));
-  console.log(row('hookyard receiver', r, results.r));
-  console.log(
-    `\nthroughput ratio (receiver / baseline): ${(r.requests.average / b.requests.average).toFixed(2)} (goal >= 0.9)`,
+  report.line(
+    `receiver: node ${[...nodeFlags, 'dist/cli.mjs'].join(' ')} receiver; baseline noAsyncTraces: ${process.env.NO_ASYNC_TRACES === '1' ? 'on' : 'off'}`,
   );
-  console.log(`p99 ratio (receiver / baseline): ${(r.latency.p99 / b.latency.p99).toFixed(2)} (goal <= 1.25)`);
-  console.log(
+  report.line();
+  report.line('| server | req/s | rounds | p50 ms | p99 ms | CPU ms / 1000 | non-2xx or errors |');
+  report.line('| --- | --- | --- | --- | --- | --- | --- |');
+  report.line(row('baseline (node:http + HMAC + js.publish)', b, results.b));
+  report.line(row('hookyard receiver', r, results.r));
+  report.line();
+  report.line(`throughput ratio (receiver / baseline): ${throughputRatio} (goal >= 0.9)`);
+  report.line(`p99 ratio (receiver / baseline): ${p99Ratio} (goal <= 1.25)`);
+  report.line(
     `receiver idle RSS: ${idleRssMiB.toFixed(1)} MiB (goal < 80); baseline: ${baselineRssMiB.toFixed(1)} MiB`,
   );
+  const unanswered = [...results.b, ...results.r].reduce((n, x) => n + x.non2xx + x.errors, 0);
+  report.finish([
+    { name: 'throughput ratio (receiver / baseline)', value: throughputRatio, op: '>=', limit: 0.9 },
+    { name: 'p99 ratio (receiver / baseline)', value: p99Ratio, op: '<=', limit: 1.25 },
+    { name: 'receiver idle RSS (MiB)', value: Number(idleRssMiB.toFixed(1)), op: '<', limit: 80 },
+    { name: 'requests of the measured rounds not answered 2xx', value: unanswered, op: '<=', limit: 0 },
+  ]);
 } finally {
   await receiver?.stop();
   for (const child of children) child.kill('SIGTERM');

@@ -23,7 +23,7 @@ export interface Preset {
   deliveryHeader?: string;
 }
 
-/** printIQ's 28 webhook events; CreateJobXml and UpdateJobStatus_Xml send XML, the others JSON. */
+/** printIQ's 29 webhook events; CreateJobXml and UpdateJobStatus_Xml send XML, the others JSON. */
 export const printiqEvents = [
   'CreateCustomer',
   'CreateCustomerContact',

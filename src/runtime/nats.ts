@@ -12,7 +12,7 @@ export interface NatsOptions {
   name: string;
   /**
    * Leave out the stack of where each request started from its errors (nats.js builds two errors per request for
-   * it, which costs a hot path such as the receiver's publish a fifth of its CPU).
+   * it, CPU on a hot path such as the receiver's publish; measured in docs/benchmarks.md).
    */
   noAsyncTraces?: boolean;
   /** Give up after this many failed first connection attempts (default: never). */

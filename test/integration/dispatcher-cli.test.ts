@@ -24,7 +24,12 @@ import {
 } from './dispatcher-support.ts';
 
 const work = tempDir('hookyard-dispatcher-cli-');
-after(() => work.remove());
+// Every dispatcher a test starts, stopped by its PID at the end also when the test failed before stopping it.
+const started = new Set<ChildProcess>();
+after(() => {
+  for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  work.remove();
+});
 
 function dispatcherProcess(
   config: string,
@@ -47,6 +52,7 @@ function dispatcherProcess(
     ],
     { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, HOOKYARD_LOG_LEVEL: 'warn' } },
   );
+  started.add(child);
   child.stderr?.on('data', (d) => {
     stderr += d;
   });
@@ -142,12 +148,15 @@ describe('hookyard dispatcher (the command)', () => {
     const names = uniqueNames('drain');
     const nats = await natsSetup(names.namespace, names.endpoint);
     const total = 40;
-    // A slow target: each answer takes 400 ms, so SIGTERM always finds deliveries in flight.
+    // A target that holds its answers until the dispatcher has taken the SIGTERM (its readiness turns 503): the
+    // signal always finds every delivery slot in flight, and nothing sent after it can be mistaken for before.
+    const concurrency = 4;
+    let holding = true;
     let inFlight = 0;
-    let inFlightAtTerm = 0;
+    const release: (() => void)[] = [];
     const target = await startTarget(async (_r, res) => {
       inFlight++;
-      await new Promise((ok) => setTimeout(ok, 400));
+      if (holding) await new Promise<void>((ok) => release.push(ok));
       inFlight--;
       res.end();
     });
@@ -158,18 +167,24 @@ describe('hookyard dispatcher (the command)', () => {
           .id,
       );
     }
-    const config = writeConfig(names, target.url, { ackWait: '10s', target: { url: target.url, timeout: '5s' } });
+    const config = writeConfig(names, target.url, {
+      concurrency,
+      ackWait: '30s',
+      target: { url: target.url, timeout: '20s' },
+    });
     const firstPort = await freePort();
     const first = dispatcherProcess(config, firstPort);
-    await eventually(() => inFlight > 0 && target.received.length >= 5, 5);
-    inFlightAtTerm = inFlight;
-    const sentBeforeTerm = target.received.length;
+    await eventually(() => inFlight === concurrency, 5);
+    const inFlightAtTerm = inFlight;
     first.child.kill('SIGTERM');
+    await eventually(async () => (await fetch(`http://127.0.0.1:${firstPort}/readyz`)).status === 503, 20);
+    const sentBeforeTerm = target.received.length;
+    holding = false;
+    for (const ok of release.splice(0)) ok();
     assert.equal(await first.exited, 0, first.stderr());
-    assert.ok(inFlightAtTerm > 0);
     assert.equal(inFlight, 0, 'every request in flight was answered before the process ended');
     assert.equal(target.received.length, sentBeforeTerm, 'nothing new was sent after SIGTERM');
-    assert.ok(sentBeforeTerm < total, 'events were left for the next dispatcher');
+    assert.equal(sentBeforeTerm, concurrency, 'the rest was left for the next dispatcher');
     // What the first one delivered is acknowledged and the rest handed back: nothing waits out an ackWait.
     const info = await nats.jsm.consumers.info(nats.stream, names.subscription);
     assert.equal(info.num_ack_pending, 0, 'nothing left unacknowledged by the drained dispatcher');
@@ -253,6 +268,7 @@ describe('hookyard dispatcher (the command)', () => {
       ],
       { stdio: 'ignore', env: { ...process.env, HOOKYARD_LOG_LEVEL: 'warn' } },
     );
+    started.add(run);
     assert.equal(await new Promise((ok) => run.once('exit', ok)), 0);
     assert.deepEqual(target.received.map((r) => r.headers['hookyard-event-id']).sort(), events.map((e) => e.id).sort());
     assert.equal(

@@ -37,20 +37,28 @@ class ForbiddenAddress extends Error {
   code = 'EHOOKYARD_FORBIDDEN_ADDRESS';
 }
 
-/** dns.lookup that refuses blocked addresses, checked on every connection (so DNS rebinding does not help). */
-function guardedLookup(
+type Lookup = (
   hostname: string,
-  options: LookupOneOptions | LookupAllOptions,
-  callback: (err: Error | null, address: string | LookupAddress[], family?: number) => void,
-): void {
-  dnsLookup(hostname, { ...options, all: true }, (err, addresses) => {
-    if (err) return callback(err, []);
-    const bad = addresses.find((a) => isBlockedAddress(a.address));
-    if (bad) return callback(new ForbiddenAddress(`${hostname} resolves to a link-local or metadata address`), []);
-    if ((options as LookupAllOptions).all) return callback(null, addresses);
-    const first = addresses[0] as LookupAddress;
-    callback(null, first.address, first.family);
-  });
+  options: LookupAllOptions,
+  callback: (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void,
+) => void;
+
+/** A lookup that refuses blocked addresses, checked on every connection (so DNS rebinding does not help). */
+function guardedLookup(resolve: Lookup) {
+  return (
+    hostname: string,
+    options: LookupOneOptions | LookupAllOptions,
+    callback: (err: Error | null, address: string | LookupAddress[], family?: number) => void,
+  ): void => {
+    resolve(hostname, { ...options, all: true }, (err, addresses) => {
+      if (err) return callback(err, []);
+      const bad = addresses.find((a) => isBlockedAddress(a.address));
+      if (bad) return callback(new ForbiddenAddress(`${hostname} resolves to a link-local or metadata address`), []);
+      if ((options as LookupAllOptions).all) return callback(null, addresses);
+      const first = addresses[0] as LookupAddress;
+      callback(null, first.address, first.family);
+    });
+  };
 }
 
 export interface SendRequest {
@@ -66,6 +74,8 @@ export interface TargetOptions {
   allowPrivateAddresses: boolean;
   /** Bytes of a response body read before the connection is closed instead (default 64 KiB). */
   maxResponseBytes?: number;
+  /** Resolves the target's host name for each new connection (default dns.lookup; tests pass their own). */
+  lookup?: Lookup;
 }
 
 export class Target {
@@ -91,7 +101,9 @@ export class Target {
       bodyTimeout: options.timeoutMs,
       connect: {
         timeout: options.timeoutMs,
-        ...(options.allowPrivateAddresses ? {} : { lookup: guardedLookup as never }),
+        lookup: (options.allowPrivateAddresses
+          ? options.lookup
+          : guardedLookup(options.lookup ?? (dnsLookup as Lookup))) as never,
       },
     });
   }

@@ -239,6 +239,9 @@ describe('dispatcher', () => {
     );
     assert.equal(await t.metric('hookyard_dispatcher_retries_total'), 2);
     assert.equal(await t.metric('hookyard_dispatcher_attempts_total', { outcome: 'retried', status_class: '5xx' }), 2);
+    // The failure-ratio alert divides these by the attempts: two failed, the delivery is no failure.
+    assert.equal(await t.metric('hookyard_dispatcher_failures_total', { status_class: '5xx' }), 2);
+    assert.equal(await t.metric('hookyard_dispatcher_failures_total', { status_class: '2xx' }), 0);
     assert.equal(
       await t.metric('hookyard_dispatcher_attempts_total', { outcome: 'delivered', status_class: '2xx' }),
       1,
@@ -292,6 +295,61 @@ describe('dispatcher', () => {
     assert.equal(t.target.received.length, before);
     assert.deepEqual(okTarget.received[0]?.body, e.body);
     assert.equal((await t.nats.jsm.streams.info(dlq)).state.messages, 0);
+  });
+
+  it('with dead letters disabled, terminates an event that failed for good and counts it as discarded', async () => {
+    const t = await setup({ retry: { maxAttempts: 2, ...fast }, deadLetter: { enabled: false } }, (r, res) => {
+      res.statusCode = r.body.toString() === '{"bad":true}' ? 400 : 503;
+      res.end();
+    });
+    await t.publish({ type: 'order.shipped', body: '{"n":1}' });
+    await t.publish({ type: 'order.shipped', body: '{"bad":true}' });
+    await t.run();
+    await eventually(async () => {
+      const info = await t.consumerInfo();
+      return t.target.received.length === 3 && info.num_pending === 0 && info.num_ack_pending === 0;
+    });
+    assert.equal(t.target.received.length, 3, 'two attempts for the 503, one for the 400');
+    for (const reason of ['exhausted', 'permanent']) {
+      assert.equal(await t.metric('hookyard_dispatcher_discarded_total', { reason }), 1, reason);
+      assert.equal(await t.metric('hookyard_dispatcher_dead_letters_total', { reason }), 0, reason);
+    }
+    const dlq = deadLetterStream(t.names.namespace, t.names.subscription);
+    const stored = await t.nats.jsm.streams.info(dlq).then(
+      (info) => info.state.messages,
+      () => 0,
+    );
+    assert.equal(stored, 0, 'nothing in the dead-letter stream');
+  });
+
+  it('dead-letters, without another attempt, an event whose delivery count is already past maxAttempts', async () => {
+    const t = await setup({ retry: { maxAttempts: 2, ...fast } });
+    const e = await t.publish({ type: 'order.shipped', body: '{"n":1}' });
+    // Attempts cut short: a consumer that took the event twice and never settled it (as a crashed replica does).
+    await ensureConsumer(
+      t.nats.jsm,
+      t.nats.stream,
+      consumerConfig(t.names.namespace, t.names.subscription, t.names.endpoint, t.sub.spec),
+    );
+    const consumer = await t.nats.js.consumers.get(t.nats.stream, t.names.subscription);
+    for (let i = 1; i <= 2; i++) {
+      const msg = await consumer.next({ expires: 5000 });
+      assert.equal(msg?.info.deliveryCount, i);
+      msg?.nak();
+    }
+    await t.run();
+    await eventually(async () => {
+      const info = await t.consumerInfo();
+      return info.num_pending === 0 && info.num_ack_pending === 0;
+    });
+    assert.equal(t.target.received.length, 0, 'no third attempt');
+    assert.equal(await t.metric('hookyard_dispatcher_dead_letters_total', { reason: 'exhausted' }), 1);
+    const dlq = deadLetterStream(t.names.namespace, t.names.subscription);
+    const stored = await t.nats.jsm.streams.getMessage(dlq, { seq: 1 });
+    assert.deepEqual(Buffer.from(stored?.data ?? []), e.body);
+    assert.equal(stored?.header.get(h.attempts), '2');
+    assert.equal(stored?.header.get(h.deadLetterEventId), e.id);
+    assert.match(String(stored?.header.get(h.lastError)), /interrupted/);
   });
 
   it('dead-letters a permanent failure (400) at once', async () => {
@@ -615,29 +673,56 @@ describe('dispatcher', () => {
     assert.equal(again.created, before.created);
   });
 
-  it('registers every series at zero', async () => {
+  it('registers every series at zero, every label combination the docs list, before any event', async () => {
     const t = await setup({});
     await t.run();
     const text = await t.registry.metrics();
-    for (const name of [
+    const own = (name: string) =>
+      text
+        .split('\n')
+        .filter((l) => l.startsWith(`${name}{`) && l.includes(`namespace="${t.names.namespace}"`))
+        .map((l) => l.slice(l.indexOf('{')));
+    const series = (labels: Record<string, string>) =>
+      `{${Object.entries({ namespace: t.names.namespace, subscription: t.names.subscription, ...labels })
+        .map(([k, v]) => `${k}="${v}"`)
+        .join(',')}} 0`;
+    const expect = (name: string, combinations: Record<string, string>[]) =>
+      assert.deepEqual(own(name).sort(), combinations.map(series).sort(), name);
+    // As docs/dispatcher.md lists them.
+    const outcomes = ['delivered', 'retried', 'dead_lettered', 'paused'];
+    const statusClasses = ['2xx', '3xx', '4xx', '5xx', 'network', 'timeout'];
+    const reasons = ['exhausted', 'permanent'];
+    expect(
       'hookyard_dispatcher_attempts_total',
+      outcomes.flatMap((outcome) => statusClasses.map((status_class) => ({ outcome, status_class }))),
+    );
+    expect(
       'hookyard_dispatcher_failures_total',
+      statusClasses.map((status_class) => ({ status_class })),
+    );
+    for (const name of ['hookyard_dispatcher_dead_letters_total', 'hookyard_dispatcher_discarded_total']) {
+      expect(
+        name,
+        reasons.map((reason) => ({ reason })),
+      );
+    }
+    for (const name of [
       'hookyard_dispatcher_retries_total',
-      'hookyard_dispatcher_dead_letters_total',
+      'hookyard_dispatcher_delivered_total',
       'hookyard_dispatcher_filtered_total',
       'hookyard_dispatcher_possible_duplicates_total',
       'hookyard_dispatcher_circuit_state',
       'hookyard_dispatcher_paused',
+      'hookyard_dispatcher_in_flight',
       'hookyard_dispatcher_scheduled_retries',
+      'hookyard_dispatcher_end_to_end_latency_seconds_count',
     ]) {
-      assert.equal(metricValue(text, name, { namespace: t.names.namespace }), 0, name);
+      expect(name, [{}]);
     }
-    assert.equal(
-      metricValue(text, 'hookyard_dispatcher_attempts_total', { outcome: 'dead_lettered', status_class: 'timeout' }),
-      0,
+    expect(
+      'hookyard_dispatcher_delivery_duration_seconds_count',
+      statusClasses.map((status_class) => ({ status_class })),
     );
-    assert.equal(metricValue(text, 'hookyard_dispatcher_delivery_duration_seconds_count', { status_class: '5xx' }), 0);
-    assert.equal(metricValue(text, 'hookyard_dispatcher_end_to_end_latency_seconds_count'), 0);
   });
 });
 

@@ -61,6 +61,11 @@ function configuration() {
       eventType: { source: 'header', header: 'X-Type', aliases: { old: 'new' } },
       dedup: { source: 'body', bodyPaths: ['id', 'time'] },
     }),
+    extra('many-types', {
+      provider: 'generic',
+      verification: [{ none: true }],
+      eventType: { source: 'header', header: 'X-Type' },
+    }),
     extra('typed', {
       provider: 'generic',
       verification: [{ none: true }],
@@ -89,6 +94,7 @@ describe('receiver', () => {
   const logLines: { level: number; msg: string; [field: string]: unknown }[] = [];
   const log = pino({ level: 'info' }, { write: (line: string) => void logLines.push(JSON.parse(line)) });
   const errorLines = () => logLines.filter((l) => l.level >= 50);
+  let metricsBeforeTraffic = '';
 
   before(async () => {
     ({ nc, jsm } = await testNats());
@@ -112,6 +118,7 @@ describe('receiver', () => {
       '127.0.0.1',
     );
     base = `http://127.0.0.1:${server.port}/hooks/${namespace}`;
+    metricsBeforeTraffic = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
   });
   after(async () => {
     await server?.close();
@@ -592,16 +599,66 @@ describe('receiver', () => {
     assert.equal(line.retryCount, '0');
   });
 
-  it('registers every series of every endpoint at zero', async () => {
-    const text = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
-    for (const outcome of ['accepted', 'unavailable', 'too_large', 'registration_check']) {
-      assert.match(
-        text,
-        new RegExp(
-          `hookyard_receiver_requests_total\\{namespace="${namespace}",endpoint="printiq",provider="printiq",outcome="${outcome}"\\} \\d`,
-        ),
+  it('registers every series of every endpoint at zero before any request', async () => {
+    const text = metricsBeforeTraffic;
+    // As docs/receiver.md lists them.
+    const outcomes = [
+      'accepted',
+      'duplicate',
+      'bad_signature',
+      'unauthorized',
+      'invalid_payload',
+      'too_large',
+      'unsupported_media_type',
+      'registration_check',
+      'unavailable',
+    ];
+    const own = (name: string, endpoint: string) =>
+      text
+        .split('\n')
+        .filter((l) => l.startsWith(`${name}{`) && l.includes(`namespace="${namespace}",endpoint="${endpoint}",`))
+        .map((l) => l.slice(l.indexOf('{')))
+        .sort();
+    for (const e of config.endpoints) {
+      const labels = `namespace="${namespace}",endpoint="${e.metadata.name}",provider="${e.spec.provider}"`;
+      assert.deepEqual(
+        own('hookyard_receiver_requests_total', e.metadata.name),
+        outcomes.map((o) => `{${labels},outcome="${o}"} 0`).sort(),
+        e.metadata.name,
       );
+      for (const name of [
+        'hookyard_receiver_content_type_mismatches_total',
+        'hookyard_receiver_provider_retries_total',
+        'hookyard_receiver_request_duration_seconds_count',
+        'hookyard_receiver_publish_duration_seconds_count',
+      ]) {
+        assert.deepEqual(own(name, e.metadata.name), [`{${labels}} 0`], `${name} of ${e.metadata.name}`);
+      }
     }
     assert.ok(!text.includes(secretOf('proign-webhook', 'secret')));
+  });
+
+  it('counts stored events by type, keeping at most 200 type labels per endpoint and counting the rest as other', async () => {
+    const types = Array.from({ length: 205 }, (_, i) => `order.kind${i}`);
+    for (const [i, type] of types.entries()) {
+      const res = await post('many-types', `{"n":${i}}`, { 'content-type': 'application/json', 'X-Type': type });
+      assert.equal(res.status, 200, type);
+    }
+    // A resend is a duplicate: not an event.
+    assert.equal(
+      (await post('many-types', '{"n":0}', { 'content-type': 'application/json', 'X-Type': 'order.kind0' })).status,
+      200,
+    );
+    const text = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
+    const counts = new Map(
+      text
+        .split('\n')
+        .filter((l) => l.startsWith('hookyard_receiver_events_total{') && l.includes('endpoint="many-types"'))
+        .map((l) => [/event_type="([^"]*)"/.exec(l)?.[1], Number(l.split(' ').pop())]),
+    );
+    assert.equal(counts.size, 201, 'the first 200 types and other');
+    for (const type of types.slice(0, 200)) assert.equal(counts.get(type), 1, type);
+    assert.equal(counts.get('other'), 5);
+    assert.equal((await stored('many-types')).length, 205, 'every event is stored, whatever its label');
   });
 });

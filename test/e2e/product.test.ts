@@ -10,6 +10,7 @@ import { before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
 import { stringify } from 'yaml';
 import type { ProviderName } from '../../src/api/provider-endpoint.ts';
+import { endpointStream } from '../../src/jetstream/layout.ts';
 import { providerSignature, type Sample, samples } from '../../src/providers/samples.ts';
 import { exampleDocuments } from '../harness/examples.ts';
 import { chartDir, helm } from '../harness/helm.ts';
@@ -264,7 +265,11 @@ describe('the product on the real node', () => {
       ]);
       const jsz = JSON.parse(r.stdout) as JszStreams;
       const details = (jsz.account_details ?? []).flatMap((a) => a.stream_detail ?? []);
-      const r3 = details.filter((d) => d.config?.num_replicas === 3 && d.cluster?.replicas?.length === 2);
+      // The endpoints' own streams; their dead-letter streams follow them to R3 too.
+      const own = new Set(endpoints.map((name) => endpointStream(namespace, name)));
+      const r3 = details.filter(
+        (d) => own.has(d.name ?? '') && d.config?.num_replicas === 3 && d.cluster?.replicas?.length === 2,
+      );
       return r3.length >= endpoints.length ? r3 : undefined;
     });
     assert.equal(streams.length, endpoints.length);

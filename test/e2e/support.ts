@@ -79,9 +79,26 @@ export async function apply(yaml: string): Promise<void> {
 /** Waits for a Deployment's rollout; fails with the pods' state and events if it does not finish. */
 export async function rolledOut(namespace: string, name: string, seconds = 120): Promise<void> {
   const r = await kubectl(['-n', namespace, 'rollout', 'status', `deployment/${name}`, `--timeout=${seconds}s`]);
-  if (r.code === 0) return;
-  const pods = await kubectl(['-n', namespace, 'describe', 'pods']);
-  throw new Error(`deployment ${namespace}/${name} not rolled out: ${r.stderr}\n${pods.stdout}`);
+  if (r.code !== 0) {
+    const pods = await kubectl(['-n', namespace, 'describe', 'pods']);
+    throw new Error(`deployment ${namespace}/${name} not rolled out: ${r.stderr}\n${pods.stdout}`);
+  }
+  // The old pods keep serving while they drain (a receiver's preStop sleep): wait until they are gone, so what
+  // they count is not missed by a test that reads the live pods' metrics.
+  const deployment = JSON.parse((await kubectl(['-n', namespace, 'get', 'deployment', name, '-o', 'json'])).stdout);
+  const labels = deployment.spec.selector.matchLabels as Record<string, string>;
+  const selector = Object.entries(labels)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',');
+  await eventually(
+    `the old pods of ${namespace}/${name} gone`,
+    async () => {
+      const list = await kubectl(['-n', namespace, 'get', 'pods', '-l', selector, '-o', 'json']);
+      const pods = JSON.parse(list.stdout).items as { metadata: { deletionTimestamp?: string } }[];
+      return pods.some((p) => p.metadata.deletionTimestamp) ? undefined : true;
+    },
+    seconds,
+  );
 }
 
 export interface Recorded {

@@ -127,7 +127,8 @@ export class Informer<T extends k8s.KubernetesObject> implements Cache<T> {
     if (!response.ok) throw new k8s.ApiException(response.status, `list ${this.#path}`, body, {});
     const list = JSON.parse(body) as k8s.KubernetesListObject<T>;
     const seen = new Set<string>();
-    for (const object of list.items) {
+    // An empty metadata-only list (a namespace without Secrets) comes with `items: null`.
+    for (const object of list.items ?? []) {
       seen.add(keyOf(object));
       this.#upsert(object);
     }

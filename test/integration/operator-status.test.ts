@@ -3,6 +3,7 @@
 // subscriptions that pick their sources by label, and the consumer metrics. simulatePods stands in for the
 // Deployment controller and kubelet, which do not run here.
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as k8s from '@kubernetes/client-node';
 import { ConditionType, Reason } from '../../src/api/conditions.ts';
@@ -10,6 +11,7 @@ import { kinds, type ResourceKind } from '../../src/api/kinds.ts';
 import { endpointStream, eventSubject } from '../../src/jetstream/layout.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl } from '../harness/kube.ts';
 import { testNats } from '../harness/nats.ts';
+import { root, startNats, tempDir } from '../harness/servers.ts';
 import { waitFor } from '../harness/wait.ts';
 import { type RunningOperator, simulatePods, startOperator } from '../harness/workloads.ts';
 
@@ -203,5 +205,46 @@ spec: { ${spec}, target: { url: "http://orders.shop.svc" } }
       .reduce((sum, l) => sum + Number(l.split(' ')[1]), 0);
     assert.ok(observed > 0, 'no reconcile duration observed');
     assert.equal(observed, reconciles, 'a reconcile without its duration');
+  });
+
+  it('says JetStream is unavailable while its NATS server is down, and becomes Ready when it is back', async (t) => {
+    // An operator of its own, on a nats-server of its own that this test stops and starts again on the same port.
+    const store = tempDir('hookyard-status-nats-');
+    const logs = join(root, '.cache/test-logs');
+    let server = await startNats(logs, store.path);
+    const own = await createNamespace('status-nats');
+    const stopOwnPods = simulatePods(own);
+    const ownOperator = await startOperator('operator-status-nats', [
+      ...['--namespaces', own, '--no-leader-election', '--nats-url', server.url],
+    ]);
+    t.after(async () => {
+      stopOwnPods();
+      await ownOperator.stop();
+      await server.stop();
+      store.remove();
+    });
+    await server.stop();
+    const r = await kubectl(['apply', '--server-side', '-n', own, '-f', '-'], endpoint('while-down'));
+    assert.equal(r.code, 0, r.stderr);
+    const { group, version, plural } = kinds.ProviderEndpoint;
+    const read = async () =>
+      (await custom.getNamespacedCustomObject({
+        group,
+        version,
+        namespace: own,
+        plural,
+        name: 'while-down',
+      })) as Resource;
+    const down = await waitFor('StreamReady=JetStreamUnavailable', async () => {
+      const e = await read();
+      return condition(e, ConditionType.StreamReady)?.reason === Reason.JetStreamUnavailable && e;
+    });
+    assert.equal(condition(down, ConditionType.Ready)?.reason, Reason.JetStreamUnavailable);
+    server = await startNats(logs, store.path, server.port);
+    await waitFor(
+      'Ready once NATS is back',
+      async () => condition(await read(), ConditionType.Ready)?.status === 'True',
+      90,
+    );
   });
 });

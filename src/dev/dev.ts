@@ -186,8 +186,9 @@ export function watchFiles(paths: string[], onChange: () => void): () => void {
 
 async function startLocalNats(log: Logger): Promise<{ url: string; stop(): Promise<void> }> {
   const binary = findNatsServer();
-  const store = mkdtempSync(join(tmpdir(), 'hookyard-dev-'));
+  // No await between making the store and registering its removal on exit: a signal in between would leave it.
   const port = await freePort();
+  const store = mkdtempSync(join(tmpdir(), 'hookyard-dev-'));
   const child: ChildProcess = spawn(binary, ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', store], {
     stdio: 'ignore',
   });

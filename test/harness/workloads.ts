@@ -147,12 +147,17 @@ export interface AdmissionAnswer {
   response: { allowed: boolean; status?: { message: string } };
 }
 
-/** POSTs an AdmissionReview for creating `object` to an operator's webhook, as the API server would. */
+/**
+ * POSTs an AdmissionReview for creating `object` to an operator's webhook, as the API server would; with
+ * `oldObject`, for changing that one into `object`.
+ */
 export async function reviewCreate(
   url: string,
   dispatcher: Dispatcher,
   object: { kind: string; [field: string]: unknown },
+  oldObject?: object,
 ) {
+  const operation = oldObject ? 'UPDATE' : 'CREATE';
   const response = await undiciFetch(url, {
     method: 'POST',
     dispatcher,
@@ -160,7 +165,7 @@ export async function reviewCreate(
     body: JSON.stringify({
       apiVersion: 'admission.k8s.io/v1',
       kind: 'AdmissionReview',
-      request: { uid: 'u1', kind: { group: 'hookyard.io', kind: object.kind }, operation: 'CREATE', object },
+      request: { uid: 'u1', kind: { group: 'hookyard.io', kind: object.kind }, operation, object, oldObject },
     }),
   });
   return (await response.json()) as AdmissionAnswer;

@@ -1,7 +1,8 @@
-// Dev mode, the embedded default: the demo end to end, bad manifests refused whole, files reloaded.
+// Dev mode, the embedded default: the demo end to end, bad manifests refused whole, files reloaded (by reload(),
+// and by `hookyard dev`'s file watcher when a file changes on disk).
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { cpSync, writeFileSync } from 'node:fs';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -13,6 +14,7 @@ import { sendSample } from '../../src/dev/send.ts';
 import { samples } from '../../src/providers/samples.ts';
 import { requireEnv } from '../harness/kube.ts';
 import { root, tempDir } from '../harness/servers.ts';
+import { waitFor } from '../harness/wait.ts';
 
 const quiet = pino({ level: 'silent' });
 
@@ -112,7 +114,6 @@ spec: {provider: paypal, verification: []}
 
     // Rotate the PROIGN secret in the file: the reload accepts the new one and refuses the old.
     const file = join(dir, 'proign.yaml');
-    const { readFileSync } = await import('node:fs');
     writeFileSync(file, readFileSync(file, 'utf8').replace('replace-with-your-webhook-secret', 'rotated-secret'));
     await dev.reload();
     const again = { ...proign, body: Buffer.from(proign.body.toString().replace('evt_abc123', 'evt_after_rotation')) };
@@ -121,22 +122,18 @@ spec: {provider: paypal, verification: []}
     sink.close();
   });
 
-  it('runs as `hookyard dev`, answers `hookyard send`, and stops cleanly on Ctrl-C', async () => {
+  it('runs as `hookyard dev`, answers `hookyard send`, reloads a file changed on disk, and stops on Ctrl-C', async (t) => {
     const { spawn } = await import('node:child_process');
     const { freePort } = await import('../../src/runtime/net.ts');
     const port = await freePort();
     const natsUrl = requireEnv('HOOKYARD_TEST_NATS_URL');
     const cli = join(root, 'src/cli.ts');
-    const child = spawn(process.execPath, [
-      cli,
-      'dev',
-      '-f',
-      join(root, 'examples'),
-      '--nats-url',
-      natsUrl,
-      '--port',
-      String(port),
-    ]);
+    const dir = join(work.path, 'watched');
+    cpSync(join(root, 'examples'), dir, { recursive: true });
+    const child = spawn(process.execPath, [cli, 'dev', '-f', dir, '--nats-url', natsUrl, '--port', String(port)]);
+    t.after(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    });
     let out = '';
     child.stdout.on('data', (d) => {
       out += String(d);
@@ -163,6 +160,20 @@ spec: {provider: paypal, verification: []}
       ),
     );
     assert.match(sent, /order\.shipped \(its documented payload\): 200 /);
+
+    // Only the file watcher can make dev mode take the rotated secret: nothing else calls reload here.
+    const file = join(dir, 'proign.yaml');
+    writeFileSync(file, readFileSync(file, 'utf8').replace('replace-with-your-webhook-secret', 'rotated-on-disk'));
+    const proign = samples.proign?.[0];
+    assert.ok(proign);
+    const url = `http://127.0.0.1:${port}/hooks/default/proign`;
+    let n = 0;
+    const signedWith = async (secret: string) => {
+      const body = Buffer.from(proign.body.toString().replace('evt_abc123', `evt_watched_${n++}`));
+      return (await sendSample('proign', url, { ...proign, body }, { secret })).status;
+    };
+    await waitFor('the changed file is served', async () => (await signedWith('rotated-on-disk')) === 200);
+    assert.equal(await signedWith('replace-with-your-webhook-secret'), 401);
     child.kill('SIGINT');
     const code = await new Promise((ok) => child.once('exit', ok));
     assert.equal(code, 0);

@@ -1,5 +1,6 @@
-// The operator's admission webhook over HTTPS: it refuses what the API server's CEL cannot check (a filter that does
-// not compile), and serves a renewed certificate without a restart, as cert-manager renews it in the mounted Secret.
+// The operator's admission webhook over HTTPS: it admits every example and a valid change, refuses what the API
+// server's CEL cannot check (a filter that does not compile), and serves a renewed certificate without a restart,
+// as cert-manager renews it in the mounted Secret.
 import assert from 'node:assert/strict';
 import { copyFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { connect } from 'node:tls';
 import { Agent } from 'undici';
 import { freePort } from '../../src/runtime/net.ts';
+import { exampleDocuments } from '../harness/examples.ts';
 import { createNamespace } from '../harness/kube.ts';
 import { servingCertificate, tempDir } from '../harness/servers.ts';
 import { reviewCreate, startOperator } from '../harness/workloads.ts';
@@ -25,7 +27,7 @@ describe('operator admission webhook', () => {
   const work = tempDir('hookyard-webhook-');
   after(() => work.remove());
 
-  it('refuses a subscription whose filter does not compile, and serves a renewed certificate', async () => {
+  it('admits every example and a valid change, refuses a filter that does not compile, and serves a renewed certificate', async () => {
     const dir = join(work.path, 'serving');
     const first = servingCertificate(dir);
     const port = await freePort();
@@ -49,7 +51,22 @@ describe('operator admission webhook', () => {
       metadata: { name: 'orders', namespace: 'shop' },
       spec: { sources: [{ endpoint: 'shopflix' }], filter: 'body.total >', target: { url: 'http://orders.shop.svc' } },
     };
-    const answer = await reviewCreate(`https://127.0.0.1:${port}/validate`, dispatcher, subscription);
+    const url = `https://127.0.0.1:${port}/validate`;
+    const resources = exampleDocuments().filter((d) => d.doc.kind !== 'Secret');
+    assert.ok(resources.length > 0);
+    for (const { file, doc } of resources) {
+      const admitted = await reviewCreate(url, dispatcher, {
+        ...doc,
+        metadata: { ...doc.metadata, namespace: 'shop' },
+      });
+      assert.equal(admitted.response.allowed, true, `${file}: ${doc.kind}/${doc.metadata.name}`);
+    }
+    const valid = { ...subscription, spec: { ...subscription.spec, filter: 'body.total > 10' } };
+    const changed = { ...valid, spec: { ...valid.spec, filter: 'body.total > 20' } };
+    assert.equal((await reviewCreate(url, dispatcher, changed, valid)).response.allowed, true, 'a valid change');
+    const broken = await reviewCreate(url, dispatcher, subscription, valid);
+    assert.equal(broken.response.allowed, false, 'a change that breaks the filter');
+    const answer = await reviewCreate(url, dispatcher, subscription);
     assert.equal(answer.response.allowed, false);
     assert.match(answer.response.status?.message ?? '', /filter/);
 

@@ -25,6 +25,7 @@ import { testNats } from '../harness/nats.ts';
 import { root, tempDir } from '../harness/servers.ts';
 import { waitFor } from '../harness/wait.ts';
 import { type RunningOperator, runDeployment, simulatePods, startOperator } from '../harness/workloads.ts';
+import { within } from './delivery-support.ts';
 
 type Kind = ResourceKind;
 
@@ -298,10 +299,12 @@ spec:
     assert.deepEqual(await versions(), before);
   });
 
-  it('lets only the leader write, and another replica take over when it stops', async () => {
+  it('lets only the leader write, gives the Lease up on SIGTERM, and stops at once when another holds it', async () => {
     await operator.stop();
     const lease = ['--lease-namespace', namespace, '--lease-name', 'hookyard-test'];
-    const timing = ['--lease-duration', '3s', '--renew-deadline', '2s', '--retry-period', '300ms'];
+    // A Lease far longer than any wait below: only a release explains a takeover, and only seeing another holder
+    // explains a leader stopping (not its renew deadline).
+    const timing = ['--lease-duration', '120s', '--renew-deadline', '100s', '--retry-period', '300ms'];
     const first = await run('operator-a', [...operatorArgs(), ...lease, ...timing]);
     await waitFor('a leader', async () => (await first.metric('hookyard_operator_is_leader')) === 1);
     const second = await run('operator-b', [...operatorArgs(), ...lease, ...timing]);
@@ -318,8 +321,8 @@ spec: { provider: generic, verification: [{ none: true }] }
     assert.equal(await reconciles(second), 0, 'the standby reconciled');
     assert.equal(await second.metric('hookyard_operator_is_leader'), 0);
 
-    await first.stop(); // releases the Lease
-    await waitFor('the standby takes over', async () => (await second.metric('hookyard_operator_is_leader')) === 1, 10);
+    await first.stop();
+    await waitFor('the standby takes over', async () => (await second.metric('hookyard_operator_is_leader')) === 1, 60);
     const coordination = kc.makeApiClient(k8s.CoordinationV1Api);
     assert.equal(
       (await coordination.readNamespacedLease({ namespace, name: 'hookyard-test' })).spec?.holderIdentity,
@@ -333,12 +336,20 @@ spec: { provider: generic, verification: [{ none: true }] }
 `);
     await waitReady('ProviderEndpoint', 'after-failover');
 
-    // A leader that dies without releasing: the next one waits out the lease duration, then takes over.
-    const third = await run('operator-c', [...operatorArgs(), ...lease, ...timing]);
-    second.kill('SIGKILL');
-    await second.exited;
-    await waitFor('takeover after expiry', async () => (await third.metric('hookyard_operator_is_leader')) === 1, 20);
-    operator = third;
+    // Another replica wrote the Lease (a partition healed, say): the leader must stop acting at its next round. The
+    // leader renews every 300 ms, so a write may conflict with a renewal: read again and retry.
+    await waitFor('the Lease written with another holder', async () => {
+      const current = await coordination.readNamespacedLease({ namespace, name: 'hookyard-test' });
+      const spec = {
+        ...current.spec,
+        holderIdentity: 'operator-elsewhere',
+        renewTime: new k8s.V1MicroTime(Date.now()),
+      };
+      return coordination.replaceNamespacedLease({ namespace, name: 'hookyard-test', body: { ...current, spec } });
+    });
+    assert.equal(await within(second.exited, 60, 'the leader exits'), 1, second.output());
+    assert.match(second.output(), /lost the leadership: another replica holds the lease/);
+    operator = await run('operator-c', [...operatorArgs(), '--no-leader-election']);
   });
 
   it('runs end to end: a signed webhook reaches the target through the workloads it wrote, and status shows it', async () => {

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
 import { stringify } from 'yaml';
+import { ConditionType, Reason } from '../../src/api/conditions.ts';
 import type { ProviderName } from '../../src/api/provider-endpoint.ts';
 import { endpointStream } from '../../src/jetstream/layout.ts';
 import { providerSignature, type Sample, samples } from '../../src/providers/samples.ts';
@@ -396,6 +397,61 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
     );
     assert.deepEqual(faulted, [1, 1], 'one pod deleted, one receiver process SIGKILLed');
     assert.ok(accepted.length > 0);
+  });
+  it('says in status why receivers do not serve: pods that cannot be scheduled, then 0 replicas', async () => {
+    // Receivers that ask for more memory than the node has stay Pending; with a short progress deadline the
+    // Deployment says so, and the endpoint's status passes it on.
+    const example = exampleDocuments().find(
+      (d) => d.doc.kind === 'ProviderEndpoint' && d.doc.metadata.name === 'shopflix',
+    );
+    const name = 'unschedulable';
+    const doc = structuredClone(example?.doc) as { metadata: Record<string, unknown>; spec: Record<string, unknown> };
+    doc.metadata = { name, namespace };
+    doc.spec.receiver = { replicas: 1, resources: { requests: { memory: '1000Gi' } } };
+    await apply(stringify(doc));
+    const deployment = `hookyard-receiver-${name}`;
+    await eventually(`${deployment} exists`, async () =>
+      (await kubectl(['-n', namespace, 'get', 'deployment', deployment])).code === 0 ? true : undefined,
+    );
+    const patch = await kubectl([
+      '-n',
+      namespace,
+      'patch',
+      'deployment',
+      deployment,
+      '--type=merge',
+      '-p',
+      '{"spec":{"progressDeadlineSeconds":5}}',
+    ]);
+    assert.equal(patch.code, 0, patch.stderr);
+    const receiverReady = async () => {
+      const r = await kubectl(['-n', namespace, 'get', 'providerendpoint', name, '-o', 'json']);
+      const status = JSON.parse(r.stdout).status as {
+        conditions?: { type: string; reason: string; message: string }[];
+      };
+      return status?.conditions?.find((c) => c.type === ConditionType.ReceiverReady);
+    };
+    const stuck = await eventually(
+      'ReceiverReady says ProgressDeadlineExceeded',
+      async () => ((await receiverReady())?.reason === Reason.ProgressDeadlineExceeded ? receiverReady() : undefined),
+      120,
+    );
+    assert.match(stuck?.message ?? '', /0\/1 receiver pods available/);
+    const scale = await kubectl([
+      '-n',
+      namespace,
+      'patch',
+      'providerendpoint',
+      name,
+      '--type=merge',
+      '-p',
+      '{"spec":{"receiver":{"replicas":0}}}',
+    ]);
+    assert.equal(scale.code, 0, scale.stderr);
+    await eventually('ReceiverReady says ScaledToZero', async () =>
+      (await receiverReady())?.reason === Reason.ScaledToZero ? true : undefined,
+    );
+    assert.equal((await kubectl(['-n', namespace, 'delete', 'providerendpoint', name, '--wait=true'])).code, 0);
   });
 });
 

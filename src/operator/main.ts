@@ -93,7 +93,10 @@ export async function main(args: string[]): Promise<void> {
     },
     log,
   );
-  const jsm = await jetstreamManager(nats.nc);
+  // No API check: a NATS cluster that has just started answers JetStream requests only once it has a meta leader,
+  // and until then reconciles report JetStreamUnavailable and retry instead of the operator exiting (seen on a
+  // real node: both operator pods restarted 5 s after connecting, and admission calls failed meanwhile).
+  const jsm = await jetstreamManager(nats.nc, { checkAPI: false });
 
   const start = () => {
     metrics.leader(true);

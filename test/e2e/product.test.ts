@@ -453,6 +453,62 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
     );
     assert.equal((await kubectl(['-n', namespace, 'delete', 'providerendpoint', name, '--wait=true'])).code, 0);
   });
+  it('leaves no stream, consumer, Deployment or Secret behind once every resource, then the chart, is deleted', async () => {
+    const kinds = 'webhooksubscriptions.hookyard.io,providerendpoints.hookyard.io';
+    const del = await kubectl(['-n', namespace, 'delete', kinds, '--all', '--wait=true', '--timeout=180s']);
+    assert.equal(del.code, 0, del.stderr);
+    const managed = 'app.kubernetes.io/managed-by=hookyard-operator';
+    const left = await eventually("the operator's objects gone", async () => {
+      const r = await kubectl([
+        '-n',
+        namespace,
+        'get',
+        'deployments,services,ingresses,configmaps,secrets',
+        '-l',
+        managed,
+        '-o',
+        'name',
+      ]);
+      return r.code === 0 && r.stdout.trim() === '' ? r.stdout : undefined;
+    });
+    assert.equal(left.trim(), '');
+    const jsz = await kubectl([
+      'get',
+      '--raw',
+      '/api/v1/namespaces/nats/pods/nats-0:8222/proxy/jsz?streams=true&consumers=true',
+    ]);
+    const details = ((JSON.parse(jsz.stdout) as JszStreams).account_details ?? []).flatMap(
+      (a) => a.stream_detail ?? [],
+    );
+    assert.deepEqual(
+      details
+        .map((d) => d.name)
+        .filter((n) => n.startsWith(`hookyard_${namespace}_`) || n.startsWith(`hookyard-dlq_${namespace}_`)),
+      [],
+    );
+
+    const uninstall = await helm([
+      ...['uninstall', 'hookyard', '--namespace', 'hookyard-system', '--wait', '--timeout', '3m'],
+      ...['--kubeconfig', requireEnv('KUBECONFIG')],
+    ]);
+    assert.equal(uninstall.code, 0, uninstall.stderr);
+    const rest = await kubectl([
+      '-n',
+      'hookyard-system',
+      'get',
+      'deployments,pods,services,secrets,configmaps',
+      '-o',
+      'name',
+    ]);
+    // What Kubernetes itself keeps in every namespace stays: the root CA ConfigMap.
+    assert.deepEqual(
+      rest.stdout
+        .trim()
+        .split('\n')
+        .filter((line) => line && line !== 'configmap/kube-root-ca.crt'),
+      [],
+    );
+  });
 });
 
 interface Pod {

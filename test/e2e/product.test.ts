@@ -492,22 +492,27 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
       ...['--kubeconfig', requireEnv('KUBECONFIG')],
     ]);
     assert.equal(uninstall.code, 0, uninstall.stderr);
-    const rest = await kubectl([
-      '-n',
-      'hookyard-system',
-      'get',
-      'deployments,pods,services,secrets,configmaps',
-      '-o',
-      'name',
-    ]);
-    // What Kubernetes itself keeps in every namespace stays: the root CA ConfigMap.
-    assert.deepEqual(
-      rest.stdout
+    // What Kubernetes itself keeps in every namespace stays: the root CA ConfigMap. The operator pods go after
+    // their Deployment, through the garbage collector.
+    const chartLeft = async () => {
+      const r = await kubectl([
+        '-n',
+        'hookyard-system',
+        'get',
+        'deployments,pods,services,secrets,configmaps',
+        '-o',
+        'name',
+      ]);
+      return r.stdout
         .trim()
         .split('\n')
-        .filter((line) => line && line !== 'configmap/kube-root-ca.crt'),
-      [],
-    );
+        .filter((line) => line && line !== 'configmap/kube-root-ca.crt');
+    };
+    await eventually(
+      'nothing of the chart left',
+      async () => ((await chartLeft()).length === 0 ? true : undefined),
+      120,
+    ).catch(async (err: Error) => assert.fail(`${err.message}: ${(await chartLeft()).join(', ')}`));
   });
 });
 

@@ -313,7 +313,11 @@ function deliveryPhases(
         { error: (err as Error).message, seq: msg.seq },
         'delivery bookkeeping failed; event will be redelivered',
       );
-      retries.schedule(msg, 1000);
+      try {
+        retries.schedule(msg, 1000);
+      } catch {
+        // the connection is gone: JetStream hands the event out again after ackWait
+      }
     } finally {
       leases.release(msg);
     }

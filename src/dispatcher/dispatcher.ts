@@ -313,7 +313,11 @@ function deliveryPhases(
         { error: (err as Error).message, seq: msg.seq },
         'delivery bookkeeping failed; event will be redelivered',
       );
-      retries.schedule(msg, 1000);
+      try {
+        retries.schedule(msg, 1000);
+      } catch {
+        // the connection is gone: JetStream hands the event out again after ackWait
+      }
     } finally {
       leases.release(msg);
     }
@@ -399,10 +403,14 @@ function startIntake(
   }
 
   async function run(source: SourceLoop) {
+    if (options.paused) return; // spec.paused: nothing is pulled until the operator starts it unpaused
     while (!stopping) {
-      const size = options.paused ? 0 : pullSize(source, phases.breaker?.state, phases.gate.waiting);
+      const breaker = phases.breaker?.state;
+      const size = pullSize(source, breaker, phases.gate.waiting);
       if (size > 0) void pull(source, size);
-      else await Promise.race([changed, sleep(options.paused ? 1000 : 100)]);
+      // Every settled event wakes the loop; an open breaker turns half-open by the clock alone, so it is polled.
+      else if (breaker === undefined || breaker === 'closed') await changed;
+      else await Promise.race([changed, sleep(100)]);
     }
   }
 

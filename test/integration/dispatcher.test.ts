@@ -441,42 +441,40 @@ describe('dispatcher', () => {
     await eventually(async () => (await t.metric('hookyard_dispatcher_paused')) === 0);
   });
 
-  it('times out a slow target and retries', async () => {
-    const t = await setup({ target: { timeout: '300ms' }, retry: { maxAttempts: 3, ...fast } }, async (_r, res, i) => {
-      if (i === 0) await new Promise((ok) => setTimeout(ok, 1500));
-      res.end();
-    });
-    await t.publish({ type: 'order.shipped', body: '{}' });
-    await t.run();
-    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 1);
-    assert.equal(t.target.received.length, 2);
-    assert.equal(
-      await t.metric('hookyard_dispatcher_attempts_total', { outcome: 'retried', status_class: 'timeout' }),
-      1,
-    );
-  });
-
-  it('bounds the whole attempt by target.timeout: headers in time and a trickling body still time out', async () => {
-    const t = await setup({ target: { timeout: '500ms' }, retry: { maxAttempts: 3, ...fast } }, async (_r, res, i) => {
-      res.writeHead(200, { 'content-type': 'text/plain' });
-      if (i === 0) {
+  const slowTargets: [string, Parameters<typeof startTarget>[0]][] = [
+    [
+      'times out a target slow to answer and retries',
+      async (_r, res, i) => {
+        if (i === 0) await new Promise((ok) => setTimeout(ok, 1500));
+        res.end();
+      },
+    ],
+    [
+      'bounds the whole attempt by target.timeout: headers in time and a trickling body still time out',
+      async (_r, res, i) => {
+        res.writeHead(200, { 'content-type': 'text/plain' });
         // Each byte comes well within the timeout, the whole body long after it.
-        for (let n = 0; n < 20 && !res.destroyed; n++) {
+        for (let n = 0; i === 0 && n < 20 && !res.destroyed; n++) {
           res.write('.');
           await new Promise((ok) => setTimeout(ok, 100));
         }
-      }
-      res.end();
+        res.end();
+      },
+    ],
+  ];
+  for (const [what, respond] of slowTargets) {
+    it(what, async () => {
+      const t = await setup({ target: { timeout: '400ms' }, retry: { maxAttempts: 3, ...fast } }, respond);
+      await t.publish({ type: 'order.shipped', body: '{}' });
+      await t.run();
+      await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 1);
+      assert.equal(t.target.received.length, 2);
+      assert.equal(
+        await t.metric('hookyard_dispatcher_attempts_total', { outcome: 'retried', status_class: 'timeout' }),
+        1,
+      );
     });
-    await t.publish({ type: 'order.shipped', body: '{}' });
-    await t.run();
-    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 1);
-    assert.equal(t.target.received.length, 2);
-    assert.equal(
-      await t.metric('hookyard_dispatcher_attempts_total', { outcome: 'retried', status_class: 'timeout' }),
-      1,
-    );
-  });
+  }
 
   it('never sends events the event types or the filter exclude', async () => {
     const t = await setup({

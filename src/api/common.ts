@@ -6,21 +6,28 @@ export const group = 'hookyard.io';
 export const version = 'v1alpha1';
 export const apiVersion = `${group}/${version}`;
 
-// [.] rather than an escaped dot: the pattern sits in a CEL string literal, where \. is not a valid escape.
-const durationPattern = '^([0-9]+([.][0-9]+)?(ms|s|m|h))+$';
-
 /**
- * A Go-style duration such as `30s`, `5m` or `1h30m`: what Kubernetes' CEL `duration()` reads. Its format is a CEL
- * rule rather than an OpenAPI pattern, so that the API server answers with an example instead of the regex.
+ * A string format checked by a CEL rule rather than an OpenAPI pattern, so that the API server's refusal says
+ * `message` (what to type, with an example) instead of printing the regex.
  */
-/** CEL that is true when `expression` is a duration in the form the schema accepts. */
-export const isDuration = (expression: string) => `${expression}.matches('${durationPattern}')`;
+export const matching = <T extends z.ZodType>(schema: T, pattern: RegExp, message: string) =>
+  withRules(schema, { rule: `self.matches(${celString(pattern.source)})`, message });
 
+/** A CEL string literal: backslashes and quotes escaped. */
+const celString = (text: string) => `'${text.replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`;
+
+const durationPattern = /^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$/;
+
+/** CEL that is true when `expression` is a duration in the form the schema accepts. */
+export const isDuration = (expression: string) => `${expression}.matches(${celString(durationPattern.source)})`;
+
+/** A Go-style duration such as `30s`, `5m` or `1h30m`: what Kubernetes' CEL `duration()` reads. */
 export const duration = (description: string) =>
-  withRules(z.string().max(32).meta({ description }), {
-    rule: isDuration('self'),
-    message: 'must be a duration: a number and a unit (ms, s, m or h) without spaces, such as 30s, 5m or 1h30m',
-  });
+  matching(
+    z.string().max(32).meta({ description }),
+    durationPattern,
+    'must be a duration: a number and a unit (ms, s, m or h) without spaces, such as 30s, 5m or 1h30m',
+  );
 
 /**
  * A rule that compares durations, written to hold while one of them is malformed: that field's own rule says what
@@ -46,12 +53,11 @@ export const objectName = (description: string, maxLength = 253) =>
     .meta({ description });
 
 export const httpHeaderName = (description: string) =>
-  z
-    .string()
-    .min(1)
-    .max(256)
-    .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be an HTTP header name')
-    .meta({ description });
+  matching(
+    z.string().min(1).max(256).meta({ description }),
+    /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/,
+    'must be an HTTP header name such as X-Signature: letters, digits and -, without spaces or a colon',
+  );
 
 const secretRefsMessage =
   'secretRefs is required: store the value in a Secret (kubectl create secret generic NAME --from-literal=KEY=VALUE) ' +
@@ -99,18 +105,22 @@ export const quantity = z
 export const resources = z
   .object({
     requests: z.record(z.string(), quantity).optional().meta({
-      description: 'What the scheduler reserves for each pod, such as {cpu: 50m, memory: 96Mi}.',
+      description: 'What the scheduler reserves for each pod, such as {cpu: 50m, memory: 128Mi}.',
     }),
     limits: z.record(z.string(), quantity).optional().meta({
-      description: 'The most each pod may use, such as {memory: 256Mi}; memory above it restarts the pod.',
+      description: 'The most each pod may use, such as {memory: 384Mi}; memory above it restarts the pod.',
     }),
   })
-  .meta({ description: 'Compute resources of the pods, as in a container spec.' });
+  .meta({
+    description:
+      'Compute resources of the pods, as in a container spec. Left out: 50m CPU, 128Mi memory and 64Mi ephemeral ' +
+      'storage requested, 384Mi memory and 256Mi ephemeral storage at most; set, it replaces all of these.',
+  });
 
 export const condition = z.object({
   type: z.string().max(316).meta({ description: 'What the condition is about, such as Ready or StreamReady.' }),
   status: z.enum(['True', 'False', 'Unknown']).meta({ description: 'Whether it holds: True, False or Unknown.' }),
-  reason: z.string().max(1024).meta({ description: 'One word in CamelCase for why, such as SecretMissing.' }),
+  reason: z.string().max(1024).meta({ description: 'One word in CamelCase for why, such as SecretNotFound.' }),
   message: z.string().max(32768).meta({ description: 'What is wrong and what to do, in words.' }),
   lastTransitionTime: z.string().meta({ format: 'date-time', description: 'When status last changed.' }),
   observedGeneration: z

@@ -211,7 +211,16 @@ function strict(node: Schema): Schema {
   }
   if (node['x-kubernetes-int-or-string']) out.type = ['integer', 'string'];
   if (out.properties && out.additionalProperties === undefined) out.additionalProperties = false;
+  const pattern = formatPattern(node);
+  if (pattern) out.pattern = pattern;
   return out;
+}
+
+/** The regex of a format rule written with `matching` (`self.matches('...')`), back as a JSON schema pattern. */
+function formatPattern(node: Schema): string | undefined {
+  const rules = (node['x-kubernetes-validations'] as { rule: string }[] | undefined) ?? [];
+  const literal = rules.map((r) => r.rule.match(/^self\.matches\('(.*)'\)$/)?.[1]).find((m) => m !== undefined);
+  return literal?.replace(/\\(.)/g, '$1');
 }
 
 export const jsonSchemaText = (k: Kind) => `${JSON.stringify(jsonSchema(k), null, 2)}\n`;

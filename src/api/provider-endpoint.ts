@@ -5,6 +5,7 @@ import {
   durationRule,
   httpHeaderName,
   inlineSecret,
+  matching,
   objectName,
   resourceSchema,
   resources,
@@ -143,10 +144,7 @@ export const verification = withRules(
         .object({
           cidrs: z
             .array(
-              z
-                .string()
-                .max(64)
-                .regex(/^[0-9a-fA-F:.]+\/[0-9]{1,3}$/, 'must be a CIDR such as 203.0.113.0/24'),
+              matching(z.string().max(64), /^[0-9a-fA-F:.]+\/[0-9]{1,3}$/, 'must be a CIDR such as 203.0.113.0/24'),
             )
             .min(1)
             .max(64)
@@ -185,12 +183,15 @@ export const providerEndpointSpec = withRules(
     routes: z
       .array(
         z.object({
-          path: z
-            .string()
-            .min(1)
-            .max(64)
-            .regex(/^[A-Za-z0-9._~-]+$/, 'must be one URL path segment')
-            .meta({ description: 'One URL path segment after /hooks/<namespace>/<name>/, such as statusupdate.' }),
+          path: matching(
+            z
+              .string()
+              .min(1)
+              .max(64)
+              .meta({ description: 'One URL path segment after /hooks/<namespace>/<name>/, such as statusupdate.' }),
+            /^[A-Za-z0-9._~-]+$/,
+            'must be one URL path segment (letters, digits, ".", "_", "~", "-"; no "/"), such as statusupdate',
+          ),
           eventType: z.string().min(1).max(128).optional().meta({
             description: 'Event type of requests to this route; defaults to the path.',
           }),
@@ -317,10 +318,11 @@ export const providerEndpointSpec = withRules(
           description: 'Receiver pods; they are spread over nodes and zones.',
         }),
         resources: resources.optional(),
-        maxBodySize: z
-          .string()
-          .max(16)
-          .regex(/^[0-9]+(Ki|Mi)?$/, 'must be a size such as 512Ki or 1Mi')
+        maxBodySize: matching(
+          z.string().max(16),
+          /^[0-9]+(Ki|Mi)?$/,
+          'must be a size in bytes, Ki or Mi, such as 512Ki or 1Mi',
+        )
           .default('1Mi')
           .meta({ description: 'Larger requests get 413.' }),
       })

@@ -8,6 +8,7 @@ import {
   httpHeaderName,
   inlineSecret,
   isDuration,
+  matching,
   objectName,
   resourceSchema,
   resources,
@@ -16,31 +17,26 @@ import {
 } from './common.ts';
 import { withRules } from './rules.ts';
 
-const eventTypePattern = z
-  .string()
-  .min(1)
-  .max(128)
-  .regex(
-    /^(\*|>|[A-Za-z0-9_-]+(\.([A-Za-z0-9_-]+|\*))*(\.>)?)$/,
-    'must be an event type such as order.created, with * for one dot-separated part or a final > for the rest',
-  );
+const eventTypePattern = matching(
+  z.string().min(1).max(128),
+  /^(\*|>|[A-Za-z0-9_-]+(\.([A-Za-z0-9_-]+|\*))*(\.>)?)$/,
+  'must be an event type such as order.created, with * for one dot-separated part or a final > for the rest',
+);
 
 export const target = withRules(
   z.object({
-    url: z
-      .string()
-      .max(2048)
-      .regex(/^https?:\/\/[^\s/]+(\/\S*)?$/, 'must be an absolute http:// or https:// URL')
+    url: matching(
+      z.string().max(2048),
+      /^https?:\/\/[^\s/]+(\/\S*)?$/,
+      'must be an absolute http:// or https:// URL, such as http://orders.shop.svc:8080/hooks',
+    )
       .optional()
       .meta({ description: 'Where events are sent.' }),
     service: z
       .object({
         name: objectName('A Service in the same namespace.', 63),
         port: z.number().int().min(1).max(65535).default(80).meta({ description: 'The Service port number.' }),
-        path: z
-          .string()
-          .max(1024)
-          .regex(/^\//, 'must start with /')
+        path: matching(z.string().max(1024), /^\//, 'must start with /, such as /hooks/orders')
           .default('/')
           .meta({ description: 'The request path, such as /hooks/orders.' }),
         scheme: z.enum(['http', 'https']).default('http').meta({ description: 'http or https.' }),
@@ -138,7 +134,9 @@ export const retry = withRules(
     }),
     maxRetryAfter: duration('Longest Retry-After honoured.').default('1h'),
     retryableStatusCodes: z
-      .array(z.string().regex(/^[1-5]([0-9]{2}|xx)$/, 'must be a status code such as 429 or a class such as 5xx'))
+      .array(
+        matching(z.string().max(3), /^[1-5]([0-9]{2}|xx)$/, 'must be a status code such as 429 or a class such as 5xx'),
+      )
       .max(64)
       .default(['408', '429', '5xx'])
       .meta({ description: 'Statuses that are retried; network errors and timeouts always are. 410 pauses.' }),
@@ -211,10 +209,11 @@ export const webhookSubscriptionSpec = withRules(
           description: 'false: events that cannot be delivered are dropped (and counted) instead of kept.',
         }),
         maxAge: duration('How long dead letters are kept.').default('720h'),
-        sinkUrl: z
-          .string()
-          .max(2048)
-          .regex(/^https?:\/\//, 'must be an http:// or https:// URL')
+        sinkUrl: matching(
+          z.string().max(2048),
+          /^https?:\/\//,
+          'must be an http:// or https:// URL, such as https://alerts.example.com/dead-letters',
+        )
           .optional()
           .meta({ description: 'Also POST each dead letter here, such as an alerting service.' }),
         deletionPolicy: z.enum(['Delete', 'Retain']).default('Delete').meta({

@@ -145,7 +145,7 @@ const workloads = {
  * CPU limit: throttling would add latency to every webhook, and the request gives the pod its share. Ephemeral
  * storage covers the /tmp emptyDir.
  */
-export const defaultResources: k8s.V1ResourceRequirements = {
+const defaultResources: k8s.V1ResourceRequirements = {
   requests: { cpu: '50m', memory: '128Mi', 'ephemeral-storage': '64Mi' },
   limits: { memory: '384Mi', 'ephemeral-storage': '256Mi' },
 };

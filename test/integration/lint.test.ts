@@ -141,7 +141,7 @@ describe('linters', () => {
     assert.deepEqual(await kubeScore(file, noPDB), []);
   });
 
-  it('kubeconform (strict) accepts every example, the chart and the rendered workloads, and refuses a misspelt field that the API server would drop', async () => {
+  it('kubeconform (strict) accepts every example, the chart and the rendered workloads, and refuses a misspelt field or a bad format', async () => {
     const schemas = join(work.path, 'schemas');
     mkdirSync(schemas);
     const kubernetes = await kubernetesSchemas(schemas);
@@ -153,5 +153,9 @@ describe('linters', () => {
     writeFileSync(misspelt, stringify({ ...doc, spec: { ...doc.spec, recevier: { replicas: 3 } } }));
     const findings = await kubeconform(kubernetes, [misspelt]);
     assert.match(findings.join('\n'), /additional properties 'recevier' not allowed/);
+    // The formats the API server checks with CEL are patterns in the published schemas.
+    const badDuration = join(work.path, 'bad-duration.yaml');
+    writeFileSync(badDuration, stringify({ ...doc, spec: { ...doc.spec, stream: { maxAge: '7 days' } } }));
+    assert.match((await kubeconform(kubernetes, [badDuration])).join('\n'), /maxAge.*does not match pattern/);
   });
 });

@@ -10,6 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { JetStreamClient } from '@nats-io/jetstream';
 import pino from 'pino';
 import { headers as names } from '../jetstream/layout.ts';
+import { dedupKeyPrefix } from '../receiver/endpoint.ts';
 import type { Logger } from '../runtime/log.ts';
 
 export type LogFormat = 'text' | 'json';
@@ -144,7 +145,7 @@ export function loggingRequests(handler: Handler, log: Logger): Handler {
 /** The event id less the `<type>:` the receiver puts first (the line shows the type already). */
 function withoutType(id: string | number | undefined, type: string | number | undefined): string | undefined {
   if (id === undefined) return undefined;
-  const prefix = `${String(type).replaceAll('%', '%25').replaceAll(':', '%3A')}:`;
+  const prefix = dedupKeyPrefix(String(type));
   return String(id).startsWith(prefix) ? String(id).slice(prefix.length) : String(id);
 }
 

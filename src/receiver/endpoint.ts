@@ -136,9 +136,12 @@ export async function dedupKeyOf(endpoint: CompiledEndpoint, r: RequestView, eve
   }
   if (!key) key = `sha256:${sha256(r.body)}`;
   else if (key.length > 200) key = `sha256:${sha256(Buffer.from(key))}`;
-  // Escaped so that the first ":" always ends the type: "a:b" + "c" and "a" + "b:c" stay apart.
-  return `${eventType.replaceAll('%', '%25').replaceAll(':', '%3A')}:${key}`;
+  return `${dedupKeyPrefix(eventType)}${key}`;
 }
+
+/** What every dedup key of an event type starts with: the type escaped so that its first ":" ends it ("a:b" + "c"
+ * and "a" + "b:c" stay apart). */
+export const dedupKeyPrefix = (eventType: string) => `${eventType.replaceAll('%', '%25').replaceAll(':', '%3A')}:`;
 
 const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
 

@@ -13,7 +13,7 @@ import { ConditionType, Reason } from '../../src/api/conditions.ts';
 import type { ProviderName } from '../../src/api/provider-endpoint.ts';
 import { endpointStream } from '../../src/jetstream/layout.ts';
 import { providerSignature, type Sample, samples } from '../../src/providers/samples.ts';
-import { exampleDocuments } from '../harness/examples.ts';
+import { exampleDoc } from '../harness/examples.ts';
 import { chartDir, helm } from '../harness/helm.ts';
 import { kubectl, requireEnv } from '../harness/kube.ts';
 import { root } from '../harness/servers.ts';
@@ -43,8 +43,7 @@ const targets = [
 
 /** The example Secrets' values, as a provider's console would hold them. */
 function secret(name: string, key: string): string {
-  const doc = exampleDocuments().find((d) => d.doc.kind === 'Secret' && d.doc.metadata.name === name);
-  const value = (doc?.doc.stringData as Record<string, string> | undefined)?.[key];
+  const value = (exampleDoc('Secret', name)?.stringData as Record<string, string> | undefined)?.[key];
   if (value === undefined) throw new Error(`no Secret ${name} with key ${key} in examples/`);
   return value;
 }
@@ -401,11 +400,9 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
   it('says in status why receivers do not serve: pods that cannot be scheduled, then 0 replicas', async () => {
     // Receivers that ask for more memory than the node has stay Pending; with a short progress deadline the
     // Deployment says so, and the endpoint's status passes it on.
-    const example = exampleDocuments().find(
-      (d) => d.doc.kind === 'ProviderEndpoint' && d.doc.metadata.name === 'shopflix',
-    );
+    const example = exampleDoc('ProviderEndpoint', 'shopflix');
     const name = 'unschedulable';
-    const doc = structuredClone(example?.doc) as { metadata: Record<string, unknown>; spec: Record<string, unknown> };
+    const doc = structuredClone(example) as { metadata: Record<string, unknown>; spec: Record<string, unknown> };
     doc.metadata = { name, namespace };
     doc.spec.receiver = { replicas: 1, resources: { requests: { memory: '1000Gi' } } };
     await apply(stringify(doc));

@@ -21,6 +21,10 @@ export function exampleDocuments(): ExampleDocument[] {
     );
 }
 
+/** The example document of that kind and name. */
+export const exampleDoc = (kind: string, name: string) =>
+  exampleDocuments().find((d) => d.doc.kind === kind && d.doc.metadata.name === name)?.doc;
+
 export const namesOf = (docs: ExampleDocument[], kind: string) =>
   docs
     .filter((d) => d.doc.kind === kind)

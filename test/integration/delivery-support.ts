@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { samples } from '../../src/providers/samples.ts';
 import { type Cli, type CliProcess, runCli, waitReady } from '../harness/cli.ts';
-import { exampleDocuments } from '../harness/examples.ts';
+import { exampleDoc } from '../harness/examples.ts';
 import { streamMessages } from '../harness/nats.ts';
 import { freePort, tempDir } from '../harness/servers.ts';
 import { natsSetup, natsUrl, startTarget, uniqueNames } from './dispatcher-support.ts';
@@ -41,15 +41,13 @@ export async function deliverSignedWebhook(cli: Cli, env: NodeJS.ProcessEnv = pr
   chmodSync(work.path, 0o755);
   const procs: CliProcess[] = [];
   try {
-    const example = (kind: string, name: string) =>
-      exampleDocuments().find((d) => d.doc.kind === kind && d.doc.metadata.name === name)?.doc;
-    const secret = (example('Secret', 'proign-webhook')?.stringData as { secret?: string } | undefined)?.secret;
+    const secret = (exampleDoc('Secret', 'proign-webhook')?.stringData as { secret?: string } | undefined)?.secret;
     assert.ok(secret, 'examples/ holds the proign-webhook Secret');
     mkdirSync(join(work.path, 'secrets/proign-webhook'), { recursive: true, mode: 0o755 });
     writeFileSync(join(work.path, 'secrets/proign-webhook/secret'), secret);
     writeFileSync(
       join(work.path, 'endpoint.yaml'),
-      stringify({ ...example('ProviderEndpoint', 'proign'), metadata: { name: endpoint, namespace } }),
+      stringify({ ...exampleDoc('ProviderEndpoint', 'proign'), metadata: { name: endpoint, namespace } }),
     );
     writeFileSync(
       join(work.path, 'dispatcher.yaml'),

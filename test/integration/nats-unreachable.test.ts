@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent } from 'undici';
 import { stringify } from 'yaml';
 import { type CliProcess, runCli, sourceCli } from '../harness/cli.ts';
-import { exampleDocuments } from '../harness/examples.ts';
+import { exampleDoc } from '../harness/examples.ts';
 import { createNamespace, installCRDs } from '../harness/kube.ts';
 import { freePort, root, servingCertificate, startNats, tempDir } from '../harness/servers.ts';
 import { reviewCreate, startOperator } from '../harness/workloads.ts';
@@ -92,9 +92,7 @@ describe('an unreachable NATS', () => {
 
   it('the receiver and the dispatcher log it, answer health and metrics, and are not ready', async () => {
     const natsUrl = `nats://127.0.0.1:${await freePort()}`;
-    const endpoint = exampleDocuments().find(
-      (d) => d.doc.kind === 'ProviderEndpoint' && d.doc.metadata.name === 'shopflix',
-    )?.doc;
+    const endpoint = exampleDoc('ProviderEndpoint', 'shopflix');
     writeFileSync(join(work.path, 'endpoint.yaml'), stringify(endpoint));
     writeFileSync(
       join(work.path, 'dispatcher.yaml'),

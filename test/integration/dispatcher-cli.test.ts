@@ -61,6 +61,20 @@ function dispatcherProcess(
 }
 
 /** The dispatcher's config file for one subscription to `url`, as the operator writes it. */
+/** Publishes `total` order.shipped events to the endpoint's stream, one after another; returns their ids. */
+async function publishOrders(
+  nc: Parameters<typeof publishEvent>[0],
+  names: { namespace: string; endpoint: string },
+  total: number,
+): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < total; i++) {
+    const event = { type: 'order.shipped', body: `{"i":${i}}` };
+    ids.push((await publishEvent(nc, names.namespace, names.endpoint, event)).id);
+  }
+  return ids;
+}
+
 function writeConfig(
   names: { namespace: string; endpoint: string; subscription: string },
   url: string,
@@ -106,13 +120,7 @@ describe('hookyard dispatcher (the command)', () => {
       }
       res.end();
     });
-    const ids: string[] = [];
-    for (let i = 0; i < total; i++) {
-      ids.push(
-        (await publishEvent(nats.nc, names.namespace, names.endpoint, { type: 'order.shipped', body: `{"i":${i}}` }))
-          .id,
-      );
-    }
+    const ids = await publishOrders(nats.nc, names, total);
     const config = writeConfig(names, target.url);
 
     const first = dispatcherProcess(config, await freePort());
@@ -160,13 +168,7 @@ describe('hookyard dispatcher (the command)', () => {
       inFlight--;
       res.end();
     });
-    const ids: string[] = [];
-    for (let i = 0; i < total; i++) {
-      ids.push(
-        (await publishEvent(nats.nc, names.namespace, names.endpoint, { type: 'order.shipped', body: `{"i":${i}}` }))
-          .id,
-      );
-    }
+    const ids = await publishOrders(nats.nc, names, total);
     const config = writeConfig(names, target.url, {
       concurrency,
       ackWait: '30s',

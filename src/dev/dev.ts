@@ -195,7 +195,8 @@ async function startLocalNats(log: Logger): Promise<{ url: string; stop(): Promi
   const exited = new Promise<void>((ok) => child.once('exit', () => ok()));
   // A process that ends before stop() (Ctrl-C while starting, an uncaught error) takes its nats-server and store along.
   const leftBehind = () => {
-    child.kill('SIGTERM');
+    // SIGKILL: a nats-server shutting down gracefully writes into its store again after the rmSync below.
+    child.kill('SIGKILL');
     rmSync(store, { recursive: true, force: true });
   };
   process.once('exit', leftBehind);

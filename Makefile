@@ -57,9 +57,11 @@ test: deps tools lint typecheck build
 	$(MAKE) e2e
 
 # The real-node suite alone: a single-node cluster in a network namespace of its own (test/harness/node/), the
-# images imported into it, and test/e2e/ run against it. Needs root.
+# images imported into it, and test/e2e/ run against it. Needs root. The node's addresses are fixed, so a second
+# run on the same machine waits for the first (flock). E2E_TESTS='test/e2e/node.test.ts' runs a part.
+E2E_TESTS ?= test/e2e/*.test.ts
 e2e: deps tools build
-	node test/harness/node/run.ts node --test --test-reporter=spec --test-timeout=600000 --test-concurrency=1 'test/e2e/*.test.ts'
+	flock /run/hookyard-e2e.lock node test/harness/node/run.ts node --test --test-reporter=spec --test-timeout=600000 --test-concurrency=1 '$(E2E_TESTS)'
 
 # The main job on the embedded default: dev mode on examples/, each provider's documented webhooks played. It uses
 # a nats-server 2.12+ on the PATH, else the cached one (built with Go when missing); NATS_URL=... uses that NATS.

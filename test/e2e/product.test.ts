@@ -12,14 +12,14 @@ import { Agent, request } from 'undici';
 import { stringify } from 'yaml';
 import { ConditionType, Reason } from '../../src/api/conditions.ts';
 import type { ProviderName } from '../../src/api/provider-endpoint.ts';
-import { endpointStream } from '../../src/jetstream/layout.ts';
+import { deadLetterStream, endpointStream } from '../../src/jetstream/layout.ts';
 import { providerSignature, type Sample, samples } from '../../src/providers/samples.ts';
 import { exampleDoc } from '../harness/examples.ts';
 import { chartDir, helm } from '../harness/helm.ts';
 import { kubectl, requireEnv } from '../harness/kube.ts';
 import { root } from '../harness/servers.ts';
 import { type Answer, allReady, costs, hit, type PodGroup, pods, servingPod, startLoad } from './faults.ts';
-import { apply, eventually, images, recorded, rolledOut, sinkManifests } from './support.ts';
+import { apply, eventually, images, recorded, rolledOut, sinkManifests, withNats } from './support.ts';
 
 const namespace = 'examples';
 const endpoints = ['fotoweb', 'printiq', 'proign', 'shopflix', 'siteflow'];
@@ -524,6 +524,114 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
       (await receiverReady())?.reason === Reason.ScaledToZero ? true : undefined,
     );
     assert.equal((await kubectl(['-n', namespace, 'delete', 'providerendpoint', name, '--wait=true'])).code, 0);
+  });
+  it('finishes a delete made while the operator is down in both ways docs/uninstall.md gives, leaving nothing behind', async () => {
+    const operators = { namespace: 'hookyard-system', selector: 'app.kubernetes.io/component=operator', count: 2 };
+    const scaleOperator = async (replicas: number) => {
+      const r = await kubectl([
+        '-n',
+        'hookyard-system',
+        'scale',
+        'deployment/hookyard-operator',
+        `--replicas=${replicas}`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      if (replicas > 0) return allReady([operators]);
+      await eventually(
+        'no operator pod left',
+        async () => ((await pods(operators)).length === 0 ? true : undefined),
+        120,
+      );
+    };
+    /** What of an endpoint and its subscription is still there: the resources, their objects, their streams. */
+    const leftOf = async (endpoint: string, subscription: string) => {
+      const left: string[] = [];
+      for (const [kind, name] of [
+        ['providerendpoint', endpoint],
+        ['webhooksubscription', subscription],
+      ]) {
+        const r = await kubectl(['-n', namespace, 'get', kind ?? '', name ?? '', '-o', 'name', '--ignore-not-found']);
+        if (r.stdout.trim()) left.push(r.stdout.trim());
+      }
+      const instances = `app.kubernetes.io/instance in (${endpoint},${subscription})`;
+      const objects = 'deployments,services,ingresses,configmaps,secrets';
+      const r = await kubectl(['-n', namespace, 'get', objects, '-o', 'name', '-l', instances]);
+      left.push(...r.stdout.trim().split('\n').filter(Boolean));
+      const jsz = await kubectl(['get', '--raw', '/api/v1/namespaces/nats/pods/nats-0:8222/proxy/jsz?streams=true']);
+      const streams = ((JSON.parse(jsz.stdout) as JszStreams).account_details ?? []).flatMap(
+        (a) => a.stream_detail ?? [],
+      );
+      const theirs = [endpointStream(namespace, endpoint), deadLetterStream(namespace, subscription)];
+      for (const s of streams) if (theirs.includes(s.name)) left.push(`stream ${s.name}`);
+      return left;
+    };
+    const stuck = async () => {
+      // The command docs/uninstall.md gives for what is stuck.
+      const r = await kubectl([
+        ...['get', 'hookyard', '-A', '-o'],
+        'jsonpath={range .items[?(@.metadata.deletionTimestamp)]}{.kind} {.metadata.namespace}/{.metadata.name}{"\\n"}{end}',
+      ]);
+      return r.stdout.trim().split('\n').filter(Boolean).sort();
+    };
+
+    // 1. Start the operator again: it finishes the pending deletes by itself.
+    await scaleOperator(0);
+    for (const kind of ['webhooksubscription/printiq-jobs', 'providerendpoint/printiq']) {
+      const r = await kubectl(['-n', namespace, 'delete', kind, '--wait=false']);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    assert.deepEqual(await stuck(), [
+      `ProviderEndpoint ${namespace}/printiq`,
+      `WebhookSubscription ${namespace}/printiq-jobs`,
+    ]);
+    assert.ok((await leftOf('printiq', 'printiq-jobs')).includes(`stream ${endpointStream(namespace, 'printiq')}`));
+    await scaleOperator(2);
+    const gone = await eventually(
+      'nothing left of printiq',
+      async () => ((await leftOf('printiq', 'printiq-jobs')).length === 0 ? true : undefined),
+      120,
+    ).catch(async (err: Error) =>
+      assert.fail(`${err.message}: ${(await leftOf('printiq', 'printiq-jobs')).join(', ')}`),
+    );
+    assert.equal(gone, true);
+
+    // 2. Remove the finalizers by hand, then what the operator would have removed in NATS, through a port-forward.
+    await scaleOperator(0);
+    for (const kind of ['webhooksubscription/siteflow-status', 'providerendpoint/siteflow']) {
+      const r = await kubectl(['-n', namespace, 'delete', kind, '--wait=false']);
+      assert.equal(r.code, 0, r.stderr);
+      const patch = await kubectl([
+        '-n',
+        namespace,
+        'patch',
+        kind,
+        '--type=merge',
+        '-p',
+        '{"metadata":{"finalizers":null}}',
+      ]);
+      assert.equal(patch.code, 0, patch.stderr);
+    }
+    await eventually(
+      'the owned objects collected',
+      async () => {
+        const left = await leftOf('siteflow', 'siteflow-status');
+        return left.every((l) => l.startsWith('stream ')) ? left : undefined;
+      },
+      120,
+    );
+    // What docs/uninstall.md says is left to remove by hand: the streams (the subscription's consumer is on the
+    // endpoint's stream and goes with it).
+    assert.deepEqual((await leftOf('siteflow', 'siteflow-status')).sort(), [
+      `stream ${deadLetterStream(namespace, 'siteflow-status')}`,
+      `stream ${endpointStream(namespace, 'siteflow')}`,
+    ]);
+    await withNats(async (jsm) => {
+      await jsm.streams.delete(endpointStream(namespace, 'siteflow'));
+      await jsm.streams.delete(deadLetterStream(namespace, 'siteflow-status'));
+    });
+    assert.deepEqual(await leftOf('siteflow', 'siteflow-status'), []);
+    assert.deepEqual(await stuck(), []);
+    await scaleOperator(2);
   });
   it('leaves no stream, consumer, Deployment or Secret behind once every resource, then the chart, is deleted', async () => {
     const kinds = 'webhooksubscriptions.hookyard.io,providerendpoints.hookyard.io';

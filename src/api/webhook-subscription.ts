@@ -231,16 +231,26 @@ export const webhookSubscriptionSpec = withRules(
       })
       .prefault({})
       .meta({ description: 'Where events go that cannot be delivered: a stream of their own, to replay from.' }),
-    concurrency: z.number().int().min(1).max(1024).default(8).meta({ description: 'Deliveries in flight at once.' }),
+    concurrency: z.number().int().min(1).max(1024).default(8).meta({
+      description:
+        'Deliveries in flight at once, per dispatcher pod: the target gets up to dispatcher.replicas times this.',
+    }),
     rateLimit: z
       .object({
-        perSecond: z.number().gt(0).max(100000).meta({ description: 'Deliveries per second, on average.' }),
+        perSecond: z
+          .number()
+          .gt(0)
+          .max(100000)
+          .meta({ description: 'Deliveries per second, on average, per dispatcher pod.' }),
         burst: z.number().int().min(1).max(100000).optional().meta({
           description: 'Deliveries that may go at once after a quiet spell; defaults to perSecond.',
         }),
       })
       .optional()
-      .meta({ description: 'At most this many deliveries per second to the target.' }),
+      .meta({
+        description:
+          'At most this many deliveries per second to the target from each dispatcher pod: dispatcher.replicas times this in all.',
+      }),
     circuitBreaker: z
       .object({
         enabled: z.boolean().default(true).meta({ description: 'false: keep sending to a failing target.' }),

@@ -195,8 +195,9 @@ async function openSources(options: DispatcherOptions, jsm: JetStreamManager, js
       endpoint: `${source.namespace}/${source.endpoint}`,
       consumer: await js.consumers.get(info.stream_name, name),
       clientSideTypes,
-      // With a rate limit, events are pulled one by one: a batch would only wait for its tokens.
-      cap: spec.rateLimit ? 1 : spec.concurrency,
+      // With a rate limit too: at most `concurrency` wait for their tokens, each under its lease, and one pulled at
+      // a time would make a target slower than the rate get one delivery at a time (seen on the real node).
+      cap: spec.concurrency,
       outstanding: 0,
       held: 0,
     };

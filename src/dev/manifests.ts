@@ -25,7 +25,10 @@ export class InvalidManifests extends Error {
   }
 }
 
-/** Every Secret key a spec refers to (`secretRefs` lists and `secretKeyRef`s), with where it is referred to. */
+/**
+ * Every Secret key a spec refers to (`secretRefs` lists, `secretKeyRef`s, a client certificate's tls.crt and tls.key),
+ * with where it is referred to.
+ */
 function secretReferences(value: unknown, path: string): { path: string; name: string; key: string }[] {
   if (Array.isArray(value)) return value.flatMap((v, i) => secretReferences(v, `${path}[${i}]`));
   if (!value || typeof value !== 'object') return [];
@@ -33,6 +36,8 @@ function secretReferences(value: unknown, path: string): { path: string; name: s
     const at = `${path}.${field}`;
     if (field === 'secretRefs' && Array.isArray(v)) return v.map((ref, i) => ({ path: `${at}[${i}]`, ...ref }));
     if (field === 'secretKeyRef') return [{ path: at, ...(v as { name: string; key: string }) }];
+    const tlsSecret = field === 'clientCertificate' && (v as { secretName?: string } | undefined)?.secretName;
+    if (tlsSecret) return ['tls.crt', 'tls.key'].map((key) => ({ path: `${at}.secretName`, name: tlsSecret, key }));
     return secretReferences(v, at);
   });
 }

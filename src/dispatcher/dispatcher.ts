@@ -53,7 +53,7 @@ import {
 } from './outcome.ts';
 import { retrySubject, sharedRetries } from './retries.ts';
 import { createSigner } from './signing.ts';
-import { Target, targetUrl } from './target.ts';
+import { Target, targetTlsOptions, targetUrl } from './target.ts';
 
 export { deadLetterHeaders } from './dead-letters.ts';
 
@@ -96,6 +96,7 @@ export function createDelivery(subscription: WebhookSubscription, secrets: Secre
     timeoutMs: durationMs(spec.target.timeout),
     connections: spec.concurrency,
     allowPrivateAddresses: spec.target.allowPrivateAddresses,
+    tls: targetTlsOptions(spec.target.tls, secrets),
   });
   return {
     target,

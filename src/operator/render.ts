@@ -89,9 +89,18 @@ export function natsSecretRefs(options: Pick<RenderOptions, 'natsSecret' | 'nats
 
 /** Every Secret key a WebhookSubscription's dispatcher reads. */
 export function subscriptionSecretRefs(spec: WebhookSubscription['spec']): SecretKeyRef[] {
+  const tls = spec.target.tls;
+  const client = tls?.clientCertificate?.secretName;
   return [
     ...(spec.signing?.secretRefs ?? []),
     ...(spec.target.headers ?? []).flatMap((h) => (h.valueFrom ? [h.valueFrom.secretKeyRef] : [])),
+    ...(client
+      ? [
+          { name: client, key: 'tls.crt' },
+          { name: client, key: 'tls.key' },
+        ]
+      : []),
+    ...(tls?.caBundle ? [tls.caBundle.secretKeyRef] : []),
   ];
 }
 

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { compileFilter } from '../filter/cel.ts';
 import {
   conditions,
+  configMapKeyRef,
   described,
   duration,
   durationRule,
@@ -45,10 +46,22 @@ export const targetTls = z
       })
       .optional()
       .meta({ description: 'The certificate the dispatcher presents, for a target that requires mutual TLS.' }),
-    caBundle: z.object({ secretKeyRef }).optional().meta({
-      description:
-        "PEM certificates the target's certificate must chain to, instead of the public roots: for a private CA.",
-    }),
+    caBundle: withRules(
+      z.object({
+        secretKeyRef: secretKeyRef.optional(),
+        configMapKeyRef: configMapKeyRef.optional(),
+      }),
+      {
+        rule: 'has(self.secretKeyRef) != has(self.configMapKeyRef)',
+        message:
+          'caBundle sets exactly one of secretKeyRef and configMapKeyRef, such as configMapKeyRef: {name: orders-ca, key: ca.crt}',
+      },
+    )
+      .optional()
+      .meta({
+        description:
+          "PEM certificates the target's certificate must chain to, instead of the public roots (for a private CA), from a Secret or a ConfigMap.",
+      }),
   })
   .meta({ description: 'TLS towards the target: a client certificate, a private CA, HTTPS only.' });
 

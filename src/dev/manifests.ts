@@ -13,6 +13,8 @@ export interface Manifests {
   endpoints: ProviderEndpoint[];
   subscriptions: WebhookSubscription[];
   secrets: SecretStore;
+  /** ConfigMaps' keys (a CA bundle), read like the Secrets. */
+  configMaps: SecretStore;
   files: string[];
 }
 
@@ -60,6 +62,7 @@ export function readManifests(paths: string[], defaultNamespace = 'default'): Ma
   const endpoints: ProviderEndpoint[] = [];
   const subscriptions: WebhookSubscription[] = [];
   const secrets: Record<string, Record<string, Buffer>> = {};
+  const configMaps: Record<string, Record<string, Buffer>> = {};
   const files = paths.flatMap(yamlFiles);
   for (const file of files) {
     for (const doc of parseAllDocuments(readFileSync(file, 'utf8'))) {
@@ -79,6 +82,20 @@ export function readManifests(paths: string[], defaultNamespace = 'default'): Ma
         secrets[secret.metadata.name] = {
           ...Object.fromEntries(Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64')])),
           ...Object.fromEntries(Object.entries(secret.stringData ?? {}).map(([k, v]) => [k, Buffer.from(v)])),
+        };
+        continue;
+      }
+      if (value.kind === 'ConfigMap') {
+        const configMap = value as {
+          metadata: { name: string };
+          data?: Record<string, string>;
+          binaryData?: Record<string, string>;
+        };
+        configMaps[configMap.metadata.name] = {
+          ...Object.fromEntries(Object.entries(configMap.data ?? {}).map(([k, v]) => [k, Buffer.from(v)])),
+          ...Object.fromEntries(
+            Object.entries(configMap.binaryData ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64')]),
+          ),
         };
         continue;
       }
@@ -108,5 +125,5 @@ export function readManifests(paths: string[], defaultNamespace = 'default'): Ma
     }
   }
   if (problems.length > 0) throw new InvalidManifests(problems);
-  return { endpoints, subscriptions, secrets: mapSecrets(secrets), files };
+  return { endpoints, subscriptions, secrets: mapSecrets(secrets), configMaps: mapSecrets(configMaps), files };
 }

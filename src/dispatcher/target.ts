@@ -19,10 +19,14 @@ export interface TlsOptions {
 }
 
 /**
- * target.tls read from the mounted Secrets: the client certificate's tls.crt and tls.key, the CA bundle's key.
- * A missing key throws MissingSecret (naming the Secret and key, not a value), which stops the start.
+ * target.tls read from the mounted Secrets and ConfigMaps: the client certificate's tls.crt and tls.key, the CA
+ * bundle's key. A missing key throws MissingSecret (naming the object and key, not a value), which stops the start.
  */
-export function targetTlsOptions(tls: TargetSpec['tls'], secrets: SecretStore): TlsOptions | undefined {
+export function targetTlsOptions(
+  tls: TargetSpec['tls'],
+  secrets: SecretStore,
+  configMaps: SecretStore,
+): TlsOptions | undefined {
   if (!tls?.clientCertificate && !tls?.caBundle) return undefined;
   const options: TlsOptions = {};
   const client = tls.clientCertificate?.secretName;
@@ -32,7 +36,9 @@ export function targetTlsOptions(tls: TargetSpec['tls'], secrets: SecretStore): 
       { name: client, key: 'tls.key' },
     ]);
   }
-  if (tls.caBundle) [options.ca] = resolveSecrets(secrets, [tls.caBundle.secretKeyRef]);
+  const { secretKeyRef, configMapKeyRef } = tls.caBundle ?? {};
+  if (secretKeyRef) [options.ca] = resolveSecrets(secrets, [secretKeyRef]);
+  if (configMapKeyRef) [options.ca] = resolveSecrets(configMaps, [configMapKeyRef], 'ConfigMap');
   return options;
 }
 

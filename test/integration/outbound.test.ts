@@ -11,7 +11,7 @@ import type { TLSSocket } from 'node:tls';
 import express from 'express';
 import { Registry } from 'prom-client';
 import { type Dispatcher, startDispatcher } from '../../src/dispatcher/dispatcher.ts';
-import { renderSubscription, subscriptionSecretRefs } from '../../src/operator/render.ts';
+import { renderSubscription, subscriptionConfigMapRefs, subscriptionSecretRefs } from '../../src/operator/render.ts';
 import { mapSecrets, type SecretStore } from '../../src/runtime/secrets.ts';
 import { makePki } from '../harness/pki.ts';
 import {
@@ -30,7 +30,7 @@ after(async () => {
 });
 
 /** Runs a dispatcher for `spec` with these Secrets: publish events to it, read its metrics. */
-async function dispatch(spec: Record<string, unknown>, secrets: SecretStore) {
+async function dispatch(spec: Record<string, unknown>, secrets: SecretStore, configMaps?: SecretStore) {
   const names = uniqueNames('outbound');
   const nats = await natsSetup(names.namespace, names.endpoint);
   const registry = new Registry();
@@ -44,6 +44,7 @@ async function dispatch(spec: Record<string, unknown>, secrets: SecretStore) {
     subscription: sub,
     sources: [{ namespace: names.namespace, endpoint: names.endpoint, provider: 'proign' }],
     secrets,
+    configMaps,
     nc: nats.nc,
     registry,
     logger: quietLogger,
@@ -138,10 +139,12 @@ describe('target.tls, end to end', () => {
     };
   }
 
+  const configMaps = mapSecrets({ 'orders-ca': { 'ca.crt': pki.ca } });
   const deliver = async (url: string, tls: Record<string, unknown>) => {
     const t = await dispatch(
       { target: { url, timeout: '2s', tls }, retry: { maxAttempts: 1 }, deadLetter: { maxAge: '1h' } },
       secrets,
+      configMaps,
     );
     await t.publish('{"id":"evt_tls","type":"order.shipped"}');
     const count = (name: string) => t.metric(`hookyard_dispatcher_${name}_total`);
@@ -151,14 +154,14 @@ describe('target.tls, end to end', () => {
   };
 
   it('presents the client certificate from its Secret and trusts the CA bundle: the target accepts it', async () => {
-    const target = await mtlsTarget();
-    const t = await deliver(target.url, {
-      clientCertificate: { secretName: 'orders-client' },
-      caBundle: { secretKeyRef: { name: 'orders-ca', key: 'ca.crt' } },
-    });
-    await t.settled();
-    assert.equal(await t.metric('hookyard_dispatcher_delivered_total'), 1);
-    assert.deepEqual(target.accepted, ['hookyard-dispatcher from ca']);
+    const ref = { name: 'orders-ca', key: 'ca.crt' };
+    for (const caBundle of [{ secretKeyRef: ref }, { configMapKeyRef: ref }]) {
+      const target = await mtlsTarget();
+      const t = await deliver(target.url, { clientCertificate: { secretName: 'orders-client' }, caBundle });
+      await t.settled();
+      assert.equal(await t.metric('hookyard_dispatcher_delivered_total'), 1, JSON.stringify(caBundle));
+      assert.deepEqual(target.accepted, ['hookyard-dispatcher from ca']);
+    }
   });
 
   it('a target that requires a client certificate refuses a missing one and one from another CA', async () => {
@@ -208,6 +211,25 @@ describe('target.tls in the rendered dispatcher', () => {
     const volume = deployment.spec?.template.spec?.volumes?.find((v) => v.name === 'secrets');
     const mounted = volume?.projected?.sources?.flatMap((s) => s.secret?.items?.map((i) => i.path) ?? []);
     assert.deepEqual(mounted, ['orders-client/tls.crt', 'orders-client/tls.key', 'orders-ca/ca.crt']);
+    assert.equal(
+      deployment.spec?.template.spec?.volumes?.find((v) => v.name === 'configmaps'),
+      undefined,
+    );
+    const fromConfigMap = subscription(uniqueNames('render'), {
+      target: {
+        url: 'https://orders.example.com/hooks',
+        tls: { caBundle: { configMapKeyRef: { name: 'orders-ca', key: 'ca.crt' } } },
+      },
+    });
+    assert.deepEqual(subscriptionConfigMapRefs(fromConfigMap.spec), [{ name: 'orders-ca', key: 'ca.crt' }]);
+    const pod = renderSubscription(fromConfigMap, [], { image: 'hookyard:test', natsUrl: 'nats://nats:4222' })
+      .deployment.spec?.template.spec;
+    const configMapsVolume = pod?.volumes?.find((v) => v.name === 'configmaps');
+    assert.deepEqual(configMapsVolume?.projected?.sources, [
+      { configMap: { name: 'orders-ca', items: [{ key: 'ca.crt', path: 'orders-ca/ca.crt' }] } },
+    ]);
+    const args = pod?.containers[0]?.args ?? [];
+    assert.equal(args[args.indexOf('--config-maps-dir') + 1], '/etc/hookyard/configmaps');
     const rolled = (checksum: string) =>
       renderSubscription(sub, [], { image: 'hookyard:test', natsUrl: 'nats://nats:4222', secretsChecksum: checksum })
         .deployment.spec?.template.metadata?.annotations?.['hookyard.io/config-checksum'];

@@ -62,6 +62,12 @@ export const dispatcherCommand = {
       description: 'the WebhookSubscription and its sources, as the operator renders them',
     },
     ...secretsDir,
+    'config-maps-dir': {
+      type: 'string',
+      value: 'DIR',
+      default: '/etc/hookyard/configmaps',
+      description: 'mounted ConfigMaps (a CA bundle), one folder per ConfigMap with a file per key',
+    },
     ...nats,
     'metrics-port': { type: 'port', default: '9090', description: '/metrics, /healthz and /readyz' },
     'replay-dead-letters': {

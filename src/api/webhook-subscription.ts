@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { compileFilter } from '../filter/cel.ts';
 import {
   conditions,
+  configMapKeyRef,
   described,
   duration,
   durationRule,
@@ -22,6 +23,47 @@ const eventTypePattern = matching(
   /^(\*|>|[A-Za-z0-9_-]+(\.([A-Za-z0-9_-]+|\*))*(\.>)?)$/,
   'must be an event type such as order.created, with * for one dot-separated part or a final > for the rest',
 );
+
+/** CEL: whether a target (url or service) is HTTPS. */
+const targetIsHttps =
+  "((has(self.url) && self.url.startsWith('https://')) || (has(self.service) && self.service.scheme == 'https'))";
+
+export const targetTls = z
+  .object({
+    requireHttps: z
+      .boolean()
+      .default(false)
+      .meta({
+        description:
+          'true: refuse a url or service that is not https (and an http:// deadLetter.sinkUrl), as receivers that ' +
+          'accept only HTTPS endpoints (PROIGN, say) require.',
+      }),
+    clientCertificate: z
+      .object({
+        secretName: objectName(
+          'A kubernetes.io/tls Secret in the same namespace: tls.crt (the certificate, PEM, with any intermediates) and tls.key (its private key, PEM).',
+        ),
+      })
+      .optional()
+      .meta({ description: 'The certificate the dispatcher presents, for a target that requires mutual TLS.' }),
+    caBundle: withRules(
+      z.object({
+        secretKeyRef: secretKeyRef.optional(),
+        configMapKeyRef: configMapKeyRef.optional(),
+      }),
+      {
+        rule: 'has(self.secretKeyRef) != has(self.configMapKeyRef)',
+        message:
+          'caBundle sets exactly one of secretKeyRef and configMapKeyRef, such as configMapKeyRef: {name: orders-ca, key: ca.crt}',
+      },
+    )
+      .optional()
+      .meta({
+        description:
+          "PEM certificates the target's certificate must chain to, instead of the public roots (for a private CA), from a Secret or a ConfigMap.",
+      }),
+  })
+  .meta({ description: 'TLS towards the target: a client certificate, a private CA, HTTPS only.' });
 
 export const target = withRules(
   z.object({
@@ -69,10 +111,23 @@ export const target = withRules(
     allowPrivateAddresses: z.boolean().default(false).meta({
       description: 'Allow a url that resolves to a link-local or cloud metadata address (169.254.0.0/16, fe80::/10).',
     }),
+    tls: targetTls.optional(),
   }),
   {
     rule: 'has(self.url) != has(self.service)',
     message: 'target sets exactly one of url and service',
+  },
+  {
+    rule: `!has(self.tls) || !self.tls.requireHttps || ${targetIsHttps}`,
+    message:
+      'target.tls.requireHttps refuses plain HTTP: use an https:// url (such as https://orders.example.com/hooks) or service.scheme: https',
+    fieldPath: '.tls.requireHttps',
+  },
+  {
+    rule: `!has(self.tls) || !(has(self.tls.clientCertificate) || has(self.tls.caBundle)) || ${targetIsHttps}`,
+    message:
+      'target.tls.clientCertificate and caBundle apply to HTTPS only: use an https:// url or service.scheme: https',
+    fieldPath: '.tls',
   },
 );
 
@@ -286,6 +341,11 @@ export const webhookSubscriptionSpec = withRules(
     message:
       'target.timeout must be shorter than ackWait, or JetStream hands the event out again while it is still being delivered',
     fieldPath: '.target.timeout',
+  },
+  {
+    rule: "!has(self.target.tls) || !self.target.tls.requireHttps || !has(self.deadLetter.sinkUrl) || self.deadLetter.sinkUrl.startsWith('https://')",
+    message: 'target.tls.requireHttps also refuses an http:// deadLetter.sinkUrl: use an https:// one',
+    fieldPath: '.deadLetter.sinkUrl',
   },
   {
     rule: `!has(self.retry.schedule) || self.retry.schedule.all(d, !${isDuration('d')} || duration(d) > duration("0s"))`,

@@ -33,7 +33,7 @@ import {
 import { ensureStream } from '../jetstream/streams.ts';
 import { durationMs } from '../runtime/duration.ts';
 import type { Logger } from '../runtime/log.ts';
-import { resolveSecrets, type SecretStore } from '../runtime/secrets.ts';
+import { mapSecrets, resolveSecrets, type SecretStore } from '../runtime/secrets.ts';
 import { AckBatcher } from './acks.ts';
 import { createDeadLetters } from './dead-letters.ts';
 import { type StoredEvent, storedEvent } from './event.ts';
@@ -53,7 +53,7 @@ import {
 } from './outcome.ts';
 import { retrySubject, sharedRetries } from './retries.ts';
 import { createSigner } from './signing.ts';
-import { Target, targetUrl } from './target.ts';
+import { Target, targetTlsOptions, targetUrl } from './target.ts';
 
 export { deadLetterHeaders } from './dead-letters.ts';
 
@@ -63,6 +63,8 @@ export interface DispatcherOptions {
   subscription: WebhookSubscription;
   sources: Source[];
   secrets: SecretStore;
+  /** Mounted ConfigMaps (a CA bundle), read like the Secrets; none by default. */
+  configMaps?: SecretStore;
   nc: NatsConnection;
   registry: Registry;
   logger: Logger;
@@ -78,7 +80,11 @@ export interface Dispatcher {
 }
 
 /** Builds the request for one attempt and sends it: shared by delivery and dead-letter replay. */
-export function createDelivery(subscription: WebhookSubscription, secrets: SecretStore) {
+export function createDelivery(
+  subscription: WebhookSubscription,
+  secrets: SecretStore,
+  configMaps: SecretStore = mapSecrets({}),
+) {
   const spec = subscription.spec;
   const namespace = subscription.metadata.namespace ?? 'default';
   const signer = spec.signing
@@ -96,6 +102,7 @@ export function createDelivery(subscription: WebhookSubscription, secrets: Secre
     timeoutMs: durationMs(spec.target.timeout),
     connections: spec.concurrency,
     allowPrivateAddresses: spec.target.allowPrivateAddresses,
+    tls: targetTlsOptions(spec.target.tls, secrets, configMaps),
   });
   return {
     target,
@@ -221,7 +228,7 @@ function deliveryPhases(
   const name = subscription.metadata.name;
   const policy = retryPolicy(spec.retry);
   const filter = spec.filter ? compileFilter(spec.filter) : undefined;
-  const delivery = createDelivery(subscription, options.secrets);
+  const delivery = createDelivery(subscription, options.secrets, options.configMaps);
   const deadLetters = createDeadLetters({ spec, namespace, subscription: name, js: ctx.js, metrics, log, userAgent });
   const acks = new AckBatcher<JsMsg>();
   const leases = new Leases<JsMsg>(durationMs(spec.ackWait));
@@ -435,6 +442,7 @@ function startIntake(
 export async function replayDeadLetters(options: {
   subscription: WebhookSubscription;
   secrets: SecretStore;
+  configMaps?: SecretStore;
   nc: NatsConnection;
   logger: Logger;
 }): Promise<{ replayed: number; failed: number }> {
@@ -449,7 +457,7 @@ export async function replayDeadLetters(options: {
   });
   const total = info?.state.messages ?? 0;
   if (total === 0) return { replayed: 0, failed: 0 };
-  const delivery = createDelivery(subscription, options.secrets);
+  const delivery = createDelivery(subscription, options.secrets, options.configMaps);
   let replayed = 0;
   let failed = 0;
   try {

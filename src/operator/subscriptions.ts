@@ -26,7 +26,13 @@ import {
   writeStatus,
 } from './context.ts';
 import { matchEventTypes } from './event-types.ts';
-import { dispatcherName, natsSecretRefs, renderSubscription, subscriptionSecretRefs } from './render.ts';
+import {
+  dispatcherName,
+  natsSecretRefs,
+  renderSubscription,
+  subscriptionConfigMapRefs,
+  subscriptionSecretRefs,
+} from './render.ts';
 import type { Check } from './status.ts';
 
 const readyFrom: string[] = [
@@ -58,10 +64,12 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
   let terminal = false;
 
   checks.push(filterCheck(spec.filter));
-  const secrets = await resolveSecrets(ctx, namespace, [
-    ...subscriptionSecretRefs(spec),
-    ...natsSecretRefs(ctx.render),
-  ]);
+  const secrets = await resolveSecrets(
+    ctx,
+    namespace,
+    [...subscriptionSecretRefs(spec), ...natsSecretRefs(ctx.render)],
+    subscriptionConfigMapRefs(spec),
+  );
   checks.push(secrets.check);
 
   const endpoints = ctx.caches.endpoints.list(namespace) as unknown as ProviderEndpoint[];

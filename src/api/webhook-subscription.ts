@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { compileFilter } from '../filter/cel.ts';
+import { compileFilter, compileOrderingKey } from '../filter/cel.ts';
 import {
   conditions,
   configMapKeyRef,
@@ -249,6 +249,33 @@ export const webhookSubscriptionSpec = withRules(
         description:
           'CEL over {type, headers, body}; events for which it is not true are skipped. Checked when admitted.',
       }),
+    ordering: z
+      .object({
+        key: z
+          .string()
+          .min(1)
+          .max(4096)
+          .superRefine((expression, ctx) => {
+            try {
+              compileOrderingKey(expression);
+            } catch (err) {
+              ctx.addIssue({ code: 'custom', message: (err as Error).message });
+            }
+          })
+          .meta({
+            description:
+              'CEL over {type, headers, body} naming the key, such as body.order.id. Events of one key are delivered one at a time in the order they were received; an event without a key (the expression fails or is not a string or integer) is delivered without ordering.',
+          }),
+        onDeadLetter: z.enum(['Continue', 'DeadLetterRest']).default('Continue').meta({
+          description:
+            "When an event of a key is dead-lettered: Continue delivers the key's later events; DeadLetterRest dead-letters every later event of that key too, until the dead letters are replayed.",
+        }),
+      })
+      .optional()
+      .meta({
+        description:
+          'Per-key ordering: events with the same key reach the target in the order they were received, different keys in parallel up to concurrency. See docs/dispatcher.md.',
+      }),
     target: described(target, 'Where events are delivered: a url, or a service in the same namespace.'),
     format: z
       .object({
@@ -348,6 +375,18 @@ export const webhookSubscriptionSpec = withRules(
     fieldPath: '.deadLetter.sinkUrl',
   },
   {
+    rule: '!has(oldSelf.ordering) || has(self.ordering)',
+    message:
+      "ordering cannot be removed: the subscription's consumers hand events to one pinned dispatcher at a time, which JetStream cannot turn off again; delete the WebhookSubscription and create it without ordering",
+    transition: true,
+  },
+  {
+    rule: "!has(self.ordering) || self.ordering.onDeadLetter != 'DeadLetterRest' || self.deadLetter.enabled",
+    message:
+      'ordering.onDeadLetter: DeadLetterRest keeps the rest of a key as dead letters, so it needs deadLetter.enabled: true; with dead letters disabled, use onDeadLetter: Continue',
+    fieldPath: '.ordering.onDeadLetter',
+  },
+  {
     rule: `!has(self.retry.schedule) || self.retry.schedule.all(d, !${isDuration('d')} || duration(d) > duration("0s"))`,
     message: 'retry.schedule delays must be positive',
     fieldPath: '.retry.schedule',
@@ -366,6 +405,19 @@ export const webhookSubscriptionStatus = z.object({
   ackPending: z.number().int().optional().meta({ description: 'Events being delivered or waiting for a retry.' }),
   redelivered: z.number().int().optional().meta({ description: 'Events handed out more than once.' }),
   deadLettered: z.number().int().optional().meta({ description: 'Events in the dead-letter stream.' }),
+  ordering: z
+    .object({
+      blockedKeys: z
+        .number()
+        .int()
+        .meta({ description: 'Keys whose next event waits for an earlier event of the key to be retried.' }),
+      blockedSince: z.string().optional().meta({
+        format: 'date-time',
+        description: "Since when the longest-blocked key has waited (when its event's retry was scheduled).",
+      }),
+    })
+    .optional()
+    .meta({ description: 'With spec.ordering: keys held back by a retrying event, and for how long.' }),
   lastAckTime: z.string().optional().meta({
     format: 'date-time',
     description: 'When the dispatcher last finished with an event: delivered, filtered out or dead-lettered.',

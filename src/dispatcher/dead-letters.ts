@@ -9,7 +9,8 @@ import type { DispatcherMetrics } from './metrics.ts';
 import { type AttemptResult, describeResult } from './outcome.ts';
 import { Target } from './target.ts';
 
-export type DeadLetterReason = 'exhausted' | 'permanent';
+/** ordering: an earlier event of the key was dead-lettered and spec.ordering.onDeadLetter is DeadLetterRest. */
+export type DeadLetterReason = 'exhausted' | 'permanent' | 'ordering';
 
 /** Headers of a dead letter: the original ones, and why and after how many attempts it failed. */
 export function deadLetterHeaders(

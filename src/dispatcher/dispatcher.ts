@@ -30,6 +30,7 @@ import {
   eventFilterSubject,
   headers as h,
 } from '../jetstream/layout.ts';
+import { orderingStreamConfig } from '../jetstream/ordering.ts';
 import { ensureStream } from '../jetstream/streams.ts';
 import { durationMs } from '../runtime/duration.ts';
 import type { Logger } from '../runtime/log.ts';
@@ -41,6 +42,8 @@ import { formatEvent } from './format.ts';
 import { flowGate, pullSize, type SourceWindow } from './gate.ts';
 import { Leases } from './leases.ts';
 import { type DispatcherMetrics, dispatcherMetrics } from './metrics.ts';
+import { startOrderedIntake } from './ordered-intake.ts';
+import { orderingLedger } from './ordering.ts';
 import {
   type AttemptResult,
   attemptOutcome,
@@ -124,7 +127,7 @@ export function createDelivery(
 }
 
 /** One source stream of the subscription, as the intake sees it. */
-interface SourceLoop extends SourceWindow {
+export interface SourceLoop extends SourceWindow {
   stream: string;
   /** `<namespace>/<endpoint>`, for events stored without a Hookyard-Endpoint header. */
   endpoint: string;
@@ -153,15 +156,17 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   if (sources.some((s) => s.paused) || spec.paused) metrics.paused(true);
 
   const deliver = deliveryPhases(options, { js, jsm, metrics, log, sources: sources.map((s) => s.loop) });
-  const intake = startIntake(
-    sources.map((s) => s.loop),
-    deliver,
-    {
-      paused: spec.paused,
-      fetchExpiresMs: options.fetchExpiresMs ?? 5000,
-      log,
-    },
-  );
+  const fetchExpiresMs = options.fetchExpiresMs ?? 5000;
+  const loops = sources.map((s) => s.loop);
+  const ordering = spec.ordering;
+  let intake: { stopping: boolean; stop(): Promise<void> };
+  if (!ordering) intake = startIntake(loops, deliver, { paused: spec.paused, fetchExpiresMs, log });
+  else if (spec.paused) intake = startIntake([], deliver, { paused: true, fetchExpiresMs, log });
+  else {
+    await ensureStream(jsm, orderingStreamConfig(namespace, name, spec.deadLetter.maxAge));
+    const options_ = { spec: { ...spec, ordering }, namespace, subscription: name, jsm, js, log, fetchExpiresMs };
+    intake = await startOrderedIntake(loops, deliver, { ...options_, registry: options.registry });
+  }
   const status = setInterval(async () => {
     try {
       let paused = spec.paused;
@@ -213,6 +218,21 @@ async function openSources(options: DispatcherOptions, jsm: JetStreamManager, js
   return out;
 }
 
+/** What became of one event handed to `deliver`: settled (acked, terminated, or handed back at once), or waiting for a retry. */
+export type DeliveryOutcome = 'settled' | 'retrying';
+
+/** What per-key ordering needs to hear from the delivery phases (src/dispatcher/ordering.ts). */
+export interface OrderingHooks {
+  /** Before anything settles the event (ack, term) or attempts it: its retry record, if any, is removed. */
+  beforeAttempt(msg: JsMsg): Promise<void>;
+  /** Before the nak of a retry (or of a 410 pause): the event is recorded as waiting. */
+  beforeRetry(msg: JsMsg): Promise<void>;
+  /** Before a dead letter's original is terminated. */
+  beforeDeadLetter(msg: JsMsg): Promise<void>;
+  /** Whether the event's key already has a dead letter and the rest of the key follows it (DeadLetterRest). */
+  keyDeadLettered(msg: JsMsg): boolean;
+}
+
 /**
  * The phases after an event is pulled: match, gate, attempt, outcome, dead letter, ack. `deliver(msg, source)`
  * runs them for one event and settles it (ack, nak or term) whatever happens; it never rejects.
@@ -246,7 +266,7 @@ function deliveryPhases(
   }
 
   /** Match and gate: whether the event is attempted now (true), or was settled without an attempt (false). */
-  async function admit(msg: JsMsg, source: SourceLoop, event: StoredEvent): Promise<boolean> {
+  async function admit(msg: JsMsg, source: SourceLoop, event: StoredEvent, ordering?: OrderingHooks): Promise<boolean> {
     const typeMatches = !source.clientSideTypes || source.clientSideTypes.some((p) => subjectMatches(p, msg.subject));
     const matches =
       typeMatches &&
@@ -258,9 +278,14 @@ function deliveryPhases(
         metrics.filtered();
         return false;
       case 'exhausted':
+        await ordering?.beforeDeadLetter(msg);
         await deadLetters.store(msg, attempt - 1, 'exhausted');
         return false;
       case 'attempt':
+        if (ordering?.keyDeadLettered(msg)) {
+          await deadLetters.store(msg, attempt - 1, 'ordering');
+          return false;
+        }
         if (await gate.admit()) return true;
         msg.nak(); // stopping: not attempted, handed straight to whoever runs next
         return false;
@@ -268,7 +293,7 @@ function deliveryPhases(
   }
 
   /** One attempt and what follows it. Runs holding a gate slot. */
-  async function attemptAndSettle(msg: JsMsg, event: StoredEvent): Promise<void> {
+  async function attemptAndSettle(msg: JsMsg, event: StoredEvent, ordering?: OrderingHooks): Promise<DeliveryOutcome> {
     const attempt = msg.info.deliveryCount;
     const started = performance.now();
     const result = await delivery.send(event, attempt);
@@ -284,34 +309,45 @@ function deliveryPhases(
         const receivedAt = event.receivedAt ? Date.parse(event.receivedAt) : Number.NaN;
         metrics.delivered(Number.isNaN(receivedAt) ? undefined : (Date.now() - receivedAt) / 1000);
         log.debug(logged, 'delivered');
-        return;
+        return 'settled';
       }
       case 'retry':
+        await ordering?.beforeRetry(msg);
         retries.schedule(msg, decision.delayMs);
         metrics.retry();
         log.info({ ...logged, delayMs: decision.delayMs }, 'delivery failed, retry scheduled');
-        return;
+        return 'retrying';
       case 'pause':
         log.error(logged, 'target answered 410 Gone: subscription paused until resumed');
         await pauseConsumers();
+        await ordering?.beforeRetry(msg);
         retries.schedule(msg, null);
-        return;
+        return 'retrying';
       case 'dead-letter':
+        await ordering?.beforeDeadLetter(msg);
         await deadLetters.store(msg, attempt, decision.reason, result);
-        return;
+        return 'settled';
     }
   }
 
-  async function deliver(msg: JsMsg, source: SourceLoop): Promise<void> {
+  /**
+   * Runs every phase for one event. `event`: the event already read from `msg` (ordering reads it for the key);
+   * `ordering`: the hooks of an ordered subscription.
+   */
+  async function deliver(
+    msg: JsMsg,
+    source: SourceLoop,
+    event = storedEventOf(msg, source),
+    ordering?: OrderingHooks,
+  ): Promise<DeliveryOutcome> {
     leases.take(msg);
     try {
       const attempt = msg.info.deliveryCount;
       if (attempt > 1 && !retries.redelivered(msg)) metrics.possibleDuplicate();
-      const receivedAt = new Date(msg.info.timestampNanos / 1e6);
-      const event = storedEvent({ data: msg.data, headers: msg.headers, receivedAt }, source.endpoint);
-      if (!(await admit(msg, source, event))) return;
+      await ordering?.beforeAttempt(msg);
+      if (!(await admit(msg, source, event, ordering))) return 'settled';
       try {
-        await attemptAndSettle(msg, event);
+        return await attemptAndSettle(msg, event, ordering);
       } finally {
         gate.done();
       }
@@ -326,6 +362,7 @@ function deliveryPhases(
       } catch {
         // the connection is gone: JetStream hands the event out again after ackWait
       }
+      return 'retrying';
     } finally {
       leases.release(msg);
     }
@@ -333,6 +370,7 @@ function deliveryPhases(
 
   return {
     deliver,
+    leases,
     gate,
     breaker,
     targetOrigin: delivery.target.url.origin,
@@ -346,7 +384,13 @@ function deliveryPhases(
     },
   };
 }
-type DeliveryPhases = ReturnType<typeof deliveryPhases>;
+export type DeliveryPhases = ReturnType<typeof deliveryPhases>;
+
+/** The event a stream message holds, with its receive time and endpoint. */
+export function storedEventOf(msg: JsMsg, source: SourceLoop): StoredEvent {
+  const receivedAt = new Date(msg.info.timestampNanos / 1e6);
+  return storedEvent({ data: msg.data, headers: msg.headers, receivedAt }, source.endpoint);
+}
 
 /**
  * The fetch phase: per source, pulls of at most what the window and the breaker allow (`pullSize`), each event
@@ -359,7 +403,7 @@ function startIntake(
   options: { paused: boolean; fetchExpiresMs: number; log: Logger },
 ) {
   let stopping = false;
-  const running = new Set<Promise<void>>();
+  const running = new Set<Promise<unknown>>();
   const openPulls = new Set<{ stop(): void }>();
   // One promise that every waiting source loop shares, replaced each time it is resolved.
   let wakeUp: () => void = () => {};
@@ -456,7 +500,10 @@ export async function replayDeadLetters(options: {
     throw err;
   });
   const total = info?.state.messages ?? 0;
-  if (total === 0) return { replayed: 0, failed: 0 };
+  if (total === 0) {
+    await forgetDeadKeys(subscription, jsm, js);
+    return { replayed: 0, failed: 0 };
+  }
   const delivery = createDelivery(subscription, options.secrets, options.configMaps);
   let replayed = 0;
   let failed = 0;
@@ -480,5 +527,15 @@ export async function replayDeadLetters(options: {
   } finally {
     await delivery.target.close();
   }
+  if (failed === 0) await forgetDeadKeys(subscription, jsm, js);
   return { replayed, failed };
+}
+
+/** With onDeadLetter DeadLetterRest: once no dead letter is left, the keys that had one are delivered again. */
+async function forgetDeadKeys(subscription: WebhookSubscription, jsm: JetStreamManager, js: JetStreamClient) {
+  if (subscription.spec.ordering?.onDeadLetter !== 'DeadLetterRest') return;
+  const ledger = orderingLedger(jsm, js, subscription.metadata.namespace ?? 'default', subscription.metadata.name);
+  await ledger.clearDeadKeys().catch((err) => {
+    if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
+  });
 }

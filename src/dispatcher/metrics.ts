@@ -5,7 +5,7 @@ import { type StatusClass, statusClasses } from './outcome.ts';
 
 export const attemptOutcomes = ['delivered', 'retried', 'dead_lettered', 'paused'] as const;
 export type AttemptOutcome = (typeof attemptOutcomes)[number];
-export const deadLetterReasons = ['exhausted', 'permanent'] as const;
+export const deadLetterReasons = ['exhausted', 'permanent', 'ordering'] as const;
 
 const buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const latencyBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60, 300, 1800, 7200, 86400];
@@ -51,7 +51,7 @@ export function dispatcherMetrics(registry: Registry, namespace: string, subscri
   });
   const deadLetters = shared(Counter, {
     name: 'hookyard_dispatcher_dead_letters_total',
-    help: 'Events stored in the dead-letter stream: attempts exhausted or a permanent failure.',
+    help: 'Events stored in the dead-letter stream: attempts exhausted, a permanent failure, or (ordering) the rest of a key that had one.',
     labelNames: ['namespace', 'subscription', 'reason'],
     registers,
   });

@@ -12,6 +12,7 @@ import { targetUrl } from '../dispatcher/target.ts';
 import { consumerConfig, ensureConsumer } from '../jetstream/consumers.ts';
 import { deadLetterStreamConfig } from '../jetstream/dead-letters.ts';
 import { deadLetterStream, endpointStream } from '../jetstream/layout.ts';
+import { orderingStatus, orderingStream, orderingStreamConfig } from '../jetstream/ordering.ts';
 import { deleteStream, ensureStream } from '../jetstream/streams.ts';
 import {
   applyObject,
@@ -120,6 +121,20 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
   } else {
     ctx.metrics.deadLetters(namespace, name, undefined);
   }
+  let ordering: { blockedKeys: number; blockedSince?: string } | undefined;
+  if (spec.ordering) {
+    try {
+      await ensureStream(
+        ctx.jsm,
+        orderingStreamConfig(namespace, name, spec.deadLetter.maxAge, deadLetterReplicas(endpoints, sources)),
+      );
+      ordering = await orderingStatus(ctx.jsm, namespace, name);
+    } catch (err) {
+      if (isTerminal(err)) terminal = true;
+      else retry = true;
+      deadLetterProblem = [deadLetterProblem, `ordering stream: ${errorMessage(err)}`].filter(Boolean).join('; ');
+    }
+  }
   checks.push(consumerCheck(subscription, sources, consumers, deadLetterProblem));
   checks.push(eventTypesCheck(spec.eventTypes, sources, endpoints));
 
@@ -159,6 +174,7 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
       ackPending: counts.ackPending,
       redelivered: counts.redelivered,
       deadLettered,
+      ordering,
       lastAckTime: lastAckTime && !lastAckTime.startsWith('0001-') ? normalizeTime(lastAckTime) : undefined,
     },
     checks,
@@ -319,6 +335,7 @@ export async function finalizeSubscription(ctx: Context, raw: RawResource): Prom
   await removeConsumers(ctx, namespace, name, streams, []);
   const policy = (raw.spec.deadLetter as { deletionPolicy?: string } | undefined)?.deletionPolicy ?? 'Delete';
   if (policy === 'Delete') await deleteStream(ctx.jsm, deadLetterStream(namespace, name));
+  await deleteStream(ctx.jsm, orderingStream(namespace, name)); // bookkeeping only: nothing to retain
   await removeObjects(ctx, namespace, dispatcherName(name), [kinds.Deployment, kinds.ConfigMap]);
   ctx.metrics.forget(namespace, name);
 }

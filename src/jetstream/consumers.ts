@@ -9,7 +9,7 @@ import {
 } from '@nats-io/jetstream';
 import type { WebhookSubscriptionSpec } from '../api/webhook-subscription.ts';
 import { durationNanos } from '../runtime/duration.ts';
-import { endpointSubjects, eventFilterSubject } from './layout.ts';
+import { endpointSubjects, eventFilterSubject, replaySubject } from './layout.ts';
 import { configHolds } from './streams.ts';
 
 /**
@@ -45,6 +45,14 @@ export function consumerConfig(
     ack_wait: durationNanos(spec.ackWait),
     max_deliver: unlimitedDeliveries,
     max_ack_pending: spec.concurrency + retryBacklog,
+  };
+}
+
+/** The subscription's consumer on its replay stream: the events there already matched its event types. */
+export function replayConsumerConfig(namespace: string, subscription: string, spec: ConsumerSpec) {
+  return {
+    ...consumerConfig(namespace, subscription, '', spec),
+    filter_subjects: [replaySubject(namespace, subscription)],
   };
 }
 

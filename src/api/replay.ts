@@ -71,16 +71,19 @@ export const replayStatus = z
     events: z
       .array(
         z.object({
-          id: z.string(),
-          type: z.string(),
-          receivedAt: z.string().optional(),
+          id: z.string().meta({ description: 'The event id (Hookyard-Event-Id).' }),
+          type: z.string().meta({ description: 'The event type.' }),
+          receivedAt: z.string().optional().meta({ description: 'When the receiver stored it.' }),
         }),
       )
       .optional()
       .meta({ description: 'The selected events (the first 100): what a dry run would send.' }),
-    message: z.string().optional(),
-    startedAt: z.string().optional().meta({ format: 'date-time' }),
-    completedAt: z.string().optional().meta({ format: 'date-time' }),
+    message: z.string().optional().meta({ description: 'What was done, or what is wrong with the request.' }),
+    startedAt: z.string().optional().meta({ format: 'date-time', description: 'When the operator took the request.' }),
+    completedAt: z
+      .string()
+      .optional()
+      .meta({ format: 'date-time', description: 'When the replay was done (sent, listed or refused).' }),
   })
   .meta({ description: 'The last replay asked for with the hookyard.io/replay annotation.' });
 

@@ -79,14 +79,23 @@ export const target = withRules(
 
 export const signing = withRules(
   z.object({
-    scheme: z.enum(['standardWebhooks', 'hmac']).meta({
-      description: 'standardWebhooks: webhook-id, webhook-timestamp, webhook-signature headers; hmac: one header.',
+    scheme: z.enum(['standardWebhooks', 'hmac', 'stripe', 'proign']).meta({
+      description:
+        'standardWebhooks: webhook-id, webhook-timestamp and webhook-signature headers, v1 (HMAC) for a whsec_ secret ' +
+        'and v1a (Ed25519) for a whsk_ or PEM private key; hmac: one header with the HMAC of the body; stripe: ' +
+        'Stripe-Signature: t=...,v1=...; proign: X-Proign-Signature: sha256=<HMAC of the re-serialized JSON>, as ' +
+        "PROIGN's snippet checks. Every listed secret signs.",
     }),
-    header: httpHeaderName('For hmac: the signature header.').default('X-Hookyard-Signature'),
+    header: httpHeaderName(
+      'For hmac, stripe and proign: the signature header; left out, X-Hookyard-Signature, Stripe-Signature and X-Proign-Signature.',
+    ).optional(),
     algorithm: z.enum(['sha1', 'sha256', 'sha512']).default('sha256').meta({ description: 'For hmac: the hash.' }),
     encoding: z.enum(['hex', 'base64']).default('hex').meta({ description: 'For hmac: how the signature is written.' }),
     prefix: z.string().max(64).default('sha256=').meta({ description: 'For hmac: text before the signature.' }),
-    secretRefs: secretRefs('the signing secret'),
+    secretRefs: secretRefs(
+      'the signing secrets (for standardWebhooks whsec_... or an Ed25519 key, whsk_... or PEM)',
+      'each of them signs every delivery, so a receiver holding either one verifies',
+    ),
     secret: inlineSecret('secretRefs').optional(),
   }),
   {

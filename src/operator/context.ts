@@ -178,12 +178,25 @@ const parsed = new Map<string, { key: string; value: unknown }>();
 /** Forgets a deleted resource's parsed spec. */
 export const forgetParsed = (uid: string | undefined) => parsed.delete(uid ?? '');
 
+/** A field whose problems have a condition of their own instead of SpecValid (a filter: FilterValid). */
+export interface FieldCondition {
+  field: string;
+  type: string;
+  reason: string;
+}
+
 /**
  * The resource parsed with the same schemas dev mode and the admission webhook use. The API server has checked the
  * CRD's schema, but not what only the webhook checks (a filter that does not compile, say): a resource that got
- * past a cluster without the webhook is reported in its status and left alone.
+ * past a cluster without the webhook is reported in its status and left alone. When every problem is in a field of
+ * `fieldConditions`, that field's condition says so (FilterValid: FilterInvalid); otherwise SpecValid: InvalidSpec.
  */
-export async function parseOrReport<T>(ctx: Context, raw: RawResource, readyFrom: string[]): Promise<T | undefined> {
+export async function parseOrReport<T>(
+  ctx: Context,
+  raw: RawResource,
+  readyFrom: string[],
+  fieldConditions: FieldCondition[] = [],
+): Promise<T | undefined> {
   // Parsing runs the CEL rules, the larger part of a reconcile's own CPU: the spec of one generation is parsed once.
   const key = `${raw.metadata.uid}/${raw.metadata.generation}`;
   const cached = parsed.get(raw.metadata.uid ?? '');
@@ -194,15 +207,28 @@ export async function parseOrReport<T>(ctx: Context, raw: RawResource, readyFrom
     return value as T;
   } catch (err) {
     if (!(err instanceof InvalidResource)) throw err;
-    const check: Check = {
-      type: ConditionType.SpecValid,
-      status: false,
-      reason: Reason.InvalidSpec,
-      message: err.problems.join('; '),
-    };
-    await writeStatus(ctx, raw, {}, [check], [ConditionType.SpecValid, ...readyFrom]);
+    const checks = invalidSpecChecks(err.problems, fieldConditions);
+    await writeStatus(ctx, raw, {}, checks, [ConditionType.SpecValid, ...readyFrom]);
     return undefined;
   }
+}
+
+/**
+ * The conditions of a spec the schemas refuse: when every problem is in a field of `fieldConditions`, that field's
+ * condition (FilterValid: FilterInvalid); otherwise SpecValid: InvalidSpec with all of them (a CRD older than the
+ * operator lets through what the operator's schemas refuse: Helm does not upgrade CRDs).
+ */
+export function invalidSpecChecks(problems: string[], fieldConditions: FieldCondition[]): Check[] {
+  const fieldOf = (problem: string) => fieldConditions.find((f) => problem.startsWith(`${f.field}: `));
+  if (!problems.every(fieldOf)) {
+    return [{ type: ConditionType.SpecValid, status: false, reason: Reason.InvalidSpec, message: problems.join('; ') }];
+  }
+  return fieldConditions
+    .map((f): Check => {
+      const message = problems.filter((p) => fieldOf(p) === f).join('; ');
+      return { type: f.type, status: false, reason: f.reason, message };
+    })
+    .filter((check) => check.message !== '');
 }
 
 /**

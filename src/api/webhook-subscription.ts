@@ -16,6 +16,7 @@ import {
   secretKeyRef,
   secretRefs,
 } from './common.ts';
+import { replayStatus } from './replay.ts';
 import { withRules } from './rules.ts';
 
 const eventTypePattern = matching(
@@ -313,6 +314,18 @@ export const webhookSubscriptionSpec = withRules(
       })
       .prefault({})
       .meta({ description: 'Where events go that cannot be delivered: a stream of their own, to replay from.' }),
+    history: z
+      .object({
+        enabled: z.boolean().default(true).meta({
+          description: 'false: no record is kept of each delivery attempt (hookyard attempts shows nothing).',
+        }),
+        maxAge: duration('How long attempt records are kept, and replayed events wait to be sent.').default('168h'),
+        maxRecords: z.number().int().min(1000).max(1_000_000_000).default(1_000_000).meta({
+          description: 'At most this many attempt records; the oldest go first.',
+        }),
+      })
+      .prefault({})
+      .meta({ description: 'The record of every delivery attempt, in a stream of its own, and replays.' }),
     concurrency: z.number().int().min(1).max(1024).default(8).meta({
       description:
         'Deliveries in flight at once, per dispatcher pod: the target gets up to dispatcher.replicas times this.',
@@ -418,6 +431,7 @@ export const webhookSubscriptionStatus = z.object({
     })
     .optional()
     .meta({ description: 'With spec.ordering: keys held back by a retrying event, and for how long.' }),
+  replay: replayStatus.optional(),
   lastAckTime: z.string().optional().meta({
     format: 'date-time',
     description: 'When the dispatcher last finished with an event: delivered, filtered out or dead-lettered.',

@@ -89,8 +89,9 @@ export function createDeadLetters(options: DeadLetterOptions) {
         eventId: msg.headers?.get(h.eventId) ?? '',
         receivedAt: new Date(msg.info.timestampNanos / 1e6),
         attempts,
-        stream: msg.info.stream,
-        sequence: msg.seq,
+        // A replayed copy keeps naming the stream and sequence the event was first stored at.
+        stream: msg.headers?.get(h.sourceStream) || msg.info.stream,
+        sequence: Number(msg.headers?.get(h.sourceSequence) || msg.seq),
         result,
         error,
       });

@@ -20,8 +20,15 @@ import pkg from '../../package.json' with { type: 'json' };
 import type { Source } from '../api/sources.ts';
 import type { WebhookSubscription } from '../api/webhook-subscription.ts';
 import { compileFilter } from '../filter/cel.ts';
-import { consumerConfig, ensureConsumer, retryBacklog, subjectMatches } from '../jetstream/consumers.ts';
+import {
+  consumerConfig,
+  ensureConsumer,
+  replayConsumerConfig,
+  retryBacklog,
+  subjectMatches,
+} from '../jetstream/consumers.ts';
 import { deadLetterStreamConfig } from '../jetstream/dead-letters.ts';
+import { attemptStreamConfig, replayStreamConfig } from '../jetstream/history.ts';
 import {
   deadLetterStream,
   endpointOfStream,
@@ -29,6 +36,7 @@ import {
   endpointSubjects,
   eventFilterSubject,
   headers as h,
+  replayStream,
 } from '../jetstream/layout.ts';
 import { orderingStreamConfig } from '../jetstream/ordering.ts';
 import { ensureStream } from '../jetstream/streams.ts';
@@ -40,6 +48,7 @@ import { createDeadLetters } from './dead-letters.ts';
 import { type StoredEvent, storedEvent } from './event.ts';
 import { formatEvent } from './format.ts';
 import { flowGate, pullSize, type SourceWindow } from './gate.ts';
+import { attemptRecord, createHistory } from './history.ts';
 import { Leases } from './leases.ts';
 import { type DispatcherMetrics, dispatcherMetrics } from './metrics.ts';
 import { startOrderedIntake } from './ordered-intake.ts';
@@ -109,7 +118,11 @@ export function createDelivery(
   });
   return {
     target,
-    async send(event: StoredEvent, attempt: number, deliveryId = `${event.id}:${attempt}`): Promise<AttemptResult> {
+    async send(
+      event: StoredEvent,
+      attempt: number,
+      deliveryId = defaultDeliveryId(event, attempt),
+    ): Promise<AttemptResult> {
       const formatted = await formatEvent(event, spec.format);
       const headers: Record<string, string> = {
         ...extraHeaders,
@@ -119,12 +132,17 @@ export function createDelivery(
         'hookyard-attempt': String(attempt),
         'hookyard-event-id': event.id,
         'hookyard-event-type': event.type,
+        ...(event.replay ? { 'hookyard-replay': event.replay } : {}),
         ...signer?.(event.id, formatted.body),
       };
       return target.send({ method: spec.target.method, headers, body: formatted.body });
     },
   };
 }
+
+/** A replayed event gets delivery ids of its own: a target that drops repeated delivery ids still takes it. */
+const defaultDeliveryId = (event: StoredEvent, attempt: number) =>
+  event.replay ? `${event.id}:replay-${event.replay}:${attempt}` : `${event.id}:${attempt}`;
 
 /** One source stream of the subscription, as the intake sees it. */
 export interface SourceLoop extends SourceWindow {
@@ -134,6 +152,8 @@ export interface SourceLoop extends SourceWindow {
   consumer: Consumer;
   /** Event-type patterns the dispatcher checks itself when JetStream could not (overlapping patterns). */
   clientSideTypes?: string[];
+  /** The replay stream's loop, not a source's. */
+  replay?: true;
 }
 
 /**
@@ -152,6 +172,8 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   const jsm: JetStreamManager = await jetstreamManager(nc);
   const js: JetStreamClient = jetstream(nc);
   if (spec.deadLetter.enabled) await ensureStream(jsm, deadLetterStreamConfig(namespace, name, spec.deadLetter.maxAge));
+  if (spec.history.enabled) await ensureStream(jsm, attemptStreamConfig(namespace, name, spec.history));
+  await ensureStream(jsm, replayStreamConfig(namespace, name, spec.history));
   const sources = await openSources(options, jsm, js);
   if (sources.some((s) => s.paused) || spec.paused) metrics.paused(true);
 
@@ -170,8 +192,15 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   const status = setInterval(async () => {
     try {
       let paused = spec.paused;
-      for (const { loop } of sources) paused ||= (await jsm.consumers.info(loop.stream, name)).paused === true;
+      for (const { loop } of sources) {
+        if (!loop.replay) paused ||= (await jsm.consumers.info(loop.stream, name)).paused === true;
+      }
       metrics.paused(paused);
+      // A 410 pauses the replay consumer too; the sources' consumers say when it is over (resumed by the operator
+      // or by hand), and the replay consumer follows them.
+      const replay = sources.find((s) => s.loop.replay)?.loop;
+      if (!paused && replay && (await jsm.consumers.info(replay.stream, name)).paused === true)
+        await jsm.consumers.resume(replay.stream, name);
     } catch {
       // the next round tries again
     }
@@ -194,6 +223,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
 async function openSources(options: DispatcherOptions, jsm: JetStreamManager, js: JetStreamClient) {
   const spec = options.subscription.spec;
   const name = options.subscription.metadata.name;
+  const namespace = options.subscription.metadata.namespace ?? 'default';
   const out: { loop: SourceLoop; paused: boolean }[] = [];
   for (const source of options.sources) {
     const config = consumerConfig(source.namespace, name, source.endpoint, spec);
@@ -215,6 +245,20 @@ async function openSources(options: DispatcherOptions, jsm: JetStreamManager, js
     };
     out.push({ loop, paused: info.paused === true });
   }
+  // The replay stream is one more source: what a replay request queued goes through the same phases.
+  const replay = await ensureConsumer(jsm, replayStream(namespace, name), replayConsumerConfig(namespace, name, spec));
+  out.push({
+    loop: {
+      stream: replay.stream_name,
+      endpoint: '',
+      replay: true,
+      consumer: await js.consumers.get(replay.stream_name, name),
+      cap: spec.rateLimit ? 1 : spec.concurrency,
+      outstanding: 0,
+      held: 0,
+    },
+    paused: replay.paused === true,
+  });
   return out;
 }
 
@@ -250,6 +294,14 @@ function deliveryPhases(
   const filter = spec.filter ? compileFilter(spec.filter) : undefined;
   const delivery = createDelivery(subscription, options.secrets, options.configMaps);
   const deadLetters = createDeadLetters({ spec, namespace, subscription: name, js: ctx.js, metrics, log, userAgent });
+  const history = createHistory({
+    enabled: spec.history.enabled,
+    namespace,
+    subscription: name,
+    js: ctx.js,
+    log,
+    onFailure: metrics.attemptRecordFailed,
+  });
   const acks = new AckBatcher<JsMsg>();
   const leases = new Leases<JsMsg>(durationMs(spec.ackWait));
   const { gate, breaker } = flowGate(spec, metrics, log);
@@ -295,6 +347,7 @@ function deliveryPhases(
   /** One attempt and what follows it. Runs holding a gate slot. */
   async function attemptAndSettle(msg: JsMsg, event: StoredEvent, ordering?: OrderingHooks): Promise<DeliveryOutcome> {
     const attempt = msg.info.deliveryCount;
+    const startedAt = Date.now();
     const started = performance.now();
     const result = await delivery.send(event, attempt);
     const seconds = (performance.now() - started) / 1000;
@@ -302,6 +355,9 @@ function deliveryPhases(
     if (targetFailed(result, decision)) breaker?.failure();
     else breaker?.success();
     metrics.attempt(attemptOutcome[decision.action], statusClass(result), seconds);
+    if (event.replay) metrics.replayAttempt(attemptOutcome[decision.action]);
+    const record = { number: attempt, startedAt, durationMs: seconds * 1000, replay: event.replay };
+    history.record(attemptRecord(`${namespace}/${name}`, event, record, result, decision));
     const logged = { eventId: event.id, eventType: event.type, attempt, result: describeResult(result) };
     switch (decision.action) {
       case 'ack': {
@@ -381,6 +437,7 @@ function deliveryPhases(
       acks.flush();
       await delivery.target.close();
       await deadLetters.close();
+      await history.close();
     },
   };
 }

@@ -73,6 +73,18 @@ export function dispatcherMetrics(registry: Registry, namespace: string, subscri
     labelNames: ['namespace', 'subscription'],
     registers,
   });
+  const replayAttempts = shared(Counter, {
+    name: 'hookyard_dispatcher_replay_attempts_total',
+    help: 'Attempts to deliver events a replay request sent again, by what followed (also in attempts_total).',
+    labelNames: ['namespace', 'subscription', 'outcome'],
+    registers,
+  });
+  const recordsFailed = shared(Counter, {
+    name: 'hookyard_dispatcher_attempt_records_failed_total',
+    help: 'Attempt records JetStream did not store (the attempt stream unavailable or full): history has gaps.',
+    labelNames: ['namespace', 'subscription'],
+    registers,
+  });
   const duration = shared(Histogram, {
     name: 'hookyard_dispatcher_delivery_duration_seconds',
     help: 'Duration of one delivery attempt, by status class.',
@@ -117,11 +129,12 @@ export function dispatcherMetrics(registry: Registry, namespace: string, subscri
     failures.inc({ ...base, status_class }, 0);
     duration.zero({ ...base, status_class });
   }
+  for (const outcome of attemptOutcomes) replayAttempts.inc({ ...base, outcome }, 0);
   for (const reason of deadLetterReasons) {
     deadLetters.inc({ ...base, reason }, 0);
     discarded.inc({ ...base, reason }, 0);
   }
-  for (const c of [retries, delivered, filtered, duplicates]) c.inc(base, 0);
+  for (const c of [retries, delivered, filtered, duplicates, recordsFailed]) c.inc(base, 0);
   latency.zero(base);
   for (const g of [circuit, paused, inFlight, scheduledRetries]) g.set(base, 0);
 
@@ -131,6 +144,8 @@ export function dispatcherMetrics(registry: Registry, namespace: string, subscri
       duration.observe({ ...base, status_class: statusClass }, seconds);
       if (statusClass !== '2xx') failures.inc({ ...base, status_class: statusClass });
     },
+    replayAttempt: (outcome: AttemptOutcome) => replayAttempts.inc({ ...base, outcome }),
+    attemptRecordFailed: () => recordsFailed.inc(base),
     retry: () => retries.inc(base),
     delivered(latencySeconds: number | undefined) {
       delivered.inc(base);

@@ -9,7 +9,7 @@ import {
 } from '@nats-io/jetstream';
 import type { WebhookSubscriptionSpec } from '../api/webhook-subscription.ts';
 import { durationNanos } from '../runtime/duration.ts';
-import { endpointSubjects, eventFilterSubject } from './layout.ts';
+import { endpointSubjects, eventFilterSubject, replaySubject } from './layout.ts';
 import { configHolds } from './streams.ts';
 
 /**
@@ -62,6 +62,14 @@ export function consumerConfig(
           priority_timeout: durationNanos(spec.ackWait),
         }
       : {}),
+  };
+}
+
+/** The subscription's consumer on its replay stream: the events there already matched its event types. */
+export function replayConsumerConfig(namespace: string, subscription: string, spec: ConsumerSpec) {
+  return {
+    ...consumerConfig(namespace, subscription, '', spec),
+    filter_subjects: [replaySubject(namespace, subscription)],
   };
 }
 

@@ -663,7 +663,11 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
     assert.deepEqual(
       details
         .map((d) => d.name)
-        .filter((n) => n.startsWith(`hookyard_${namespace}_`) || n.startsWith(`hookyard-dlq_${namespace}_`)),
+        .filter((n) =>
+          ['hookyard', 'hookyard-dlq', 'hookyard-attempts', 'hookyard-replay'].some((p) =>
+            n.startsWith(`${p}_${namespace}_`),
+          ),
+        ),
       [],
     );
 

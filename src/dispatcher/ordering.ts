@@ -11,12 +11,7 @@
 //   unsettled event and starts. A record is written before its nak and removed before its event is attempted
 //   again, so a record always means a pending event; a missing record only makes a takeover wait longer.
 import { createHash } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
-import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
-import { Gauge, type Registry } from 'prom-client';
-import type { WebhookSubscriptionSpec } from '../api/webhook-subscription.ts';
-import { compileOrderingKey } from '../filter/cel.ts';
-import { orderingGroup } from '../jetstream/consumers.ts';
+import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import {
   deadKeyFilter,
   deadKeySubject,
@@ -25,8 +20,6 @@ import {
   retryRecordFilter,
   retryRecordSubject,
 } from '../jetstream/ordering.ts';
-import type { Logger } from '../runtime/log.ts';
-import type { StoredEvent } from './event.ts';
 
 /** Keys are kept and recorded as a hash: never the order id itself in NATS subjects, and a bounded length. */
 export const keyHash = (key: string) => createHash('sha256').update(key).digest('base64url').slice(0, 22);

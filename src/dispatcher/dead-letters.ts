@@ -43,6 +43,14 @@ export function deadLetterHeaders(
   return out;
 }
 
+/** What an ordered subscription does around a dead letter (src/dispatcher/ordered-intake.ts). */
+export interface DeadLetterOrdering {
+  /** After the dead letter's PubAck, before the original is terminated (DeadLetterRest records the key here). */
+  deadLettered(msg: JsMsg): Promise<void>;
+  /** Sends `+ACK` or `+TERM <reason>` for the message and returns once JetStream confirmed it. */
+  confirm(msg: JsMsg, how: string): Promise<void>;
+}
+
 export interface DeadLetterOptions {
   spec: WebhookSubscriptionSpec;
   namespace: string;
@@ -77,11 +85,21 @@ export function createDeadLetters(options: DeadLetterOptions) {
   }
 
   return {
-    /** Stores the event as a dead letter, then terminates the original (or only terminates it, when disabled). */
-    async store(msg: JsMsg, attempts: number, reason: DeadLetterReason, result?: AttemptResult): Promise<void> {
+    /**
+     * Stores the event as a dead letter, then terminates the original (or only terminates it, when disabled).
+     * `ordering`: the term is confirmed before this returns, so that the key's next event starts only then.
+     */
+    async store(
+      msg: JsMsg,
+      attempts: number,
+      reason: DeadLetterReason,
+      result?: AttemptResult,
+      ordering?: DeadLetterOrdering,
+    ): Promise<void> {
       const error = result ? undefined : 'attempts used up by deliveries that were interrupted';
+      const terminate = (why: string) => (ordering ? ordering.confirm(msg, `+TERM ${why}`) : msg.term(why));
       if (!spec.deadLetter.enabled) {
-        msg.term(`delivery failed (${reason}); dead letters are disabled`);
+        await terminate(`delivery failed (${reason}); dead letters are disabled`);
         metrics.discarded(reason);
         return;
       }
@@ -100,7 +118,8 @@ export function createDeadLetters(options: DeadLetterOptions) {
         msgID: `${msg.info.stream}:${msg.seq}`,
         headers,
       });
-      msg.term(`dead-lettered (${reason})`);
+      await ordering?.deadLettered(msg);
+      await terminate(`dead-lettered (${reason})`);
       metrics.deadLetter(reason);
       const last = error ?? describeResult(result as AttemptResult);
       log.warn({ eventId: msg.headers?.get(h.eventId), attempts, reason, last }, 'event dead-lettered');

@@ -44,7 +44,7 @@ import { durationMs } from '../runtime/duration.ts';
 import type { Logger } from '../runtime/log.ts';
 import { mapSecrets, resolveSecrets, type SecretStore } from '../runtime/secrets.ts';
 import { AckBatcher } from './acks.ts';
-import { createDeadLetters } from './dead-letters.ts';
+import { createDeadLetters, type DeadLetterOrdering } from './dead-letters.ts';
 import { type StoredEvent, storedEvent } from './event.ts';
 import { formatEvent } from './format.ts';
 import { flowGate, pullSize, type SourceWindow } from './gate.ts';
@@ -186,7 +186,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   else if (spec.paused) intake = startIntake([], deliver, { paused: true, fetchExpiresMs, log });
   else {
     await ensureStream(jsm, orderingStreamConfig(namespace, name, spec.deadLetter.maxAge));
-    const options_ = { spec: { ...spec, ordering }, namespace, subscription: name, jsm, js, log, fetchExpiresMs };
+    const options_ = { spec: { ...spec, ordering }, namespace, subscription: name, nc, jsm, js, log, fetchExpiresMs };
     intake = await startOrderedIntake(loops, deliver, { ...options_, registry: options.registry });
   }
   const status = setInterval(async () => {
@@ -265,16 +265,19 @@ async function openSources(options: DispatcherOptions, jsm: JetStreamManager, js
 /** What became of one event handed to `deliver`: settled (acked, terminated, or handed back at once), or waiting for a retry. */
 export type DeliveryOutcome = 'settled' | 'retrying';
 
-/** What per-key ordering needs to hear from the delivery phases (src/dispatcher/ordering.ts). */
-export interface OrderingHooks {
+/**
+ * What per-key ordering needs to hear from the delivery phases (src/dispatcher/ordering.ts). Its acks and terms
+ * are confirmed (`confirm`, not batched): the key's next event starts only once JetStream has settled this one.
+ */
+export interface OrderingHooks extends DeadLetterOrdering {
   /** Before anything settles the event (ack, term) or attempts it: its retry record, if any, is removed. */
   beforeAttempt(msg: JsMsg): Promise<void>;
   /** Before the nak of a retry (or of a 410 pause): the event is recorded as waiting. */
   beforeRetry(msg: JsMsg): Promise<void>;
-  /** Before a dead letter's original is terminated. */
-  beforeDeadLetter(msg: JsMsg): Promise<void>;
   /** Whether the event's key already has a dead letter and the rest of the key follows it (DeadLetterRest). */
   keyDeadLettered(msg: JsMsg): boolean;
+  /** Right before the attempt: false when this replica may have lost its pin (out of contact with NATS). */
+  inContact(): boolean;
 }
 
 /**
@@ -330,17 +333,23 @@ function deliveryPhases(
         metrics.filtered();
         return false;
       case 'exhausted':
-        await ordering?.beforeDeadLetter(msg);
-        await deadLetters.store(msg, attempt - 1, 'exhausted');
+        await deadLetters.store(msg, attempt - 1, 'exhausted', undefined, ordering);
         return false;
       case 'attempt':
         if (ordering?.keyDeadLettered(msg)) {
-          await deadLetters.store(msg, attempt - 1, 'ordering');
+          await deadLetters.store(msg, attempt - 1, 'ordering', undefined, ordering);
           return false;
         }
-        if (await gate.admit()) return true;
-        msg.nak(); // stopping: not attempted, handed straight to whoever runs next
-        return false;
+        if (!(await gate.admit())) {
+          msg.nak(); // stopping: not attempted, handed straight to whoever runs next
+          return false;
+        }
+        if (ordering && !ordering.inContact()) {
+          // The wait at the gate may have outlasted the pin: another replica may have this key now.
+          gate.cancel();
+          throw new Error('out of contact with NATS: not attempted');
+        }
+        return true;
     }
   }
 
@@ -361,7 +370,8 @@ function deliveryPhases(
     const logged = { eventId: event.id, eventType: event.type, attempt, result: describeResult(result) };
     switch (decision.action) {
       case 'ack': {
-        acks.ack(msg);
+        if (ordering) await ordering.confirm(msg, '+ACK');
+        else acks.ack(msg);
         const receivedAt = event.receivedAt ? Date.parse(event.receivedAt) : Number.NaN;
         metrics.delivered(Number.isNaN(receivedAt) ? undefined : (Date.now() - receivedAt) / 1000);
         log.debug(logged, 'delivered');
@@ -380,8 +390,7 @@ function deliveryPhases(
         retries.schedule(msg, null);
         return 'retrying';
       case 'dead-letter':
-        await ordering?.beforeDeadLetter(msg);
-        await deadLetters.store(msg, attempt, decision.reason, result);
+        await deadLetters.store(msg, attempt, decision.reason, result, ordering);
         return 'settled';
     }
   }

@@ -42,6 +42,11 @@ export class CircuitBreaker {
     if (this.state === 'half-open') this.#probing = true;
   }
 
+  /** A started delivery was not sent after all: a probe may start again. */
+  cancelled(): void {
+    this.#probing = false;
+  }
+
   success(): void {
     this.#failures = 0;
     this.#probing = false;

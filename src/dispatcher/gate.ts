@@ -53,6 +53,12 @@ export class FlowGate {
     this.pump();
   }
 
+  /** A delivery that was admitted did not start after all: its slot (and the breaker's probe) are free again. */
+  cancel(): void {
+    this.#options.breaker?.cancelled();
+    this.done();
+  }
+
   /** Starts as many waiting deliveries as may start now; call it when the breaker changes state. */
   pump(): void {
     const { concurrency, breaker, bucket } = this.#options;

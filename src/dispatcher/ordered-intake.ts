@@ -3,6 +3,7 @@
 // the header of ordering.ts, docs/architecture.md and docs/dispatcher.md.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { WebhookSubscriptionSpec } from '../api/webhook-subscription.ts';
 import { compileOrderingKey } from '../filter/cel.ts';
@@ -14,9 +15,6 @@ import type { DeliveryPhases, OrderingHooks, SourceLoop } from './dispatcher.ts'
 import { storedEventOf } from './dispatcher.ts';
 import type { StoredEvent } from './event.ts';
 import { type Held, KeyQueues, keyHash, orderingLedger, takeoverComplete } from './ordering.ts';
-
-/** The lane of events without a key: delivered without ordering, recorded like the others while retrying. */
-const unkeyed = unkeyedRecord;
 
 interface Item {
   msg: JsMsg;
@@ -30,6 +28,8 @@ interface SourceState {
   pin?: string;
   /** Newly pinned, or not pinned: nothing keyed starts until the takeover check passes. */
   recovering: boolean;
+  /** Whether anything was ever received here (a source that never had an event is not counted as recovering). */
+  received: boolean;
   checking: boolean;
   /** Events of this source with a retry record: sequence → key hash. */
   recorded: Map<number, string>;
@@ -46,6 +46,7 @@ export interface OrderedIntakeOptions {
   spec: WebhookSubscriptionSpec & { ordering: NonNullable<WebhookSubscriptionSpec['ordering']> };
   namespace: string;
   subscription: string;
+  nc: NatsConnection;
   jsm: JetStreamManager;
   js: JetStreamClient;
   registry: Registry;
@@ -77,6 +78,7 @@ export async function startOrderedIntake(sources: SourceLoop[], phases: Delivery
     loop,
     queues: new KeyQueues<Item>(),
     recovering: true,
+    received: false,
     checking: false,
     recorded: new Map(),
     deadKeys: new Set(),
@@ -84,9 +86,15 @@ export async function startOrderedIntake(sources: SourceLoop[], phases: Delivery
     reading: Promise.resolve(),
   }));
   const metrics = orderingMetrics(options.registry, options.namespace, options.subscription, states);
+  const contact = contactFence(options.nc, ackWaitMs - durationMs(spec.target.timeout), (reason) => {
+    log.warn({ reason }, 'ordering: out of contact with NATS; events handed back until the next takeover');
+    for (const state of states) handBack(state);
+  });
+  const confirmMs = Math.max(500, Math.min(5000, Math.floor(ackWaitMs / 4)));
 
   function hooks(state: SourceState, key: string): OrderingHooks {
     const stream = state.loop.stream;
+    const epoch = contact.epoch;
     return {
       async beforeAttempt(msg) {
         const recordedKey = state.recorded.get(msg.seq);
@@ -95,24 +103,43 @@ export async function startOrderedIntake(sources: SourceLoop[], phases: Delivery
         state.recorded.delete(msg.seq);
       },
       async beforeRetry(msg) {
-        await ledger.recordRetry(stream, msg.seq, key);
+        // Known before the publish: a record stored whose PubAck was lost is still removed before the next attempt.
         state.recorded.set(msg.seq, key);
+        await ledger.recordRetry(stream, msg.seq, key);
       },
-      async beforeDeadLetter() {
-        if (!deadLetterRest || key === unkeyed || state.deadKeys.has(key)) return;
+      async deadLettered() {
+        if (!deadLetterRest || key === unkeyedRecord || state.deadKeys.has(key)) return;
         await ledger.recordDeadKey(stream, key);
         state.deadKeys.add(key);
       },
-      keyDeadLettered: () => deadLetterRest && key !== unkeyed && state.deadKeys.has(key),
+      keyDeadLettered: () => deadLetterRest && key !== unkeyedRecord && state.deadKeys.has(key),
+      inContact() {
+        if (epoch === contact.epoch && contact.fresh()) return true;
+        metrics.fenced();
+        return false;
+      },
+      async confirm(msg, how) {
+        // Sent as a request: JetStream answers once it has applied it. Repeated until then; an ack or term of an
+        // event already settled is answered as well.
+        for (;;) {
+          try {
+            await options.nc.request(ackSubject(msg), how, { timeout: confirmMs });
+            return;
+          } catch (err) {
+            if (stopping || epoch !== contact.epoch) throw err;
+          }
+          await sleep(100);
+        }
+      },
     };
   }
 
   function start(state: SourceState, held: Held<Item>) {
     const { msg, event } = held.msg;
-    if (held.key === unkeyed) state.unkeyedInFlight.add(held.seq);
+    if (held.key === unkeyedRecord) state.unkeyedInFlight.add(held.seq);
     const p = phases.deliver(msg, state.loop, event, hooks(state, held.key)).then((outcome) => {
       running.delete(p);
-      if (held.key === unkeyed) {
+      if (held.key === unkeyedRecord) {
         state.unkeyedInFlight.delete(held.seq);
         return;
       }
@@ -125,13 +152,13 @@ export async function startOrderedIntake(sources: SourceLoop[], phases: Delivery
 
   /** Starts every event that may start now; they wait for a slot at the flow gate, in the order they were ready. */
   function pump(state: SourceState) {
-    if (state.recovering || stopping) return;
+    if (state.recovering || stopping || !contact.fresh()) return;
     for (let held = state.queues.next(); held; held = state.queues.next()) start(state, held);
   }
 
   async function enqueue(state: SourceState, msg: JsMsg) {
     const event = storedEventOf(msg, state.loop);
-    let key = unkeyed;
+    let key = unkeyedRecord;
     try {
       const value = keyOf({ type: event.type, headers: event.originalHeaders, body: await event.view() });
       if (value !== undefined) key = keyHash(value);
@@ -144,7 +171,7 @@ export async function startOrderedIntake(sources: SourceLoop[], phases: Delivery
       return;
     }
     const held = { seq: msg.seq, key, msg: { msg, event } };
-    if (key === unkeyed) {
+    if (key === unkeyedRecord) {
       start(state, held);
       return;
     }
@@ -160,6 +187,7 @@ export async function startOrderedIntake(sources: SourceLoop[], phases: Delivery
       msg.nak();
       return;
     }
+    state.received = true;
     const pin = msg.headers?.get('Nats-Pin-Id') || undefined;
     if (pin !== state.pin) {
       state.pin = pin;
@@ -181,22 +209,7 @@ export async function startOrderedIntake(sources: SourceLoop[], phases: Delivery
     void (async () => {
       while (state.recovering && !stopping) {
         try {
-          const info = await state.loop.consumer.info();
-          const records = await ledger.retries(state.loop.stream);
-          const held = [...state.queues.seqs(), ...state.unkeyedInFlight];
-          if (state.pin && takeoverComplete(info.num_ack_pending, held, info.delivered.stream_seq, records.keys())) {
-            for (const [seq, key] of records) {
-              state.recorded.set(seq, key);
-              if (key !== unkeyed) state.queues.await(key, seq);
-            }
-            if (deadLetterRest) state.deadKeys = await ledger.deadKeys(state.loop.stream);
-            state.recovering = false;
-            log.info(
-              { stream: state.loop.stream, held: state.queues.held, waitingForRetry: records.size },
-              'ordering: pinned, delivering',
-            );
-            break;
-          }
+          if (state.pin && (await takeoverDone(state))) break;
           metrics.takeoverWait();
         } catch (err) {
           log.warn(
@@ -211,19 +224,88 @@ export async function startOrderedIntake(sources: SourceLoop[], phases: Delivery
     })();
   }
 
+  /** One takeover check; when it passes, the ledger's records block their keys and delivery starts. */
+  async function takeoverDone(state: SourceState): Promise<boolean> {
+    const info = await state.loop.consumer.info();
+    const records = await stillPending(state, await ledger.retries(state.loop.stream), info.ack_floor.stream_seq);
+    const held = [...state.queues.seqs(), ...state.unkeyedInFlight];
+    if (!takeoverComplete(info.num_ack_pending, held, info.delivered.stream_seq, records.keys())) return false;
+    for (const [seq, key] of records) {
+      state.recorded.set(seq, key);
+      if (key !== unkeyedRecord) state.queues.await(key, seq);
+    }
+    if (deadLetterRest) state.deadKeys = await ledger.deadKeys(state.loop.stream);
+    state.recovering = false;
+    log.info(
+      { stream: state.loop.stream, held: state.queues.held, waitingForRetry: records.size },
+      'ordering: pinned, delivering',
+    );
+    return true;
+  }
+
+  /**
+   * The records whose event can still come back: one at or below the consumer's ack floor was settled (its
+   * record outlived it), one below the stream's first sequence was removed by the stream's limits. Those are
+   * purged, so that they neither block a key nor stand in for an event still in flight elsewhere.
+   */
+  async function stillPending(state: SourceState, records: Map<number, string>, ackFloor: number) {
+    if (records.size === 0) return records;
+    const firstSeq = (await options.jsm.streams.info(state.loop.stream)).state.first_seq;
+    for (const [seq, key] of records) {
+      if (seq > ackFloor && seq >= firstSeq) continue;
+      await ledger.clearRetry(state.loop.stream, seq, key);
+      records.delete(seq);
+      state.recorded.delete(seq);
+      state.queues.unblock(key, seq);
+    }
+    return records;
+  }
+
+  /**
+   * While pinned, every few seconds: events a key waits for that will never come back (settled, or removed by
+   * the stream's limits while waiting for their retry) stop blocking it, and the keys with a dead letter are read
+   * again (a replay of the dead letters clears them).
+   */
+  async function sweep() {
+    while (!stopping) {
+      await sleep(Math.max(1000, Math.min(10_000, ackWaitMs)));
+      for (const state of states) {
+        if (state.recovering || stopping) continue;
+        try {
+          const awaited = state.queues.awaited();
+          if (awaited.size > 0) {
+            const info = await state.loop.consumer.info();
+            await stillPending(state, awaited, info.ack_floor.stream_seq);
+          }
+          if (deadLetterRest) state.deadKeys = await ledger.deadKeys(state.loop.stream);
+        } catch (err) {
+          log.warn({ error: (err as Error).message, stream: state.loop.stream }, 'ordering: sweep failed');
+        }
+        pump(state);
+      }
+    }
+  }
+
   /** No longer pinned (another replica is): what waits here goes back at once; deliveries in flight finish. */
   function handBack(state: SourceState) {
     for (const held of state.queues.drain()) {
       phases.leases.release(held.msg.msg);
-      held.msg.msg.nak();
+      try {
+        held.msg.msg.nak();
+      } catch {
+        // the connection is gone: JetStream hands it out again after ackWait
+      }
     }
     state.pin = undefined;
     state.recovering = true;
-    log.warn({ stream: state.loop.stream }, 'ordering: another replica is pinned; events handed back');
   }
 
   async function watch(state: SourceState, messages: ConsumerMessages) {
-    for await (const status of messages.status()) if (status.type === 'consumer_unpinned') handBack(state);
+    for await (const status of messages.status()) {
+      if (status.type !== 'consumer_unpinned') continue;
+      handBack(state);
+      log.warn({ stream: state.loop.stream }, 'ordering: another replica is pinned; events handed back');
+    }
   }
 
   async function run(state: SourceState) {
@@ -242,12 +324,14 @@ export async function startOrderedIntake(sources: SourceLoop[], phases: Delivery
   }
 
   const loops = Promise.all(states.map(run));
+  const swept = sweep();
   return {
     get stopping() {
       return stopping;
     },
     async stop() {
       stopping = true;
+      contact.stop();
       for (const state of states) {
         state.messages?.stop();
         for (const held of state.queues.drain()) {
@@ -259,21 +343,79 @@ export async function startOrderedIntake(sources: SourceLoop[], phases: Delivery
       await loops;
       await Promise.all(states.map((s) => s.reading));
       while (running.size > 0) await Promise.all([...running]);
+      await swept;
+      metrics.remove();
+    },
+  };
+}
+
+/** The subject JetStream takes a message's acks on (the message's reply subject, which JsMsg does not type). */
+const ackSubject = (msg: JsMsg) => (msg as JsMsg & { reply: string }).reply;
+
+/**
+ * Whether this replica can still count on its pin. JetStream moves the pin after ackWait without pulls, and hands
+ * this replica's events to the next one after ackWait without `working()`; neither reaches the server while the
+ * connection is down or stalled (a partition is noticed by the client's pings only after minutes). So a round trip
+ * to the server is timed every so often: an attempt starts only if the last one began less than
+ * `ackWait - target.timeout` ago (it then ends before the pin can have moved), and a disconnect or a longer gap
+ * counts as having lost the pin (`lost`: what waits is handed back, and a takeover check follows).
+ */
+function contactFence(nc: NatsConnection, freshMs: number, lost: (reason: string) => void) {
+  let stopped = false;
+  let epoch = 0;
+  let at = Date.now();
+  const statuses = nc.status();
+  const lose = (reason: string) => {
+    epoch++;
+    lost(reason);
+  };
+  void (async () => {
+    for await (const status of statuses) {
+      if (stopped) break;
+      if (status.type === 'disconnect') lose('disconnected');
+    }
+  })();
+  void (async () => {
+    const every = Math.max(50, Math.min(1000, Math.floor(freshMs / 4)));
+    while (!stopped) {
+      const sent = Date.now();
+      try {
+        await nc.flush();
+      } catch {
+        await sleep(every);
+        continue;
+      }
+      if (stopped) break;
+      const gap = sent - at;
+      at = sent;
+      if (gap >= freshMs) lose(`no answer from NATS for ${gap} ms`);
+      await sleep(every);
+    }
+  })();
+  return {
+    get epoch() {
+      return epoch;
+    },
+    fresh: () => Date.now() - at < freshMs,
+    stop() {
+      stopped = true;
+      (statuses as { stop?: () => void }).stop?.();
     },
   };
 }
 
 /** The subscriptions of each registry whose ordering state the gauges read at scrape time, and the counter. */
 type Watched = Map<string, { namespace: string; subscription: string; states: SourceState[] }>;
-const watched = new WeakMap<Registry, { subscriptions: Watched; waits: Counter }>();
+const watched = new WeakMap<Registry, { subscriptions: Watched; waits: Counter; fenced: Counter; gauges: Gauge[] }>();
 
 /** Keys blocked (and for how long), events waiting behind their key, and takeovers, read at scrape time. */
 function orderingMetrics(registry: Registry, namespace: string, subscription: string, states: SourceState[]) {
   let shared = watched.get(registry);
   if (!shared) {
     const all: Watched = new Map();
-    const gauge = (name: string, help: string, read: (states: SourceState[]) => number) =>
-      new Gauge({
+    const gauges: Gauge[] = [];
+    const gauge = (name: string, help: string, read: (states: SourceState[]) => number) => {
+      const g = new Gauge({
         name,
         help,
         labelNames: ['namespace', 'subscription'],
@@ -283,6 +425,8 @@ function orderingMetrics(registry: Registry, namespace: string, subscription: st
             this.set({ namespace: s.namespace, subscription: s.subscription }, read(s.states));
         },
       });
+      gauges.push(g);
+    };
     gauge(
       'hookyard_dispatcher_ordering_blocked_keys',
       'Ordered subscriptions: keys whose next event waits for an earlier event of the key to be retried.',
@@ -304,7 +448,8 @@ function orderingMetrics(registry: Registry, namespace: string, subscription: st
     gauge(
       'hookyard_dispatcher_ordering_recovering',
       "Ordered subscriptions: 1 while this replica is not pinned, or is pinned and waits for the previous holder's events.",
-      (ss) => (ss.some((s) => s.recovering) ? 1 : 0),
+      // The replay stream is usually empty: it counts once something was replayed to this replica.
+      (ss) => (ss.some((s) => s.recovering && (s.received || !s.loop.replay)) ? 1 : 0),
     );
     const waits = new Counter({
       name: 'hookyard_dispatcher_ordering_takeover_waits_total',
@@ -312,11 +457,29 @@ function orderingMetrics(registry: Registry, namespace: string, subscription: st
       labelNames: ['namespace', 'subscription'],
       registers: [registry],
     });
-    shared = { subscriptions: all, waits };
+    const fenced = new Counter({
+      name: 'hookyard_dispatcher_ordering_fenced_total',
+      help: 'Ordered subscriptions: events not attempted because this replica was out of contact with NATS and may have lost its pin.',
+      labelNames: ['namespace', 'subscription'],
+      registers: [registry],
+    });
+    shared = { subscriptions: all, waits, fenced, gauges };
     watched.set(registry, shared);
   }
-  shared.subscriptions.set(`${namespace}/${subscription}`, { namespace, subscription, states });
-  const { waits } = shared;
-  waits.inc({ namespace, subscription }, 0);
-  return { takeoverWait: () => waits.inc({ namespace, subscription }) };
+  const id = `${namespace}/${subscription}`;
+  shared.subscriptions.set(id, { namespace, subscription, states });
+  const { waits, fenced, gauges } = shared;
+  const labels = { namespace, subscription };
+  waits.inc(labels, 0);
+  fenced.inc(labels, 0);
+  return {
+    takeoverWait: () => waits.inc(labels),
+    fenced: () => fenced.inc(labels),
+    /** The subscription stopped: its series go (a dispatcher in dev mode runs many subscriptions in turn). */
+    remove() {
+      if (shared.subscriptions.get(id)?.states !== states) return;
+      shared.subscriptions.delete(id);
+      for (const metric of [waits, fenced, ...gauges]) metric.remove(labels);
+    },
+  };
 }

@@ -74,9 +74,11 @@ export class KeyQueues<M> {
     return n;
   }
 
-  has(seq: number, key: string): boolean {
-    const lane = this.#lanes.get(key);
-    return lane !== undefined && (lane.started?.seq === seq || lane.waiting.some((h) => h.seq === seq));
+  /** What each blocked key waits for: sequence → key. */
+  awaited(): Map<number, string> {
+    const out = new Map<number, string>();
+    for (const [key, lane] of this.#lanes) if (lane.awaiting !== undefined) out.set(lane.awaiting, key);
+    return out;
   }
 
   /** Every held sequence. */
@@ -161,6 +163,15 @@ export class KeyQueues<M> {
       lane.awaiting = seq;
       lane.blockedSince = since;
     }
+  }
+
+  /** Event `seq`, which key `key` waits for, will not come back (settled, or removed from the stream). */
+  unblock(key: string, seq: number): void {
+    const lane = this.#lanes.get(key);
+    if (lane?.awaiting !== seq) return;
+    lane.awaiting = undefined;
+    lane.blockedSince = undefined;
+    this.#markReady(key, lane);
   }
 
   /** Removes every waiting event and what each key awaits (to hand them back); started ones stay until settled. */

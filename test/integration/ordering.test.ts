@@ -7,14 +7,15 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { connect } from '@nats-io/transport-node';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
 import fc from 'fast-check';
 import { Registry } from 'prom-client';
 import { stringify } from 'yaml';
 import { startDispatcher } from '../../src/dispatcher/dispatcher.ts';
 import { deadLetterStream } from '../../src/jetstream/layout.ts';
-import { orderingStatus } from '../../src/jetstream/ordering.ts';
+import { orderingStatus, orderingStream } from '../../src/jetstream/ordering.ts';
 import { mapSecrets } from '../../src/runtime/secrets.ts';
+import { startNatsProxy } from '../harness/nats-proxy.ts';
 import { freePort, root, tempDir } from '../harness/servers.ts';
 import {
   eventually,
@@ -37,6 +38,37 @@ after(() => {
 });
 
 type Names = ReturnType<typeof uniqueNames>;
+
+/** A dispatcher of `spec` in this process, on a connection of its own (through `url`: a proxy, or the server). */
+async function inProcessReplica(names: Names, spec: Record<string, unknown>, url = natsUrl()) {
+  const nc: NatsConnection = await connect({ servers: url });
+  const registry = new Registry();
+  const d = await startDispatcher({
+    subscription: subscription(names, spec),
+    sources: [{ namespace: names.namespace, endpoint: names.endpoint }],
+    secrets: mapSecrets({}),
+    nc,
+    registry,
+    logger: quietLogger,
+  });
+  const metric = async (name: string, labels?: Record<string, string>) =>
+    metricValue(await registry.metrics(), name, labels);
+  return { d, nc, registry, metric };
+}
+
+async function stopReplica(replica: Awaited<ReturnType<typeof inProcessReplica>>) {
+  await replica.d.stop();
+  await replica.nc.close();
+}
+
+/** Nothing of the subscription's consumer left to deliver or to settle. */
+const settled = (nats: Awaited<ReturnType<typeof natsSetup>>, names: Names) => async () => {
+  const info = await nats.jsm.consumers.info(nats.stream, names.subscription);
+  return info.num_pending === 0 && info.num_ack_pending === 0;
+};
+
+const publishKeyed = (nats: Awaited<ReturnType<typeof natsSetup>>, names: Names, key: string, n: number) =>
+  publishEvent(nats.nc, names.namespace, names.endpoint, { type: 'order.updated', body: JSON.stringify({ key, n }) });
 
 /** `hookyard dispatcher` in a child process, with its metrics port. */
 function dispatcherProcess(config: string) {
@@ -391,5 +423,190 @@ describe('per-key ordering', () => {
     await dispatcher.stop();
     await target.close();
     await nats.nc.drain();
+  });
+  it("starts a key's next event only once JetStream has confirmed the ack of the one before", {
+    timeout: 60_000,
+  }, async (t) => {
+    const names = uniqueNames('ordering-ack');
+    const nats = await natsSetup(names.namespace, names.endpoint);
+    t.after(() => nats.nc.close());
+    const proxy = await startNatsProxy(natsUrl());
+    t.after(() => proxy.close());
+    const seen: number[] = [];
+    const target = await startTarget((r, res) => {
+      seen.push((JSON.parse(r.body.toString()) as { n: number }).n);
+      res.end();
+    });
+    t.after(() => target.close());
+    await publishKeyed(nats, names, 'a', 0);
+    await publishKeyed(nats, names, 'a', 1);
+    // The first ack is lost on its way, as when the pod dies or the connection drops right after sending it.
+    const ackLost = proxy.dropNext(
+      'to-server',
+      (frame) => frame.startsWith('PUB $JS.ACK.') && frame.includes('\r\n+ACK'),
+    );
+    const replica = await inProcessReplica(
+      names,
+      { target: { url: target.url, timeout: '1s' }, ackWait: '2s', ordering: { key: 'body.key' } },
+      proxy.url,
+    );
+    t.after(() => stopReplica(replica));
+    await ackLost;
+    await eventually(settled(nats, names));
+    // Had event 1 started on the lost ack, event 0 would have come back after ackWait and been sent after it.
+    assert.deepEqual(seen, [0, 1]);
+  });
+
+  it('a replica cut off from NATS attempts nothing more once the pin may have moved', {
+    timeout: 60_000,
+  }, async (t) => {
+    const names = uniqueNames('ordering-fence');
+    const nats = await natsSetup(names.namespace, names.endpoint);
+    t.after(() => nats.nc.close());
+    const proxy = await startNatsProxy(natsUrl());
+    t.after(() => proxy.close());
+    const arrivals: string[] = [];
+    let failed: () => void = () => {};
+    const firstFailed = new Promise<void>((ok) => (failed = ok));
+    const target = await startTarget((r, res) => {
+      const { key, n } = JSON.parse(r.body.toString()) as { key: string; n: number };
+      arrivals.push(`${key}${n}`);
+      if (arrivals.length === 1) {
+        res.statusCode = 503; // opens replica A's circuit: A's events wait at its gate
+        failed();
+      }
+      res.end();
+    });
+    t.after(() => target.close());
+    const spec = {
+      target: { url: target.url, timeout: '1s' },
+      ackWait: '2s',
+      concurrency: 1,
+      ordering: { key: 'body.key' },
+      retry: { backoff: { initialDelay: '50ms', maxDelay: '50ms', jitter: false } },
+      circuitBreaker: { enabled: true, failureThreshold: 1, openDuration: '10s' },
+    };
+    await publishKeyed(nats, names, 'f', 0);
+    await publishKeyed(nats, names, 'b', 0);
+    await publishKeyed(nats, names, 'b', 1);
+    const a = await inProcessReplica(names, spec, proxy.url);
+    t.after(() => stopReplica(a));
+    await firstFailed;
+    proxy.stall(); // A still reaches the target, not NATS: its pin and its events go to B after ackWait
+    const b = await inProcessReplica(names, spec);
+    t.after(() => stopReplica(b));
+    const bAfterB1 = () => arrivals.lastIndexOf('b0') > arrivals.indexOf('b1') && arrivals.includes('b1');
+    // A's circuit half-opens after 10 s and lets b0 through its gate: A either sends it (after B sent b1) or not.
+    await eventually(
+      async () =>
+        arrivals.includes('b1') && (bAfterB1() || (await a.metric('hookyard_dispatcher_ordering_fenced_total')) >= 1),
+    );
+    assert.ok(!bAfterB1(), `b0 sent again after b1: ${arrivals.join(' ')}`);
+    proxy.resume();
+    await eventually(settled(nats, names));
+    assert.ok(!bAfterB1(), `b0 sent again after b1: ${arrivals.join(' ')}`);
+  });
+
+  it('removes a retry record whose write was stored but not confirmed, so the key is not blocked at the next takeover', {
+    timeout: 60_000,
+  }, async (t) => {
+    const names = uniqueNames('ordering-record');
+    const nats = await natsSetup(names.namespace, names.endpoint);
+    t.after(() => nats.nc.close());
+    const proxy = await startNatsProxy(natsUrl());
+    t.after(() => proxy.close());
+    let attempts = 0;
+    const target = await startTarget((_r, res) => {
+      res.statusCode = attempts++ === 0 ? 503 : 200;
+      res.end();
+    });
+    t.after(() => target.close());
+    await publishKeyed(nats, names, 'a', 0);
+    const ledger = `"stream":"${orderingStream(names.namespace, names.subscription)}"`;
+    const pubAckLost = proxy.dropNext('to-client', (frame) => frame.includes(ledger));
+    const replica = await inProcessReplica(
+      names,
+      {
+        target: { url: target.url, timeout: '1s' },
+        ackWait: '10s',
+        ordering: { key: 'body.key' },
+        retry: { backoff: { initialDelay: '50ms', maxDelay: '50ms', jitter: false } },
+        circuitBreaker: { enabled: false },
+      },
+      proxy.url,
+    );
+    t.after(() => stopReplica(replica));
+    await pubAckLost;
+    await eventually(settled(nats, names));
+    await eventually(
+      async () => (await orderingStatus(nats.jsm, names.namespace, names.subscription)).blockedKeys === 0,
+    );
+  });
+
+  it('unblocks a key whose retrying event the stream removed (its limits) before it came back', {
+    timeout: 60_000,
+  }, async (t) => {
+    const names = uniqueNames('ordering-removed');
+    const nats = await natsSetup(names.namespace, names.endpoint);
+    t.after(() => nats.nc.close());
+    const seen: string[] = [];
+    const target = await startTarget((r, res) => {
+      const { n } = JSON.parse(r.body.toString()) as { n: number };
+      seen.push(`${n}`);
+      res.statusCode = n === 0 ? 503 : 200;
+      res.end();
+    });
+    t.after(() => target.close());
+    await publishKeyed(nats, names, 'a', 0);
+    await publishKeyed(nats, names, 'a', 1);
+    const replica = await inProcessReplica(names, {
+      target: { url: target.url, timeout: '1s' },
+      ackWait: '3s',
+      ordering: { key: 'body.key' },
+      retry: { backoff: { initialDelay: '1h', maxDelay: '1h', jitter: false } },
+      circuitBreaker: { enabled: false },
+    });
+    t.after(() => stopReplica(replica));
+    await eventually(async () => (await replica.metric('hookyard_dispatcher_ordering_blocked_keys')) === 1);
+    await nats.jsm.streams.deleteMessage(nats.stream, 1); // as max_age does to an event waiting for its retry
+    await eventually(() => seen.includes('1'));
+    await eventually(async () => (await replica.metric('hookyard_dispatcher_ordering_blocked_keys')) === 0);
+    assert.equal((await orderingStatus(nats.jsm, names.namespace, names.subscription)).blockedKeys, 0);
+  });
+
+  it('labels a dead letter whose store failed after the attempt by what the target answered, not as ordering', {
+    timeout: 60_000,
+  }, async (t) => {
+    const names = uniqueNames('ordering-dlq');
+    const nats = await natsSetup(names.namespace, names.endpoint);
+    t.after(() => nats.nc.close());
+    const proxy = await startNatsProxy(natsUrl());
+    t.after(() => proxy.close());
+    const target = await startTarget((_r, res) => {
+      res.statusCode = 400;
+      res.end();
+    });
+    t.after(() => target.close());
+    await publishKeyed(nats, names, 'a', 0);
+    const dlq = `"stream":"${deadLetterStream(names.namespace, names.subscription)}"`;
+    const pubAckLost = proxy.dropNext('to-client', (frame) => frame.includes(dlq));
+    const replica = await inProcessReplica(
+      names,
+      {
+        target: { url: target.url, timeout: '1s' },
+        ackWait: '10s',
+        ordering: { key: 'body.key', onDeadLetter: 'DeadLetterRest' },
+        circuitBreaker: { enabled: false },
+      },
+      proxy.url,
+    );
+    t.after(() => stopReplica(replica));
+    await pubAckLost;
+    const deadLetters = (reason: string) => replica.metric('hookyard_dispatcher_dead_letters_total', { reason });
+    await eventually(async () => (await deadLetters('permanent')) + (await deadLetters('ordering')) >= 1);
+    await eventually(settled(nats, names));
+    const all = (await replica.registry.metrics()).split('\n').filter((l) => l.includes('dead_letters_total'));
+    assert.equal(await deadLetters('permanent'), 1, all.join('\n'));
+    assert.ok(!((await deadLetters('ordering')) > 0), 'dead-lettered as ordering');
   });
 });

@@ -105,3 +105,17 @@ describe('takeoverComplete', () => {
     assert.equal(takeoverComplete(2, [4, 11], 10, []), false);
   });
 });
+
+describe('KeyQueues.unblock', () => {
+  it('lets a key go on when the event it waits for will not come back, and says what each key waits for', () => {
+    const queues = new KeyQueues<string>();
+    queues.await('a', 3, 1000);
+    queues.add({ seq: 7, key: 'a', msg: 'a7' });
+    assert.deepEqual([...queues.awaited()], [[3, 'a']]);
+    queues.unblock('a', 2);
+    assert.equal(queues.next(), undefined, 'a waits for 3, not 2');
+    queues.unblock('a', 3);
+    assert.equal(queues.next()?.msg, 'a7');
+    assert.deepEqual([...queues.awaited()], []);
+  });
+});

@@ -394,6 +394,13 @@ export const webhookSubscriptionSpec = withRules(
     transition: true,
   },
   {
+    rule: '!has(oldSelf.ordering) || !has(self.ordering) || self.ordering.key == oldSelf.ordering.key',
+    message:
+      'ordering.key cannot be changed: the events held and the ordering records of a running subscription are keyed by the old expression, so changing it would deliver a key out of order; create a new WebhookSubscription with the new key, and delete this one once it has delivered what it holds',
+    fieldPath: '.ordering.key',
+    transition: true,
+  },
+  {
     rule: "!has(self.ordering) || self.ordering.onDeadLetter != 'DeadLetterRest' || self.deadLetter.enabled",
     message:
       'ordering.onDeadLetter: DeadLetterRest keeps the rest of a key as dead letters, so it needs deadLetter.enabled: true; with dead letters disabled, use onDeadLetter: Continue',

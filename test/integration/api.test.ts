@@ -101,7 +101,7 @@ spec: { provider: generic, verification: [{ none: true }], stream: { storage: ${
     assert.equal(again.code, 0, again.stderr);
   });
 
-  it("refuses removing a subscription's ordering, which its pinned consumers cannot undo", async () => {
+  it("refuses removing a subscription's ordering, which its pinned consumers cannot undo, and changing its key", async () => {
     const sub = (ordering: string) => `
 apiVersion: hookyard.io/v1alpha1
 kind: WebhookSubscription
@@ -114,7 +114,13 @@ spec: { sources: [{ endpoint: shop }], target: { url: "http://orders.shop.svc:80
     assert.notEqual(removed.code, 0, `applied: ${removed.stdout}`);
     assert.match(removed.stderr, /ordering cannot be removed/);
     const changed = await kubectl(['apply', '--server-side', '-f', '-'], sub(', ordering: { key: body.id }'));
-    assert.equal(changed.code, 0, changed.stderr);
+    assert.notEqual(changed.code, 0, `applied: ${changed.stdout}`);
+    assert.match(changed.stderr, /ordering\.key cannot be changed/);
+    const same = await kubectl(
+      ['apply', '--server-side', '-f', '-'],
+      sub(', ordering: { key: body.order_id, onDeadLetter: Continue }'),
+    );
+    assert.equal(same.code, 0, same.stderr);
   });
 
   for (const bad of badResources) {

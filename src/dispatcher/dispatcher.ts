@@ -232,34 +232,29 @@ async function openSources(options: DispatcherOptions, jsm: JetStreamManager, js
     const all = endpointSubjects(source.namespace, source.endpoint);
     const patterns = spec.eventTypes.map((p) => eventFilterSubject(source.namespace, source.endpoint, p));
     const clientSideTypes = config.filter_subjects.includes(all) && !patterns.includes(all) ? patterns : undefined;
-    const loop: SourceLoop = {
-      stream: info.stream_name,
-      endpoint: `${source.namespace}/${source.endpoint}`,
-      consumer: await js.consumers.get(info.stream_name, name),
-      clientSideTypes,
-      // With a rate limit too: at most `concurrency` wait for their tokens, each under its lease, and one pulled at
-      // a time would make a target slower than the rate get one delivery at a time (seen on the real node).
-      cap: spec.concurrency,
-      outstanding: 0,
-      held: 0,
-    };
+    const consumer = await js.consumers.get(info.stream_name, name);
+    const endpoint = `${source.namespace}/${source.endpoint}`;
+    const loop = sourceLoop(spec, { stream: info.stream_name, endpoint, consumer, clientSideTypes });
     out.push({ loop, paused: info.paused === true });
   }
   // The replay stream is one more source: what a replay request queued goes through the same phases.
   const replay = await ensureConsumer(jsm, replayStream(namespace, name), replayConsumerConfig(namespace, name, spec));
-  out.push({
-    loop: {
-      stream: replay.stream_name,
-      endpoint: '',
-      replay: true,
-      consumer: await js.consumers.get(replay.stream_name, name),
-      cap: spec.rateLimit ? 1 : spec.concurrency,
-      outstanding: 0,
-      held: 0,
-    },
-    paused: replay.paused === true,
-  });
+  const consumer = await js.consumers.get(replay.stream_name, name);
+  const loop = sourceLoop(spec, { stream: replay.stream_name, endpoint: '', consumer, replay: true });
+  out.push({ loop, paused: replay.paused === true });
   return out;
+}
+
+/**
+ * The window of one source or of the replay stream, alike. With a rate limit too: at most `concurrency` wait for
+ * their tokens, each under its lease, and one pulled at a time would make a target slower than the rate get one
+ * delivery at a time (seen on the real node).
+ */
+function sourceLoop(
+  spec: WebhookSubscription['spec'],
+  of: Omit<SourceLoop, 'cap' | 'outstanding' | 'held'>,
+): SourceLoop {
+  return { ...of, cap: spec.concurrency, outstanding: 0, held: 0 };
 }
 
 /** What became of one event handed to `deliver`: settled (acked, terminated, or handed back at once), or waiting for a retry. */

@@ -2,13 +2,13 @@
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
 import { after, describe, it } from 'node:test';
-import type { NatsConnection } from '@nats-io/transport-node';
+import { type NatsConnection, headers as natsHeaders } from '@nats-io/transport-node';
 import { HTTP } from 'cloudevents';
 import { Registry } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
 import { type Dispatcher, replayDeadLetters, startDispatcher } from '../../src/dispatcher/dispatcher.ts';
 import { consumerConfig, ensureConsumer } from '../../src/jetstream/consumers.ts';
-import { deadLetterStream, headers as h } from '../../src/jetstream/layout.ts';
+import { deadLetterStream, headers as h, replaySubject } from '../../src/jetstream/layout.ts';
 import { mapSecrets } from '../../src/runtime/secrets.ts';
 import {
   eventually,
@@ -513,6 +513,25 @@ describe('dispatcher', () => {
     });
     for (let i = 0; i < 12; i++) await t.publish({ type: 'order.shipped', body: `{"i":${i}}` });
     await t.run();
+    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 12);
+    assert.equal(t.target.maxInFlight, 3);
+  });
+
+  it('keeps `concurrency` replayed deliveries in flight under a rate limit too', async () => {
+    const t = await setup({ concurrency: 3, rateLimit: { perSecond: 1000 } }, async (_r, res) => {
+      await new Promise((ok) => setTimeout(ok, 200));
+      res.end();
+    });
+    await t.run(); // makes the replay stream
+    for (let i = 0; i < 12; i++) {
+      const headers = natsHeaders();
+      headers.set(h.eventType, 'order.shipped');
+      headers.set(h.contentType, 'application/json');
+      headers.set(h.eventId, `evt_replayed_${i}`);
+      headers.set(h.replay, 'r1');
+      headers.set(h.sourceStream, t.nats.stream);
+      await t.nats.js.publish(replaySubject(t.names.namespace, t.names.subscription), `{"i":${i}}`, { headers });
+    }
     await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 12);
     assert.equal(t.target.maxInFlight, 3);
   });

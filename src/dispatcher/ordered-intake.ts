@@ -14,7 +14,7 @@ import type { Logger } from '../runtime/log.ts';
 import type { DeliveryPhases, OrderingHooks, SourceLoop } from './dispatcher.ts';
 import { storedEventOf } from './dispatcher.ts';
 import type { StoredEvent } from './event.ts';
-import { type Held, KeyQueues, keyHash, orderingLedger, takeoverComplete } from './ordering.ts';
+import { type Held, KeyQueues, keyHash, type OrderingLedger, orderingLedger, takeoverComplete } from './ordering.ts';
 
 interface Item {
   msg: JsMsg;
@@ -56,88 +56,25 @@ export interface OrderedIntakeOptions {
 
 export async function startOrderedIntake(sources: SourceLoop[], phases: DeliveryPhases, options: OrderedIntakeOptions) {
   const { spec, log } = options;
-  for (const source of sources) {
-    const info = await source.consumer.info();
-    if (info.config.priority_policy !== 'pinned_client') {
-      // Without a pinned consumer two replicas would deliver one key at once: refuse rather than misorder.
-      throw new Error(
-        `consumer ${info.name} on ${info.stream_name} is not pinned (priority_policy ${info.config.priority_policy ?? 'none'}): per-key ordering needs NATS 2.11 or later`,
-      );
-    }
-  }
+  await requirePinned(sources);
   const keyOf = compileOrderingKey(spec.ordering.key);
   const ledger = orderingLedger(options.jsm, options.js, options.namespace, options.subscription);
   const deadLetterRest = spec.ordering.onDeadLetter === 'DeadLetterRest';
   const ackWaitMs = durationMs(spec.ackWait);
-  // A pull must end well within the pin's timeout (ackWait), or the pinned replica would look gone.
-  const expires = Math.max(1000, Math.min(options.fetchExpiresMs, Math.floor(ackWaitMs / 2)));
-  const batch = Math.min(1024, Math.max(32, spec.concurrency * 4));
   let stopping = false;
   const running = new Set<Promise<void>>();
-  const states: SourceState[] = sources.map((loop) => ({
-    loop,
-    queues: new KeyQueues<Item>(),
-    recovering: true,
-    received: false,
-    checking: false,
-    recorded: new Map(),
-    deadKeys: new Set(),
-    unkeyedInFlight: new Set(),
-    reading: Promise.resolve(),
-  }));
+  const states = sources.map(sourceState);
   const metrics = orderingMetrics(options.registry, options.namespace, options.subscription, states);
   const contact = contactFence(options.nc, ackWaitMs - durationMs(spec.target.timeout), (reason) => {
     log.warn({ reason }, 'ordering: out of contact with NATS; events handed back until the next takeover');
     for (const state of states) handBack(state);
   });
-  const confirmMs = Math.max(500, Math.min(5000, Math.floor(ackWaitMs / 4)));
-
-  function hooks(state: SourceState, key: string): OrderingHooks {
-    const stream = state.loop.stream;
-    const epoch = contact.epoch;
-    return {
-      async beforeAttempt(msg) {
-        const recordedKey = state.recorded.get(msg.seq);
-        if (recordedKey === undefined) return;
-        await ledger.clearRetry(stream, msg.seq, recordedKey);
-        state.recorded.delete(msg.seq);
-      },
-      async beforeRetry(msg) {
-        // Known before the publish: a record stored whose PubAck was lost is still removed before the next attempt.
-        state.recorded.set(msg.seq, key);
-        await ledger.recordRetry(stream, msg.seq, key);
-      },
-      async deadLettered() {
-        if (!deadLetterRest || key === unkeyedRecord || state.deadKeys.has(key)) return;
-        await ledger.recordDeadKey(stream, key);
-        state.deadKeys.add(key);
-      },
-      keyDeadLettered: () => deadLetterRest && key !== unkeyedRecord && state.deadKeys.has(key),
-      inContact() {
-        if (epoch === contact.epoch && contact.fresh()) return true;
-        metrics.fenced();
-        return false;
-      },
-      async confirm(msg, how) {
-        // Sent as a request: JetStream answers once it has applied it. Repeated until then; an ack or term of an
-        // event already settled is answered as well.
-        for (;;) {
-          try {
-            await options.nc.request(ackSubject(msg), how, { timeout: confirmMs });
-            return;
-          } catch (err) {
-            if (stopping || epoch !== contact.epoch) throw err;
-          }
-          await sleep(100);
-        }
-      },
-    };
-  }
+  const ctx: Context = { options, ledger, contact, metrics, deadLetterRest, ackWaitMs, stopping: () => stopping };
 
   function start(state: SourceState, held: Held<Item>) {
     const { msg, event } = held.msg;
     if (held.key === unkeyedRecord) state.unkeyedInFlight.add(held.seq);
-    const p = phases.deliver(msg, state.loop, event, hooks(state, held.key)).then((outcome) => {
+    const p = phases.deliver(msg, state.loop, event, laneHooks(ctx, state, held.key)).then((outcome) => {
       running.delete(p);
       if (held.key === unkeyedRecord) {
         state.unkeyedInFlight.delete(held.seq);
@@ -209,7 +146,7 @@ export async function startOrderedIntake(sources: SourceLoop[], phases: Delivery
     void (async () => {
       while (state.recovering && !stopping) {
         try {
-          if (state.pin && (await takeoverDone(state))) break;
+          if (state.pin && (await takeoverDone(ctx, state))) break;
           metrics.takeoverWait();
         } catch (err) {
           log.warn(
@@ -222,68 +159,6 @@ export async function startOrderedIntake(sources: SourceLoop[], phases: Delivery
       state.checking = false;
       pump(state);
     })();
-  }
-
-  /** One takeover check; when it passes, the ledger's records block their keys and delivery starts. */
-  async function takeoverDone(state: SourceState): Promise<boolean> {
-    const info = await state.loop.consumer.info();
-    const records = await stillPending(state, await ledger.retries(state.loop.stream), info.ack_floor.stream_seq);
-    const held = [...state.queues.seqs(), ...state.unkeyedInFlight];
-    if (!takeoverComplete(info.num_ack_pending, held, info.delivered.stream_seq, records.keys())) return false;
-    for (const [seq, key] of records) {
-      state.recorded.set(seq, key);
-      if (key !== unkeyedRecord) state.queues.await(key, seq);
-    }
-    if (deadLetterRest) state.deadKeys = await ledger.deadKeys(state.loop.stream);
-    state.recovering = false;
-    log.info(
-      { stream: state.loop.stream, held: state.queues.held, waitingForRetry: records.size },
-      'ordering: pinned, delivering',
-    );
-    return true;
-  }
-
-  /**
-   * The records whose event can still come back: one at or below the consumer's ack floor was settled (its
-   * record outlived it), one below the stream's first sequence was removed by the stream's limits. Those are
-   * purged, so that they neither block a key nor stand in for an event still in flight elsewhere.
-   */
-  async function stillPending(state: SourceState, records: Map<number, string>, ackFloor: number) {
-    if (records.size === 0) return records;
-    const firstSeq = (await options.jsm.streams.info(state.loop.stream)).state.first_seq;
-    for (const [seq, key] of records) {
-      if (seq > ackFloor && seq >= firstSeq) continue;
-      await ledger.clearRetry(state.loop.stream, seq, key);
-      records.delete(seq);
-      state.recorded.delete(seq);
-      state.queues.unblock(key, seq);
-    }
-    return records;
-  }
-
-  /**
-   * While pinned, every few seconds: events a key waits for that will never come back (settled, or removed by
-   * the stream's limits while waiting for their retry) stop blocking it, and the keys with a dead letter are read
-   * again (a replay of the dead letters clears them).
-   */
-  async function sweep() {
-    while (!stopping) {
-      await sleep(Math.max(1000, Math.min(10_000, ackWaitMs)));
-      for (const state of states) {
-        if (state.recovering || stopping) continue;
-        try {
-          const awaited = state.queues.awaited();
-          if (awaited.size > 0) {
-            const info = await state.loop.consumer.info();
-            await stillPending(state, awaited, info.ack_floor.stream_seq);
-          }
-          if (deadLetterRest) state.deadKeys = await ledger.deadKeys(state.loop.stream);
-        } catch (err) {
-          log.warn({ error: (err as Error).message, stream: state.loop.stream }, 'ordering: sweep failed');
-        }
-        pump(state);
-      }
-    }
   }
 
   /** No longer pinned (another replica is): what waits here goes back at once; deliveries in flight finish. */
@@ -300,31 +175,8 @@ export async function startOrderedIntake(sources: SourceLoop[], phases: Delivery
     state.recovering = true;
   }
 
-  async function watch(state: SourceState, messages: ConsumerMessages) {
-    for await (const status of messages.status()) {
-      if (status.type !== 'consumer_unpinned') continue;
-      handBack(state);
-      log.warn({ stream: state.loop.stream }, 'ordering: another replica is pinned; events handed back');
-    }
-  }
-
-  async function run(state: SourceState) {
-    while (!stopping) {
-      try {
-        const messages = await state.loop.consumer.consume({ max_messages: batch, expires, group: orderingGroup });
-        state.messages = messages;
-        void watch(state, messages);
-        if (stopping) messages.stop();
-        for await (const msg of messages) receive(state, msg);
-      } catch (err) {
-        if (!stopping) log.warn({ error: (err as Error).message, stream: state.loop.stream }, 'pull failed; retrying');
-      }
-      if (!stopping) await sleep(500);
-    }
-  }
-
-  const loops = Promise.all(states.map(run));
-  const swept = sweep();
+  const loops = Promise.all(states.map((state) => pullLoop(ctx, state, { receive, handBack })));
+  const swept = sweep(ctx, states, pump);
   return {
     get stopping() {
       return stopping;
@@ -347,6 +199,186 @@ export async function startOrderedIntake(sources: SourceLoop[], phases: Delivery
       metrics.remove();
     },
   };
+}
+
+/** What the parts of one ordered intake share. */
+interface Context {
+  options: OrderedIntakeOptions;
+  ledger: OrderingLedger;
+  contact: ReturnType<typeof contactFence>;
+  metrics: ReturnType<typeof orderingMetrics>;
+  deadLetterRest: boolean;
+  ackWaitMs: number;
+  stopping(): boolean;
+}
+
+/** Without a pinned consumer two replicas would deliver one key at once: refuse rather than misorder. */
+async function requirePinned(sources: SourceLoop[]) {
+  for (const source of sources) {
+    const info = await source.consumer.info();
+    if (info.config.priority_policy !== 'pinned_client') {
+      throw new Error(
+        `consumer ${info.name} on ${info.stream_name} is not pinned (priority_policy ${info.config.priority_policy ?? 'none'}): per-key ordering needs NATS 2.11 or later`,
+      );
+    }
+  }
+}
+
+function sourceState(loop: SourceLoop): SourceState {
+  return {
+    loop,
+    queues: new KeyQueues<Item>(),
+    recovering: true,
+    received: false,
+    checking: false,
+    recorded: new Map(),
+    deadKeys: new Set(),
+    unkeyedInFlight: new Set(),
+    reading: Promise.resolve(),
+  };
+}
+
+/** Pulls one source in the priority group until stopped; `consumer_unpinned` hands back what waits here. */
+async function pullLoop(
+  ctx: Context,
+  state: SourceState,
+  on: { receive: (state: SourceState, msg: JsMsg) => void; handBack: (state: SourceState) => void },
+) {
+  const { spec, log } = ctx.options;
+  // A pull must end well within the pin's timeout (ackWait), or the pinned replica would look gone.
+  const expires = Math.max(1000, Math.min(ctx.options.fetchExpiresMs, Math.floor(ctx.ackWaitMs / 2)));
+  const batch = Math.min(1024, Math.max(32, spec.concurrency * 4));
+  const watch = async (messages: ConsumerMessages) => {
+    for await (const status of messages.status()) {
+      if (status.type !== 'consumer_unpinned') continue;
+      on.handBack(state);
+      log.warn({ stream: state.loop.stream }, 'ordering: another replica is pinned; events handed back');
+    }
+  };
+  while (!ctx.stopping()) {
+    try {
+      const messages = await state.loop.consumer.consume({ max_messages: batch, expires, group: orderingGroup });
+      state.messages = messages;
+      void watch(messages);
+      if (ctx.stopping()) messages.stop();
+      for await (const msg of messages) on.receive(state, msg);
+    } catch (err) {
+      if (!ctx.stopping())
+        log.warn({ error: (err as Error).message, stream: state.loop.stream }, 'pull failed; retrying');
+    }
+    if (!ctx.stopping()) await sleep(500);
+  }
+}
+
+/** The hooks the delivery phases call for one event of `key` (see OrderingHooks). */
+function laneHooks(ctx: Context, state: SourceState, key: string): OrderingHooks {
+  const { ledger, contact, metrics, deadLetterRest } = ctx;
+  const confirmMs = Math.max(500, Math.min(5000, Math.floor(ctx.ackWaitMs / 4)));
+  const stream = state.loop.stream;
+  const epoch = contact.epoch;
+  return {
+    async beforeAttempt(msg) {
+      const recordedKey = state.recorded.get(msg.seq);
+      if (recordedKey === undefined) return;
+      await ledger.clearRetry(stream, msg.seq, recordedKey);
+      state.recorded.delete(msg.seq);
+    },
+    async beforeRetry(msg) {
+      // Known before the publish: a record stored whose PubAck was lost is still removed before the next attempt.
+      state.recorded.set(msg.seq, key);
+      await ledger.recordRetry(stream, msg.seq, key);
+    },
+    async deadLettered() {
+      if (!deadLetterRest || key === unkeyedRecord || state.deadKeys.has(key)) return;
+      await ledger.recordDeadKey(stream, key);
+      state.deadKeys.add(key);
+    },
+    keyDeadLettered: () => deadLetterRest && key !== unkeyedRecord && state.deadKeys.has(key),
+    inContact() {
+      if (epoch === contact.epoch && contact.fresh()) return true;
+      metrics.fenced();
+      return false;
+    },
+    async confirm(msg, how) {
+      // Sent as a request: JetStream answers once it has applied it. Repeated until then; an ack or term of an
+      // event already settled is answered as well.
+      for (;;) {
+        try {
+          await ctx.options.nc.request(ackSubject(msg), how, { timeout: confirmMs });
+          return;
+        } catch (err) {
+          if (ctx.stopping() || epoch !== contact.epoch) throw err;
+        }
+        await sleep(100);
+      }
+    },
+  };
+}
+
+/** One takeover check; when it passes, the ledger's records block their keys and delivery starts. */
+async function takeoverDone(ctx: Context, state: SourceState): Promise<boolean> {
+  const { ledger } = ctx;
+  const { log } = ctx.options;
+  const info = await state.loop.consumer.info();
+  const records = await stillPending(ctx, state, await ledger.retries(state.loop.stream), info.ack_floor.stream_seq);
+  const held = [...state.queues.seqs(), ...state.unkeyedInFlight];
+  if (!takeoverComplete(info.num_ack_pending, held, info.delivered.stream_seq, records.keys())) return false;
+  for (const [seq, key] of records) {
+    state.recorded.set(seq, key);
+    if (key !== unkeyedRecord) state.queues.await(key, seq);
+  }
+  if (ctx.deadLetterRest) state.deadKeys = await ledger.deadKeys(state.loop.stream);
+  state.recovering = false;
+  log.info(
+    { stream: state.loop.stream, held: state.queues.held, waitingForRetry: records.size },
+    'ordering: pinned, delivering',
+  );
+  return true;
+}
+
+/**
+ * The records whose event can still come back: one at or below the consumer's ack floor was settled (its
+ * record outlived it), one below the stream's first sequence was removed by the stream's limits. Those are
+ * purged, so that they neither block a key nor stand in for an event still in flight elsewhere.
+ */
+async function stillPending(ctx: Context, state: SourceState, records: Map<number, string>, ackFloor: number) {
+  if (records.size === 0) return records;
+  const firstSeq = (await ctx.options.jsm.streams.info(state.loop.stream)).state.first_seq;
+  for (const [seq, key] of records) {
+    if (seq > ackFloor && seq >= firstSeq) continue;
+    await ctx.ledger.clearRetry(state.loop.stream, seq, key);
+    records.delete(seq);
+    state.recorded.delete(seq);
+    state.queues.unblock(key, seq);
+  }
+  return records;
+}
+
+/**
+ * While pinned, every few seconds: events a key waits for that will never come back (settled, or removed by
+ * the stream's limits while waiting for their retry) stop blocking it, and the keys with a dead letter are read
+ * again (a replay of the dead letters clears them).
+ */
+async function sweep(ctx: Context, states: SourceState[], pump: (state: SourceState) => void) {
+  const { ledger } = ctx;
+  const { log } = ctx.options;
+  while (!ctx.stopping()) {
+    await sleep(Math.max(1000, Math.min(10_000, ctx.ackWaitMs)));
+    for (const state of states) {
+      if (state.recovering || ctx.stopping()) continue;
+      try {
+        const awaited = state.queues.awaited();
+        if (awaited.size > 0) {
+          const info = await state.loop.consumer.info();
+          await stillPending(ctx, state, awaited, info.ack_floor.stream_seq);
+        }
+        if (ctx.deadLetterRest) state.deadKeys = await ledger.deadKeys(state.loop.stream);
+      } catch (err) {
+        log.warn({ error: (err as Error).message, stream: state.loop.stream }, 'ordering: sweep failed');
+      }
+      pump(state);
+    }
+  }
 }
 
 /** The subject JetStream takes a message's acks on (the message's reply subject, which JsMsg does not type). */

@@ -345,8 +345,12 @@ describe('per-key ordering', () => {
     const metric = async (name: string) => metricValue(await registry.metrics(), name);
     await eventually(async () => (await metric('hookyard_dispatcher_ordering_blocked_keys')) === 1);
     assert.equal(await metric('hookyard_dispatcher_ordering_waiting_events'), 1, 'the second event waits');
-    const status = await orderingStatus(nats.jsm, names.namespace, names.subscription);
-    assert.equal(status.blockedKeys, 1);
+    // Read while the event is retried: its record is removed before each attempt and written again after it.
+    let status = await orderingStatus(nats.jsm, names.namespace, names.subscription);
+    await eventually(async () => {
+      status = await orderingStatus(nats.jsm, names.namespace, names.subscription);
+      return status.blockedKeys === 1 && status.blockedSince !== undefined;
+    });
     assert.ok(status.blockedSince && Date.parse(status.blockedSince) <= Date.now(), status.blockedSince);
     failing = false;
     await eventually(async () => {

@@ -71,6 +71,14 @@ export const secretKeyRef = z
   .meta({ description: 'A key of a Secret in the same namespace.' });
 export type SecretKeyRef = z.infer<typeof secretKeyRef>;
 
+export const configMapKeyRef = z
+  .object({
+    name: objectName('Name of a ConfigMap in the resource namespace.'),
+    key: z.string().min(1).max(253).meta({ description: 'Key inside the ConfigMap.' }),
+  })
+  .meta({ description: 'A key of a ConfigMap in the same namespace.' });
+export type ConfigMapKeyRef = z.infer<typeof configMapKeyRef>;
+
 /** One or more Secret keys: list the new one beside the old one while rotating. */
 export const secretRefs = (what: string, rotation = 'any of them is accepted') =>
   z

@@ -23,7 +23,7 @@ import { createNamespace, installCRDs, kubeConfig, kubectl, requireEnv } from '.
 import { testNats } from '../harness/nats.ts';
 import { binDir, root, servingCertificate, tempDir } from '../harness/servers.ts';
 import { waitFor } from '../harness/wait.ts';
-import { type RunningOperator, simulatePods, startOperator } from '../harness/workloads.ts';
+import { type RunningOperator, startOperator } from '../harness/workloads.ts';
 import { publishEvent, quietLogger, startTarget } from './dispatcher-support.ts';
 
 describe('hookyard history commands', () => {
@@ -37,7 +37,6 @@ describe('hookyard history commands', () => {
   let dispatcher: Dispatcher | undefined;
   let nats: Awaited<ReturnType<typeof testNats>>;
   let target: Awaited<ReturnType<typeof startTarget>>;
-  let stopPods = () => {};
   let fixed = false;
   let env: NodeJS.ProcessEnv = {};
 
@@ -47,7 +46,6 @@ describe('hookyard history commands', () => {
     other = await createNamespace('hist-other');
     const cert = servingCertificate(join(work.path, 'cert'));
     const port = await freePort();
-    stopPods = simulatePods(mine);
     nats = await testNats();
     operator = await startOperator('operator-history', [
       ...['--namespaces', `${mine},${other}`, '--no-leader-election', '--status-interval', '1s'],
@@ -150,7 +148,6 @@ subjects: [{kind: ServiceAccount, name: reader, namespace: ${mine}}]
   });
   after(async () => {
     await dispatcher?.stop();
-    stopPods();
     operator?.kill('SIGKILL');
     await target?.close();
     await nats?.nc.close();

@@ -286,7 +286,7 @@ spec:
       namespace,
       body: { metadata: { name: 'partner-ca' }, data: { 'ca.crt': 'first CA' } },
     });
-    await waitReady('WebhookSubscription', 'private-ca');
+    await waitReconciled('WebhookSubscription', 'private-ca');
     const pod = async () =>
       (await apps.readNamespacedDeployment({ namespace, name: dispatcherName('private-ca') })).spec?.template;
     const first = await pod();

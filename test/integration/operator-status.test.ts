@@ -111,6 +111,19 @@ spec: { ${spec}, target: { url: "http://orders.shop.svc" } }
     assert.deepEqual(await consumerNames('later'), ['orphan'], 'no consumer for the subscription whose filter fails');
   });
 
+  it('reports a spec its schemas refuse beyond the filter as SpecValid False (InvalidSpec), every problem named', async () => {
+    // An ordering key that does not compile, beside a filter that does not either: like the filter, only the
+    // admission webhook refuses such a key at apply time. The filter's problem joins SpecValid's message.
+    const spec = 'sources: [{ endpoint: later }], ordering: { key: "body.order.id >" }, filter: "body.total >"';
+    await apply(subscription('bad-key', spec));
+    const r = await waitReason('WebhookSubscription', 'bad-key', ConditionType.Ready, Reason.InvalidSpec);
+    const specValid = condition(r, ConditionType.SpecValid);
+    assert.equal(specValid?.status, 'False');
+    assert.match(specValid?.message ?? '', /spec\.ordering\.key: /);
+    assert.match(specValid?.message ?? '', /spec\.filter: filter is not valid CEL/);
+    assert.ok(!(await consumerNames('later')).includes('bad-key'), 'a consumer for a refused subscription');
+  });
+
   it('publishes status.url with the Ingress host, and https:// with TLS', async () => {
     await apply(endpoint('plain', ', ingress: { host: hooks.example.com }'));
     await apply(endpoint('secure', ', ingress: { host: hooks.example.com, tls: { secretName: hooks-tls } }'));
@@ -217,6 +230,10 @@ spec: { ${spec}, target: { url: "http://orders.shop.svc" } }
       await ownOperator.stop();
       await server.stop();
       store.remove();
+    });
+    // Stopped only once the operator is connected: one that never was retries its first connection instead.
+    await waitFor('the operator ready on NATS', async () => {
+      return (await fetch(`http://127.0.0.1:${ownOperator.metricsPort}/readyz`)).status === 200;
     });
     await server.stop();
     const r = await kubectl(['apply', '--server-side', '-n', own, '-f', '-'], endpoint('while-down'));

@@ -238,6 +238,26 @@ describe('target.tls, end to end', () => {
     }
   });
 
+  it('does not start with a client key of another certificate or a CA bundle that is not PEM, naming only the objects', async () => {
+    const bad = mapSecrets({
+      mismatched: { 'tls.crt': pki.client.cert, 'tls.key': pki.strangerClient.key },
+      'not-pem': { 'ca.crt': Buffer.from('secret-looking bytes, not a certificate') },
+    });
+    const start = (tls: Record<string, unknown>) =>
+      dispatch({ target: { url: 'https://127.0.0.1:9/hooks', timeout: '2s', tls }, deadLetter: { maxAge: '1h' } }, bad);
+    const refused = async (tls: Record<string, unknown>, object: RegExp) => {
+      const err = await start(tls).then(
+        () => assert.fail('started'),
+        (e: Error) => e,
+      );
+      assert.equal(err.name, 'InvalidTlsMaterial', err.message);
+      assert.match(err.message, object);
+      assert.doesNotMatch(err.message, /BEGIN|secret-looking/, 'no bytes of the material');
+    };
+    await refused({ clientCertificate: { secretName: 'mismatched' } }, /Secret "mismatched" \(tls\.crt, tls\.key\)/);
+    await refused({ caBundle: { secretKeyRef: { name: 'not-pem', key: 'ca.crt' } } }, /Secret "not-pem" \(ca\.crt\)/);
+  });
+
   it('refuses a target whose certificate the CA bundle does not vouch for', async () => {
     const target = await mtlsTarget();
     const t = await deliver(target.url, {

@@ -55,13 +55,14 @@ async function handleWebhook(
   const key = `${params.namespace}/${params.endpoint}`;
   const state = options.endpoints().get(key);
   let outcome: Outcome | undefined;
+  let body: Buffer | undefined;
   try {
     if (!state) throw new Refused('not_found', `no ProviderEndpoint ${key}`);
     if (req.method !== 'POST') throw new Refused('method_not_allowed', 'webhooks are sent with POST');
     if ('error' in state) throw new Refused('unavailable', `endpoint ${key} is not ready: ${state.error}`);
     const { endpoint } = state;
     const route = checkRoute(endpoint, params.route);
-    const body = await readBody(req, bodyLimit(endpoint, options));
+    body = await readBody(req, bodyLimit(endpoint, options));
     const request = view(req, body, endpoint);
     if (!mediaKind(request.headers['content-type'])) state.metrics.contentTypeMismatch();
     if (isRegistrationCheck(endpoint, request.headers)) {
@@ -91,6 +92,9 @@ async function handleWebhook(
       state.metrics.count(outcome);
       state.metrics.requestSeconds(Number(process.hrtime.bigint() - started) / 1e9);
     }
+    // Everything that read the body is done; after a publish that did not succeed the NATS client may still hold
+    // it in its outbound buffer, to send on reconnect, so it is left to the GC then.
+    if (body && outcome !== 'unavailable') release(body);
   }
 }
 
@@ -146,13 +150,34 @@ async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       size += chunk.length;
       if (size > drainLimit) break;
       if (size <= limit) chunks.push(chunk);
-      else chunks.length = 0;
+      else {
+        release(chunk);
+        for (const kept of chunks.splice(0)) release(kept);
+      }
     }
   } catch {
     throw new Refused('invalid_payload', 'the request body was cut off');
   }
   if (size > limit) throw tooLarge();
-  return Buffer.concat(chunks, size);
+  // A body of its own (not a slice of Buffer's shared pool), so that it can be released when the request is done.
+  const body = Buffer.allocUnsafeSlow(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    at += chunk.copy(body, at);
+    release(chunk);
+  }
+  return body;
+}
+
+/**
+ * Frees a buffer's memory now rather than at V8's next full GC. Body chunks outlive a young-generation GC while
+ * a request is in flight, so V8 moves them to the old generation, whose GC runs rarely: under a stream of large
+ * bodies tens of MiB of them piled up there, and the process kept that memory (docs/benchmarks.md, fuzz). Only for
+ * a buffer that owns its whole ArrayBuffer (Node's HTTP body chunks, and bodies read here), once nothing reads it.
+ */
+function release(buffer: Buffer): void {
+  const whole = buffer.buffer;
+  if (whole instanceof ArrayBuffer && buffer.byteOffset === 0 && whole.byteLength === buffer.length) whole.transfer(0);
 }
 
 /** What a request's body is read as, decided once: parsed on first use, and never parsed again. */

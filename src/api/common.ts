@@ -71,14 +71,22 @@ export const secretKeyRef = z
   .meta({ description: 'A key of a Secret in the same namespace.' });
 export type SecretKeyRef = z.infer<typeof secretKeyRef>;
 
-/** One or more Secret keys, tried in order: list the new one beside the old one while rotating. */
-export const secretRefs = (what: string) =>
+export const configMapKeyRef = z
+  .object({
+    name: objectName('Name of a ConfigMap in the resource namespace.'),
+    key: z.string().min(1).max(253).meta({ description: 'Key inside the ConfigMap.' }),
+  })
+  .meta({ description: 'A key of a ConfigMap in the same namespace.' });
+export type ConfigMapKeyRef = z.infer<typeof configMapKeyRef>;
+
+/** One or more Secret keys: list the new one beside the old one while rotating. */
+export const secretRefs = (what: string, rotation = 'any of them is accepted') =>
   z
     .array(secretKeyRef, { error: (issue) => (issue.input === undefined ? secretRefsMessage : undefined) })
     .min(1)
     .max(8)
     .meta({
-      description: `Required. Secret keys holding ${what}. Several may be listed at once for rotation: any of them is accepted when checking, the first is used when signing.`,
+      description: `Required. Secret keys holding ${what}. Several may be listed at once for rotation: ${rotation}.`,
       [requiredByRule]: secretRefsMessage,
     });
 

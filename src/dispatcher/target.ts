@@ -1,12 +1,46 @@
 // Sending one request to the target: a keep-alive pool per target, a deadline per attempt, response bodies read
-// up to a cap, and link-local / cloud metadata addresses refused unless the subscription allows them.
+// up to a cap, link-local / cloud metadata addresses refused unless the subscription allows them, and the
+// subscription's TLS (a client certificate, a private CA) on every connection.
 import { lookup as dnsLookup, type LookupAddress, type LookupAllOptions, type LookupOneOptions } from 'node:dns';
 import { BlockList, isIP } from 'node:net';
 import { type Dispatcher, Pool } from 'undici';
 import type { WebhookSubscriptionSpec } from '../api/webhook-subscription.ts';
+import { resolveSecrets, type SecretStore } from '../runtime/secrets.ts';
 import { type AttemptResult, parseRetryAfter } from './outcome.ts';
 
 type TargetSpec = WebhookSubscriptionSpec['target'];
+
+/** What target.tls adds to each connection, as node:tls takes it. */
+export interface TlsOptions {
+  cert?: Buffer;
+  key?: Buffer;
+  /** Replaces the public roots: the target's certificate must chain to one of these. */
+  ca?: Buffer;
+}
+
+/**
+ * target.tls read from the mounted Secrets and ConfigMaps: the client certificate's tls.crt and tls.key, the CA
+ * bundle's key. A missing key throws MissingSecret (naming the object and key, not a value), which stops the start.
+ */
+export function targetTlsOptions(
+  tls: TargetSpec['tls'],
+  secrets: SecretStore,
+  configMaps: SecretStore,
+): TlsOptions | undefined {
+  if (!tls?.clientCertificate && !tls?.caBundle) return undefined;
+  const options: TlsOptions = {};
+  const client = tls.clientCertificate?.secretName;
+  if (client) {
+    [options.cert, options.key] = resolveSecrets(secrets, [
+      { name: client, key: 'tls.crt' },
+      { name: client, key: 'tls.key' },
+    ]);
+  }
+  const { secretKeyRef, configMapKeyRef } = tls.caBundle ?? {};
+  if (secretKeyRef) [options.ca] = resolveSecrets(secrets, [secretKeyRef]);
+  if (configMapKeyRef) [options.ca] = resolveSecrets(configMaps, [configMapKeyRef], 'ConfigMap');
+  return options;
+}
 
 /** A Service reference resolves through cluster DNS to `<scheme>://<name>.<namespace>.svc:<port><path>`. */
 export function targetUrl(target: TargetSpec, namespace: string): string {
@@ -76,6 +110,7 @@ export interface TargetOptions {
   maxResponseBytes?: number;
   /** Resolves the target's host name for each new connection (default dns.lookup; tests pass their own). */
   lookup?: Lookup;
+  tls?: TlsOptions;
 }
 
 export class Target {
@@ -102,6 +137,7 @@ export class Target {
       headersTimeout: options.timeoutMs,
       bodyTimeout: options.timeoutMs,
       connect: {
+        ...options.tls,
         timeout: options.timeoutMs,
         lookup: (options.allowPrivateAddresses
           ? options.lookup

@@ -2,8 +2,11 @@
 import { hmac, signatureEquals, timestampWithin } from './hmac.ts';
 import type { VerifyResult } from './standard-webhooks.ts';
 
-export function signStripe(secret: Uint8Array, timestampSeconds: number, body: Uint8Array): string {
-  return `t=${timestampSeconds},v1=${hmac('sha256', secret, `${timestampSeconds}.`, body).toString('hex')}`;
+/** One `v1=` per secret, in order, so a receiver holding either one accepts it while rotating (Stripe does the same). */
+export function signStripe(secrets: Uint8Array | Uint8Array[], timestampSeconds: number, body: Uint8Array): string {
+  const all = Array.isArray(secrets) ? secrets : [secrets];
+  const v1 = all.map((s) => `,v1=${hmac('sha256', s, `${timestampSeconds}.`, body).toString('hex')}`);
+  return `t=${timestampSeconds}${v1.join('')}`;
 }
 
 export function verifyStripe(

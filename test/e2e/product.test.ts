@@ -4,20 +4,22 @@
 // Then the cases `make demo` plays go from the host through the Ingress URL each ProviderEndpoint's status.url
 // reports, and must reach the target pods as the subscriptions say and be counted by the pods' metrics.
 import assert from 'node:assert/strict';
-import { chownSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { chownSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { stringify } from 'yaml';
 import { ConditionType, Reason } from '../../src/api/conditions.ts';
 import type { ProviderName } from '../../src/api/provider-endpoint.ts';
-import { endpointStream } from '../../src/jetstream/layout.ts';
+import { deadLetterStream, endpointStream } from '../../src/jetstream/layout.ts';
 import { providerSignature, type Sample, samples } from '../../src/providers/samples.ts';
 import { exampleDoc } from '../harness/examples.ts';
 import { chartDir, helm } from '../harness/helm.ts';
 import { kubectl, requireEnv } from '../harness/kube.ts';
 import { root } from '../harness/servers.ts';
-import { apply, eventually, images, recorded, rolledOut, sinkManifests } from './support.ts';
+import { type Answer, allReady, costs, hit, type PodGroup, pods, servingPod, startLoad } from './faults.ts';
+import { apply, eventually, images, recorded, rolledOut, sinkManifests, withNats } from './support.ts';
 
 const namespace = 'examples';
 const endpoints = ['fotoweb', 'printiq', 'proign', 'shopflix', 'siteflow'];
@@ -25,7 +27,11 @@ const endpoints = ['fotoweb', 'printiq', 'proign', 'shopflix', 'siteflow'];
 /** The part of NATS's /jsz?streams=true&config=true that says where each stream is. */
 interface JszStreams {
   account_details?: {
-    stream_detail?: { name: string; config?: { num_replicas?: number }; cluster?: { replicas?: unknown[] } }[];
+    stream_detail?: {
+      name: string;
+      config?: { num_replicas?: number };
+      cluster?: { leader?: string; replicas?: unknown[] };
+    }[];
   }[];
 }
 const ingressHost = 'hooks.hookyard.test';
@@ -348,54 +354,123 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
     );
   });
 
-  it('delivers every request answered 2xx while receiver pods are deleted and SIGKILLed under a burst', async (t) => {
+  it('delivers every request answered 2xx while receiver, dispatcher, operator-leader and NATS pods fail, one at a time, under load', async (t) => {
     const agent = agentFrom(requireEnv('HOOKYARD_E2E_HOST_IP'));
     const url = `${await endpointUrl('printiq')}/CreateJob?token=${secret('printiq-webhook', 'token')}`;
     const base = JSON.parse(samples.printiq?.[0]?.body.toString() ?? '{}') as Record<string, unknown>;
     const before = (await recorded(namespace, 'production-planning')).length;
-    const total = 300;
-    const answered = new Map<string, number>();
-    const faulted: number[] = [];
-    const faults: Record<number, () => Promise<void>> = {
-      100: async () => void faulted.push(await receiverFault('delete')),
-      200: async () => void faulted.push(await receiverFault('SIGKILL')),
+    const receivers = {
+      namespace,
+      selector: 'app.kubernetes.io/component=receiver,app.kubernetes.io/instance=printiq',
+      count: 2,
     };
-    let next = 0;
-    const worker = async () => {
-      for (let i = next++; i < total; i = next++) {
-        await faults[i]?.();
-        // printIQ deduplicates on the body's hash: each request is another job.
-        const body = JSON.stringify({ ...base, JobNo: `E2E-${i}` });
-        const headers = { 'content-type': 'application/json' };
-        const status = await request(url, { method: 'POST', body, headers, dispatcher: agent, headersTimeout: 10_000 })
-          .then(async (r) => {
-            await r.body.text();
-            return r.statusCode;
-          })
-          .catch(() => 0);
-        answered.set(`E2E-${i}`, status);
+    const dispatchers = {
+      namespace,
+      selector: 'app.kubernetes.io/component=dispatcher,app.kubernetes.io/instance=printiq-jobs',
+      count: 1,
+    };
+    const operators = { namespace: 'hookyard-system', selector: 'app.kubernetes.io/component=operator', count: 2 };
+    const nats = { namespace: 'nats', selector: 'app=nats', count: 3 };
+    const faults: {
+      fault: string;
+      group: PodGroup;
+      how: 'delete' | 'SIGKILL';
+      word: string;
+      pick: () => Promise<string>;
+    }[] = [];
+    for (const how of ['delete', 'SIGKILL'] as const) {
+      faults.push({
+        fault: `receiver pod ${how}`,
+        group: receivers,
+        how,
+        word: 'receiver',
+        pick: () => servingPod(receivers),
+      });
+    }
+    for (const how of ['delete', 'SIGKILL'] as const) {
+      faults.push({
+        fault: `dispatcher pod ${how}`,
+        group: dispatchers,
+        how,
+        word: 'dispatcher',
+        pick: () => servingPod(dispatchers),
+      });
+    }
+    for (const how of ['delete', 'SIGKILL'] as const) {
+      faults.push({ fault: `operator leader ${how}`, group: operators, how, word: 'operator', pick: operatorLeader });
+    }
+    // The server that leads the endpoint's stream: the one whose loss makes JetStream elect another.
+    for (const how of ['delete', 'SIGKILL'] as const) {
+      faults.push({
+        fault: `NATS stream leader ${how}`,
+        group: nats,
+        how,
+        word: 'nats-server',
+        pick: async () => (await printiqStream()).leader,
+      });
+    }
+    const healthy = () =>
+      allReady([receivers, dispatchers, operators, nats], async () => {
+        const stream = await printiqStream();
+        if (!stream.current) throw new Error(`the printiq stream is not current on every server: ${stream.detail}`);
+        const leader = await operatorLeader();
+        if (!(await pods(operators)).some((p) => p.metadata.name === leader)) {
+          throw new Error(`the Lease names ${leader}, not a live operator pod`);
+        }
+      });
+    const perSecond = 25;
+    await healthy();
+    const load = startLoad({
+      url,
+      agent,
+      perSecond,
+      max: 6000,
+      // printIQ deduplicates on the body's hash: each request is another job.
+      body: (id) => JSON.stringify({ ...base, JobNo: id }),
+      contentType: 'application/json',
+    });
+    const marks = [{ fault: 'none (before the faults)', at: Date.now() }];
+    const hits: string[] = [];
+    let answers: Answer[] = [];
+    try {
+      await sleep(3000);
+      for (const f of faults) {
+        await healthy();
+        // A few seconds of load on the whole set, so what the fault costs is not mixed with the last one's.
+        await sleep(3000);
+        const pod = await f.pick();
+        marks.push({ fault: f.fault, at: Date.now() });
+        hits.push(`${f.fault}: ${await hit(f.group.namespace, pod, f.how, f.word)}`);
       }
-    };
-    await Promise.all(Array.from({ length: 8 }, worker));
-    const accepted = [...answered].filter(([, s]) => s >= 200 && s < 300).map(([job]) => job);
+      await healthy();
+      await sleep(3000);
+    } finally {
+      answers = await load.stop();
+    }
+    const accepted = answers.filter((a) => a.status >= 200 && a.status < 300).map((a) => a.id);
     const arrived = await eventually(
       'every accepted job at production-planning',
       async () => {
         const jobs = (await recorded(namespace, 'production-planning'))
           .slice(before)
           .map((r) => (JSON.parse(r.body) as { JobNo?: string }).JobNo ?? '');
-        return accepted.every((j) => jobs.includes(j)) ? jobs : undefined;
+        const got = new Set(jobs);
+        return accepted.every((j) => got.has(j)) ? jobs : undefined;
       },
       180,
     );
-    const statuses: Record<string, number> = {};
-    for (const s of answered.values()) statuses[s] = (statuses[s] ?? 0) + 1;
     const duplicates = arrived.length - new Set(arrived).size;
+    const table = costs(answers, marks, perSecond);
+    for (const c of table) t.diagnostic(JSON.stringify(c));
     t.diagnostic(
-      `sent ${total}, answered ${JSON.stringify(statuses)}, delivered ${arrived.length}, duplicates ${duplicates}`,
+      `sent ${answers.length}, acknowledged ${accepted.length}, delivered ${arrived.length} (${new Set(arrived).size} distinct), duplicates ${duplicates}`,
     );
-    assert.deepEqual(faulted, [1, 1], 'one pod deleted, one receiver process SIGKILLed');
-    assert.ok(accepted.length > 0);
+    assert.deepEqual(
+      hits,
+      faults.map((f) => `${f.fault}: 1`),
+      'each fault hit one pod or one process',
+    );
+    assert.ok(accepted.length > answers.length / 2, `${accepted.length} of ${answers.length} acknowledged`);
   });
   it('says in status why receivers do not serve: pods that cannot be scheduled, then 0 replicas', async () => {
     // Receivers that ask for more memory than the node has stay Pending; with a short progress deadline the
@@ -450,6 +525,114 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
     );
     assert.equal((await kubectl(['-n', namespace, 'delete', 'providerendpoint', name, '--wait=true'])).code, 0);
   });
+  it('finishes a delete made while the operator is down in both ways docs/uninstall.md gives, leaving nothing behind', async () => {
+    const operators = { namespace: 'hookyard-system', selector: 'app.kubernetes.io/component=operator', count: 2 };
+    const scaleOperator = async (replicas: number) => {
+      const r = await kubectl([
+        '-n',
+        'hookyard-system',
+        'scale',
+        'deployment/hookyard-operator',
+        `--replicas=${replicas}`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      if (replicas > 0) return allReady([operators]);
+      await eventually(
+        'no operator pod left',
+        async () => ((await pods(operators)).length === 0 ? true : undefined),
+        120,
+      );
+    };
+    /** What of an endpoint and its subscription is still there: the resources, their objects, their streams. */
+    const leftOf = async (endpoint: string, subscription: string) => {
+      const left: string[] = [];
+      for (const [kind, name] of [
+        ['providerendpoint', endpoint],
+        ['webhooksubscription', subscription],
+      ]) {
+        const r = await kubectl(['-n', namespace, 'get', kind ?? '', name ?? '', '-o', 'name', '--ignore-not-found']);
+        if (r.stdout.trim()) left.push(r.stdout.trim());
+      }
+      const instances = `app.kubernetes.io/instance in (${endpoint},${subscription})`;
+      const objects = 'deployments,services,ingresses,configmaps,secrets';
+      const r = await kubectl(['-n', namespace, 'get', objects, '-o', 'name', '-l', instances]);
+      left.push(...r.stdout.trim().split('\n').filter(Boolean));
+      const jsz = await kubectl(['get', '--raw', '/api/v1/namespaces/nats/pods/nats-0:8222/proxy/jsz?streams=true']);
+      const streams = ((JSON.parse(jsz.stdout) as JszStreams).account_details ?? []).flatMap(
+        (a) => a.stream_detail ?? [],
+      );
+      const theirs = [endpointStream(namespace, endpoint), deadLetterStream(namespace, subscription)];
+      for (const s of streams) if (theirs.includes(s.name)) left.push(`stream ${s.name}`);
+      return left;
+    };
+    const stuck = async () => {
+      // The command docs/uninstall.md gives for what is stuck.
+      const r = await kubectl([
+        ...['get', 'hookyard', '-A', '-o'],
+        'jsonpath={range .items[?(@.metadata.deletionTimestamp)]}{.kind} {.metadata.namespace}/{.metadata.name}{"\\n"}{end}',
+      ]);
+      return r.stdout.trim().split('\n').filter(Boolean).sort();
+    };
+
+    // 1. Start the operator again: it finishes the pending deletes by itself.
+    await scaleOperator(0);
+    for (const kind of ['webhooksubscription/printiq-jobs', 'providerendpoint/printiq']) {
+      const r = await kubectl(['-n', namespace, 'delete', kind, '--wait=false']);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    assert.deepEqual(await stuck(), [
+      `ProviderEndpoint ${namespace}/printiq`,
+      `WebhookSubscription ${namespace}/printiq-jobs`,
+    ]);
+    assert.ok((await leftOf('printiq', 'printiq-jobs')).includes(`stream ${endpointStream(namespace, 'printiq')}`));
+    await scaleOperator(2);
+    const gone = await eventually(
+      'nothing left of printiq',
+      async () => ((await leftOf('printiq', 'printiq-jobs')).length === 0 ? true : undefined),
+      120,
+    ).catch(async (err: Error) =>
+      assert.fail(`${err.message}: ${(await leftOf('printiq', 'printiq-jobs')).join(', ')}`),
+    );
+    assert.equal(gone, true);
+
+    // 2. Remove the finalizers by hand, then what the operator would have removed in NATS, through a port-forward.
+    await scaleOperator(0);
+    for (const kind of ['webhooksubscription/siteflow-status', 'providerendpoint/siteflow']) {
+      const r = await kubectl(['-n', namespace, 'delete', kind, '--wait=false']);
+      assert.equal(r.code, 0, r.stderr);
+      const patch = await kubectl([
+        '-n',
+        namespace,
+        'patch',
+        kind,
+        '--type=merge',
+        '-p',
+        '{"metadata":{"finalizers":null}}',
+      ]);
+      assert.equal(patch.code, 0, patch.stderr);
+    }
+    await eventually(
+      'the owned objects collected',
+      async () => {
+        const left = await leftOf('siteflow', 'siteflow-status');
+        return left.every((l) => l.startsWith('stream ')) ? left : undefined;
+      },
+      120,
+    );
+    // What docs/uninstall.md says is left to remove by hand: the streams (the subscription's consumer is on the
+    // endpoint's stream and goes with it).
+    assert.deepEqual((await leftOf('siteflow', 'siteflow-status')).sort(), [
+      `stream ${deadLetterStream(namespace, 'siteflow-status')}`,
+      `stream ${endpointStream(namespace, 'siteflow')}`,
+    ]);
+    await withNats(async (jsm) => {
+      await jsm.streams.delete(endpointStream(namespace, 'siteflow'));
+      await jsm.streams.delete(deadLetterStream(namespace, 'siteflow-status'));
+    });
+    assert.deepEqual(await leftOf('siteflow', 'siteflow-status'), []);
+    assert.deepEqual(await stuck(), []);
+    await scaleOperator(2);
+  });
   it('leaves no stream, consumer, Deployment or Secret behind once every resource, then the chart, is deleted', async () => {
     const kinds = 'webhooksubscriptions.hookyard.io,providerendpoints.hookyard.io';
     const del = await kubectl(['-n', namespace, 'delete', kinds, '--all', '--wait=true', '--timeout=180s']);
@@ -480,7 +663,11 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
     assert.deepEqual(
       details
         .map((d) => d.name)
-        .filter((n) => n.startsWith(`hookyard_${namespace}_`) || n.startsWith(`hookyard-dlq_${namespace}_`)),
+        .filter((n) =>
+          ['hookyard', 'hookyard-dlq', 'hookyard-attempts', 'hookyard-replay'].some((p) =>
+            n.startsWith(`${p}_${namespace}_`),
+          ),
+        ),
       [],
     );
 
@@ -513,46 +700,37 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
   });
 });
 
-interface Pod {
-  metadata: { name: string; uid: string; deletionTimestamp?: string };
-  status?: { containerStatuses?: { ready: boolean }[] };
+/** The operator replica that holds the Lease: the one that reconciles. */
+async function operatorLeader(): Promise<string> {
+  const r = await kubectl([
+    '-n',
+    'hookyard-system',
+    'get',
+    'lease',
+    'hookyard-operator',
+    '-o',
+    'jsonpath={.spec.holderIdentity}',
+  ]);
+  if (r.code !== 0 || r.stdout === '') throw new Error(`no operator Lease holder: ${r.stderr}`);
+  return r.stdout;
 }
 
-/**
- * Deletes a serving printiq receiver pod, or SIGKILLs its process from the host (found by the pod's cgroup);
- * returns how many it hit.
- */
-async function receiverFault(how: 'delete' | 'SIGKILL'): Promise<number> {
-  const list = await kubectl([
-    '-n',
-    namespace,
-    'get',
-    'pods',
-    '-l',
-    'app.kubernetes.io/instance=printiq',
-    '-o',
-    'json',
-  ]);
-  // A serving one: not the one deleted before, nor its replacement still starting.
-  const pods = (JSON.parse(list.stdout) as { items: Pod[] }).items.filter(
-    (p) => !p.metadata.deletionTimestamp && p.status?.containerStatuses?.[0]?.ready,
-  );
-  const pod = pods[0] ?? assert.fail('no serving printiq receiver pod');
-  if (how === 'delete') {
-    const r = await kubectl(['-n', namespace, 'delete', 'pod', pod.metadata.name, '--wait=false']);
-    return r.code === 0 ? 1 : 0;
-  }
-  let killed = 0;
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      const inPod = readFileSync(`/proc/${pid}/cgroup`, 'utf8').includes(`pod${pod.metadata.uid}`);
-      if (inPod && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('receiver')) {
-        process.kill(Number(pid), 'SIGKILL');
-        killed++;
-      }
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return killed;
+/** Where the printiq endpoint's stream is: its leader, and whether every replica is current and none is lagging. */
+async function printiqStream(): Promise<{ leader: string; current: boolean; detail: string }> {
+  const cluster = async (server: string) => {
+    const r = await kubectl(['get', '--raw', `/api/v1/namespaces/nats/pods/${server}:8222/proxy/jsz?streams=true`]);
+    const jsz = JSON.parse(r.stdout) as JszStreams;
+    const name = endpointStream(namespace, 'printiq');
+    const stream = (jsz.account_details ?? []).flatMap((a) => a.stream_detail ?? []).find((d) => d.name === name);
+    return stream?.cluster ?? {};
+  };
+  // Only the leader knows how current the others are: ask any server which one it is, then ask the leader.
+  const { leader } = await cluster(await servingPod({ namespace: 'nats', selector: 'app=nats', count: 3 }));
+  const seen = leader ? await cluster(leader) : {};
+  const replicas = (seen.replicas ?? []) as { current?: boolean; lag?: number }[];
+  return {
+    leader: leader ?? '',
+    current: seen.leader === leader && replicas.length === 2 && replicas.every((x) => x.current && !x.lag),
+    detail: JSON.stringify(seen),
+  };
 }

@@ -1,8 +1,13 @@
 // Helpers of the real-node tests (test/e2e/, run by test/harness/node/run.ts): the images imported into the
 // node, recording sinks as pods, and reading what reached them through the API server's service proxy.
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { type JetStreamManager, jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
 import { stringify } from 'yaml';
 import { kubectl, requireEnv } from '../harness/kube.ts';
 import type { Images } from '../harness/node/images.ts';
+import { binDir } from '../harness/servers.ts';
 
 export const images = (): Images => JSON.parse(requireEnv('HOOKYARD_E2E_IMAGES')) as Images;
 export const ingressUrl = () => requireEnv('HOOKYARD_E2E_INGRESS_URL');
@@ -131,4 +136,34 @@ export async function eventually<T>(what: string, check: () => Promise<T | undef
     await new Promise((ok) => setTimeout(ok, 500));
   }
   throw new Error(`${what}: not within ${seconds}s${last ? ` (last error: ${(last as Error).message})` : ''}`);
+}
+
+/**
+ * Runs `use` with a JetStream manager connected to the nats-0 pod through `kubectl port-forward`: the way a user
+ * reaches NATS inside the cluster with the `nats` CLI.
+ */
+export async function withNats<T>(use: (jsm: JetStreamManager) => Promise<T>): Promise<T> {
+  const forward = spawn(join(binDir, 'kubectl'), [
+    ...['--kubeconfig', requireEnv('KUBECONFIG'), '-n', 'nats', 'port-forward', 'pod/nats-0', ':4222'],
+  ]);
+  try {
+    const port = await new Promise<number>((ok, fail) => {
+      let out = '';
+      forward.stdout.on('data', (chunk: Buffer) => {
+        out += chunk.toString();
+        const m = /127\.0\.0\.1:(\d+)/.exec(out);
+        if (m) ok(Number(m[1]));
+      });
+      forward.on('exit', (code) => fail(new Error(`kubectl port-forward exited with ${code}`)));
+    });
+    // The server tells clients of its peers' pod addresses, which the host cannot reach: stay on the forward.
+    const nc = await connect({ servers: `127.0.0.1:${port}`, ignoreClusterUpdates: true });
+    try {
+      return await use(await jetstreamManager(nc));
+    } finally {
+      await nc.close();
+    }
+  } finally {
+    forward.kill();
+  }
 }

@@ -505,6 +505,18 @@ describe('dispatcher', () => {
     assert.equal(t.target.maxInFlight, 3);
   });
 
+  it('keeps `concurrency` deliveries in flight under a rate limit too, not one at a time', async () => {
+    // The rate allows far more than a slow target takes: the concurrency is what binds.
+    const t = await setup({ concurrency: 3, rateLimit: { perSecond: 1000 } }, async (_r, res) => {
+      await new Promise((ok) => setTimeout(ok, 200));
+      res.end();
+    });
+    for (let i = 0; i < 12; i++) await t.publish({ type: 'order.shipped', body: `{"i":${i}}` });
+    await t.run();
+    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 12);
+    assert.equal(t.target.maxInFlight, 3);
+  });
+
   it('refuses a link-local target unless allowed', async () => {
     const t = await setup({
       target: { url: 'http://169.254.169.254/latest/meta-data' },
@@ -689,7 +701,7 @@ describe('dispatcher', () => {
     // As docs/dispatcher.md lists them.
     const outcomes = ['delivered', 'retried', 'dead_lettered', 'paused'];
     const statusClasses = ['2xx', '3xx', '4xx', '5xx', 'network', 'timeout'];
-    const reasons = ['exhausted', 'permanent'];
+    const reasons = ['exhausted', 'permanent', 'ordering'];
     expect(
       'hookyard_dispatcher_attempts_total',
       outcomes.flatMap((outcome) => statusClasses.map((status_class) => ({ outcome, status_class }))),

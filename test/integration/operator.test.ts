@@ -266,6 +266,43 @@ spec:
     assert.ok(!JSON.stringify(await get('ProviderEndpoint', 'late-secret')).includes('second'));
   });
 
+  it('waits for a CA bundle kept in a ConfigMap, mounts it for the dispatcher, and rolls the pods when it changes', async () => {
+    await apply(`
+apiVersion: hookyard.io/v1alpha1
+kind: WebhookSubscription
+metadata: { name: private-ca }
+spec:
+  sources: [{ endpoint: proign }]
+  target:
+    url: https://orders.partner.example/hooks
+    tls: { caBundle: { configMapKeyRef: { name: partner-ca, key: ca.crt } } }
+`);
+    const notReady = await waitFor('SecretsResolved=False', async () => {
+      const r = await get('WebhookSubscription', 'private-ca');
+      return condition(r, ConditionType.SecretsResolved)?.status === 'False' && r;
+    });
+    assert.match(condition(notReady, ConditionType.SecretsResolved)?.message ?? '', /ConfigMap "partner-ca" not found/);
+    await assert.rejects(apps.readNamespacedDeployment({ namespace, name: dispatcherName('private-ca') }));
+
+    await core.createNamespacedConfigMap({
+      namespace,
+      body: { metadata: { name: 'partner-ca' }, data: { 'ca.crt': 'first CA' } },
+    });
+    await waitReady('WebhookSubscription', 'private-ca');
+    const pod = async () =>
+      (await apps.readNamespacedDeployment({ namespace, name: dispatcherName('private-ca') })).spec?.template;
+    const first = await pod();
+    const volume = first?.spec?.volumes?.find((v) => v.name === 'configmaps');
+    assert.equal(volume?.projected?.sources?.[0]?.configMap?.name, 'partner-ca');
+    await core.replaceNamespacedConfigMap({
+      namespace,
+      name: 'partner-ca',
+      body: { metadata: { name: 'partner-ca' }, data: { 'ca.crt': 'second CA' } },
+    });
+    const checksum = (t: typeof first) => t?.metadata?.annotations?.['hookyard.io/config-checksum'];
+    await waitFor('the pods roll', async () => checksum(await pod()) !== checksum(first));
+  });
+
   /** resourceVersion of every resource and every object the operator made in the namespace. */
   const versions = async () => {
     const selector = { namespace, labelSelector: 'app.kubernetes.io/managed-by=hookyard-operator' };

@@ -139,26 +139,47 @@ function bodyLimit(endpoint: CompiledEndpoint, options: ReceiverOptions): number
  */
 const drainLimit = 16 << 20;
 
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+/**
+ * Reads the body with the stream's own events: an async iterator over the request (`for await`) cost a promise
+ * per chunk and an end-of-stream watcher per request, a few per cent of the receiver's CPU in its bench.
+ */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const tooLarge = () => new Refused('too_large', `body is larger than the ${limit} bytes this endpoint accepts`);
   const declared = Number(req.headers['content-length']);
-  if (declared > drainLimit) throw tooLarge();
-  const chunks: Buffer[] = [];
-  let size = declared > limit ? limit + 1 : 0; // known too large: read and drop, keep nothing
-  try {
-    for await (const chunk of req as AsyncIterable<Buffer>) {
+  if (declared > drainLimit) return Promise.reject(tooLarge());
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = declared > limit ? limit + 1 : 0; // known too large: read and drop, keep nothing
+    const stop = () => req.off('data', onData).off('end', onEnd).off('error', onCutOff).off('close', onCutOff);
+    const onData = (chunk: Buffer) => {
       size += chunk.length;
-      if (size > drainLimit) break;
-      if (size <= limit) chunks.push(chunk);
+      if (size > drainLimit) {
+        stop();
+        req.destroy();
+        reject(tooLarge());
+      } else if (size <= limit) chunks.push(chunk);
       else {
         release(chunk);
         for (const kept of chunks.splice(0)) release(kept);
       }
-    }
-  } catch {
-    throw new Refused('invalid_payload', 'the request body was cut off');
-  }
-  if (size > limit) throw tooLarge();
+    };
+    const onEnd = () => {
+      stop();
+      if (size > limit) reject(tooLarge());
+      else resolve(joined(chunks, size));
+    };
+    const onCutOff = () => {
+      stop();
+      reject(new Refused('invalid_payload', 'the request body was cut off'));
+    };
+    req.on('data', onData).once('end', onEnd).once('error', onCutOff).once('close', onCutOff);
+  });
+}
+
+/** The body from its chunks, each released once copied. */
+function joined(chunks: Buffer[], size: number): Buffer {
+  // A body that came in one chunk (most do) is that chunk: Node's HTTP parser gives each chunk a memory of its own.
+  if (chunks.length === 1) return chunks[0] as Buffer;
   // A body of its own (not a slice of Buffer's shared pool), so that it can be released when the request is done.
   const body = Buffer.allocUnsafeSlow(size);
   let at = 0;
@@ -255,15 +276,17 @@ async function publish(
 ): Promise<boolean> {
   const { eventType, id } = event;
   if (!options.natsReady()) throw new Refused('unavailable', 'event store unavailable; retry later');
+  // append, not set: each name comes once, and set first scans the headers for the name to delete.
   const h = natsHeaders();
-  h.set(names.eventType, eventType);
+  h.append(names.eventType, eventType);
   // A body read by the endpoint's fallback or by sniffing: tell subscribers' filters how to read it too.
-  if (event.bodyKind && !mediaKind(request.headers['content-type'])) h.set(names.bodyKind, event.bodyKind);
+  if (event.bodyKind && !mediaKind(request.headers['content-type'])) h.append(names.bodyKind, event.bodyKind);
   for (const [name, value] of Object.entries(request.headers)) {
     if (value !== undefined && !dropped.has(name) && !endpoint.tokenHeaders.has(name)) {
-      h.set(`${names.original}${name}`, value);
+      h.append(`${names.original}${name}`, value);
     }
   }
+  await nextTurn();
   const started = process.hrtime.bigint();
   try {
     const ack = await options.js.publish(eventSubject(endpoint.namespace, endpoint.name, eventType), request.body, {
@@ -279,6 +302,23 @@ async function publish(
   } finally {
     metrics.publishSeconds(Number(process.hrtime.bigint() - started) / 1e9);
   }
+}
+
+let turn: Promise<void> | undefined;
+
+/**
+ * Resolves once per turn of the event loop, for every request that reached its publish in that turn, so that their
+ * publishes leave in one socket write: nats.js writes what was published at the end of the current microtask
+ * queue, which otherwise held one publish each, and a write was a quarter of the receiver's CPU in its bench.
+ */
+function nextTurn(): Promise<void> {
+  turn ??= new Promise((ok) =>
+    setImmediate(() => {
+      turn = undefined;
+      ok();
+    }),
+  );
+  return turn;
 }
 
 /**

@@ -18,6 +18,8 @@ TRAEFIK_VERSION=${TRAEFIK_VERSION:-v3.6.12}
 # The collector's core modules and contrib's file exporter come out together, one release; contrib's file exporter
 # is served and resolves up to v0.161.0.
 OTELCOL_VERSION=${OTELCOL_VERSION:-v0.161.0}
+# The same release's modules that are versioned v1 (confmap's providers).
+OTELCOL_STABLE_VERSION=${OTELCOL_STABLE_VERSION:-v1.67.0}
 cd "$(dirname "$0")/../tools"
 
 gen_dockerfile_lint() {
@@ -70,6 +72,7 @@ gen_otelcol() { # the components are the imports of tools/otelcol/main.go
     echo "	github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter $OTELCOL_VERSION"
     echo "	go.opentelemetry.io/collector/otelcol $OTELCOL_VERSION"
     echo "	go.opentelemetry.io/collector/receiver/otlpreceiver $OTELCOL_VERSION"
+    echo "	go.opentelemetry.io/collector/confmap/provider/envprovider $OTELCOL_STABLE_VERSION"
     echo ")"
   } > otelcol/go.mod
   (cd otelcol && GOFLAGS=-mod=mod go mod tidy)

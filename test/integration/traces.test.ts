@@ -7,10 +7,23 @@ import { createServer, type IncomingHttpHeaders } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { headers as natsHeaders } from '@nats-io/transport-node';
+import { Registry } from 'prom-client';
+import { replayDeadLetters, startDispatcher } from '../../src/dispatcher/dispatcher.ts';
+import { deadLetterStream, eventSubject, headers as h } from '../../src/jetstream/layout.ts';
 import { freePort } from '../../src/runtime/net.ts';
+import { mapSecrets } from '../../src/runtime/secrets.ts';
+import { startTracing } from '../../src/runtime/tracing.ts';
 import { type CliProcess, runCli, sourceCli } from '../harness/cli.ts';
 import { type CollectedSpan, type Collector, root, startCollector, tempDir } from '../harness/servers.ts';
 import { waitFor } from '../harness/wait.ts';
+import {
+  natsSetup,
+  quietLogger,
+  startTarget as startRecordingTarget,
+  subscription,
+  uniqueNames,
+} from './dispatcher-support.ts';
 
 const serverKind = 2;
 const clientKind = 3;
@@ -205,6 +218,80 @@ describe('traces (OpenTelemetry)', () => {
       }
     }
     assert.equal(await proc.stop(), 0, proc.output());
+  });
+});
+
+describe('traces of a replayed dead letter', () => {
+  const work = tempDir('hookyard-traces-replay-');
+  let collector: Collector;
+  before(async () => {
+    collector = await startCollector(join(root, '.cache/test-logs'), work.path);
+  });
+  after(async () => {
+    await collector?.stop();
+    work.remove();
+  });
+
+  it("makes the replayed attempt a child of the original event's receiver span, in the same trace", async () => {
+    const names = uniqueNames('traces');
+    const nats = await natsSetup(names.namespace, names.endpoint);
+    after(() => nats.nc.close());
+    let up = false;
+    const target = await startRecordingTarget((_r, res) => {
+      res.statusCode = up ? 200 : 500;
+      res.end();
+    });
+    after(() => target.close());
+    const tracer = await startTracing({
+      endpoint: collector.endpoint,
+      serviceName: 'hookyard-dispatcher',
+      log: quietLogger,
+      env: { OTEL_BSP_SCHEDULE_DELAY: '100' },
+    });
+    assert.ok(tracer);
+    // The event as a tracing receiver stores it: its span's context in Hookyard-Traceparent.
+    const receiverSpan = { traceId: '5bf92f3577b34da6a3ce929d0e0e4736', spanId: '10f067aa0ba902b7' };
+    const stored = natsHeaders();
+    stored.set(h.eventType, 'order.shipped');
+    stored.set(h.contentType, 'application/json');
+    stored.set(h.traceparent, traceparent(receiverSpan.traceId, receiverSpan.spanId));
+    await nats.js.publish(eventSubject(names.namespace, names.endpoint, 'order.shipped'), '{"order":1}', {
+      msgID: 'evt-replayed',
+      headers: stored,
+    });
+
+    const sub = subscription(names, { target: { url: target.url }, retry: { maxAttempts: 1 } });
+    const options = { subscription: sub, secrets: mapSecrets({}), nc: nats.nc, logger: quietLogger, tracer };
+    const dispatcher = await startDispatcher({
+      ...options,
+      sources: [{ namespace: names.namespace, endpoint: names.endpoint }],
+      registry: new Registry(),
+      fetchExpiresMs: 1000,
+    });
+    const dlq = deadLetterStream(names.namespace, names.subscription);
+    await waitFor('the dead letter', async () => (await nats.jsm.streams.info(dlq)).state.messages === 1);
+    await dispatcher.stop();
+    up = true;
+    assert.deepEqual(await replayDeadLetters(options), { replayed: 1, failed: 0 });
+    await tracer.shutdown();
+
+    const spans = await waitFor('two attempt spans', async () => {
+      const found = collector.spans().filter((s) => s.traceId === receiverSpan.traceId);
+      return found.length >= 2 ? found : undefined;
+    });
+    assert.equal(spans.length, 2);
+    for (const span of spans) assert.equal(span.parentSpanId, receiverSpan.spanId);
+    const outcomes = spans.map((s) => pick(s, ['hookyard.attempt', 'hookyard.outcome', 'http.response.status_code']));
+    assert.deepEqual(
+      outcomes.sort((a, b) => Number(a['hookyard.attempt']) - Number(b['hookyard.attempt'])),
+      [
+        { 'hookyard.attempt': 1, 'hookyard.outcome': 'dead_lettered', 'http.response.status_code': 500 },
+        { 'hookyard.attempt': 2, 'hookyard.outcome': 'delivered', 'http.response.status_code': 200 },
+      ],
+    );
+    const replayed = target.received[1];
+    const replaySpan = spans.find((s) => s.attributes['hookyard.attempt'] === 2) as CollectedSpan;
+    assert.equal(replayed?.headers.traceparent, traceparent(receiverSpan.traceId, replaySpan.spanId));
   });
 });
 

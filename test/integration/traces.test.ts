@@ -14,8 +14,8 @@ import { deadLetterStream, eventSubject, headers as h } from '../../src/jetstrea
 import { freePort } from '../../src/runtime/net.ts';
 import { mapSecrets } from '../../src/runtime/secrets.ts';
 import { startTracing } from '../../src/runtime/tracing.ts';
-import { type CliProcess, runCli, sourceCli } from '../harness/cli.ts';
-import { type CollectedSpan, type Collector, root, startCollector, tempDir } from '../harness/servers.ts';
+import { bundleCli, type Cli, type CliProcess, runCli, sourceCli } from '../harness/cli.ts';
+import { binDir, type CollectedSpan, type Collector, root, startCollector, tempDir } from '../harness/servers.ts';
 import { waitFor } from '../harness/wait.ts';
 import {
   natsSetup,
@@ -66,15 +66,18 @@ spec:
   );
 }
 
-async function dev(dir: string, env: NodeJS.ProcessEnv): Promise<{ proc: CliProcess; url: string }> {
+async function dev(dir: string, env: NodeJS.ProcessEnv, cli: Cli = sourceCli()) {
   const port = await freePort();
   // Its own nats-server with a temporary store, as on a laptop.
-  const proc = runCli(sourceCli(), ['dev', '-f', dir, '--port', String(port)], env);
+  const proc = runCli(cli, ['dev', '-f', dir, '--port', String(port)], {
+    ...env,
+    HOOKYARD_NATS_SERVER: join(binDir, 'nats-server'),
+  });
   after(() => proc.stop());
   await waitFor('hookyard dev started', async () => /Ctrl-C stops/.test(proc.output()), 30).catch(() => {
     throw new Error(`hookyard dev did not start:\n${proc.output()}`);
   });
-  return { proc, url: `http://127.0.0.1:${port}/hooks/default/shop` };
+  return { proc: proc as CliProcess, url: `http://127.0.0.1:${port}/hooks/default/shop` };
 }
 
 async function post(url: string, body: object, headers: Record<string, string> = {}) {
@@ -217,6 +220,37 @@ describe('traces (OpenTelemetry)', () => {
         assert.equal(request?.headers.traceparent, traceparent(span.traceId, span.spanId));
       }
     }
+    assert.equal(await proc.stop(), 0, proc.output());
+  });
+});
+
+describe('traces from the production bundle (dist/)', () => {
+  const work = tempDir('hookyard-traces-bundle-');
+  let collector: Collector;
+  before(async () => {
+    collector = await startCollector(join(root, '.cache/test-logs'), work.path);
+  });
+  after(async () => {
+    await collector?.stop();
+    work.remove();
+  });
+
+  it('exports the receiver span and the attempt spans, the SDK loaded from its own chunk', async () => {
+    const dir = tempDir('hookyard-traces-bundle-files-');
+    after(() => dir.remove());
+    const target = await startTarget();
+    manifests(dir.path, target.url);
+    const env = { ...envWithout(), OTEL_EXPORTER_OTLP_ENDPOINT: collector.endpoint, OTEL_BSP_SCHEDULE_DELAY: '100' };
+    const { proc, url } = await dev(dir.path, env, bundleCli());
+    const event = await post(url, { order: 'bundle-1' });
+    const spans = await waitFor('three spans', async () => {
+      const found = collector.spans().filter((s) => s.attributes['hookyard.event.id'] === event.id);
+      return found.length >= 3 ? found : undefined;
+    });
+    const receive = spans.find((s) => s.kind === serverKind) as CollectedSpan;
+    const attempts = spans.filter((s) => s.kind === clientKind);
+    assert.equal(attempts.length, 2);
+    for (const a of attempts) assert.equal(a.parentSpanId, receive.spanId);
     assert.equal(await proc.stop(), 0, proc.output());
   });
 });

@@ -67,7 +67,7 @@ import {
 import { retrySubject, sharedRetries } from './retries.ts';
 import { createSigner } from './signing.ts';
 import { Target, targetTlsOptions, targetUrl } from './target.ts';
-import { endAttemptSpan, startAttemptSpan } from './traces.ts';
+import { endAttemptSpan, startAttemptSpan, tracedSubscription } from './traces.ts';
 
 export { deadLetterHeaders } from './dead-letters.ts';
 
@@ -302,7 +302,7 @@ function deliveryPhases(
   const policy = retryPolicy(spec.retry);
   const filter = spec.filter ? compileFilter(spec.filter) : undefined;
   const delivery = createDelivery(subscription, options.secrets, options.configMaps);
-  const traced = { subscription: `${namespace}/${name}`, target: delivery.target.url, method: spec.target.method };
+  const traced = tracedSubscription(subscription, delivery.target.url);
   const deadLetters = createDeadLetters({ spec, namespace, subscription: name, js: ctx.js, metrics, log, userAgent });
   const history = createHistory({
     enabled: spec.history.enabled,
@@ -575,11 +575,7 @@ export async function replayDeadLetters(options: {
     return { replayed: 0, failed: 0 };
   }
   const delivery = createDelivery(subscription, options.secrets, options.configMaps);
-  const traced = {
-    subscription: `${namespace}/${subscription.metadata.name}`,
-    target: delivery.target.url,
-    method: subscription.spec.target.method,
-  };
+  const traced = tracedSubscription(subscription, delivery.target.url);
   let replayed = 0;
   let failed = 0;
   try {

@@ -1,6 +1,7 @@
 // A delivery attempt's span: a CLIENT span, the child of the receiver's span stored with the event (a new trace
 // for an event stored without one), whose context goes to the target as traceparent. A replayed event carries
 // the original's stored context, so its attempts join the original's trace.
+import type { WebhookSubscription } from '../api/webhook-subscription.ts';
 import { spanAttributes as attr, type Tracer, type TraceSpan } from '../runtime/tracing.ts';
 import type { StoredEvent } from './event.ts';
 import { type AttemptResult, describeResult } from './outcome.ts';
@@ -11,6 +12,12 @@ export interface TracedSubscription {
   target: URL;
   method: string;
 }
+
+export const tracedSubscription = (subscription: WebhookSubscription, target: URL): TracedSubscription => ({
+  subscription: `${subscription.metadata.namespace ?? 'default'}/${subscription.metadata.name}`,
+  target,
+  method: subscription.spec.target.method,
+});
 
 export function startAttemptSpan(
   tracer: Tracer,

@@ -79,7 +79,7 @@ async function handleWebhook(
     const bodyKind = await request.bodyKind();
     const eventType = await eventTypeOf(endpoint, route, request);
     const id = await dedupKeyOf(endpoint, request, eventType);
-    event = { eventType, id };
+    if (span) event = { eventType, id };
     const retry = endpoint.retryHeader && request.headers[endpoint.retryHeader.toLowerCase()];
     if (retry !== undefined && retry !== '') state.metrics.providerRetry();
     const trace = span?.context;

@@ -10,7 +10,9 @@
 // attempt) is the ratio of the two.
 // Options: --events N (default 20000), --concurrency C (64), --rate R events/s (500), --seconds S (5),
 // --rounds (3). The output is kept in docs/benchmarks/; the process exits 1 when the throughput ratio is below the
-// goals of docs/benchmarks.md (0.8 of the baseline; attempt records on, 0.9 of off).
+// goals of docs/benchmarks.md (0.8 of the baseline; attempt records on, 0.9 of off). With --traces each round also
+// runs the dispatcher exporting a span per attempt to a real OpenTelemetry Collector (tools/otelcol): the cost of
+// tracing is its ratio to the dispatcher without.
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
@@ -28,7 +30,8 @@ import { startDispatcher } from '../src/dispatcher/dispatcher.ts';
 import { endpointStream, eventSubject, headers as h } from '../src/jetstream/layout.ts';
 import { endpointStreamConfig, ensureStream } from '../src/jetstream/streams.ts';
 import { mapSecrets } from '../src/runtime/secrets.ts';
-import { freePort, root, startNats, tempDir } from '../test/harness/servers.ts';
+import { startTracing, type Tracer } from '../src/runtime/tracing.ts';
+import { freePort, root, startCollector, startNats, tempDir } from '../test/harness/servers.ts';
 import { benchReport, type Report } from './report.ts';
 
 const { values } = parseArgs({
@@ -39,6 +42,7 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '5' },
     rounds: { type: 'string', default: '3' },
     sink: { type: 'string' },
+    traces: { type: 'boolean', default: false },
   },
 });
 
@@ -80,13 +84,17 @@ async function runSink(port: number) {
 }
 
 async function runBench() {
-  const report = benchReport('dispatcher');
+  const report = benchReport(values.traces ? 'dispatcher-traces' : 'dispatcher');
   const events = Number(values.events);
   const concurrency = Number(values.concurrency);
   const rate = Number(values.rate);
   const seconds = Number(values.seconds);
   const work = tempDir('hookyard-bench-');
   const nats = await startNats(work.path, join(work.path, 'nats'));
+  const collector = values.traces ? await startCollector(work.path, work.path) : undefined;
+  const tracer = collector
+    ? await startTracing({ endpoint: collector.endpoint, serviceName: 'bench', log: pino({ level: 'silent' }) })
+    : undefined;
   const sinkPort = await freePort();
   const sink = spawn(process.execPath, [join(root, 'bench/dispatcher.ts'), '--sink', String(sinkPort)], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -103,9 +111,11 @@ async function runBench() {
 
   // The nats-server and the sink are stopped however the run ends.
   try {
-    await measure(nats.url, sinkUrl, sinkStats, report, { events, concurrency, rate, seconds });
+    await measure(nats.url, sinkUrl, sinkStats, report, { events, concurrency, rate, seconds, tracer });
   } finally {
     sink.kill();
+    await tracer?.shutdown();
+    await collector?.stop();
     await nats.stop();
     work.remove();
   }
@@ -116,8 +126,9 @@ async function measure(
   sinkUrl: string,
   sinkStats: (path: string) => Promise<{ count: number; first: number; last: number; latencies: number[] }>,
   report: Report,
-  { events, concurrency, rate, seconds }: { events: number; concurrency: number; rate: number; seconds: number },
+  options: { events: number; concurrency: number; rate: number; seconds: number; tracer?: Tracer },
 ) {
+  const { events, concurrency, rate, seconds, tracer } = options;
   const nc = await connect({ servers: natsUrl });
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);
@@ -168,7 +179,7 @@ async function measure(
         history: { enabled: history },
       },
     }) as WebhookSubscription;
-  const startDisp = (name: string, path: string, history = true) =>
+  const startDisp = (name: string, path: string, history = true, traced?: Tracer) =>
     startDispatcher({
       subscription: subscriptionNamed(name, path, history),
       sources: [{ namespace: ns, endpoint: ep }],
@@ -176,6 +187,7 @@ async function measure(
       nc,
       registry: new Registry(),
       logger: pino({ level: 'silent' }),
+      tracer: traced,
     });
 
   /** The baseline: what a hand-written consumer does, nothing more. */
@@ -235,6 +247,8 @@ async function measure(
   const bRuns: number[] = [];
   const offRuns: number[] = [];
   const offCpu: number[] = [];
+  const tracedRuns: number[] = [];
+  const tracedCpu: number[] = [];
   // CPU time of this process (where the dispatcher or the baseline runs) per 1000 deliveries.
   const dCpu: number[] = [];
   const bCpu: number[] = [];
@@ -255,6 +269,13 @@ async function measure(
     offRuns.push(perSecond(await waitFor(`/dispatcher-off-${r}`, events)));
     await off.stop();
     offCpu.push(cpuMsPer1000(process.cpuUsage(cpu)));
+    if (tracer) {
+      cpu = process.cpuUsage();
+      const traced = await startDisp(`bench-traced-${r}`, `/dispatcher-traced-${r}`, true, tracer);
+      tracedRuns.push(perSecond(await waitFor(`/dispatcher-traced-${r}`, events)));
+      await traced.stop();
+      tracedCpu.push(cpuMsPer1000(process.cpuUsage(cpu)));
+    }
   }
 
   // 2. Latency, side by side, at a steady rate.
@@ -288,6 +309,7 @@ async function measure(
       ms(pct(dLatency.latencies, 99)),
     ],
     ['dispatcher, no history', median(offRuns).toFixed(0), median(offCpu).toFixed(0), '', ''],
+    ...(tracer ? [['dispatcher, traced', median(tracedRuns).toFixed(0), median(tracedCpu).toFixed(0), '', '']] : []),
     [
       'baseline',
       median(bRuns).toFixed(0),
@@ -304,6 +326,10 @@ async function measure(
     `rounds, deliveries/s: dispatcher ${dRuns.map((x) => x.toFixed(0)).join(' ')}; no history ${offRuns.map((x) => x.toFixed(0)).join(' ')}; baseline ${bRuns.map((x) => x.toFixed(0)).join(' ')}`,
   );
   report.line(`history ratio (attempt records on / off): ${historyRatio} (goal >= 0.9)`);
+  if (tracer) {
+    report.line(`rounds, deliveries/s, traced: ${tracedRuns.map((x) => x.toFixed(0)).join(' ')}`);
+    report.line(`traced ratio (traced / untraced): ${(median(tracedRuns) / median(dRuns)).toFixed(2)}`);
+  }
   report.line(`throughput ratio (dispatcher / baseline): ${ratio} (goal >= 0.8)`);
   report.finish([
     { name: 'throughput ratio (dispatcher / baseline)', value: ratio, op: '>=', limit: 0.8 },

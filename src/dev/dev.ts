@@ -20,6 +20,7 @@ import type { Logger } from '../runtime/log.ts';
 import { connectNats } from '../runtime/nats.ts';
 import { freePort } from '../runtime/net.ts';
 import { registerProcessMetrics } from '../runtime/process-metrics.ts';
+import type { Tracer } from '../runtime/tracing.ts';
 import { loggingDeliveries, loggingRequests, notingPublishes } from './lines.ts';
 import { type Manifests, readManifests } from './manifests.ts';
 import { findNatsServer } from './nats-server.ts';
@@ -33,6 +34,8 @@ export interface DevOptions {
   /** Send every subscription's deliveries here (`<sink>/<subscription>`) instead of its target. */
   sink?: string;
   log: Logger;
+  /** With tracing on: the receiver's and the dispatchers' spans. */
+  tracer?: Tracer;
 }
 
 export interface Dev {
@@ -103,6 +106,7 @@ async function serve(
           registry,
           // The dispatcher adds the namespace and subscription to each entry itself.
           logger: log,
+          tracer: options.tracer,
         }),
       );
     }
@@ -119,6 +123,7 @@ async function serve(
         maxPayload: () => nc.info?.max_payload,
         log,
         registry,
+        tracer: options.tracer,
       }),
       log,
     ),

@@ -1,6 +1,7 @@
 import type { MsgHdrs } from '@nats-io/transport-node';
 import { endpointOfStream, headers as h } from '../jetstream/layout.ts';
 import { type MediaKind, parseAs, parseBody } from '../payload/parse.ts';
+import type { TraceContext } from '../runtime/tracing.ts';
 
 /** One stored event, as the receiver published it. */
 export interface StoredEvent {
@@ -15,6 +16,8 @@ export interface StoredEvent {
   replay: string | undefined;
   /** The provider's original request headers (lowercase names), without the Hookyard-Header- prefix. */
   originalHeaders: Record<string, string>;
+  /** The receiver's span, stored with the event when it traced it: the parent of each attempt's span. */
+  trace: TraceContext | undefined;
   body: Uint8Array;
   /** The JSON view of the body (parsed once, on first use; undefined when it has none). */
   view(): Promise<unknown>;
@@ -40,6 +43,7 @@ export function storedEvent(
     }
   }
   const contentType = get(h.contentType);
+  const traceparent = get(h.traceparent);
   let view: Promise<unknown> | undefined;
   return {
     id: get(h.deadLetterEventId) ?? get(h.eventId) ?? '',
@@ -49,6 +53,7 @@ export function storedEvent(
     endpoint: get(h.sourceStream) ? endpointOfStream(get(h.sourceStream) as string) : endpoint,
     replay: get(h.replay),
     originalHeaders,
+    trace: traceparent ? { traceparent, tracestate: get(h.tracestate) } : undefined,
     body: data,
     view() {
       const kind = get(h.bodyKind) as MediaKind | undefined;

@@ -79,4 +79,7 @@ export const headers = {
   sourceSequence: 'Hookyard-Source-Sequence',
   /** On an event in the replay stream: the replay request's id (sent to the target as hookyard-replay). */
   replay: 'Hookyard-Replay',
+  /** With tracing on: the W3C trace context of the receiver's span, the parent of every delivery attempt's. */
+  traceparent: 'Hookyard-Traceparent',
+  tracestate: 'Hookyard-Tracestate',
 } as const;

@@ -8,9 +8,11 @@ import type { Registry } from 'prom-client';
 import { eventSubject, headers as names } from '../jetstream/layout.ts';
 import { InvalidPayload, type MediaKind, mediaKind, parseAs, sniff } from '../payload/parse.ts';
 import type { Logger } from '../runtime/log.ts';
+import type { TraceContext, Tracer } from '../runtime/tracing.ts';
 import { type CompiledEndpoint, dedupKeyOf, eventTypeOf, isRegistrationCheck } from './endpoint.ts';
 import { type Outcome, Refused } from './errors.ts';
 import type { EndpointMetrics } from './metrics.ts';
+import { endRequestSpan, startRequestSpan } from './traces.ts';
 import type { RequestView } from './verify.ts';
 
 /** An endpoint as the router sees it: compiled, or the reason it cannot serve (such as a missing Secret). */
@@ -28,6 +30,8 @@ export interface ReceiverOptions {
   publishFailed?: () => void;
   log: Logger;
   publishTimeoutMs?: number;
+  /** With tracing on: a span per webhook request, its context stored with the event. */
+  tracer?: Tracer;
 }
 
 /** Request headers never stored with an event: hop-by-hop, and those that carry credentials. */
@@ -54,8 +58,10 @@ async function handleWebhook(
   const started = process.hrtime.bigint();
   const key = `${params.namespace}/${params.endpoint}`;
   const state = options.endpoints().get(key);
+  const span = options.tracer && startRequestSpan(options.tracer, req, params);
   let outcome: Outcome | undefined;
   let body: Buffer | undefined;
+  let event: { eventType: string; id: string } | undefined;
   try {
     if (!state) throw new Refused('not_found', `no ProviderEndpoint ${key}`);
     if (req.method !== 'POST') throw new Refused('method_not_allowed', 'webhooks are sent with POST');
@@ -74,9 +80,11 @@ async function handleWebhook(
     const bodyKind = await request.bodyKind();
     const eventType = await eventTypeOf(endpoint, route, request);
     const id = await dedupKeyOf(endpoint, request, eventType);
+    if (span) event = { eventType, id };
     const retry = endpoint.retryHeader && request.headers[endpoint.retryHeader.toLowerCase()];
     if (retry !== undefined && retry !== '') state.metrics.providerRetry();
-    const duplicate = await publish(options, endpoint, state.metrics, request, { eventType, id, bodyKind });
+    const trace = span?.context;
+    const duplicate = await publish(options, endpoint, state.metrics, request, { eventType, id, bodyKind, trace });
     outcome = duplicate ? 'duplicate' : 'accepted';
     if (duplicate) logDuplicate(options.log, endpoint, request, { id, eventType });
     else state.metrics.event(eventType);
@@ -95,6 +103,7 @@ async function handleWebhook(
     // Everything that read the body is done; after a publish that did not succeed the NATS client may still hold
     // it in its outbound buffer, to send on reconnect, so it is left to the GC then.
     if (body && outcome !== 'unavailable') release(body);
+    if (span) endRequestSpan(span, res.statusCode, outcome, event);
   }
 }
 
@@ -272,7 +281,7 @@ async function publish(
   endpoint: CompiledEndpoint,
   metrics: EndpointMetrics,
   request: RequestView,
-  event: { eventType: string; id: string; bodyKind?: MediaKind },
+  event: { eventType: string; id: string; bodyKind?: MediaKind; trace?: TraceContext },
 ): Promise<boolean> {
   const { eventType, id } = event;
   if (!options.natsReady()) throw new Refused('unavailable', 'event store unavailable; retry later');
@@ -281,6 +290,10 @@ async function publish(
   h.append(names.eventType, eventType);
   // A body read by the endpoint's fallback or by sniffing: tell subscribers' filters how to read it too.
   if (event.bodyKind && !mediaKind(request.headers['content-type'])) h.append(names.bodyKind, event.bodyKind);
+  if (event.trace) {
+    h.append(names.traceparent, event.trace.traceparent);
+    if (event.trace.tracestate) h.append(names.tracestate, event.trace.tracestate);
+  }
   for (const [name, value] of Object.entries(request.headers)) {
     if (value !== undefined && !dropped.has(name) && !endpoint.tokenHeaders.has(name)) {
       h.append(`${names.original}${name}`, value);

@@ -133,6 +133,7 @@ export function createDelivery(
         'hookyard-event-id': event.id,
         'hookyard-event-type': event.type,
         ...(event.replay ? { 'hookyard-replay': event.replay } : {}),
+        ...(event.test ? { 'hookyard-test': 'true' } : {}),
         ...signer?.(event.id, formatted.body),
       };
       return target.send({ method: spec.target.method, headers, body: formatted.body });

@@ -13,7 +13,13 @@ import { Agent, request } from 'undici';
 import { stringify } from 'yaml';
 import { ConditionType, Reason } from '../../src/api/conditions.ts';
 import type { ProviderName } from '../../src/api/provider-endpoint.ts';
-import { deadLetterStream, duplicateStream, endpointStream } from '../../src/jetstream/layout.ts';
+import {
+  attemptStream,
+  deadLetterStream,
+  duplicateStream,
+  endpointStream,
+  replayStream,
+} from '../../src/jetstream/layout.ts';
 import { providerSignature, type Sample, samples } from '../../src/providers/samples.ts';
 import { runCli } from '../harness/cli.ts';
 import { exampleDoc } from '../harness/examples.ts';
@@ -684,6 +690,8 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
         endpointStream(namespace, endpoint),
         duplicateStream(namespace, endpoint),
         deadLetterStream(namespace, subscription),
+        attemptStream(namespace, subscription),
+        replayStream(namespace, subscription),
       ];
       for (const s of streams) if (theirs.includes(s.name)) left.push(`stream ${s.name}`);
       return left;
@@ -743,16 +751,18 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
       120,
     );
     // What docs/uninstall.md says is left to remove by hand: the streams (the subscription's consumer is on the
-    // endpoint's stream and goes with it).
-    assert.deepEqual((await leftOf('siteflow', 'siteflow-status')).sort(), [
-      `stream ${deadLetterStream(namespace, 'siteflow-status')}`,
-      `stream ${duplicateStream(namespace, 'siteflow')}`,
-      `stream ${endpointStream(namespace, 'siteflow')}`,
-    ]);
+    // endpoint's stream and goes with it): the endpoint's two, and the subscription's dead letters, attempts and
+    // replays.
+    const kept = [
+      endpointStream(namespace, 'siteflow'),
+      duplicateStream(namespace, 'siteflow'),
+      deadLetterStream(namespace, 'siteflow-status'),
+      attemptStream(namespace, 'siteflow-status'),
+      replayStream(namespace, 'siteflow-status'),
+    ];
+    assert.deepEqual((await leftOf('siteflow', 'siteflow-status')).sort(), kept.map((k) => `stream ${k}`).sort());
     await withNats(async (jsm) => {
-      await jsm.streams.delete(endpointStream(namespace, 'siteflow'));
-      await jsm.streams.delete(duplicateStream(namespace, 'siteflow'));
-      await jsm.streams.delete(deadLetterStream(namespace, 'siteflow-status'));
+      for (const stream of kept) await jsm.streams.delete(stream);
     });
     assert.deepEqual(await leftOf('siteflow', 'siteflow-status'), []);
     assert.deepEqual(await stuck(), []);

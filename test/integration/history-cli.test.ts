@@ -180,13 +180,10 @@ subjects: [{kind: ServiceAccount, name: reader, namespace: ${mine}}]
     // Two resends of ok-1 answered as duplicates (the receiver's records, as receiver.test.ts checks it writes
     // them): counted on ok-1 alone.
     for (let n = 0; n < 2; n++) await nats.js.publish(duplicateSubject(mine, 'shop', 'ok-1'));
-    const counted = await hookyard('events', 'shop', '-o', 'json');
-    assert.deepEqual(
-      (JSON.parse(counted.output) as { id: string; duplicates: number }[]).map((e) => [e.id, e.duplicates]),
-      [
-        ['ok-1', 2],
-        ['bad-1', 0],
-      ],
+    const counted = await hookyard('events', 'shop');
+    assert.match(
+      counted.output,
+      /^SEQ +RECEIVED +TYPE +ID +SIZE +DUPLICATES\n1 +\S+ +order\.shipped +ok-1 +13 +2\n2 +\S+ +order\.shipped +bad-1 +14 +0\n$/,
     );
 
     const one = await hookyard('event', 'shop', 'ok-1');

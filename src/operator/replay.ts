@@ -1,8 +1,9 @@
 // Carries out a replay request (the hookyard.io/replay annotation): selects the events it names, from the
-// dead-letter stream or the sources' streams (or makes up a test event), and queues a copy of each in the subscription's replay stream, where
-// the dispatcher takes them through the subscription's normal path (filter, format, signing, retries, dead
-// letters), marked with the request id. The operator itself never sends anything: it needs no Secret and no
-// route to the target. A purge deletes the dead letters instead of queueing them. Progress (the replay stream emptying) and the result go to status.replay and to Events.
+// dead-letter stream or the sources' streams (or makes up a test event), and queues a copy of each in the
+// subscription's replay stream, where the dispatcher takes them through the subscription's normal path (filter,
+// format, signing, retries, dead letters), marked with the request id. The operator itself never sends anything:
+// it needs no Secret and no route to the target. A purge deletes the dead letters instead of queueing them.
+// Progress (the replay stream emptying) and the result go to status.replay and to Events.
 import { JetStreamApiCodes, JetStreamApiError, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
 import { type MsgHdrs, headers as natsHeaders } from '@nats-io/transport-node';
 import {
@@ -34,7 +35,7 @@ import type { Context, RawResource } from './context.ts';
 const listed = 100;
 
 interface Selected {
-  /** Where the event is stored ('' for a test event, which the operator makes up). */
+  /** Where the event is stored (for a test event: the source it stands for, with sequence 0). */
   stream: string;
   seq: number;
   data: Uint8Array;

@@ -45,6 +45,12 @@ interface Selected {
   receivedAt: string | undefined;
 }
 
+/** What a replay selected: how many, and the first `listed` of them for status. Bodies are not kept. */
+interface Selection {
+  count: number;
+  events: { id: string; type: string; receivedAt: string | undefined }[];
+}
+
 /**
  * The replay status to write: a new request carried out (or refused), one in progress looked at again, or the
  * last one's as it was. Never throws for a bad request; NATS trouble throws, and the reconcile retries.
@@ -68,49 +74,44 @@ export async function reconcileReplay(
   if (previous?.id === request.id) return previous.phase === 'Sending' ? await progress(ctx, raw, previous) : previous;
 
   const startedAt = now();
-  let selected: Selected[];
+  const namespace = raw.metadata.namespace;
+  const name = raw.metadata.name;
+  // Each event is queued (or, for a purge, deleted) as it is read, so a request holds one body at a time.
+  const send = async (s: Selected) => {
+    if (!request.purgeDeadLetters) await queue(ctx.jsm.jetstream(), namespace, name, request.id, s);
+    // The copy is safe in the replay stream (PubAck), so the dead letter goes: one that fails again comes back.
+    if (request.deadLetters || request.purgeDeadLetters)
+      await ctx.jsm.streams.deleteMessage(s.stream, s.seq).catch(ignoreGone);
+  };
+  let selection: Selection;
   if (request.test) {
     const made = await testEvent(subscription, sources, request.id, request.test);
     if ('problem' in made) {
       await event(ctx, raw, 'Warning', 'ReplayInvalid', made.problem);
       return { id: request.id, phase: 'Failed', message: made.problem, startedAt, completedAt: now() };
     }
-    selected = [made];
-  } else selected = await select(ctx, subscription, sources, request);
-  const events = selected.slice(0, listed).map(({ id, type, receivedAt }) => ({ id, type, receivedAt }));
-  const cut = selected.length >= replayLimit ? ` (the first ${replayLimit}: ask again for the rest)` : '';
-  if (request.purgeDeadLetters) return await purge(ctx, raw, request, selected, { events, cut, startedAt });
+    if (!request.dryRun) await send(made);
+    selection = { count: 1, events: [{ id: made.id, type: made.type, receivedAt: made.receivedAt }] };
+  } else selection = await select(ctx, subscription, sources, request, request.dryRun ? undefined : send);
+  const { count, events } = selection;
+  const cut = count >= replayLimit ? ` (the first ${replayLimit}: ask again for the rest)` : '';
+  if (request.purgeDeadLetters) {
+    const message = request.dryRun
+      ? `Dry run: ${count} dead letters would be purged${cut}; nothing was deleted.`
+      : `${count} dead letters purged${cut}; nothing was sent.`;
+    await event(ctx, raw, 'Normal', request.dryRun ? 'ReplayDryRun' : 'DeadLettersPurged', message);
+    const phase = request.dryRun ? 'DryRun' : 'Succeeded';
+    return { id: request.id, phase, selected: count, events, message, startedAt, completedAt: now() };
+  }
   if (request.dryRun) {
-    const message = `Dry run: ${selected.length} events would be sent again${cut}; nothing was sent.`;
+    const message = `Dry run: ${count} events would be sent again${cut}; nothing was sent.`;
     await event(ctx, raw, 'Normal', 'ReplayDryRun', message);
-    return {
-      id: request.id,
-      phase: 'DryRun',
-      selected: selected.length,
-      events,
-      message,
-      startedAt,
-      completedAt: now(),
-    };
+    return { id: request.id, phase: 'DryRun', selected: count, events, message, startedAt, completedAt: now() };
   }
-  const namespace = raw.metadata.namespace;
-  const name = raw.metadata.name;
-  for (const s of selected) await queue(ctx.jsm.jetstream(), namespace, name, request.id, s);
-  if (request.deadLetters) {
-    // Queued copies are safe in the replay stream (PubAck), so the dead letters go: one that fails again comes back.
-    for (const s of selected) await ctx.jsm.streams.deleteMessage(s.stream, s.seq);
-  }
-  const message = `${selected.length} events queued to be sent again${cut}.`;
+  const message = `${count} events queued to be sent again${cut}.`;
   await event(ctx, raw, 'Normal', 'ReplayStarted', message);
-  ctx.log.info({ namespace, subscription: name, replay: request.id, events: selected.length }, 'replay queued');
-  return await progress(ctx, raw, {
-    id: request.id,
-    phase: 'Sending',
-    selected: selected.length,
-    events,
-    message,
-    startedAt,
-  });
+  ctx.log.info({ namespace, subscription: name, replay: request.id, events: count }, 'replay queued');
+  return await progress(ctx, raw, { id: request.id, phase: 'Sending', selected: count, events, message, startedAt });
 }
 
 /** A replay being sent is done when the replay stream is empty: every copy delivered or dead-lettered again. */
@@ -123,25 +124,33 @@ async function progress(ctx: Context, raw: RawResource, status: ReplayStatus): P
   return { ...status, phase: 'Succeeded', remaining: 0, message, completedAt: now() };
 }
 
-/** The events a request names, oldest first, at most `replayLimit`, those the filter would skip left out. */
+/**
+ * The events a request names, at most `replayLimit`, those the filter would skip left out: dead letters oldest
+ * first, else each source's events oldest first. Each is handed to `send` (none for a dry run) as it is read.
+ */
 async function select(
   ctx: Context,
   subscription: WebhookSubscription,
   sources: Source[],
   request: ReplayRequest,
-): Promise<Selected[]> {
+  send?: (s: Selected) => Promise<void>,
+): Promise<Selection> {
   const { spec } = subscription;
   const namespace = subscription.metadata.namespace ?? 'default';
   const name = subscription.metadata.name;
   const filter = spec.filter ? compileFilter(spec.filter) : undefined;
-  const out: Selected[] = [];
+  const selection: Selection = { count: 0, events: [] };
   const take = async (stream: string, msg: JsMsg, endpoint: string) => {
     const event = storedEvent({ data: msg.data, headers: msg.headers, receivedAt: msgTime(msg) }, endpoint);
     // A purge takes every dead letter, whether or not the filter (changed since) would pass it now.
     const skipped = filter && !filter({ type: event.type, headers: event.originalHeaders, body: await event.view() });
     if (skipped && !request.purgeDeadLetters) return;
     const { data, headers, seq } = msg;
-    out.push({ stream, seq, data, headers, id: event.id, type: event.type, receivedAt: event.receivedAt });
+    const selected = { stream, seq, data, headers, id: event.id, type: event.type, receivedAt: event.receivedAt };
+    await send?.(selected);
+    selection.count++;
+    if (selection.events.length < listed)
+      selection.events.push({ id: selected.id, type: selected.type, receivedAt: selected.receivedAt });
   };
 
   if (request.deadLetters || request.purgeDeadLetters) {
@@ -149,7 +158,7 @@ async function select(
     for await (const msg of readStream(ctx.jsm.jetstream(), stream, { limit: replayLimit })) {
       await take(stream, msg, endpointOfStream(msg.headers?.get(h.sourceStream) ?? ''));
     }
-    return out;
+    return selection;
   }
   const wanted = new Set(request.eventIds ?? []);
   const since = request.since ? new Date(request.since) : undefined;
@@ -159,13 +168,13 @@ async function select(
     const filterSubjects = consumerConfig(namespace, name, source.endpoint, spec).filter_subjects;
     const patterns = spec.eventTypes.map((p) => eventFilterSubject(namespace, source.endpoint, p));
     for await (const msg of readStream(ctx.jsm.jetstream(), stream, { filterSubjects, since })) {
-      if (msgTime(msg).getTime() >= until || out.length >= replayLimit) break;
+      if (msgTime(msg).getTime() >= until || selection.count >= replayLimit) break;
       if (!patterns.some((p) => subjectMatches(p, msg.subject))) continue;
       if (wanted.size > 0 && !wanted.has(msg.headers?.get(h.eventId) ?? '')) continue;
       await take(stream, msg, `${namespace}/${source.endpoint}`);
     }
   }
-  return out.slice(0, replayLimit);
+  return selection;
 }
 
 /**
@@ -195,31 +204,6 @@ function copyHeaders(original: MsgHdrs | undefined): MsgHdrs {
     for (const value of original?.values(key) ?? []) out.append(key, value);
   }
   return out;
-}
-
-/** Deletes the selected dead letters (or, for a dry run, lists them): nothing is sent. */
-async function purge(
-  ctx: Context,
-  raw: RawResource,
-  request: ReplayRequest,
-  selected: Selected[],
-  listing: { events: NonNullable<ReplayStatus['events']>; cut: string; startedAt: string },
-): Promise<ReplayStatus> {
-  const { events, cut, startedAt } = listing;
-  const base = { id: request.id, selected: selected.length, events, startedAt };
-  if (request.dryRun) {
-    const message = `Dry run: ${selected.length} dead letters would be purged${cut}; nothing was deleted.`;
-    await event(ctx, raw, 'Normal', 'ReplayDryRun', message);
-    return { ...base, phase: 'DryRun', message, completedAt: now() };
-  }
-  for (const s of selected) await ctx.jsm.streams.deleteMessage(s.stream, s.seq).catch(ignoreGone);
-  const message = `${selected.length} dead letters purged${cut}; nothing was sent.`;
-  await event(ctx, raw, 'Normal', 'DeadLettersPurged', message);
-  ctx.log.info(
-    { namespace: raw.metadata.namespace, subscription: raw.metadata.name, purged: selected.length },
-    message,
-  );
-  return { ...base, phase: 'Succeeded', remaining: 0, message, completedAt: now() };
 }
 
 /** A dead letter deleted meanwhile (a replay took it, its maxAge passed) is purged already. */

@@ -277,7 +277,7 @@ const since = {
 
 export const eventsCommand = {
   name: 'events',
-  summary: 'Lists the events a ProviderEndpoint received: time, type, id and size.',
+  summary: 'Lists the events a ProviderEndpoint received: time, type, id, size, and resends answered as duplicates.',
   usage: '<endpoint>',
   flags: {
     ...historyFlags,
@@ -327,8 +327,25 @@ export const replayCommand = {
 
 export const dlqCommand = {
   name: 'dlq',
-  summary: "Lists a WebhookSubscription's dead letters, or replays them all.",
-  usage: 'list|replay <subscription>',
+  summary: "Lists a WebhookSubscription's dead letters, shows one as stored, replays them all or purges them all.",
+  usage: 'list <subscription> | show <subscription> <sequence | id> | replay <subscription> | purge <subscription>',
   flags: { ...historyFlags, ...replayFlags },
-  notes: 'example: kubectl hookyard dlq list proign-shipments -n shop',
+  notes:
+    'replay and purge are requests on the subscription (RBAC: patch webhooksubscriptions), which the operator carries out; --dry-run lists what they would take.\nexample: kubectl hookyard dlq show proign-shipments order.shipped:evt_abc123 -n shop',
+} as const satisfies Command;
+
+export const testCommand = {
+  name: 'test',
+  summary:
+    'Sends a test event through a WebhookSubscription (format, signing, retries) and shows what the target answered.',
+  usage: '<subscription>',
+  flags: {
+    ...historyFlags,
+    id: replayFlags.id,
+    wait: replayFlags.wait,
+    type: { type: 'string', value: 'TYPE', description: 'the event type (default: hookyard.test)' },
+    body: { type: 'string', value: 'JSON', description: 'the JSON body (default: a small test object)' },
+  },
+  notes:
+    'The target sees Hookyard-Test: true and the event id hookyard-test:<request id>. The request is the annotation hookyard.io/replay (RBAC: patch webhooksubscriptions).\nexample: kubectl hookyard test proign-shipments -n shop --type order.shipped --body \'{"order":{"id":"o-1"}}\'',
 } as const satisfies Command;

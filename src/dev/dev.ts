@@ -12,7 +12,7 @@ import { resolveSources } from '../api/sources.ts';
 import type { WebhookSubscription } from '../api/webhook-subscription.ts';
 import { type Dispatcher, startDispatcher } from '../dispatcher/dispatcher.ts';
 import { targetUrl } from '../dispatcher/target.ts';
-import { endpointStreamConfig, ensureStream } from '../jetstream/streams.ts';
+import { ensureEndpointStreams } from '../jetstream/streams.ts';
 import { endpointState, listen, type RunningServer } from '../receiver/main.ts';
 import { ReceiverMetrics } from '../receiver/metrics.ts';
 import { type EndpointState, receiverHandler } from '../receiver/server.ts';
@@ -87,7 +87,7 @@ async function serve(
     const nextStates = new Map<string, EndpointState>();
     for (const e of next.endpoints) {
       const namespace = e.metadata.namespace ?? 'default';
-      await ensureStream(jsm, endpointStreamConfig(namespace, e.metadata.name, e.spec));
+      await ensureEndpointStreams(jsm, namespace, e.metadata.name, e.spec);
       nextStates.set(`${namespace}/${e.metadata.name}`, endpointState(e, next.secrets, metrics));
     }
     states = nextStates;

@@ -138,6 +138,7 @@ export function createDelivery(
         'hookyard-event-id': event.id,
         'hookyard-event-type': event.type,
         ...(event.replay ? { 'hookyard-replay': event.replay } : {}),
+        ...(event.test ? { 'hookyard-test': 'true' } : {}),
         ...signer?.(event.id, formatted.body),
       };
       if (trace) {

@@ -14,6 +14,8 @@ export interface StoredEvent {
   endpoint: string;
   /** The replay request that queued this copy of the event, if it is one. */
   replay: string | undefined;
+  /** A test event (`hookyard test`), made up by the operator rather than received. */
+  test: boolean;
   /** The provider's original request headers (lowercase names), without the Hookyard-Header- prefix. */
   originalHeaders: Record<string, string>;
   /** The receiver's span, stored with the event when it traced it: the parent of each attempt's span. */
@@ -52,6 +54,7 @@ export function storedEvent(
     receivedAt: get(h.receivedAt) ?? message.receivedAt?.toISOString(),
     endpoint: get(h.sourceStream) ? endpointOfStream(get(h.sourceStream) as string) : endpoint,
     replay: get(h.replay),
+    test: get(h.test) === 'true',
     originalHeaders,
     trace: traceparent ? { traceparent, tracestate: get(h.tracestate) } : undefined,
     body: data,

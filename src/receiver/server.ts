@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { JetStreamClient } from '@nats-io/jetstream';
 import { headers as natsHeaders } from '@nats-io/transport-node';
 import type { Registry } from 'prom-client';
-import { eventSubject, headers as names } from '../jetstream/layout.ts';
+import { duplicateSubject, eventSubject, headers as names } from '../jetstream/layout.ts';
 import { InvalidPayload, type MediaKind, mediaKind, parseAs, sniff } from '../payload/parse.ts';
 import type { Logger } from '../runtime/log.ts';
 import type { TraceContext, Tracer } from '../runtime/tracing.ts';
@@ -86,8 +86,10 @@ async function handleWebhook(
     const trace = span?.context;
     const duplicate = await publish(options, endpoint, state.metrics, request, { eventType, id, bodyKind, trace });
     outcome = duplicate ? 'duplicate' : 'accepted';
-    if (duplicate) logDuplicate(options.log, endpoint, request, { id, eventType });
-    else state.metrics.event(eventType);
+    if (duplicate) {
+      logDuplicate(options.log, endpoint, request, { id, eventType });
+      recordDuplicate(options, endpoint, id);
+    } else state.metrics.event(eventType);
     reply(res, endpoint.status, endpoint.status === 204 ? undefined : { status: outcome, id, type: eventType });
   } catch (err) {
     const refusal = err instanceof Refused ? err : unexpected(err, options.log, key);
@@ -332,6 +334,17 @@ function nextTurn(): Promise<void> {
     }),
   );
   return turn;
+}
+
+/**
+ * One empty record per duplicate answered, under the event id, for `hookyard events` to count per event. Not
+ * waited for: the provider's answer does not depend on it, and a record lost (NATS busy, no stream) only makes a
+ * count lower.
+ */
+function recordDuplicate(options: ReceiverOptions, endpoint: CompiledEndpoint, id: string) {
+  options.js.publish(duplicateSubject(endpoint.namespace, endpoint.name, id)).catch((err: unknown) => {
+    options.log.debug({ err: String(err) }, 'duplicate record not stored');
+  });
 }
 
 /**

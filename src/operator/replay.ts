@@ -71,7 +71,11 @@ export async function reconcileReplay(
     return { id: parsed.id, phase: 'Failed', message: parsed.problem, completedAt: now() };
   }
   const { request } = parsed;
-  if (previous?.id === request.id) return previous.phase === 'Sending' ? await progress(ctx, raw, previous) : previous;
+  if (previous?.id === request.id) {
+    if (previous.phase === 'Sending') return await progress(ctx, raw, previous);
+    finished.delete(raw.metadata.uid ?? ''); // the cache has the status written: nothing more to remember
+    return previous;
+  }
 
   const startedAt = now();
   const namespace = raw.metadata.namespace;
@@ -115,13 +119,24 @@ export async function reconcileReplay(
 }
 
 /** A replay being sent is done when the replay stream is empty: every copy delivered or dead-lettered again. */
+/**
+ * Replays this operator saw finish, by resource uid, until its cache shows the status written: a reconcile that
+ * still reads phase Sending from the cache must not announce the end a second time.
+ */
+const finished = new Map<string, ReplayStatus>();
+
 async function progress(ctx: Context, raw: RawResource, status: ReplayStatus): Promise<ReplayStatus> {
+  const uid = raw.metadata.uid ?? '';
+  const done = finished.get(uid);
+  if (done && done.id === status.id) return done;
   const info = await ctx.jsm.streams.info(replayStream(raw.metadata.namespace, raw.metadata.name));
   const remaining = info.state.messages;
   if (remaining > 0) return { ...status, remaining };
   const message = `${status.selected} events sent again; any that failed for good are dead letters again (status.deadLettered, hookyard attempts).`;
   await event(ctx, raw, 'Normal', 'ReplaySucceeded', message);
-  return { ...status, phase: 'Succeeded', remaining: 0, message, completedAt: now() };
+  const succeeded: ReplayStatus = { ...status, phase: 'Succeeded', remaining: 0, message, completedAt: now() };
+  finished.set(uid, succeeded);
+  return succeeded;
 }
 
 /**

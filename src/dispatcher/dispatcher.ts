@@ -298,7 +298,7 @@ function deliveryPhases(
     enabled: spec.history.enabled,
     namespace,
     subscription: name,
-    js: ctx.js,
+    nc,
     log,
     onFailure: metrics.attemptRecordFailed,
   });

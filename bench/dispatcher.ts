@@ -12,10 +12,15 @@
 // the sides alternating, each round with fresh consumers over the same N events, and the median of each side is
 // reported. Each round also runs the dispatcher with history.enabled false: the cost of the attempt records is the
 // ratio of the two.
+// Both sides get the heap a dispatcher pod gets: Node sizes its heap to the container's memory limit, and in the
+// default 384 MiB (src/operator/render.ts) Node 24 takes a 259 MiB heap with 1 MiB semi-spaces, which
+// `--max-old-space-size=256 --max-semi-space-size=1` reproduce outside a container (measured in a memory cgroup of
+// 384 MiB). Without them, on a machine with much memory, V8 grows its young generation to 128 MiB under load, and
+// that, not the dispatcher, would be most of the RSS measured.
 // Options: --events N (default 20000), --concurrency C (64), --rate R events/s (500), --seconds S (5),
-// --rounds (3). Environment: DISPATCHER_NODE_FLAGS replaces the image's node flags (to profile: `--cpu-prof
-// --cpu-prof-dir=/tmp/prof`). The output is kept in docs/benchmarks/; the process exits 1 when a goal of
-// docs/benchmarks.md is missed.
+// --rounds (3). Environment: SIDE_NODE_FLAGS replaces the node flags of both sides (the pod's heap; '' for node's
+// defaults on this machine; to profile, add `--cpu-prof --cpu-prof-dir=/tmp/prof`). The output is kept in
+// docs/benchmarks/; the process exits 1 when a goal of docs/benchmarks.md is missed.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -43,6 +48,9 @@ const { values } = parseArgs({
     sink: { type: 'string' },
   },
 });
+
+/** The heap Node 24 configures in a container limited to 384 MiB, the dispatcher pod's default limit. */
+const podHeapFlags = '--max-old-space-size=256 --max-semi-space-size=1';
 
 /** Milliseconds since the epoch with sub-millisecond precision, comparable across processes. */
 const clock = () => performance.timeOrigin + performance.now();
@@ -100,7 +108,8 @@ async function runBench() {
   const concurrency = Number(values.concurrency);
   const rate = Number(values.rate);
   const seconds = Number(values.seconds);
-  const nodeFlags = process.env.DISPATCHER_NODE_FLAGS?.split(' ').filter(Boolean) ?? imageNodeFlags();
+  const sideFlags = (process.env.SIDE_NODE_FLAGS ?? podHeapFlags).split(' ').filter(Boolean);
+  const nodeFlags = [...imageNodeFlags(), ...sideFlags];
   const work = tempDir('hookyard-bench-');
   const nats = await startNats(work.path, join(work.path, 'nats'));
   const sinkPort = await freePort();
@@ -171,9 +180,13 @@ async function runBench() {
   /** bench/baseline-dispatcher.ts with its own durable consumer; resolves once it consumes. */
   const startBaseline = async (name: string, path: string): Promise<Running> => {
     const args = [nats.url, stream, name, `${sinkUrl}${path}`, String(concurrency)];
-    const child: ChildProcess = spawn(process.execPath, [join(root, 'bench/baseline-dispatcher.ts'), ...args], {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
+    const child: ChildProcess = spawn(
+      process.execPath,
+      [...sideFlags, join(root, 'bench/baseline-dispatcher.ts'), ...args],
+      {
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      },
+    );
     const exited = new Promise<number>((ok) => child.once('exit', (code) => ok(code ?? 1)));
     const side = running({
       pid: child.pid as number,
@@ -291,6 +304,7 @@ async function runBench() {
     report.line(
       `dispatcher: node ${[...nodeFlags, 'dist/cli.mjs'].join(' ')} dispatcher, standardWebhooks signing, attempt records on unless said`,
     );
+    report.line(`baseline: node ${[...sideFlags, 'bench/baseline-dispatcher.ts'].join(' ')}`);
     report.line(
       `CPU ms / 1000: median of the rounds; RSS under load: highest VmRSS of the side's process in any round`,
     );

@@ -294,6 +294,7 @@ function deliveryPhases(
   const filter = spec.filter ? compileFilter(spec.filter) : undefined;
   const delivery = createDelivery(subscription, options.secrets, options.configMaps);
   const deadLetters = createDeadLetters({ spec, namespace, subscription: name, js: ctx.js, metrics, log, userAgent });
+  const acks = new AckBatcher<JsMsg>();
   const history = createHistory({
     enabled: spec.history.enabled,
     namespace,
@@ -301,8 +302,8 @@ function deliveryPhases(
     nc,
     log,
     onFailure: metrics.attemptRecordFailed,
+    later: (write) => acks.later(write),
   });
-  const acks = new AckBatcher<JsMsg>();
   const leases = new Leases<JsMsg>(durationMs(spec.ackWait));
   const { gate, breaker } = flowGate(spec, metrics, log);
   const retries = sharedRetries(nc, retrySubject(namespace, name), {

@@ -83,6 +83,8 @@ export function createHistory(options: {
   nc: NatsConnection;
   log: Logger;
   onFailure: () => void;
+  /** Runs a publish at the end of the turn of the event loop (the acks' batch). */
+  later: (write: () => void) => void;
 }) {
   const { namespace, subscription, nc, log } = options;
   if (!options.enabled) return { record(_record: AttemptRecord): void {}, async close(): Promise<void> {} };
@@ -116,20 +118,25 @@ export function createHistory(options: {
   };
   const sweep = setInterval(() => unanswered(answerTimeoutMs), 1000);
   sweep.unref();
+  const publish = (record: AttemptRecord) => {
+    const n = ++sent;
+    waiting.set(n, performance.now());
+    try {
+      nc.publish(attemptSubject(namespace, subscription, record.eventId), JSON.stringify(record), {
+        reply: `${inbox}${n}`,
+      });
+    } catch (err) {
+      waiting.delete(n);
+      failed((err as Error).message); // the connection is closed
+    }
+  };
   return {
+    // Published at the end of the turn with the acks (`later`): nats.js writes to its socket after each run of
+    // microtasks, so a record published at once was a system call of its own for each delivery.
     record(record: AttemptRecord): void {
-      const n = ++sent;
-      waiting.set(n, performance.now());
-      try {
-        nc.publish(attemptSubject(namespace, subscription, record.eventId), JSON.stringify(record), {
-          reply: `${inbox}${n}`,
-        });
-      } catch (err) {
-        waiting.delete(n);
-        failed((err as Error).message); // the connection is closed
-      }
+      options.later(() => publish(record));
     },
-    /** Waits for the answers to the records sent so far (at most five seconds). */
+    /** Waits for the answers to the records published so far (at most five seconds); flush `later` first. */
     async close(): Promise<void> {
       if (waiting.size > 0) {
         await new Promise<void>((ok) => {

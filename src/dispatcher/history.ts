@@ -56,6 +56,9 @@ export function attemptRecord(
   };
 }
 
+/** Attempt records published and not yet acknowledged, at most. */
+export const maxPendingRecords = 4096;
+
 /** How long a record's PubAck may take before the record counts as not stored (js.publish's own default). */
 const answerTimeoutMs = 5000;
 
@@ -119,6 +122,12 @@ export function createHistory(options: {
   const sweep = setInterval(() => unanswered(answerTimeoutMs), 1000);
   sweep.unref();
   const publish = (record: AttemptRecord) => {
+    // While JetStream is slow, records wait for their PubAck; past this many, new ones are dropped (and counted)
+    // rather than held in memory without bound.
+    if (waiting.size >= maxPendingRecords) {
+      failed(`${maxPendingRecords} records already wait for JetStream`);
+      return;
+    }
     const n = ++sent;
     waiting.set(n, performance.now());
     try {

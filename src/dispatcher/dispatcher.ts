@@ -305,15 +305,16 @@ function deliveryPhases(
   const delivery = createDelivery(subscription, options.secrets, options.configMaps);
   const traced = tracedSubscription(subscription, delivery.target.url);
   const deadLetters = createDeadLetters({ spec, namespace, subscription: name, js: ctx.js, metrics, log, userAgent });
+  const acks = new AckBatcher<JsMsg>();
   const history = createHistory({
     enabled: spec.history.enabled,
     namespace,
     subscription: name,
-    js: ctx.js,
+    nc,
     log,
     onFailure: metrics.attemptRecordFailed,
+    later: (write) => acks.later(write),
   });
-  const acks = new AckBatcher<JsMsg>();
   const leases = new Leases<JsMsg>(durationMs(spec.ackWait));
   const { gate, breaker } = flowGate(spec, metrics, log);
   const retries = sharedRetries(nc, retrySubject(namespace, name), {

@@ -9,7 +9,13 @@ import {
   type JsMsg,
 } from '@nats-io/jetstream';
 import type { AttemptRecord } from '../dispatcher/history.ts';
-import { attemptStream, attemptSubject, attemptSubjects } from '../jetstream/layout.ts';
+import {
+  attemptStream,
+  attemptSubject,
+  attemptSubjects,
+  duplicateStream,
+  duplicateSubjects,
+} from '../jetstream/layout.ts';
 
 export interface ReadOptions {
   filterSubjects?: string[];
@@ -67,7 +73,31 @@ export async function readAttempts(
   const out: AttemptRecord[] = [];
   const stream = attemptStream(namespace, subscription);
   for await (const m of readStream(js, stream, { ...options, filterSubjects: [subject] })) {
-    out.push(m.json<AttemptRecord>());
+    try {
+      out.push(m.json<AttemptRecord>());
+    } catch {
+      // Not a record the dispatcher wrote (anyone with NATS access can publish here): not part of the history.
+    }
   }
   return out;
+}
+
+/**
+ * How many times the receiver answered each event id as a duplicate (the provider sent it again within the dedup
+ * window): read from the duplicate records' subjects, one count per event id, without reading the records.
+ */
+export async function duplicateCounts(js: JetStreamClient, namespace: string, endpoint: string) {
+  const jsm = await js.jetstreamManager();
+  const info = await jsm.streams
+    .info(duplicateStream(namespace, endpoint), { subjects_filter: duplicateSubjects(namespace, endpoint) })
+    .catch((err: unknown) => {
+      if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return undefined;
+      throw err;
+    });
+  const counts = new Map<string, number>();
+  for (const [subject, n] of Object.entries(info?.state.subjects ?? {})) {
+    const token = subject.split('.').at(-1) ?? '';
+    counts.set(token === '_' ? '' : Buffer.from(token, 'base64url').toString(), n);
+  }
+  return counts;
 }

@@ -17,7 +17,7 @@ export async function ensureHistoryStreams(
 ) {
   if (spec.history.enabled) await ensureStream(ctx.jsm, attemptStreamConfig(namespace, name, spec.history, replicas));
   else await deleteStream(ctx.jsm, attemptStream(namespace, name));
-  await ensureStream(ctx.jsm, replayStreamConfig(namespace, name, spec.history, replicas));
+  await ensureStream(ctx.jsm, replayStreamConfig(namespace, name, replicas));
   return await ensureConsumer(ctx.jsm, replayStream(namespace, name), replayConsumerConfig(namespace, name, spec));
 }
 

@@ -8,6 +8,7 @@ import type { JetStreamManager } from '@nats-io/jetstream';
 import type { Condition } from '../api/common.ts';
 import { ConditionType, Reason } from '../api/conditions.ts';
 import type { ResourceKind } from '../api/kinds.ts';
+import { resolveSources } from '../api/sources.ts';
 import type { Logger } from '../runtime/log.ts';
 import { type Context, forgetParsed, isTerminal, type Outcome, type RawResource, writeStatus } from './context.ts';
 import { finalizeEndpoint, reconcileEndpoint } from './endpoints.ts';
@@ -46,7 +47,11 @@ export const defaultResyncMs = 10 * 60_000;
 
 export function startController(options: ControllerOptions): Controller {
   const { kc, log, metrics } = options;
-  const queue = new WorkQueue({ baseDelayMs: options.retryBaseMs });
+  // Endpoints first: a subscription needs its endpoints' streams.
+  const queue = new WorkQueue({
+    baseDelayMs: options.retryBaseMs,
+    first: (key) => parseKey(key).kind === 'ProviderEndpoint',
+  });
   const namespaces = options.namespaces?.length ? options.namespaces : [''];
   const resyncMs = options.resyncMs ?? defaultResyncMs;
   const informers: Informer<k8s.KubernetesObject>[] = [];
@@ -129,6 +134,12 @@ function reconciler(ctx: Context, queue: WorkQueue, resyncMs: number) {
       queue.forget(key);
       return;
     }
+    // A subscription whose endpoint is being reconciled waits for its stream, rather than failing to find it.
+    const busy = kind === 'WebhookSubscription' && !consumerReady(cached) && activeEndpoint(caches, queue, cached);
+    if (busy) {
+      queue.addWhenDone(key, busy);
+      return;
+    }
     const raw = structuredClone(cached);
     const started = performance.now();
     try {
@@ -138,8 +149,7 @@ function reconciler(ctx: Context, queue: WorkQueue, resyncMs: number) {
       // Its stream may be what a subscription was waiting for.
       if (kind === 'ProviderEndpoint' && !outcome.retry) {
         for (const s of subscriptionsOf(caches, cached)) {
-          const consumerReady = s.status?.conditions?.find((c) => c.type === ConditionType.ConsumerReady);
-          if (consumerReady?.status !== 'True') queue.add(`WebhookSubscription/${namespace}/${s.metadata.name}`);
+          if (!consumerReady(s)) queue.add(`WebhookSubscription/${namespace}/${s.metadata.name}`);
         }
       }
       if (outcome.retry) queue.retry(key);
@@ -163,6 +173,17 @@ function reconciler(ctx: Context, queue: WorkQueue, resyncMs: number) {
     }
   };
 }
+
+/** The key of an endpoint the subscription reads that a worker is reconciling now, if any. */
+function activeEndpoint(caches: Caches, queue: WorkQueue, subscription: RawResource): string | undefined {
+  const { namespace } = subscription.metadata;
+  return resolveSources(subscription as never, caches.endpoints.list(namespace) as never)
+    .map((source) => `ProviderEndpoint/${namespace}/${source.endpoint}`)
+    .find((endpointKey) => queue.isActive(endpointKey));
+}
+
+const consumerReady = (subscription: RawResource) =>
+  subscription.status?.conditions?.some((c) => c.type === ConditionType.ConsumerReady && c.status === 'True');
 
 async function reconcile(ctx: Context, kind: ResourceKind, raw: RawResource): Promise<Outcome> {
   const finalizers = raw.metadata.finalizers ?? [];

@@ -76,6 +76,21 @@ describe('work queue', () => {
     assert.equal(await Promise.race([queue.next(), sleep(1000).then(() => 'late')]), 'a');
     queue.close();
   });
+
+  it('hands out the keys `first` picks before the others, and holds a key for one being worked on', async () => {
+    const queue = new WorkQueue({ first: (key) => key.startsWith('endpoint/') });
+    queue.add('subscription/a');
+    queue.add('endpoint/a');
+    const endpoint = await queue.next();
+    assert.equal(endpoint, 'endpoint/a');
+    assert.equal(await queue.next(), 'subscription/a');
+    queue.addWhenDone('subscription/a', 'endpoint/a');
+    queue.done('subscription/a');
+    assert.equal(queue.length, 0, 'waits while endpoint/a is worked on');
+    queue.done('endpoint/a');
+    assert.equal(await queue.next(), 'subscription/a');
+    queue.close();
+  });
 });
 
 describe('status conditions', () => {

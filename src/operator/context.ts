@@ -153,8 +153,14 @@ export async function applyObject<T extends k8s.KubernetesObject>(
   object.metadata.annotations[appliedHash] = hash;
   const cached = cache.get(wanted.metadata?.name ?? '', wanted.metadata?.namespace);
   if (cached && holds(cached, object)) return cached;
-  return await ctx.kube.apply(object);
+  const applied = await ctx.kube.apply(object);
+  cache.assume(applied, cached?.metadata?.resourceVersion);
+  return applied;
 }
+
+/** The cache of a kind of resource. */
+export const resourceCache = (ctx: Context, kind: ResourceKind) =>
+  kind === 'ProviderEndpoint' ? ctx.caches.endpoints : ctx.caches.subscriptions;
 
 /** Deletes an object the operator made, if the cache has it. */
 export async function removeObject(ctx: Context, object: k8s.KubernetesObject, cache: Cache<k8s.KubernetesObject>) {
@@ -270,7 +276,11 @@ export async function writeStatus(
   if (!statusChanged(raw.status, status)) return;
   // A merge patch keeps fields it does not name: the ones no longer set are removed with null.
   const removed = Object.keys(raw.status ?? {}).filter((key) => status[key] === undefined);
-  await ctx.kube.patchStatus(raw, { ...status, ...Object.fromEntries(removed.map((key) => [key, null])) });
+  const patched = await ctx.kube.patchStatus(raw, {
+    ...status,
+    ...Object.fromEntries(removed.map((key) => [key, null])),
+  });
+  resourceCache(ctx, raw.kind).assume(patched, raw.metadata.resourceVersion);
   const ready = conditions[0] as Condition;
   const before = readyReason(raw.status?.conditions);
   if (ready.reason === before) return;
@@ -283,6 +293,43 @@ export async function writeStatus(
   await ctx.kube.event(raw, problem ? 'Warning' : 'Normal', ready.reason, ready.message).catch((err: unknown) => {
     ctx.log.warn({ err: String(err) }, 'could not record an Event');
   });
+}
+
+/** The checks a status's conditions were written from (all but Ready, which summarizes them). */
+export function checksOf(conditions: Condition[]): Check[] {
+  return conditions
+    .filter((c) => c.type !== ConditionType.Ready)
+    .map((c) => ({
+      type: c.type,
+      status: c.status === 'Unknown' ? ('Unknown' as const) : c.status === 'True',
+      reason: c.reason,
+      message: c.message,
+    }));
+}
+
+/**
+ * Writes the status again with one check replaced (its Deployment's availability, read from the cache) and the
+ * rest as the last reconcile wrote them: no JetStream call, no apply. Returns false, and writes nothing, when that
+ * is not enough and the resource needs a reconcile: its status is not of its current generation, or a check other
+ * than this one keeps it from Ready.
+ */
+export async function rewriteCheck(ctx: Context, raw: RawResource, check: Check, readyFrom: string[]) {
+  const { conditions = [], ...fields } = raw.status ?? {};
+  if (raw.status?.observedGeneration !== raw.metadata.generation) return false;
+  const checks = checksOf(conditions);
+  const others = checks.filter((c) => c.type !== check.type);
+  if (others.length === checks.length) return false;
+  if (others.some((c) => c.type === ConditionType.Reconciled || (readyFrom.includes(c.type) && c.status !== true))) {
+    return false;
+  }
+  await writeStatus(
+    ctx,
+    raw,
+    fields,
+    checks.map((c) => (c.type === check.type ? check : c)),
+    readyFrom,
+  );
+  return true;
 }
 
 /** Ready reasons of a resource on its way to Ready, not stuck. */

@@ -16,6 +16,7 @@ import {
   removeObject,
   removeObjects,
   resolveSecrets,
+  rewriteCheck,
   writeStatus,
 } from './context.ts';
 import { endpointSecretRefs, natsSecretRefs, receiverName, renderEndpoint } from './render.ts';
@@ -73,6 +74,12 @@ export async function reconcileEndpoint(ctx: Context, raw: RawResource): Promise
 
   await writeStatus(ctx, raw, { url: objects.url }, checks, readyFrom);
   return { retry, terminal };
+}
+
+/** Ready again from the receiver Deployment's availability alone; false when it takes a reconcile. */
+export async function rewriteReceiverReady(ctx: Context, raw: RawResource): Promise<boolean> {
+  const deployment = ctx.caches.deployments.get(receiverName(raw.metadata.name), raw.metadata.namespace);
+  return await rewriteCheck(ctx, raw, deploymentCheck(ConditionType.ReceiverReady, 'receiver', deployment), readyFrom);
 }
 
 const ingressHeader = (namespace: string, name: string): k8s.V1Ingress => ({

@@ -1,7 +1,8 @@
 // A work queue of resource keys, as controllers keep them: a key waits at most once however often it is added, is
 // never worked on by two workers at once, and a key whose reconcile failed comes back after a per-key delay that
 // doubles with each failure, so one broken resource never holds up the others. Keys `first` picks are handed out
-// before the others (the operator's endpoints, whose streams the subscriptions need).
+// before the others (the operator's endpoints, whose streams the subscriptions need). A key added only for a
+// status change of what it owns is handed out marked so (statusOnly), unless something else asked for it too.
 
 export interface QueueOptions {
   /** Delay after the first failure (ms); it doubles per failure. */
@@ -15,7 +16,10 @@ export class WorkQueue {
   readonly #ready: string[] = [];
   readonly #readyFirst: string[] = [];
   readonly #queued = new Set<string>();
-  readonly #active = new Set<string>();
+  /** Keys being worked on, and whether they were handed out status-only. */
+  readonly #active = new Map<string, boolean>();
+  /** Queued or dirty keys that something other than a status change asked for. */
+  readonly #full = new Set<string>();
   /** Keys added again while being worked on: they go back on the queue when their worker is done. */
   readonly #dirty = new Set<string>();
   /** Keys waiting for an active key to be done (see addWhenDone). */
@@ -34,8 +38,10 @@ export class WorkQueue {
     this.#first = options.first ?? (() => false);
   }
 
-  add(key: string): void {
+  /** Queues the key; `statusOnly`: all that changed is the status of an object it owns. */
+  add(key: string, statusOnly = false): void {
     if (this.#closed) return;
+    if (!statusOnly) this.#full.add(key);
     if (this.#active.has(key)) {
       this.#dirty.add(key);
       return;
@@ -54,6 +60,11 @@ export class WorkQueue {
 
   isActive(key: string): boolean {
     return this.#active.has(key);
+  }
+
+  /** Whether the active key was added only for status changes of what it owns. */
+  statusOnly(key: string): boolean {
+    return this.#active.get(key) === true;
   }
 
   /** Adds the key after a delay; of two pending delays for the same key, the one due first wins. */
@@ -90,7 +101,7 @@ export class WorkQueue {
       const key = this.#readyFirst.shift() ?? this.#ready.shift();
       if (key !== undefined) {
         this.#queued.delete(key);
-        this.#active.add(key);
+        this.#active.set(key, !this.#full.delete(key));
         return key;
       }
       await new Promise<void>((ok) => this.#waiters.push(ok));
@@ -100,7 +111,7 @@ export class WorkQueue {
 
   done(key: string): void {
     this.#active.delete(key);
-    if (this.#dirty.delete(key)) this.add(key);
+    if (this.#dirty.delete(key)) this.add(key, !this.#full.has(key));
     for (const waiting of this.#waiting.get(key) ?? []) this.add(waiting);
     this.#waiting.delete(key);
   }

@@ -24,6 +24,7 @@ import {
   type RawResource,
   removeObjects,
   resolveSecrets,
+  rewriteCheck,
   writeStatus,
 } from './context.ts';
 import { matchEventTypes } from './event-types.ts';
@@ -201,6 +202,13 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
     readyFrom,
   );
   return { retry, terminal, requeueAfterMs: ctx.statusIntervalMs };
+}
+
+/** Ready again from the dispatcher Deployment's availability alone; false when it takes a reconcile. */
+export async function rewriteDispatcherReady(ctx: Context, raw: RawResource): Promise<boolean> {
+  const deployment = ctx.caches.deployments.get(dispatcherName(raw.metadata.name), raw.metadata.namespace);
+  const check = deploymentCheck(ConditionType.DispatcherReady, 'dispatcher', deployment);
+  return await rewriteCheck(ctx, raw, check, readyFrom);
 }
 
 /** The dead-letter stream's replicas: those of the most replicated source stream (1 without sources). */

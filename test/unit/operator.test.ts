@@ -91,6 +91,21 @@ describe('work queue', () => {
     assert.equal(await queue.next(), 'subscription/a');
     queue.close();
   });
+
+  it('hands a key out status-only only when nothing but status changes asked for it', async () => {
+    const queue = new WorkQueue();
+    queue.add('a', true);
+    queue.add('b', true);
+    queue.add('b');
+    const a = (await queue.next()) as string;
+    assert.equal(queue.statusOnly(a), true);
+    const b = (await queue.next()) as string;
+    assert.equal(queue.statusOnly(b), false, 'a full wake is not lost to a status-only one');
+    queue.add('a', true); // while a is worked on
+    queue.done(a);
+    assert.equal(queue.statusOnly((await queue.next()) as string), true);
+    queue.close();
+  });
 });
 
 describe('status conditions', () => {

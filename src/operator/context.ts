@@ -3,11 +3,13 @@
 import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import type * as k8s from '@kubernetes/client-node';
-import { JetStreamApiError, type JetStreamManager } from '@nats-io/jetstream';
+import { type ConsumerConfig, JetStreamApiError, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
 import type { Condition, ConfigMapKeyRef, SecretKeyRef } from '../api/common.ts';
 import { ConditionType, Reason } from '../api/conditions.ts';
 import type { KindRef, ResourceKind } from '../api/kinds.ts';
 import { InvalidResource, parseResource } from '../api/validate.ts';
+import { ensureConsumer } from '../jetstream/consumers.ts';
+import { ensureStream } from '../jetstream/streams.ts';
 import type { Logger } from '../runtime/log.ts';
 import type { Cache } from './informer.ts';
 import type { Kube } from './kube.ts';
@@ -121,6 +123,30 @@ export async function resolveSecrets(
     check: { type: ConditionType.SecretsResolved, status: true, reason: Reason.Resolved, message },
     checksum: hash.digest('hex'),
   };
+}
+
+/** Whether the resource was never reconciled (no status yet): its streams and consumers most likely do not exist. */
+const fresh = (raw: RawResource) => raw.status?.observedGeneration === undefined;
+
+/**
+ * Creates or updates a stream. For a resource never reconciled the create goes first, one JetStream request
+ * instead of a look-up and a create; when it fails (the stream exists with another config, say), the look-up
+ * follows and says what to do.
+ */
+export async function ensureStreamOf(ctx: Context, raw: RawResource, config: Partial<StreamConfig> & { name: string }) {
+  const created = fresh(raw) ? await ctx.jsm.streams.add(config).catch(() => undefined) : undefined;
+  return created ?? (await ensureStream(ctx.jsm, config));
+}
+
+/** The same for a consumer: a create (refused when it exists with another config), else the look-up first. */
+export async function ensureConsumerOf(
+  ctx: Context,
+  raw: RawResource,
+  stream: string,
+  config: Partial<ConsumerConfig> & { durable_name: string },
+) {
+  const created = fresh(raw) ? await ctx.jsm.consumers.add(stream, config).catch(() => undefined) : undefined;
+  return created ?? (await ensureConsumer(ctx.jsm, stream, config));
 }
 
 const appliedHash = 'hookyard.io/applied-hash';

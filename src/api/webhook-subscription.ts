@@ -319,7 +319,7 @@ export const webhookSubscriptionSpec = withRules(
         enabled: z.boolean().default(true).meta({
           description: 'false: no record is kept of each delivery attempt (hookyard attempts shows nothing).',
         }),
-        maxAge: duration('How long attempt records are kept, and replayed events wait to be sent.').default('168h'),
+        maxAge: duration('How long attempt records are kept.').default('168h'),
         maxRecords: z.number().int().min(1000).max(1_000_000_000).default(1_000_000).meta({
           description: 'At most this many attempt records; the oldest go first.',
         }),

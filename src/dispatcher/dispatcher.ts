@@ -173,7 +173,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   const js: JetStreamClient = jetstream(nc);
   if (spec.deadLetter.enabled) await ensureStream(jsm, deadLetterStreamConfig(namespace, name, spec.deadLetter.maxAge));
   if (spec.history.enabled) await ensureStream(jsm, attemptStreamConfig(namespace, name, spec.history));
-  await ensureStream(jsm, replayStreamConfig(namespace, name, spec.history));
+  await ensureStream(jsm, replayStreamConfig(namespace, name));
   const sources = await openSources(options, jsm, js);
   if (sources.some((s) => s.paused) || spec.paused) metrics.paused(true);
 

@@ -56,6 +56,9 @@ export function attemptRecord(
   };
 }
 
+/** Attempt records published and not yet acknowledged, at most. */
+export const maxPendingRecords = 4096;
+
 export function createHistory(options: {
   enabled: boolean;
   namespace: string;
@@ -67,17 +70,24 @@ export function createHistory(options: {
   const { namespace, subscription, js, log } = options;
   const pending = new Set<Promise<unknown>>();
   let lastWarning = 0;
+  const warn = (message: string) => {
+    options.onFailure();
+    if (Date.now() - lastWarning < 60_000) return;
+    lastWarning = Date.now();
+    log.warn({ error: message }, 'attempt record not stored; delivery goes on');
+  };
   return {
     record(record: AttemptRecord): void {
       if (!options.enabled) return;
+      // While JetStream is slow, records wait for their PubAck; past this many, new ones are dropped (and counted)
+      // rather than held in memory without bound.
+      if (pending.size >= maxPendingRecords) {
+        warn(`${maxPendingRecords} records already wait for JetStream`);
+        return;
+      }
       const p = js
         .publish(attemptSubject(namespace, subscription, record.eventId), JSON.stringify(record))
-        .catch((err: Error) => {
-          options.onFailure();
-          if (Date.now() - lastWarning < 60_000) return;
-          lastWarning = Date.now();
-          log.warn({ error: err.message }, 'attempt record not stored; delivery goes on');
-        })
+        .catch((err: Error) => warn(err.message))
         .finally(() => pending.delete(p));
       pending.add(p);
     },

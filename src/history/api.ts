@@ -5,8 +5,9 @@
 // (SubjectAccessReview): whoever cannot read a namespace's subscriptions cannot read their events.
 import * as k8s from '@kubernetes/client-node';
 import type { JetStreamClient } from '@nats-io/jetstream';
+import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
 import express from 'express';
-import { deadLetterStream, endpointStream, headers as h } from '../jetstream/layout.ts';
+import { deadLetterStream, endpointStream, eventSubject, headers as h } from '../jetstream/layout.ts';
 import type { Logger } from '../runtime/log.ts';
 import { readAttempts, readStream } from './read.ts';
 
@@ -65,12 +66,13 @@ export function historyRouter(options: { kc: k8s.KubeConfig; js: () => JetStream
   const route = (resource: string, handler: (req: express.Request) => Promise<unknown>) =>
     (async (req, res) => {
       try {
+        checkNames(req);
         await authorize(req, resource);
         res.json(await handler(req));
       } catch (err) {
-        const status = err instanceof HttpError ? err.status : 503;
-        if (!(err instanceof HttpError)) options.log.warn({ err: String(err) }, 'history API: NATS failed');
-        res.status(status).json({ error: err instanceof HttpError ? err.message : 'NATS did not answer; try again' });
+        const known = err instanceof HttpError ? err : notFound(err, req);
+        if (!known) options.log.warn({ err: String(err) }, 'history API: NATS failed');
+        res.status(known?.status ?? 503).json({ error: known?.message ?? 'NATS did not answer; try again' });
       }
     }) as express.RequestHandler;
 
@@ -110,12 +112,16 @@ export function historyRouter(options: { kc: k8s.KubeConfig; js: () => JetStream
       const type = query(req, 'type');
       const id = query(req, 'id');
       const until = query(req, 'until');
+      const { since, limit } = window(req);
+      // The type is a subject filter; the limit counts the events that match, not those read past.
+      const filterSubjects = type ? [eventSubject(namespace, name, type)] : undefined;
       const items = [];
-      for await (const m of readStream(jetstream(), endpointStream(namespace, name), window(req))) {
+      for await (const m of readStream(jetstream(), endpointStream(namespace, name), { since, filterSubjects })) {
         const event = storedSummary(m);
         if (until && Date.parse(event.time) >= Date.parse(until)) break;
         if ((type && event.type !== type) || (id && event.id !== id)) continue;
         items.push(event);
+        if (items.length === limit) break;
       }
       return { items };
     }),
@@ -141,6 +147,27 @@ export function historyRouter(options: { kc: k8s.KubeConfig; js: () => JetStream
     }),
   );
   return router;
+}
+
+const dnsLabel = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/** Kubernetes names only: anything else could never name a resource, and must not reach a NATS subject. */
+function checkNames(req: express.Request) {
+  const { namespace, name } = req.params as { namespace: string; name: string };
+  if (!dnsLabel.test(namespace)) throw new HttpError(400, `namespace "${namespace}" is not a Kubernetes name`);
+  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(name) || name.length > 253) {
+    throw new HttpError(400, `"${name}" is not the name of a Hookyard resource (lower case letters, digits and -)`);
+  }
+}
+
+/** A stream or message JetStream does not have: the resource has no history yet, or not that event. */
+function notFound(err: unknown, req: express.Request): HttpError | undefined {
+  if (!(err instanceof JetStreamApiError)) return undefined;
+  const { name } = req.params as { name: string };
+  if (err.code === JetStreamApiCodes.StreamNotFound) return new HttpError(404, `"${name}" has no stream in NATS`);
+  if (err.code === JetStreamApiCodes.NoMessageFound)
+    return new HttpError(404, `no such event in the stream of "${name}"`);
+  return undefined;
 }
 
 function storedSummary(m: {

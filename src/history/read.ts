@@ -67,7 +67,11 @@ export async function readAttempts(
   const out: AttemptRecord[] = [];
   const stream = attemptStream(namespace, subscription);
   for await (const m of readStream(js, stream, { ...options, filterSubjects: [subject] })) {
-    out.push(m.json<AttemptRecord>());
+    try {
+      out.push(m.json<AttemptRecord>());
+    } catch {
+      // Not a record the dispatcher wrote (anyone with NATS access can publish here): not part of the history.
+    }
   }
   return out;
 }

@@ -32,13 +32,14 @@ export function attemptStreamConfig(
 
 /**
  * The replay stream of one subscription: copies of the events a replay request asked for, each removed once the
- * dispatcher is done with it (work-queue retention). Copies are published with the request id in their message id,
- * so a request the operator starts over does not queue an event twice.
+ * dispatcher is done with it (work-queue retention). No age limit: a copy still retrying, or waiting while the
+ * subscription is paused, stays until it is delivered or dead-lettered again (its dead letter is already gone).
+ * Copies are published with the request id in their message id, so a request the operator starts over within a
+ * day (it stopped before writing status) queues no event twice.
  */
 export function replayStreamConfig(
   namespace: string,
   subscription: string,
-  history: HistorySpec,
   replicas?: number,
 ): Partial<StreamConfig> & { name: string } {
   return {
@@ -48,7 +49,7 @@ export function replayStreamConfig(
     retention: RetentionPolicy.Workqueue,
     storage: StorageType.File,
     ...(replicas === undefined ? {} : { num_replicas: replicas }),
-    max_age: durationNanos(history.maxAge),
-    duplicate_window: Math.min(durationNanos('1h'), durationNanos(history.maxAge)),
+    max_age: 0,
+    duplicate_window: durationNanos('24h'),
   };
 }

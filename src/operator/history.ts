@@ -19,7 +19,7 @@ export async function ensureHistoryStreams(
     ? ensureStreamOf(ctx, raw, attemptStreamConfig(namespace, name, spec.history, replicas))
     : deleteStream(ctx.jsm, attemptStream(namespace, name));
   const replay = async () => {
-    await ensureStreamOf(ctx, raw, replayStreamConfig(namespace, name, spec.history, replicas));
+    await ensureStreamOf(ctx, raw, replayStreamConfig(namespace, name, replicas));
     return await ensureConsumerOf(ctx, raw, replayStream(namespace, name), replayConsumerConfig(namespace, name, spec));
   };
   const [, consumer] = await Promise.all([attempts, replay()]);

@@ -40,6 +40,12 @@ interface Selected {
   receivedAt: string | undefined;
 }
 
+/** What a replay selected: how many, and the first `listed` of them for status. Bodies are not kept. */
+interface Selection {
+  count: number;
+  events: { id: string; type: string; receivedAt: string | undefined }[];
+}
+
 /**
  * The replay status to write: a new request carried out (or refused), one in progress looked at again, or the
  * last one's as it was. Never throws for a bad request; NATS trouble throws, and the reconcile retries.
@@ -63,40 +69,25 @@ export async function reconcileReplay(
   if (previous?.id === request.id) return previous.phase === 'Sending' ? await progress(ctx, raw, previous) : previous;
 
   const startedAt = now();
-  const selected = await select(ctx, subscription, sources, request);
-  const events = selected.slice(0, listed).map(({ id, type, receivedAt }) => ({ id, type, receivedAt }));
-  const cut = selected.length >= replayLimit ? ` (the first ${replayLimit}: ask again for the rest)` : '';
-  if (request.dryRun) {
-    const message = `Dry run: ${selected.length} events would be sent again${cut}; nothing was sent.`;
-    await event(ctx, raw, 'Normal', 'ReplayDryRun', message);
-    return {
-      id: request.id,
-      phase: 'DryRun',
-      selected: selected.length,
-      events,
-      message,
-      startedAt,
-      completedAt: now(),
-    };
-  }
   const namespace = raw.metadata.namespace;
   const name = raw.metadata.name;
-  for (const s of selected) await queue(ctx.jsm.jetstream(), namespace, name, request.id, s);
-  if (request.deadLetters) {
-    // Queued copies are safe in the replay stream (PubAck), so the dead letters go: one that fails again comes back.
-    for (const s of selected) await ctx.jsm.streams.deleteMessage(s.stream, s.msg.seq);
+  // Each event is queued as it is read, so a replay of many large events holds one body at a time.
+  const send = async (s: Selected) => {
+    await queue(ctx.jsm.jetstream(), namespace, name, request.id, s);
+    // The copy is safe in the replay stream (PubAck), so the dead letter goes: one that fails again comes back.
+    if (request.deadLetters) await ctx.jsm.streams.deleteMessage(s.stream, s.msg.seq);
+  };
+  const { count, events } = await select(ctx, subscription, sources, request, request.dryRun ? undefined : send);
+  const cut = count >= replayLimit ? ` (the first ${replayLimit}: ask again for the rest)` : '';
+  if (request.dryRun) {
+    const message = `Dry run: ${count} events would be sent again${cut}; nothing was sent.`;
+    await event(ctx, raw, 'Normal', 'ReplayDryRun', message);
+    return { id: request.id, phase: 'DryRun', selected: count, events, message, startedAt, completedAt: now() };
   }
-  const message = `${selected.length} events queued to be sent again${cut}.`;
+  const message = `${count} events queued to be sent again${cut}.`;
   await event(ctx, raw, 'Normal', 'ReplayStarted', message);
-  ctx.log.info({ namespace, subscription: name, replay: request.id, events: selected.length }, 'replay queued');
-  return await progress(ctx, raw, {
-    id: request.id,
-    phase: 'Sending',
-    selected: selected.length,
-    events,
-    message,
-    startedAt,
-  });
+  ctx.log.info({ namespace, subscription: name, replay: request.id, events: count }, 'replay queued');
+  return await progress(ctx, raw, { id: request.id, phase: 'Sending', selected: count, events, message, startedAt });
 }
 
 /** A replay being sent is done when the replay stream is empty: every copy delivered or dead-lettered again. */
@@ -109,22 +100,30 @@ async function progress(ctx: Context, raw: RawResource, status: ReplayStatus): P
   return { ...status, phase: 'Succeeded', remaining: 0, message, completedAt: now() };
 }
 
-/** The events a request names, oldest first, at most `replayLimit`, those the filter would skip left out. */
+/**
+ * The events a request names, at most `replayLimit`, those the filter would skip left out: dead letters oldest
+ * first, else each source's events oldest first. Each is handed to `send` (none for a dry run) as it is read.
+ */
 async function select(
   ctx: Context,
   subscription: WebhookSubscription,
   sources: Source[],
   request: ReplayRequest,
-): Promise<Selected[]> {
+  send?: (s: Selected) => Promise<void>,
+): Promise<Selection> {
   const { spec } = subscription;
   const namespace = subscription.metadata.namespace ?? 'default';
   const name = subscription.metadata.name;
   const filter = spec.filter ? compileFilter(spec.filter) : undefined;
-  const out: Selected[] = [];
+  const selection: Selection = { count: 0, events: [] };
   const take = async (stream: string, msg: JsMsg, endpoint: string) => {
     const event = storedEvent({ data: msg.data, headers: msg.headers, receivedAt: msgTime(msg) }, endpoint);
     if (filter && !filter({ type: event.type, headers: event.originalHeaders, body: await event.view() })) return;
-    out.push({ stream, msg, id: event.id, type: event.type, receivedAt: event.receivedAt });
+    const selected = { stream, msg, id: event.id, type: event.type, receivedAt: event.receivedAt };
+    await send?.(selected);
+    selection.count++;
+    if (selection.events.length < listed)
+      selection.events.push({ id: selected.id, type: selected.type, receivedAt: selected.receivedAt });
   };
 
   if (request.deadLetters) {
@@ -132,7 +131,7 @@ async function select(
     for await (const msg of readStream(ctx.jsm.jetstream(), stream, { limit: replayLimit })) {
       await take(stream, msg, endpointOfStream(msg.headers?.get(h.sourceStream) ?? ''));
     }
-    return out;
+    return selection;
   }
   const wanted = new Set(request.eventIds ?? []);
   const since = request.since ? new Date(request.since) : undefined;
@@ -142,13 +141,13 @@ async function select(
     const filterSubjects = consumerConfig(namespace, name, source.endpoint, spec).filter_subjects;
     const patterns = spec.eventTypes.map((p) => eventFilterSubject(namespace, source.endpoint, p));
     for await (const msg of readStream(ctx.jsm.jetstream(), stream, { filterSubjects, since })) {
-      if (msgTime(msg).getTime() >= until || out.length >= replayLimit) break;
+      if (msgTime(msg).getTime() >= until || selection.count >= replayLimit) break;
       if (!patterns.some((p) => subjectMatches(p, msg.subject))) continue;
       if (wanted.size > 0 && !wanted.has(msg.headers?.get(h.eventId) ?? '')) continue;
       await take(stream, msg, `${namespace}/${source.endpoint}`);
     }
   }
-  return out.slice(0, replayLimit);
+  return selection;
 }
 
 /**

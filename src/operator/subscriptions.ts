@@ -393,6 +393,8 @@ async function removeConsumers(ctx: Context, namespace: string, name: string, pr
  */
 export async function finalizeSubscription(ctx: Context, raw: RawResource): Promise<void> {
   const { namespace, name } = raw.metadata;
+  // The dispatcher first: one of its pods restarting meanwhile would make its streams and consumers again.
+  await removeObjects(ctx, namespace, dispatcherName(name), [kinds.Deployment, kinds.ConfigMap]);
   const prefix = endpointStream(namespace, '');
   const streams: Source[] = [];
   for await (const stream of ctx.jsm.streams.names(`hookyard.${namespace}.>`)) {
@@ -403,6 +405,5 @@ export async function finalizeSubscription(ctx: Context, raw: RawResource): Prom
   if (policy === 'Delete') await deleteStream(ctx.jsm, deadLetterStream(namespace, name));
   await deleteStream(ctx.jsm, orderingStream(namespace, name)); // bookkeeping only: nothing to retain
   await deleteHistoryStreams(ctx, namespace, name);
-  await removeObjects(ctx, namespace, dispatcherName(name), [kinds.Deployment, kinds.ConfigMap]);
   ctx.metrics.forget(namespace, name);
 }

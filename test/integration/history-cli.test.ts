@@ -23,7 +23,7 @@ import { createNamespace, installCRDs, kubeConfig, kubectl, requireEnv } from '.
 import { testNats } from '../harness/nats.ts';
 import { binDir, root, servingCertificate, tempDir } from '../harness/servers.ts';
 import { waitFor } from '../harness/wait.ts';
-import { type RunningOperator, simulatePods, startOperator } from '../harness/workloads.ts';
+import { type RunningOperator, startOperator } from '../harness/workloads.ts';
 import { publishEvent, quietLogger, startTarget } from './dispatcher-support.ts';
 
 describe('hookyard history commands', () => {
@@ -37,9 +37,9 @@ describe('hookyard history commands', () => {
   let dispatcher: Dispatcher | undefined;
   let nats: Awaited<ReturnType<typeof testNats>>;
   let target: Awaited<ReturnType<typeof startTarget>>;
-  let stopPods = () => {};
   let fixed = false;
   let env: NodeJS.ProcessEnv = {};
+  let readerToken = '';
 
   before(async () => {
     await installCRDs();
@@ -47,7 +47,6 @@ describe('hookyard history commands', () => {
     other = await createNamespace('hist-other');
     const cert = servingCertificate(join(work.path, 'cert'));
     const port = await freePort();
-    stopPods = simulatePods(mine);
     nats = await testNats();
     operator = await startOperator('operator-history', [
       ...['--namespaces', `${mine},${other}`, '--no-leader-election', '--status-interval', '1s'],
@@ -117,6 +116,7 @@ subjects: [{kind: ServiceAccount, name: reader, namespace: ${mine}}]
       namespace: mine,
       body: { spec: { audiences: [], expirationSeconds: 3600 } },
     });
+    readerToken = token.status?.token ?? '';
     const kubeconfig = join(work.path, 'kubeconfig');
     writeFileSync(
       kubeconfig,
@@ -129,7 +129,7 @@ subjects: [{kind: ServiceAccount, name: reader, namespace: ${mine}}]
             cluster: { server: requireEnv('HOOKYARD_TEST_KUBE_SERVER'), 'insecure-skip-tls-verify': true },
           },
         ],
-        users: [{ name: 'reader', user: { token: token.status?.token } }],
+        users: [{ name: 'reader', user: { token: readerToken } }],
         contexts: [{ name: 'test', context: { cluster: 'test', user: 'reader', namespace: mine } }],
         'current-context': 'test',
       }),
@@ -150,7 +150,6 @@ subjects: [{kind: ServiceAccount, name: reader, namespace: ${mine}}]
   });
   after(async () => {
     await dispatcher?.stop();
-    stopPods();
     operator?.kill('SIGKILL');
     await target?.close();
     await nats?.nc.close();
@@ -181,6 +180,9 @@ subjects: [{kind: ServiceAccount, name: reader, namespace: ${mine}}]
     assert.match(one.output, /^Nats-Msg-Id: ok-1$/m);
     assert.match(one.output, /^Hookyard-Event-Type: order\.shipped$/m);
     assert.ok(one.output.endsWith('\n\n{"id":"ok-1"}'), one.output);
+    const second = await hookyard('event', 'shop', 'bad-1');
+    assert.equal(second.code, 0, second.output);
+    assert.match(second.output, /^Nats-Msg-Id: bad-1$/m, 'found past the first event');
 
     const attempts = await hookyard('attempts', 'orders', '-o', 'json');
     assert.equal(attempts.code, 0, attempts.output);
@@ -240,6 +242,22 @@ subjects: [{kind: ServiceAccount, name: reader, namespace: ${mine}}]
     const anonymous = await fetch(`${env.HOOKYARD_OPERATOR_URL}${path}`, { dispatcher });
     assert.equal(anonymous.status, 401);
     assert.match(((await anonymous.json()) as { error: string }).error, /bearer token/);
+  });
+
+  it('answers a name that is not a Kubernetes name 400, and a stream or event NATS does not have 404, each with a JSON body', async () => {
+    const dispatcher = new Agent({ connect: { ca: readFileSync(env.HOOKYARD_OPERATOR_CA as string) } });
+    const get = async (path: string) => {
+      const r = await fetch(`${env.HOOKYARD_OPERATOR_URL}/history/v1/namespaces/${mine}/${path}`, {
+        dispatcher,
+        headers: { 'x-hookyard-authorization': `Bearer ${readerToken}` },
+      });
+      return [r.status, ((await r.json()) as { error: string }).error] as const;
+    };
+    const [dotted, dottedError] = await get('providerendpoints/shop.%3E/events');
+    assert.equal(dotted, 400);
+    assert.match(dottedError, /not the name of a Hookyard resource/);
+    assert.deepEqual((await get('providerendpoints/nowhere/events/1'))[0], 404);
+    assert.deepEqual((await get('providerendpoints/shop/events/999'))[0], 404);
   });
 
   it('a dry run lists the dead letters and sends nothing; dlq replay sends each once, marked as a replay', async () => {

@@ -2,7 +2,7 @@
 // receiver running the document's Express middleware as printed, and a node:https target that requires a client
 // certificate signed by a CA made for the test with openssl.
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
+import { createHmac, generateKeyPairSync, randomBytes, verify } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -10,6 +10,7 @@ import { after, describe, it } from 'node:test';
 import type { TLSSocket } from 'node:tls';
 import express from 'express';
 import { Registry } from 'prom-client';
+import { Webhook } from 'standardwebhooks';
 import { type Dispatcher, startDispatcher } from '../../src/dispatcher/dispatcher.ts';
 import { renderSubscription, subscriptionConfigMapRefs, subscriptionSecretRefs } from '../../src/operator/render.ts';
 import { mapSecrets, type SecretStore } from '../../src/runtime/secrets.ts';
@@ -20,6 +21,8 @@ import {
   natsSetup,
   publishEvent,
   quietLogger,
+  type Received,
+  startTarget,
   subscription,
   uniqueNames,
 } from './dispatcher-support.ts';
@@ -63,6 +66,14 @@ async function listen(server: Server): Promise<number> {
   return (server.address() as AddressInfo).port;
 }
 
+/** Bodies as senders write them: compact, pretty-printed, \u-escaped, and raw non-ASCII UTF-8. */
+const bodies = [
+  JSON.stringify({ id: 'evt_1', type: 'order.shipped', data: { note: 'compact' } }),
+  JSON.stringify({ id: 'evt_2', type: 'order.shipped', data: { note: 'pretty' } }, null, 2),
+  '{"id":"evt_3","type":"order.shipped","data":{"note":"\\u00e9scaped \\u2013 \\ud83d\\udce6","n":1.0}}',
+  '{ "id": "evt_4", "type": "order.shipped", "data": { "note": "Zoë Ångström, Kraków 📦" } }',
+];
+
 describe('outbound signing, end to end', () => {
   it("scheme proign: PROIGN's own Express middleware accepts pretty-printed, escaped and non-ASCII bodies", async () => {
     const secret = 'proign-receiver-secret';
@@ -93,17 +104,66 @@ describe('outbound signing, end to end', () => {
       },
       mapSecrets({ proign: { secret: Buffer.from(`${secret}\n`) } }),
     );
-    const bodies = [
-      JSON.stringify({ id: 'evt_1', type: 'order.shipped', data: { note: 'compact' } }),
-      JSON.stringify({ id: 'evt_2', type: 'order.shipped', data: { note: 'pretty' } }, null, 2),
-      '{"id":"evt_3","type":"order.shipped","data":{"note":"\\u00e9scaped \\u2013 \\ud83d\\udce6","n":1.0}}',
-      '{ "id": "evt_4", "type": "order.shipped", "data": { "note": "Zoë Ångström, Kraków 📦" } }',
-    ];
     for (const body of bodies) await t.publish(body);
     // One attempt each: every event ends delivered or refused (then dead-lettered).
     await eventually(async () => verified.length + refused === bodies.length);
     assert.equal(refused, 0, 'no signature refused');
     assert.deepEqual(verified.sort(), ['compact', 'pretty', 'Zoë Ångström, Kraków 📦', 'éscaped – 📦'].sort());
+  });
+
+  it('schemes standardWebhooks (v1 and v1a), stripe and hmac: the bytes the target got verify as each scheme checks', async () => {
+    const whsec = `whsec_${randomBytes(24).toString('base64')}`;
+    const ed = generateKeyPairSync('ed25519');
+    const whsk = `whsk_${Buffer.from(ed.privateKey.export({ format: 'jwk' }).d as string, 'base64url').toString('base64')}`;
+    const secrets = mapSecrets({
+      signing: { whsec: Buffer.from(whsec), whsk: Buffer.from(whsk), key: Buffer.from('k-1') },
+    });
+    /** Each scheme's receiver-side check, written from its documentation, on what arrived. */
+    const checks = {
+      standardWebhooks: (r: Received) => {
+        const headers = Object.fromEntries(
+          ['webhook-id', 'webhook-timestamp', 'webhook-signature'].map((h) => [h, String(r.headers[h])]),
+        );
+        new Webhook(whsec).verify(r.body.toString(), headers); // throws unless v1 verifies
+        const content = Buffer.concat([
+          Buffer.from(`${headers['webhook-id']}.${headers['webhook-timestamp']}.`),
+          r.body,
+        ]);
+        return headers['webhook-signature']
+          ?.split(' ')
+          .some((e) => e.startsWith('v1a,') && verify(null, content, ed.publicKey, Buffer.from(e.slice(4), 'base64')));
+      },
+      stripe: (r: Received) => {
+        const items = String(r.headers['stripe-signature'])
+          .split(',')
+          .map((item) => item.split('='));
+        const t = items.find(([k]) => k === 't')?.[1];
+        const expected = createHmac('sha256', 'k-1').update(`${t}.`).update(r.body).digest('hex');
+        return items.some(([k, v]) => k === 'v1' && v === expected);
+      },
+      hmac: (r: Received) =>
+        r.headers['x-hookyard-signature'] === `sha256=${createHmac('sha256', 'k-1').update(r.body).digest('hex')}`,
+    };
+    for (const [scheme, check] of Object.entries(checks)) {
+      const target = await startTarget();
+      cleanups.push(() => target.close());
+      const keys = scheme === 'standardWebhooks' ? ['whsec', 'whsk'] : ['key'];
+      const t = await dispatch(
+        {
+          target: { url: target.url, timeout: '2s' },
+          signing: { scheme, secretRefs: keys.map((key) => ({ name: 'signing', key })) },
+        },
+        secrets,
+      );
+      for (const body of bodies) await t.publish(body);
+      await eventually(() => target.received.length >= bodies.length);
+      assert.deepEqual(
+        target.received.map((r) => r.body.toString()).sort(),
+        [...bodies].sort(),
+        'the bytes as received',
+      );
+      for (const r of target.received) assert.ok(check(r), `${scheme} does not verify ${r.body}`);
+    }
   });
 });
 
@@ -176,6 +236,26 @@ describe('target.tls, end to end', () => {
       assert.deepEqual(target.accepted, [], 'no request got through');
       assert.ok(target.refusedHandshakes >= 1, 'the target refused the handshake');
     }
+  });
+
+  it('does not start with a client key of another certificate or a CA bundle that is not PEM, naming only the objects', async () => {
+    const bad = mapSecrets({
+      mismatched: { 'tls.crt': pki.client.cert, 'tls.key': pki.strangerClient.key },
+      'not-pem': { 'ca.crt': Buffer.from('secret-looking bytes, not a certificate') },
+    });
+    const start = (tls: Record<string, unknown>) =>
+      dispatch({ target: { url: 'https://127.0.0.1:9/hooks', timeout: '2s', tls }, deadLetter: { maxAge: '1h' } }, bad);
+    const refused = async (tls: Record<string, unknown>, object: RegExp) => {
+      const err = await start(tls).then(
+        () => assert.fail('started'),
+        (e: Error) => e,
+      );
+      assert.equal(err.name, 'InvalidTlsMaterial', err.message);
+      assert.match(err.message, object);
+      assert.doesNotMatch(err.message, /BEGIN|secret-looking/, 'no bytes of the material');
+    };
+    await refused({ clientCertificate: { secretName: 'mismatched' } }, /Secret "mismatched" \(tls\.crt, tls\.key\)/);
+    await refused({ caBundle: { secretKeyRef: { name: 'not-pem', key: 'ca.crt' } } }, /Secret "not-pem" \(ca\.crt\)/);
   });
 
   it('refuses a target whose certificate the CA bundle does not vouch for', async () => {

@@ -16,7 +16,7 @@ import { mapSecrets } from '../../src/runtime/secrets.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl } from '../harness/kube.ts';
 import { testNats } from '../harness/nats.ts';
 import { waitFor } from '../harness/wait.ts';
-import { type RunningOperator, simulatePods, startOperator } from '../harness/workloads.ts';
+import { type RunningOperator, startOperator } from '../harness/workloads.ts';
 import { metricValue, publishEvent, quietLogger, type Received, startTarget } from './dispatcher-support.ts';
 
 describe('replay', () => {
@@ -24,7 +24,6 @@ describe('replay', () => {
   const custom = kc.makeApiClient(k8s.CustomObjectsApi);
   const core = kc.makeApiClient(k8s.CoreV1Api);
   let namespace = '';
-  let stopPods = () => {};
   let operator: RunningOperator;
   let nats: Awaited<ReturnType<typeof testNats>>;
   let dispatcher: Dispatcher | undefined;
@@ -36,7 +35,6 @@ describe('replay', () => {
   before(async () => {
     await installCRDs();
     namespace = await createNamespace('replay');
-    stopPods = simulatePods(namespace);
     nats = await testNats();
     operator = await startOperator('operator-replay', [
       '--namespaces',
@@ -82,7 +80,6 @@ spec:
   });
   after(async () => {
     await dispatcher?.stop();
-    stopPods();
     operator?.kill('SIGKILL');
     await target?.close();
     await nats?.nc.close();

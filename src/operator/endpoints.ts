@@ -3,8 +3,8 @@ import type * as k8s from '@kubernetes/client-node';
 import { ConditionType, Reason } from '../api/conditions.ts';
 import { kinds } from '../api/kinds.ts';
 import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
-import { endpointStream } from '../jetstream/layout.ts';
-import { deleteStream, endpointStreamConfig } from '../jetstream/streams.ts';
+import { duplicateStream, endpointStream } from '../jetstream/layout.ts';
+import { deleteStream, duplicateStreamConfig, endpointStreamConfig } from '../jetstream/streams.ts';
 import {
   applyObject,
   type Context,
@@ -65,7 +65,11 @@ async function ensureEndpointStream(ctx: Context, raw: RawResource, endpoint: Pr
   const { namespace, name } = raw.metadata;
   const stream = endpointStream(namespace, name);
   try {
-    await ensureStreamOf(ctx, raw, endpointStreamConfig(namespace, name, endpoint.spec));
+    // The stream of events and the one of its duplicate records (src/jetstream/layout.ts).
+    await Promise.all([
+      ensureStreamOf(ctx, raw, endpointStreamConfig(namespace, name, endpoint.spec)),
+      ensureStreamOf(ctx, raw, duplicateStreamConfig(namespace, name, endpoint.spec)),
+    ]);
     const message = `JetStream stream ${stream} is ready.`;
     const check: Check = { type: ConditionType.StreamReady, status: true, reason: Reason.Ready, message };
     return { check, retry: false, terminal: false };
@@ -100,6 +104,7 @@ export async function finalizeEndpoint(ctx: Context, raw: RawResource): Promise<
   const { namespace, name } = raw.metadata;
   const policy = (raw.spec.stream as { deletionPolicy?: string } | undefined)?.deletionPolicy ?? 'Delete';
   if (policy === 'Delete') await deleteStream(ctx.jsm, endpointStream(namespace, name));
+  await deleteStream(ctx.jsm, duplicateStream(namespace, name)); // counts only: nothing to retain
   await removeObjects(ctx, namespace, receiverName(name), [
     kinds.Deployment,
     kinds.Ingress,

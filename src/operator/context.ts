@@ -3,11 +3,13 @@
 import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import type * as k8s from '@kubernetes/client-node';
-import { JetStreamApiError, type JetStreamManager } from '@nats-io/jetstream';
+import { type ConsumerConfig, JetStreamApiError, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
 import type { Condition, ConfigMapKeyRef, SecretKeyRef } from '../api/common.ts';
 import { ConditionType, Reason } from '../api/conditions.ts';
 import type { KindRef, ResourceKind } from '../api/kinds.ts';
 import { InvalidResource, parseResource } from '../api/validate.ts';
+import { ensureConsumer } from '../jetstream/consumers.ts';
+import { ensureStream } from '../jetstream/streams.ts';
 import type { Logger } from '../runtime/log.ts';
 import type { Cache } from './informer.ts';
 import type { Kube } from './kube.ts';
@@ -123,6 +125,30 @@ export async function resolveSecrets(
   };
 }
 
+/** Whether the resource was never reconciled (no status yet): its streams and consumers most likely do not exist. */
+const fresh = (raw: RawResource) => raw.status?.observedGeneration === undefined;
+
+/**
+ * Creates or updates a stream. For a resource never reconciled the create goes first, one JetStream request
+ * instead of a look-up and a create; when it fails (the stream exists with another config, say), the look-up
+ * follows and says what to do.
+ */
+export async function ensureStreamOf(ctx: Context, raw: RawResource, config: Partial<StreamConfig> & { name: string }) {
+  const created = fresh(raw) ? await ctx.jsm.streams.add(config).catch(() => undefined) : undefined;
+  return created ?? (await ensureStream(ctx.jsm, config));
+}
+
+/** The same for a consumer: a create (refused when it exists with another config), else the look-up first. */
+export async function ensureConsumerOf(
+  ctx: Context,
+  raw: RawResource,
+  stream: string,
+  config: Partial<ConsumerConfig> & { durable_name: string },
+) {
+  const created = fresh(raw) ? await ctx.jsm.consumers.add(stream, config).catch(() => undefined) : undefined;
+  return created ?? (await ensureConsumer(ctx.jsm, stream, config));
+}
+
 const appliedHash = 'hookyard.io/applied-hash';
 
 /** Whether every field of `wanted` has the same value in `actual` (fields the API server adds are ignored). */
@@ -153,8 +179,14 @@ export async function applyObject<T extends k8s.KubernetesObject>(
   object.metadata.annotations[appliedHash] = hash;
   const cached = cache.get(wanted.metadata?.name ?? '', wanted.metadata?.namespace);
   if (cached && holds(cached, object)) return cached;
-  return await ctx.kube.apply(object);
+  const applied = await ctx.kube.apply(object);
+  cache.assume(applied, cached?.metadata?.resourceVersion);
+  return applied;
 }
+
+/** The cache of a kind of resource. */
+export const resourceCache = (ctx: Context, kind: ResourceKind) =>
+  kind === 'ProviderEndpoint' ? ctx.caches.endpoints : ctx.caches.subscriptions;
 
 /** Deletes an object the operator made, if the cache has it. */
 export async function removeObject(ctx: Context, object: k8s.KubernetesObject, cache: Cache<k8s.KubernetesObject>) {
@@ -270,7 +302,11 @@ export async function writeStatus(
   if (!statusChanged(raw.status, status)) return;
   // A merge patch keeps fields it does not name: the ones no longer set are removed with null.
   const removed = Object.keys(raw.status ?? {}).filter((key) => status[key] === undefined);
-  await ctx.kube.patchStatus(raw, { ...status, ...Object.fromEntries(removed.map((key) => [key, null])) });
+  const patched = await ctx.kube.patchStatus(raw, {
+    ...status,
+    ...Object.fromEntries(removed.map((key) => [key, null])),
+  });
+  resourceCache(ctx, raw.kind).assume(patched, raw.metadata.resourceVersion);
   const ready = conditions[0] as Condition;
   const before = readyReason(raw.status?.conditions);
   if (ready.reason === before) return;
@@ -283,6 +319,43 @@ export async function writeStatus(
   await ctx.kube.event(raw, problem ? 'Warning' : 'Normal', ready.reason, ready.message).catch((err: unknown) => {
     ctx.log.warn({ err: String(err) }, 'could not record an Event');
   });
+}
+
+/** The checks a status's conditions were written from (all but Ready, which summarizes them). */
+export function checksOf(conditions: Condition[]): Check[] {
+  return conditions
+    .filter((c) => c.type !== ConditionType.Ready)
+    .map((c) => ({
+      type: c.type,
+      status: c.status === 'Unknown' ? ('Unknown' as const) : c.status === 'True',
+      reason: c.reason,
+      message: c.message,
+    }));
+}
+
+/**
+ * Writes the status again with one check replaced (its Deployment's availability, read from the cache) and the
+ * rest as the last reconcile wrote them: no JetStream call, no apply. Returns false, and writes nothing, when that
+ * is not enough and the resource needs a reconcile: its status is not of its current generation, or a check other
+ * than this one keeps it from Ready.
+ */
+export async function rewriteCheck(ctx: Context, raw: RawResource, check: Check, readyFrom: string[]) {
+  const { conditions = [], ...fields } = raw.status ?? {};
+  if (raw.status?.observedGeneration !== raw.metadata.generation) return false;
+  const checks = checksOf(conditions);
+  const others = checks.filter((c) => c.type !== check.type);
+  if (others.length === checks.length) return false;
+  if (others.some((c) => c.type === ConditionType.Reconciled || (readyFrom.includes(c.type) && c.status !== true))) {
+    return false;
+  }
+  await writeStatus(
+    ctx,
+    raw,
+    fields,
+    checks.map((c) => (c.type === check.type ? check : c)),
+    readyFrom,
+  );
+  return true;
 }
 
 /** Ready reasons of a resource on its way to Ready, not stuck. */

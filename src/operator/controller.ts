@@ -5,20 +5,29 @@
 // period even when nothing changed, the fallback for a change that was missed.
 import type * as k8s from '@kubernetes/client-node';
 import type { JetStreamManager } from '@nats-io/jetstream';
-import type { Condition } from '../api/common.ts';
 import { ConditionType, Reason } from '../api/conditions.ts';
 import type { ResourceKind } from '../api/kinds.ts';
+import { resolveSources } from '../api/sources.ts';
 import type { Logger } from '../runtime/log.ts';
-import { type Context, forgetParsed, isTerminal, type Outcome, type RawResource, writeStatus } from './context.ts';
-import { finalizeEndpoint, reconcileEndpoint } from './endpoints.ts';
+import {
+  type Context,
+  checksOf,
+  forgetParsed,
+  isTerminal,
+  type Outcome,
+  type RawResource,
+  resourceCache,
+  writeStatus,
+} from './context.ts';
+import { finalizeEndpoint, reconcileEndpoint, rewriteReceiverReady } from './endpoints.ts';
 import { type Cache, combined, Informer } from './informer.ts';
 import { apiMessage, finalizer, isConflict, isNotFound, Kube } from './kube.ts';
 import type { OperatorMetrics } from './metrics.ts';
 import { WorkQueue } from './queue.ts';
 import type { RenderOptions } from './render.ts';
 import { SecretKeys } from './secrets.ts';
-import { finalizeSubscription, reconcileSubscription } from './subscriptions.ts';
-import { type Caches, parseKey, resourceKey, subscriptionsOf, triggers } from './triggers.ts';
+import { finalizeSubscription, reconcileSubscription, rewriteDispatcherReady } from './subscriptions.ts';
+import { type Caches, parseKey, resourceKey, subscriptionsOf, triggers, writerOf } from './triggers.ts';
 
 export interface ControllerOptions {
   kc: k8s.KubeConfig;
@@ -46,9 +55,16 @@ export const defaultResyncMs = 10 * 60_000;
 
 export function startController(options: ControllerOptions): Controller {
   const { kc, log, metrics } = options;
-  const queue = new WorkQueue({ baseDelayMs: options.retryBaseMs });
+  // Endpoints first: a subscription needs its endpoints' streams.
+  const queue = new WorkQueue({
+    baseDelayMs: options.retryBaseMs,
+    first: (key) => parseKey(key).kind === 'ProviderEndpoint',
+  });
   const namespaces = options.namespaces?.length ? options.namespaces : [''];
   const resyncMs = options.resyncMs ?? defaultResyncMs;
+  const kube = new Kube(kc);
+  /** Changes seen while the reconcile that may have made them ran, by its key (see onChange). */
+  const heldBack = new Map<string, { object: k8s.KubernetesObject; keys: string[]; statusOnly: boolean }[]>();
   const informers: Informer<k8s.KubernetesObject>[] = [];
   const caches = {} as Record<keyof Caches, Cache<unknown>>;
   for (const trigger of triggers(caches as Caches, options.render.natsSecret)) {
@@ -61,8 +77,17 @@ export function startController(options: ControllerOptions): Controller {
         metadataOnly: trigger.metadataOnly,
         resyncMs,
         log,
-        onChange: (object, verb) => {
-          for (const key of trigger.wakes(object, verb)) queue.add(key);
+        onChange: (object, verb, previous) => {
+          const keys = trigger.wakes(object, verb);
+          const statusOnly = previous !== undefined && (trigger.statusOnly?.(object, previous) ?? false);
+          // A change of what a running reconcile writes may be the echo of that very write, which the watch often
+          // brings before the write's answer: it waits for the reconcile to end, and is dropped if it was one.
+          const writer = verb === 'delete' ? undefined : writerOf(trigger.kind, object);
+          if (writer && queue.isActive(writer)) {
+            heldBack.set(writer, [...(heldBack.get(writer) ?? []), { object, keys, statusOnly }]);
+            return;
+          }
+          for (const key of keys) queue.add(key, statusOnly);
         },
       });
       informers.push(informer);
@@ -71,7 +96,6 @@ export function startController(options: ControllerOptions): Controller {
     caches[trigger.cache] = combined(parts);
   }
 
-  const kube = new Kube(kc);
   const ctx: Context = {
     kube,
     jsm: options.jsm,
@@ -99,6 +123,10 @@ export function startController(options: ControllerOptions): Controller {
         try {
           await reconcileKey(key);
         } finally {
+          for (const change of heldBack.get(key) ?? []) {
+            if (!kube.isOwnWrite(change.object)) for (const k of change.keys) queue.add(k, change.statusOnly);
+          }
+          heldBack.delete(key);
           queue.done(key);
         }
       }
@@ -123,13 +151,20 @@ function reconciler(ctx: Context, queue: WorkQueue, resyncMs: number) {
   const { caches, log, metrics } = ctx;
   return async (key: string) => {
     const { kind, namespace, name } = parseKey(key);
-    const cached = (kind === 'ProviderEndpoint' ? caches.endpoints : caches.subscriptions).get(name, namespace);
+    const cached = resourceCache(ctx, kind).get(name, namespace);
     if (!cached) {
       if (kind === 'WebhookSubscription') metrics.forget(namespace, name);
       queue.forget(key);
       return;
     }
+    // A subscription whose endpoint is being reconciled waits for its stream, rather than failing to find it.
+    const busy = kind === 'WebhookSubscription' && !consumerReady(cached) && activeEndpoint(caches, queue, cached);
+    if (busy) {
+      queue.addWhenDone(key, busy);
+      return;
+    }
     const raw = structuredClone(cached);
+    if (queue.statusOnly(key) && !raw.metadata.deletionTimestamp && (await rewriteReady(ctx, kind, raw))) return;
     const started = performance.now();
     try {
       const outcome = await reconcile(ctx, kind, raw);
@@ -138,8 +173,7 @@ function reconciler(ctx: Context, queue: WorkQueue, resyncMs: number) {
       // Its stream may be what a subscription was waiting for.
       if (kind === 'ProviderEndpoint' && !outcome.retry) {
         for (const s of subscriptionsOf(caches, cached)) {
-          const consumerReady = s.status?.conditions?.find((c) => c.type === ConditionType.ConsumerReady);
-          if (consumerReady?.status !== 'True') queue.add(`WebhookSubscription/${namespace}/${s.metadata.name}`);
+          if (!consumerReady(s)) queue.add(`WebhookSubscription/${namespace}/${s.metadata.name}`);
         }
       }
       if (outcome.retry) queue.retry(key);
@@ -164,6 +198,35 @@ function reconciler(ctx: Context, queue: WorkQueue, resyncMs: number) {
   };
 }
 
+/**
+ * After a status change of its Deployment alone (its pods became available, or stopped being): Ready written
+ * again without a reconcile. False when that does not do, and a reconcile follows.
+ */
+async function rewriteReady(ctx: Context, kind: ResourceKind, raw: RawResource): Promise<boolean> {
+  try {
+    const done = await (kind === 'ProviderEndpoint' ? rewriteReceiverReady : rewriteDispatcherReady)(ctx, raw);
+    if (done) ctx.metrics.statusRewritten(kind);
+    return done;
+  } catch (err) {
+    ctx.log.warn(
+      { kind, namespace: raw.metadata.namespace, name: raw.metadata.name, err: apiMessage(err) },
+      'could not write Ready; reconciling instead',
+    );
+    return false;
+  }
+}
+
+/** The key of an endpoint the subscription reads that a worker is reconciling now, if any. */
+function activeEndpoint(caches: Caches, queue: WorkQueue, subscription: RawResource): string | undefined {
+  const { namespace } = subscription.metadata;
+  return resolveSources(subscription as never, caches.endpoints.list(namespace) as never)
+    .map((source) => `ProviderEndpoint/${namespace}/${source.endpoint}`)
+    .find((endpointKey) => queue.isActive(endpointKey));
+}
+
+const consumerReady = (subscription: RawResource) =>
+  subscription.status?.conditions?.some((c) => c.type === ConditionType.ConsumerReady && c.status === 'True');
+
 async function reconcile(ctx: Context, kind: ResourceKind, raw: RawResource): Promise<Outcome> {
   const finalizers = raw.metadata.finalizers ?? [];
   if (raw.metadata.deletionTimestamp) {
@@ -180,7 +243,9 @@ async function reconcile(ctx: Context, kind: ResourceKind, raw: RawResource): Pr
     return {};
   }
   if (!finalizers.includes(finalizer)) {
-    raw.metadata.resourceVersion = await ctx.kube.patchMetadata(raw, { finalizers: [...finalizers, finalizer] });
+    const patched = await ctx.kube.patchMetadata(raw, { finalizers: [...finalizers, finalizer] });
+    resourceCache(ctx, kind).assume(patched, raw.metadata.resourceVersion);
+    raw.metadata.resourceVersion = patched.metadata.resourceVersion;
   }
   return await (kind === 'ProviderEndpoint' ? reconcileEndpoint : reconcileSubscription)(ctx, raw);
 }
@@ -188,14 +253,7 @@ async function reconcile(ctx: Context, kind: ResourceKind, raw: RawResource): Pr
 /** After a reconcile threw: Ready=False with the error (and an Event), the rest of the status as it was. */
 async function reportFailure(ctx: Context, raw: RawResource, message: string) {
   const { conditions = [], ...fields } = raw.status ?? {};
-  const checks = conditions
-    .filter((c) => c.type !== ConditionType.Ready && c.type !== ConditionType.Reconciled)
-    .map((c: Condition) => ({
-      type: c.type,
-      status: c.status === 'Unknown' ? ('Unknown' as const) : c.status === 'True',
-      reason: c.reason,
-      message: c.message,
-    }));
+  const checks = checksOf(conditions).filter((c) => c.type !== ConditionType.Reconciled);
   checks.push({ type: ConditionType.Reconciled, status: false, reason: Reason.ReconcileFailed, message });
   await writeStatus(ctx, raw, fields, checks, [ConditionType.Reconciled]);
 }

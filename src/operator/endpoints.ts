@@ -4,11 +4,12 @@ import { ConditionType, Reason } from '../api/conditions.ts';
 import { kinds } from '../api/kinds.ts';
 import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
 import { duplicateStream, endpointStream } from '../jetstream/layout.ts';
-import { deleteStream, ensureEndpointStreams } from '../jetstream/streams.ts';
+import { deleteStream, duplicateStreamConfig, endpointStreamConfig } from '../jetstream/streams.ts';
 import {
   applyObject,
   type Context,
   deploymentCheck,
+  ensureStreamOf,
   isTerminal,
   type Outcome,
   parseOrReport,
@@ -16,6 +17,7 @@ import {
   removeObject,
   removeObjects,
   resolveSecrets,
+  rewriteCheck,
   writeStatus,
 } from './context.ts';
 import { endpointSecretRefs, natsSecretRefs, receiverName, renderEndpoint } from './render.ts';
@@ -28,8 +30,6 @@ export async function reconcileEndpoint(ctx: Context, raw: RawResource): Promise
   if (!endpoint) return {};
   const { namespace, name } = raw.metadata;
   const checks: Check[] = [];
-  let retry = false;
-  let terminal = false;
 
   const secrets = await resolveSecrets(ctx, namespace, [
     ...endpointSecretRefs(endpoint.spec),
@@ -37,34 +37,19 @@ export async function reconcileEndpoint(ctx: Context, raw: RawResource): Promise
   ]);
   checks.push(secrets.check);
 
-  const stream = endpointStream(namespace, name);
-  try {
-    await ensureEndpointStreams(ctx.jsm, namespace, name, endpoint.spec);
-    checks.push({
-      type: ConditionType.StreamReady,
-      status: true,
-      reason: Reason.Ready,
-      message: `JetStream stream ${stream} is ready.`,
-    });
-  } catch (err) {
-    // A refused config (a storage change that got past a cluster without the rule, more replicas than servers)
-    // stays refused until the spec changes: reported, not retried.
-    terminal = isTerminal(err);
-    retry = !terminal;
-    checks.push({
-      type: ConditionType.StreamReady,
-      status: false,
-      reason: isTerminal(err) ? Reason.StreamRefused : Reason.JetStreamUnavailable,
-      message: `JetStream stream ${stream}: ${err instanceof Error ? err.message : String(err)}`,
-    });
-  }
-
   const objects = renderEndpoint(endpoint, { ...ctx.render, secretsChecksum: secrets.checksum });
   const { caches } = ctx;
-  await applyObject(ctx, objects.configMap, caches.configMaps);
-  await applyObject(ctx, objects.service, caches.services);
-  if (objects.ingress) await applyObject(ctx, objects.ingress, caches.ingresses);
-  else await removeObject(ctx, ingressHeader(namespace, name), caches.ingresses);
+  // The stream and the objects beside the Deployment at once; the Deployment after them, so its receivers find
+  // their stream.
+  const [stream] = await Promise.all([
+    ensureEndpointStream(ctx, raw, endpoint),
+    applyObject(ctx, objects.configMap, caches.configMaps),
+    applyObject(ctx, objects.service, caches.services),
+    objects.ingress
+      ? applyObject(ctx, objects.ingress, caches.ingresses)
+      : removeObject(ctx, ingressHeader(namespace, name), caches.ingresses),
+  ]);
+  checks.push(stream.check);
   // With a Secret missing the pods could not start: the Deployment waits (an existing one keeps running).
   const deployment = secrets.checksum
     ? await applyObject(ctx, objects.deployment, caches.deployments)
@@ -72,7 +57,40 @@ export async function reconcileEndpoint(ctx: Context, raw: RawResource): Promise
   checks.push(deploymentCheck(ConditionType.ReceiverReady, 'receiver', deployment));
 
   await writeStatus(ctx, raw, { url: objects.url }, checks, readyFrom);
-  return { retry, terminal };
+  return { retry: stream.retry, terminal: stream.terminal };
+}
+
+/** The endpoint's stream, and its StreamReady check. */
+async function ensureEndpointStream(ctx: Context, raw: RawResource, endpoint: ProviderEndpoint) {
+  const { namespace, name } = raw.metadata;
+  const stream = endpointStream(namespace, name);
+  try {
+    // The stream of events and the one of its duplicate records (src/jetstream/layout.ts).
+    await Promise.all([
+      ensureStreamOf(ctx, raw, endpointStreamConfig(namespace, name, endpoint.spec)),
+      ensureStreamOf(ctx, raw, duplicateStreamConfig(namespace, name, endpoint.spec)),
+    ]);
+    const message = `JetStream stream ${stream} is ready.`;
+    const check: Check = { type: ConditionType.StreamReady, status: true, reason: Reason.Ready, message };
+    return { check, retry: false, terminal: false };
+  } catch (err) {
+    // A refused config (a storage change that got past a cluster without the rule, more replicas than servers)
+    // stays refused until the spec changes: reported, not retried.
+    const terminal = isTerminal(err);
+    const check: Check = {
+      type: ConditionType.StreamReady,
+      status: false,
+      reason: terminal ? Reason.StreamRefused : Reason.JetStreamUnavailable,
+      message: `JetStream stream ${stream}: ${err instanceof Error ? err.message : String(err)}`,
+    };
+    return { check, retry: !terminal, terminal };
+  }
+}
+
+/** Ready again from the receiver Deployment's availability alone; false when it takes a reconcile. */
+export async function rewriteReceiverReady(ctx: Context, raw: RawResource): Promise<boolean> {
+  const deployment = ctx.caches.deployments.get(receiverName(raw.metadata.name), raw.metadata.namespace);
+  return await rewriteCheck(ctx, raw, deploymentCheck(ConditionType.ReceiverReady, 'receiver', deployment), readyFrom);
 }
 
 const ingressHeader = (namespace: string, name: string): k8s.V1Ingress => ({

@@ -16,6 +16,13 @@ export type Verb = 'add' | 'update' | 'delete';
 export interface Cache<T> {
   get(name: string, namespace?: string): T | undefined;
   list(namespace?: string): ReadonlyArray<T>;
+  /**
+   * Takes in an object as one of the operator's own writes returned it, if the cache still holds the version the
+   * write was based on (`basedOn`; undefined: none, a create). The next reconcile then sees what was written even
+   * before the watch brings it, and that echo, at the same resourceVersion, wakes nothing: otherwise every apply
+   * and status write would come back as one more reconcile.
+   */
+  assume(object: T, basedOn: string | undefined): void;
 }
 
 export interface InformerOptions<T> {
@@ -29,7 +36,8 @@ export interface InformerOptions<T> {
   /** How often the kind is listed again even when every watch went well (ms). */
   resyncMs: number;
   log: Logger;
-  onChange: (object: T, verb: Verb) => void;
+  /** `previous`: the cached object an update replaces. */
+  onChange: (object: T, verb: Verb, previous?: T) => void;
 }
 
 const accept = {
@@ -70,6 +78,14 @@ export class Informer<T extends k8s.KubernetesObject> implements Cache<T> {
   list(namespace?: string): T[] {
     const all = [...this.#objects.values()];
     return namespace === undefined ? all : all.filter((o) => o.metadata?.namespace === namespace);
+  }
+
+  assume(object: T, basedOn: string | undefined): void {
+    const { namespace = '' } = object.metadata ?? {};
+    if (this.#options.namespace !== '' && this.#options.namespace !== namespace) return;
+    if (this.#objects.get(keyOf(object))?.metadata?.resourceVersion !== basedOn) return;
+    if (object.metadata) object.metadata.managedFields = undefined;
+    this.#objects.set(keyOf(object), object);
   }
 
   /** Ends the current watch and lists the kind again. */
@@ -148,7 +164,7 @@ export class Informer<T extends k8s.KubernetesObject> implements Cache<T> {
     const cached = this.#objects.get(key);
     if (cached?.metadata?.resourceVersion === object.metadata?.resourceVersion) return;
     this.#objects.set(key, object);
-    this.#options.onChange(object, cached ? 'update' : 'add');
+    this.#options.onChange(object, cached ? 'update' : 'add', cached);
   }
 
   /** Watches from the last resourceVersion; resolves when the watch ends, rejects when it failed. */
@@ -209,5 +225,8 @@ export function combined<T>(parts: Cache<T>[]): Cache<T> {
       return undefined;
     },
     list: (namespace) => parts.flatMap((part) => [...part.list(namespace)]),
+    assume: (object, basedOn) => {
+      for (const part of parts) part.assume(object, basedOn);
+    },
   };
 }

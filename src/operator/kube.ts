@@ -49,10 +49,15 @@ export function apiMessage(err: unknown): string {
 export const isNotFound = (err: unknown) => (err as { code?: number }).code === 404;
 export const isConflict = (err: unknown) => (err as { code?: number }).code === 409;
 
+/** How many of its own writes the operator remembers, to know their echoes (see Kube.isOwnWrite). */
+const rememberedWrites = 10_000;
+
 export class Kube {
   readonly objects: k8s.KubernetesObjectApi;
   readonly #custom: k8s.CustomObjectsApi;
   readonly #core: k8s.CoreV1Api;
+  /** The resourceVersions the operator's own writes produced (etcd's revision: unique across all objects). */
+  readonly #written = new Set<string>();
 
   constructor(kc: k8s.KubeConfig) {
     this.objects = k8s.KubernetesObjectApi.makeApiClient(kc);
@@ -61,14 +66,22 @@ export class Kube {
   }
 
   async apply<T extends k8s.KubernetesObject>(object: T): Promise<T> {
-    return await this.objects.patch(
-      object,
-      undefined,
-      undefined,
-      fieldManager,
-      true,
-      k8s.PatchStrategy.ServerSideApply,
+    return this.#wrote(
+      await this.objects.patch(object, undefined, undefined, fieldManager, true, k8s.PatchStrategy.ServerSideApply),
     );
+  }
+
+  /** Whether a watched object is as one of the operator's own writes left it: its echo. */
+  isOwnWrite(object: k8s.KubernetesObject): boolean {
+    const resourceVersion = object.metadata?.resourceVersion;
+    return resourceVersion !== undefined && this.#written.has(resourceVersion);
+  }
+
+  #wrote<T extends k8s.KubernetesObject>(object: T): T {
+    // Echoes arrive within moments: forgetting them all now and then costs at most a few extra reconciles.
+    if (this.#written.size >= rememberedWrites) this.#written.clear();
+    if (object.metadata?.resourceVersion) this.#written.add(object.metadata.resourceVersion);
+    return object;
   }
 
   /** Deletes an object; one that is already gone is fine. */
@@ -80,8 +93,9 @@ export class Kube {
     }
   }
 
-  async patchStatus(resource: ResourceRef, status: object): Promise<void> {
-    await this.#custom.patchNamespacedCustomObjectStatus(
+  /** Returns the resource as the write left it. */
+  async patchStatus<T extends ResourceRef>(resource: T, status: object): Promise<T> {
+    const patched = await this.#custom.patchNamespacedCustomObjectStatus(
       {
         group: kinds[resource.kind].group,
         version: kinds[resource.kind].version,
@@ -92,13 +106,14 @@ export class Kube {
       },
       mergePatch,
     );
+    return this.#wrote(patched as T);
   }
 
   /**
    * Merges metadata (finalizers, annotations; null removes a key), only if the resource has not changed since it
-   * was read: the patch carries its resourceVersion. Returns the new resourceVersion.
+   * was read: the patch carries its resourceVersion. Returns the resource as the write left it.
    */
-  async patchMetadata(resource: ResourceRef, metadata: Record<string, unknown>): Promise<string | undefined> {
+  async patchMetadata<T extends ResourceRef>(resource: T, metadata: Record<string, unknown>): Promise<T> {
     const patched = await this.#custom.patchNamespacedCustomObject(
       {
         group: kinds[resource.kind].group,
@@ -110,7 +125,7 @@ export class Kube {
       },
       mergePatch,
     );
-    return (patched as ResourceRef).metadata.resourceVersion;
+    return this.#wrote(patched as T);
   }
 
   /** A Secret with its data, read only for the Secrets a resource references. */

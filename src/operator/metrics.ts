@@ -33,6 +33,7 @@ export interface ConsumerCounts {
 export class OperatorMetrics {
   readonly #reconciles: Counter<'kind' | 'result'>;
   readonly #duration: Histogram<'kind'>;
+  readonly #statusRewrites: Counter<'kind'>;
   readonly #leader: Gauge;
   readonly #pending: Gauge<'namespace' | 'subscription' | 'endpoint'>;
   readonly #ackPending: Gauge<'namespace' | 'subscription' | 'endpoint'>;
@@ -54,6 +55,12 @@ export class OperatorMetrics {
       help: 'How long one reconcile took, by kind.',
       labelNames: ['kind'],
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.#statusRewrites = new Counter({
+      name: 'hookyard_operator_status_rewrites_total',
+      help: "Ready written again from a Deployment's availability alone, without a reconcile, by kind.",
+      labelNames: ['kind'],
       registers,
     });
     this.#leader = new Gauge({
@@ -89,6 +96,7 @@ export class OperatorMetrics {
     for (const kind of resourceKinds) {
       for (const result of results) this.#reconciles.inc({ kind, result }, 0);
       this.#duration.zero({ kind });
+      this.#statusRewrites.inc({ kind }, 0);
     }
     this.#leader.set(0);
   }
@@ -96,6 +104,10 @@ export class OperatorMetrics {
   reconciled(kind: ResourceKind, result: ReconcileResult, seconds: number): void {
     this.#reconciles.inc({ kind, result });
     this.#duration.observe({ kind }, seconds);
+  }
+
+  statusRewritten(kind: ResourceKind): void {
+    this.#statusRewrites.inc({ kind });
   }
 
   leader(isLeader: boolean): void {

@@ -1,19 +1,30 @@
 // A work queue of resource keys, as controllers keep them: a key waits at most once however often it is added, is
 // never worked on by two workers at once, and a key whose reconcile failed comes back after a per-key delay that
-// doubles with each failure, so one broken resource never holds up the others.
+// doubles with each failure, so one broken resource never holds up the others. Keys `first` picks are handed out
+// before the others (the operator's endpoints, whose streams the subscriptions need). A key added only for a
+// status change of what it owns is handed out marked so (statusOnly), unless something else asked for it too.
 
 export interface QueueOptions {
   /** Delay after the first failure (ms); it doubles per failure. */
   baseDelayMs?: number;
   maxDelayMs?: number;
+  /** Keys handed out before all others. */
+  first?: (key: string) => boolean;
 }
 
 export class WorkQueue {
   readonly #ready: string[] = [];
+  readonly #readyFirst: string[] = [];
   readonly #queued = new Set<string>();
-  readonly #active = new Set<string>();
+  /** Keys being worked on, and whether they were handed out status-only. */
+  readonly #active = new Map<string, boolean>();
+  /** Queued or dirty keys that something other than a status change asked for. */
+  readonly #full = new Set<string>();
   /** Keys added again while being worked on: they go back on the queue when their worker is done. */
   readonly #dirty = new Set<string>();
+  /** Keys waiting for an active key to be done (see addWhenDone). */
+  readonly #waiting = new Map<string, Set<string>>();
+  readonly #first: (key: string) => boolean;
   readonly #timers = new Map<string, { timer: NodeJS.Timeout; due: number }>();
   readonly #failures = new Map<string, number>();
   readonly #baseDelayMs: number;
@@ -24,18 +35,36 @@ export class WorkQueue {
   constructor(options: QueueOptions = {}) {
     this.#baseDelayMs = options.baseDelayMs ?? 500;
     this.#maxDelayMs = options.maxDelayMs ?? 300_000;
+    this.#first = options.first ?? (() => false);
   }
 
-  add(key: string): void {
+  /** Queues the key; `statusOnly`: all that changed is the status of an object it owns. */
+  add(key: string, statusOnly = false): void {
     if (this.#closed) return;
+    if (!statusOnly) this.#full.add(key);
     if (this.#active.has(key)) {
       this.#dirty.add(key);
       return;
     }
     if (this.#queued.has(key)) return;
     this.#queued.add(key);
-    this.#ready.push(key);
+    (this.#first(key) ? this.#readyFirst : this.#ready).push(key);
     this.#waiters.shift()?.();
+  }
+
+  /** Adds the key once `other` is done if a worker has it now (else at once): `key` needs what `other` makes. */
+  addWhenDone(key: string, other: string): void {
+    if (this.#active.has(other)) this.#waiting.set(other, (this.#waiting.get(other) ?? new Set()).add(key));
+    else this.add(key);
+  }
+
+  isActive(key: string): boolean {
+    return this.#active.has(key);
+  }
+
+  /** Whether the active key was added only for status changes of what it owns. */
+  statusOnly(key: string): boolean {
+    return this.#active.get(key) === true;
   }
 
   /** Adds the key after a delay; of two pending delays for the same key, the one due first wins. */
@@ -69,10 +98,10 @@ export class WorkQueue {
   /** The next key to work on, or undefined once the queue is closed. Call done(key) when finished. */
   async next(): Promise<string | undefined> {
     while (!this.#closed) {
-      const key = this.#ready.shift();
+      const key = this.#readyFirst.shift() ?? this.#ready.shift();
       if (key !== undefined) {
         this.#queued.delete(key);
-        this.#active.add(key);
+        this.#active.set(key, !this.#full.delete(key));
         return key;
       }
       await new Promise<void>((ok) => this.#waiters.push(ok));
@@ -82,11 +111,13 @@ export class WorkQueue {
 
   done(key: string): void {
     this.#active.delete(key);
-    if (this.#dirty.delete(key)) this.add(key);
+    if (this.#dirty.delete(key)) this.add(key, !this.#full.has(key));
+    for (const waiting of this.#waiting.get(key) ?? []) this.add(waiting);
+    this.#waiting.delete(key);
   }
 
   get length(): number {
-    return this.#ready.length;
+    return this.#readyFirst.length + this.#ready.length;
   }
 
   close(): void {

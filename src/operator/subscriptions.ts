@@ -6,24 +6,28 @@ import { parse } from 'yaml';
 import { ConditionType, Reason } from '../api/conditions.ts';
 import { kinds } from '../api/kinds.ts';
 import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
+import type { ReplayStatus } from '../api/replay.ts';
 import { resolveSources, type Source } from '../api/sources.ts';
 import type { WebhookSubscription } from '../api/webhook-subscription.ts';
 import { targetUrl } from '../dispatcher/target.ts';
-import { consumerConfig, ensureConsumer } from '../jetstream/consumers.ts';
+import { consumerConfig } from '../jetstream/consumers.ts';
 import { deadLetterStreamConfig } from '../jetstream/dead-letters.ts';
 import { deadLetterStream, endpointStream } from '../jetstream/layout.ts';
 import { orderingStatus, orderingStream, orderingStreamConfig } from '../jetstream/ordering.ts';
-import { deleteStream, ensureStream } from '../jetstream/streams.ts';
+import { deleteStream } from '../jetstream/streams.ts';
 import {
   applyObject,
   type Context,
   deploymentCheck,
+  ensureConsumerOf,
+  ensureStreamOf,
   isTerminal,
   type Outcome,
   parseOrReport,
   type RawResource,
   removeObjects,
   resolveSecrets,
+  rewriteCheck,
   writeStatus,
 } from './context.ts';
 import { matchEventTypes } from './event-types.ts';
@@ -63,9 +67,6 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
   const { namespace, name } = raw.metadata;
   const { spec } = subscription;
   const checks: Check[] = [];
-  let retry = false;
-  let terminal = false;
-
   checks.push(filterCheck(spec.filter));
   const secrets = await resolveSecrets(
     ctx,
@@ -84,77 +85,17 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
   const previous = configMap && moved ? previousSources(configMap) : undefined;
   if (moved) await removeConsumers(ctx, namespace, name, previous ?? [], sources);
 
-  const consumers: { source: Source; info?: ConsumerInfo; problem?: string }[] = [];
-  for (const source of sources) {
-    try {
-      const stream = endpointStream(namespace, source.endpoint);
-      const config = consumerConfig(namespace, name, source.endpoint, spec);
-      // A source added to a subscription that already runs is read from now on: an endpoint relabelled out of a
-      // selector and back, say, must not send its whole stream to the target again.
-      if (previous && !previous.some((p) => p.endpoint === source.endpoint)) config.deliver_policy = DeliverPolicy.New;
-      const info = await ensureConsumer(ctx.jsm, stream, config);
-      consumers.push({ source, info });
-    } catch (err) {
-      // A missing stream may come (its endpoint is being reconciled); a refused config stays refused.
-      if (notFound(err) || !isTerminal(err)) retry = true;
-      else terminal = true;
-      const problem = notFound(err)
-        ? `the stream of ProviderEndpoint "${source.endpoint}" does not exist yet`
-        : `consumer on ProviderEndpoint "${source.endpoint}": ${errorMessage(err)}`;
-      consumers.push({ source, problem });
-    }
-  }
-  let historyProblem: string | undefined;
-  let replay = raw.status?.replay;
-  try {
-    const replayConsumer = await ensureHistoryStreams(
-      ctx,
-      namespace,
-      name,
-      spec,
-      deadLetterReplicas(endpoints, sources),
-    );
-    consumers.push({ source: { namespace, endpoint: '' }, info: replayConsumer });
-    replay = await reconcileReplay(ctx, raw, subscription, sources);
-  } catch (err) {
-    if (isTerminal(err)) terminal = true;
-    else retry = true;
-    historyProblem = `history streams: ${errorMessage(err)}`;
-  }
+  const jetStream = await ensureJetStream(
+    ctx,
+    raw,
+    subscription,
+    sources,
+    previous,
+    deadLetterReplicas(endpoints, sources),
+  );
+  const { consumers, replay, deadLettered, ordering } = jetStream;
   if (raw.metadata.annotations?.[resumeAnnotation] !== undefined) await resume(ctx, raw, consumers);
-
-  let deadLettered: number | undefined;
-  let deadLetterProblem: string | undefined;
-  if (spec.deadLetter.enabled) {
-    try {
-      const replicas = deadLetterReplicas(endpoints, sources);
-      const config = deadLetterStreamConfig(namespace, name, spec.deadLetter.maxAge, replicas);
-      const info = await ensureStream(ctx.jsm, config);
-      deadLettered = info.state.messages;
-      ctx.metrics.deadLetters(namespace, name, deadLettered);
-    } catch (err) {
-      if (isTerminal(err)) terminal = true;
-      else retry = true;
-      deadLetterProblem = `dead-letter stream: ${errorMessage(err)}`;
-    }
-  } else {
-    ctx.metrics.deadLetters(namespace, name, undefined);
-  }
-  let ordering: { blockedKeys: number; blockedSince?: string } | undefined;
-  if (spec.ordering) {
-    try {
-      await ensureStream(
-        ctx.jsm,
-        orderingStreamConfig(namespace, name, spec.deadLetter.maxAge, deadLetterReplicas(endpoints, sources)),
-      );
-      ordering = await orderingStatus(ctx.jsm, namespace, name);
-    } catch (err) {
-      if (isTerminal(err)) terminal = true;
-      else retry = true;
-      deadLetterProblem = [deadLetterProblem, `ordering stream: ${errorMessage(err)}`].filter(Boolean).join('; ');
-    }
-  }
-  checks.push(consumerCheck(subscription, sources, consumers, deadLetterProblem ?? historyProblem));
+  checks.push(consumerCheck(subscription, sources, consumers, jetStream.problem));
   checks.push(eventTypesCheck(spec.eventTypes, sources, endpoints));
 
   const counts = { pending: 0, ackPending: 0, redelivered: 0 };
@@ -200,7 +141,112 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
     checks,
     readyFrom,
   );
-  return { retry, terminal, requeueAfterMs: ctx.statusIntervalMs };
+  return { retry: jetStream.retry, terminal: jetStream.terminal, requeueAfterMs: ctx.statusIntervalMs };
+}
+
+type SourceConsumer = { source: Source; info?: ConsumerInfo; problem?: string };
+
+interface JetStreamParts {
+  /** The consumer on each source stream, then the one on the replay stream (endpoint ''). */
+  consumers: SourceConsumer[];
+  replay?: ReplayStatus;
+  deadLettered?: number;
+  ordering?: { blockedKeys: number; blockedSince?: string };
+  /** What is wrong with the history, dead-letter or ordering streams. */
+  problem?: string;
+  retry: boolean;
+  terminal: boolean;
+}
+
+/**
+ * The consumers, the history, dead-letter and ordering streams, all asked for at once: none needs another, so a
+ * new subscription's JetStream requests take the time of the slowest instead of their sum.
+ */
+async function ensureJetStream(
+  ctx: Context,
+  raw: RawResource,
+  subscription: WebhookSubscription,
+  sources: Source[],
+  previous: Source[] | undefined,
+  replicas: number,
+): Promise<JetStreamParts> {
+  const { namespace, name } = raw.metadata;
+  const { spec } = subscription;
+  const parts: JetStreamParts = {
+    consumers: [],
+    replay: raw.status?.replay as ReplayStatus,
+    retry: false,
+    terminal: false,
+  };
+  const problems: { history?: string; deadLetter?: string; ordering?: string } = {};
+  const failed = (part: keyof typeof problems, what: string, err: unknown) => {
+    if (isTerminal(err)) parts.terminal = true;
+    else parts.retry = true;
+    problems[part] = `${what}: ${errorMessage(err)}`;
+  };
+  const sourceConsumer = async (source: Source): Promise<SourceConsumer> => {
+    const config = consumerConfig(namespace, name, source.endpoint, spec);
+    // A source added to a subscription that already runs is read from now on: an endpoint relabelled out of a
+    // selector and back, say, must not send its whole stream to the target again.
+    if (previous && !previous.some((p) => p.endpoint === source.endpoint)) config.deliver_policy = DeliverPolicy.New;
+    try {
+      return { source, info: await ensureConsumerOf(ctx, raw, endpointStream(namespace, source.endpoint), config) };
+    } catch (err) {
+      // A missing stream may come (its endpoint is being reconciled); a refused config stays refused.
+      if (notFound(err) || !isTerminal(err)) parts.retry = true;
+      else parts.terminal = true;
+      const problem = notFound(err)
+        ? `the stream of ProviderEndpoint "${source.endpoint}" does not exist yet`
+        : `consumer on ProviderEndpoint "${source.endpoint}": ${errorMessage(err)}`;
+      return { source, problem };
+    }
+  };
+  const history = async () => {
+    let info: ConsumerInfo | undefined;
+    try {
+      info = await ensureHistoryStreams(ctx, raw, spec, replicas);
+      parts.replay = await reconcileReplay(ctx, raw, subscription, sources);
+    } catch (err) {
+      failed('history', 'history streams', err);
+    }
+    return info;
+  };
+  const deadLetters = async () => {
+    if (!spec.deadLetter.enabled) return ctx.metrics.deadLetters(namespace, name, undefined);
+    try {
+      const config = deadLetterStreamConfig(namespace, name, spec.deadLetter.maxAge, replicas);
+      parts.deadLettered = (await ensureStreamOf(ctx, raw, config)).state.messages;
+      ctx.metrics.deadLetters(namespace, name, parts.deadLettered);
+    } catch (err) {
+      failed('deadLetter', 'dead-letter stream', err);
+    }
+  };
+  const ordering = async () => {
+    if (!spec.ordering) return;
+    try {
+      await ensureStreamOf(ctx, raw, orderingStreamConfig(namespace, name, spec.deadLetter.maxAge, replicas));
+      parts.ordering = await orderingStatus(ctx.jsm, namespace, name);
+    } catch (err) {
+      failed('ordering', 'ordering stream', err);
+    }
+  };
+  const [fromSources, replayConsumer] = await Promise.all([
+    Promise.all(sources.map(sourceConsumer)),
+    history(),
+    deadLetters(),
+    ordering(),
+  ]);
+  const replayed = replayConsumer ? [{ source: { namespace, endpoint: '' }, info: replayConsumer }] : [];
+  parts.consumers = [...fromSources, ...replayed];
+  parts.problem = [problems.deadLetter, problems.ordering].filter(Boolean).join('; ') || problems.history;
+  return parts;
+}
+
+/** Ready again from the dispatcher Deployment's availability alone; false when it takes a reconcile. */
+export async function rewriteDispatcherReady(ctx: Context, raw: RawResource): Promise<boolean> {
+  const deployment = ctx.caches.deployments.get(dispatcherName(raw.metadata.name), raw.metadata.namespace);
+  const check = deploymentCheck(ConditionType.DispatcherReady, 'dispatcher', deployment);
+  return await rewriteCheck(ctx, raw, check, readyFrom);
 }
 
 /** The dead-letter stream's replicas: those of the most replicated source stream (1 without sources). */

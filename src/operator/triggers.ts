@@ -1,6 +1,7 @@
 // What wakes a reconciler, as a table in the words of controller-runtime's builder: For (a resource itself), Owns
 // (what the operator made for it, mapped to its owner) and Watches (other objects, mapped to the resources that
 // refer to them). Each change becomes the keys of the resources it concerns.
+import { isDeepStrictEqual } from 'node:util';
 import type * as k8s from '@kubernetes/client-node';
 import { apiVersion } from '../api/common.ts';
 import { type KindRef, kinds, type ResourceKind } from '../api/kinds.ts';
@@ -19,6 +20,8 @@ export interface Trigger {
   metadataOnly?: boolean;
   /** The keys of the resources a change of this object concerns. */
   wakes(object: k8s.KubernetesObject, verb: Verb): string[];
+  /** Whether an update changed only the object's status, so its owner needs only its Ready written again. */
+  statusOnly?(object: k8s.KubernetesObject, previous: k8s.KubernetesObject): boolean;
 }
 
 export const resourceKey = (kind: ResourceKind, namespace: string | undefined, name: string | undefined) =>
@@ -46,7 +49,7 @@ export function triggers(caches: Caches, natsSecret: string | undefined): Trigge
   });
   const owns = [
     owned(kinds.ConfigMap, 'configMaps'),
-    owned(kinds.Deployment, 'deployments'),
+    { ...owned(kinds.Deployment, 'deployments'), statusOnly: deploymentStatusOnly },
     owned(kinds.Service, 'services'),
     owned(kinds.Ingress, 'ingresses'),
   ];
@@ -55,6 +58,33 @@ export function triggers(caches: Caches, natsSecret: string | undefined): Trigge
     { kind: kinds.ConfigMap, cache: 'referencedConfigMaps', metadataOnly: true, wakes: wake.configMapReferrers },
   ];
   return [...forKinds, ...owns, ...watches];
+}
+
+/** A Deployment's spec moves its generation; its labels and annotations are the rest of what the operator sets. */
+function deploymentStatusOnly(object: k8s.KubernetesObject, previous: k8s.KubernetesObject): boolean {
+  const [now, before] = [object.metadata, previous.metadata];
+  return (
+    now?.generation !== undefined &&
+    now.generation === before?.generation &&
+    isDeepStrictEqual(now.labels, before.labels) &&
+    isDeepStrictEqual(now.annotations, before.annotations)
+  );
+}
+
+/** The key of the resource whose reconcile writes this object: the resource itself, or the owner of what it made. */
+export function writerOf(kind: KindRef, object: k8s.KubernetesObject): string | undefined {
+  const { name, namespace } = object.metadata ?? {};
+  if (kind.kind === 'ProviderEndpoint' || kind.kind === 'WebhookSubscription') {
+    return resourceKey(kind.kind, namespace, name)[0];
+  }
+  return ownerKey(object);
+}
+
+/** The key of the Hookyard resource an object was made for. */
+function ownerKey(object: k8s.KubernetesObject): string | undefined {
+  const owner = object.metadata?.ownerReferences?.find((r) => r.controller && r.apiVersion === apiVersion);
+  if (owner?.kind !== 'ProviderEndpoint' && owner?.kind !== 'WebhookSubscription') return undefined;
+  return resourceKey(owner.kind, object.metadata?.namespace, owner.name)[0];
 }
 
 /** Subscriptions whose sources name the endpoint or whose selector matches its labels. */
@@ -113,9 +143,8 @@ function wakers(caches: Caches, natsSecret: string | undefined) {
         : [];
     },
     owner(object: k8s.KubernetesObject): string[] {
-      const owner = object.metadata?.ownerReferences?.find((r) => r.controller && r.apiVersion === apiVersion);
-      if (owner?.kind !== 'ProviderEndpoint' && owner?.kind !== 'WebhookSubscription') return [];
-      return resourceKey(owner.kind, object.metadata?.namespace, owner.name);
+      const owner = ownerKey(object);
+      return owner ? [owner] : [];
     },
     /** The resources that reference a Secret; the workloads' NATS Secret concerns every resource of its namespace. */
     referrers(secret: k8s.KubernetesObject): string[] {

@@ -76,6 +76,36 @@ describe('work queue', () => {
     assert.equal(await Promise.race([queue.next(), sleep(1000).then(() => 'late')]), 'a');
     queue.close();
   });
+
+  it('hands out the keys `first` picks before the others, and holds a key for one being worked on', async () => {
+    const queue = new WorkQueue({ first: (key) => key.startsWith('endpoint/') });
+    queue.add('subscription/a');
+    queue.add('endpoint/a');
+    const endpoint = await queue.next();
+    assert.equal(endpoint, 'endpoint/a');
+    assert.equal(await queue.next(), 'subscription/a');
+    queue.addWhenDone('subscription/a', 'endpoint/a');
+    queue.done('subscription/a');
+    assert.equal(queue.length, 0, 'waits while endpoint/a is worked on');
+    queue.done('endpoint/a');
+    assert.equal(await queue.next(), 'subscription/a');
+    queue.close();
+  });
+
+  it('hands a key out status-only only when nothing but status changes asked for it', async () => {
+    const queue = new WorkQueue();
+    queue.add('a', true);
+    queue.add('b', true);
+    queue.add('b');
+    const a = (await queue.next()) as string;
+    assert.equal(queue.statusOnly(a), true);
+    const b = (await queue.next()) as string;
+    assert.equal(queue.statusOnly(b), false, 'a full wake is not lost to a status-only one');
+    queue.add('a', true); // while a is worked on
+    queue.done(a);
+    assert.equal(queue.statusOnly((await queue.next()) as string), true);
+    queue.close();
+  });
 });
 
 describe('status conditions', () => {

@@ -85,6 +85,8 @@ export interface LoadOptions {
   perSecond: number;
   /** The most requests it sends, whatever happens. */
   max: number;
+  /** The first id's number (default 0). */
+  from?: number;
   /** The request for the i-th id. */
   body: (id: string) => string;
   contentType: string;
@@ -99,7 +101,7 @@ export function startLoad(o: LoadOptions): { stop(): Promise<Answer[]> } {
   const inFlight = new Set<Promise<void>>();
   let stopped = false;
   const send = (i: number) => {
-    const id = `LOAD-${i}`;
+    const id = `LOAD-${(o.from ?? 0) + i}`;
     const sentAt = Date.now();
     const headers = { 'content-type': o.contentType };
     const p = request(o.url, { method: 'POST', body: o.body(id), headers, dispatcher: o.agent, headersTimeout: 35_000 })

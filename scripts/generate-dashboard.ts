@@ -226,7 +226,7 @@ export const rows: Row[] = [
       {
         title: 'Retries, filtered, possible duplicates',
         description:
-          'Retries scheduled; events the filter skipped; redeliveries the dispatcher did not schedule; events dropped with dead letters off.',
+          'Retries scheduled; events the filter skipped; redeliveries the dispatcher did not schedule; events dropped with dead letters off; attempts of replayed events; attempt records JetStream did not store.',
         unit: 'ops',
         queries: [
           q(
@@ -244,6 +244,14 @@ export const rows: Row[] = [
           q(
             `sum by (namespace, subscription) (${rate(`hookyard_dispatcher_discarded_total{${ns}}`)})`,
             `discarded ${perSubscription}`,
+          ),
+          q(
+            `sum by (namespace, subscription) (${rate(`hookyard_dispatcher_replay_attempts_total{${ns}}`)})`,
+            `replay attempts ${perSubscription}`,
+          ),
+          q(
+            `sum by (namespace, subscription) (${rate(`hookyard_dispatcher_attempt_records_failed_total{${ns}}`)})`,
+            `attempt records not stored ${perSubscription}`,
           ),
         ],
       },

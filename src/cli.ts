@@ -3,10 +3,15 @@
 // flags are declared in src/commands.ts.
 import { constants } from 'node:os';
 import {
+  attemptsCommand,
   devCommand,
   dispatcherCommand,
+  dlqCommand,
+  eventCommand,
+  eventsCommand,
   operatorCommand,
   receiverCommand,
+  replayCommand,
   sendCommand,
   versionCommand,
 } from './commands.ts';
@@ -20,6 +25,11 @@ const commands: { command: Command; load: () => Promise<{ main: Main }> }[] = [
   { command: dispatcherCommand, load: () => import('./dispatcher/main.ts') },
   { command: devCommand, load: () => import('./dev/main.ts') },
   { command: sendCommand, load: () => import('./dev/send.ts') },
+  { command: eventsCommand, load: async () => ({ main: (await import('./history/cli.ts')).events }) },
+  { command: eventCommand, load: async () => ({ main: (await import('./history/cli.ts')).event }) },
+  { command: attemptsCommand, load: async () => ({ main: (await import('./history/cli.ts')).attempts }) },
+  { command: replayCommand, load: async () => ({ main: (await import('./history/cli.ts')).replay }) },
+  { command: dlqCommand, load: async () => ({ main: (await import('./history/cli.ts')).dlq }) },
   { command: versionCommand, load: async () => ({ main: printVersion }) },
 ];
 

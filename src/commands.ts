@@ -62,6 +62,12 @@ export const dispatcherCommand = {
       description: 'the WebhookSubscription and its sources, as the operator renders them',
     },
     ...secretsDir,
+    'config-maps-dir': {
+      type: 'string',
+      value: 'DIR',
+      default: '/etc/hookyard/configmaps',
+      description: 'mounted ConfigMaps (a CA bundle), one folder per ConfigMap with a file per key',
+    },
     ...nats,
     'metrics-port': { type: 'port', default: '9090', description: '/metrics, /healthz and /readyz' },
     'replay-dead-letters': {
@@ -189,4 +195,108 @@ export const versionCommand = {
   name: 'version',
   summary: 'Prints the version, the git commit it was built from, and the Node version.',
   flags: {},
+} as const satisfies Command;
+
+/** What the history commands share: where the cluster and the operator's history API are. */
+const historyFlags = {
+  namespace: {
+    type: 'string',
+    short: 'n',
+    value: 'NAMESPACE',
+    description: "the resource's namespace (default: the kubeconfig context's, else default)",
+  },
+  context: { type: 'string', value: 'NAME', description: 'the kubeconfig context (default: the current one)' },
+  'operator-service': {
+    type: 'string',
+    value: 'NAMESPACE/NAME:PORT',
+    default: 'hookyard-system/hookyard-webhook:443',
+    env: 'HOOKYARD_OPERATOR_SERVICE',
+    description: "the operator's webhook Service, which serves the history API, reached through the API server",
+  },
+  operator: {
+    type: 'string',
+    value: 'URL',
+    env: 'HOOKYARD_OPERATOR_URL',
+    description: "the history API's URL, to reach it directly (a port-forward) instead of through the API server",
+  },
+  'operator-ca': {
+    type: 'string',
+    value: 'FILE',
+    env: 'HOOKYARD_OPERATOR_CA',
+    description: "with --operator: the CA of the operator's certificate",
+  },
+  output: { type: 'string', short: 'o', choices: ['table', 'json'], default: 'table', description: 'table or json' },
+  limit: { type: 'integer', value: 'N', min: 1, default: '1000', description: 'at most N items' },
+} as const;
+
+const replayFlags = {
+  'dry-run': { type: 'boolean', description: 'only list what would be sent; send nothing' },
+  id: { type: 'string', value: 'ID', description: 'the request id (default: a new one); a request runs once per id' },
+  wait: { type: 'duration', value: 'DURATION', default: '2m', description: 'how long to follow the replay' },
+} as const;
+
+const since = {
+  since: {
+    type: 'string',
+    value: 'TIME',
+    description: 'only from this RFC 3339 time on, such as 2026-12-01T10:00:00Z',
+  },
+} as const;
+
+export const eventsCommand = {
+  name: 'events',
+  summary: 'Lists the events a ProviderEndpoint received: time, type, id and size.',
+  usage: '<endpoint>',
+  flags: {
+    ...historyFlags,
+    type: { type: 'string', value: 'TYPE', description: 'only events of this type' },
+    id: { type: 'string', value: 'ID', description: 'only the event with this id' },
+    ...since,
+    until: { type: 'string', value: 'TIME', description: 'only before this RFC 3339 time' },
+  },
+  notes: 'example: kubectl hookyard events proign -n shop --type order.shipped --since 2026-12-01T10:00:00Z',
+} as const satisfies Command;
+
+export const eventCommand = {
+  name: 'event',
+  summary: 'Shows one stored event, headers and body exactly as stored, by its sequence or its id.',
+  usage: '<endpoint> <sequence | id>',
+  flags: historyFlags,
+  notes: 'example: kubectl hookyard event proign order.shipped:evt_abc123 -n shop',
+} as const satisfies Command;
+
+export const attemptsCommand = {
+  name: 'attempts',
+  summary: "Lists a WebhookSubscription's delivery attempts and what followed each, all or one event's.",
+  usage: '<subscription>',
+  flags: {
+    ...historyFlags,
+    event: { type: 'string', value: 'ID', description: "only this event's attempts" },
+    ...since,
+  },
+  notes: 'example: kubectl hookyard attempts proign-shipments -n shop --event order.shipped:evt_abc123',
+} as const satisfies Command;
+
+export const replayCommand = {
+  name: 'replay',
+  summary: "Sends events again through a WebhookSubscription's normal path (filter, format, signing, retries).",
+  usage: '<subscription> --dead-letters | --event ID... | --since TIME [--until TIME]',
+  flags: {
+    ...historyFlags,
+    ...replayFlags,
+    'dead-letters': { type: 'boolean', description: 'every dead letter of the subscription' },
+    event: { type: 'string', value: 'ID', multiple: true, description: 'this event (repeat for more)' },
+    ...since,
+    until: { type: 'string', value: 'TIME', description: 'with --since: only before this time' },
+  },
+  notes:
+    'The request is the annotation hookyard.io/replay on the subscription (RBAC: patch webhooksubscriptions); the operator carries it out.\nexample: kubectl hookyard replay proign-shipments -n shop --dead-letters --dry-run',
+} as const satisfies Command;
+
+export const dlqCommand = {
+  name: 'dlq',
+  summary: "Lists a WebhookSubscription's dead letters, or replays them all.",
+  usage: 'list|replay <subscription>',
+  flags: { ...historyFlags, ...replayFlags },
+  notes: 'example: kubectl hookyard dlq list proign-shipments -n shop',
 } as const satisfies Command;

@@ -1,4 +1,5 @@
 import express from 'express';
+import { parseReplayRequest, replayAnnotation } from '../api/replay.ts';
 import { InvalidResource, isHookyardKind, parseResource } from '../api/validate.ts';
 
 /** The `request` of an admission.k8s.io/v1 AdmissionReview, the parts read here. */
@@ -21,6 +22,14 @@ export function review(request: AdmissionRequest): { uid: string; allowed: boole
   }
   try {
     parseResource(object);
+    // A replay request is an annotation, which no schema covers: a bad one is refused here with what to type.
+    const replay = (object as { metadata?: { annotations?: Record<string, string> } }).metadata?.annotations?.[
+      replayAnnotation
+    ];
+    const parsed = kind.kind === 'WebhookSubscription' && replay !== undefined ? parseReplayRequest(replay) : undefined;
+    if (parsed && 'problem' in parsed) {
+      return { uid, allowed: false, status: { code: 422, reason: 'Invalid', message: parsed.problem } };
+    }
     return { uid, allowed: true };
   } catch (err) {
     if (!(err instanceof InvalidResource)) throw err;

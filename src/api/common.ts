@@ -41,16 +41,13 @@ export const described = <T extends z.ZodType>(schema: T, description: string): 
   schema.meta({ ...schema.meta(), description }) as T;
 
 /** The name of an object in the same namespace (RFC 1123 subdomain). */
+/** As a rule with a message, not a CRD pattern: the API server would answer a bad name with the bare regex. */
 export const objectName = (description: string, maxLength = 253) =>
-  z
-    .string()
-    .min(1)
-    .max(maxLength)
-    .regex(
-      /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/,
-      'must be a lowercase RFC 1123 name (letters, digits, "-" and ".")',
-    )
-    .meta({ description });
+  matching(
+    z.string().min(1).max(maxLength).meta({ description }),
+    /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/,
+    'must be a lowercase RFC 1123 name (letters, digits, "-" and "."), such as shop-orders',
+  );
 
 export const httpHeaderName = (description: string) =>
   matching(
@@ -70,6 +67,14 @@ export const secretKeyRef = z
   })
   .meta({ description: 'A key of a Secret in the same namespace.' });
 export type SecretKeyRef = z.infer<typeof secretKeyRef>;
+
+export const configMapKeyRef = z
+  .object({
+    name: objectName('Name of a ConfigMap in the resource namespace.'),
+    key: z.string().min(1).max(253).meta({ description: 'Key inside the ConfigMap.' }),
+  })
+  .meta({ description: 'A key of a ConfigMap in the same namespace.' });
+export type ConfigMapKeyRef = z.infer<typeof configMapKeyRef>;
 
 /** One or more Secret keys: list the new one beside the old one while rotating. */
 export const secretRefs = (what: string, rotation = 'any of them is accepted') =>

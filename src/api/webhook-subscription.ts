@@ -1,7 +1,8 @@
 import { z } from 'zod';
-import { compileFilter } from '../filter/cel.ts';
+import { compileFilter, compileOrderingKey } from '../filter/cel.ts';
 import {
   conditions,
+  configMapKeyRef,
   described,
   duration,
   durationRule,
@@ -15,6 +16,7 @@ import {
   secretKeyRef,
   secretRefs,
 } from './common.ts';
+import { replayStatus } from './replay.ts';
 import { withRules } from './rules.ts';
 
 const eventTypePattern = matching(
@@ -22,6 +24,47 @@ const eventTypePattern = matching(
   /^(\*|>|[A-Za-z0-9_-]+(\.([A-Za-z0-9_-]+|\*))*(\.>)?)$/,
   'must be an event type such as order.created, with * for one dot-separated part or a final > for the rest',
 );
+
+/** CEL: whether a target (url or service) is HTTPS. */
+const targetIsHttps =
+  "((has(self.url) && self.url.startsWith('https://')) || (has(self.service) && self.service.scheme == 'https'))";
+
+export const targetTls = z
+  .object({
+    requireHttps: z
+      .boolean()
+      .default(false)
+      .meta({
+        description:
+          'true: refuse a url or service that is not https (and an http:// deadLetter.sinkUrl), as receivers that ' +
+          'accept only HTTPS endpoints (PROIGN, say) require.',
+      }),
+    clientCertificate: z
+      .object({
+        secretName: objectName(
+          'A kubernetes.io/tls Secret in the same namespace: tls.crt (the certificate, PEM, with any intermediates) and tls.key (its private key, PEM).',
+        ),
+      })
+      .optional()
+      .meta({ description: 'The certificate the dispatcher presents, for a target that requires mutual TLS.' }),
+    caBundle: withRules(
+      z.object({
+        secretKeyRef: secretKeyRef.optional(),
+        configMapKeyRef: configMapKeyRef.optional(),
+      }),
+      {
+        rule: 'has(self.secretKeyRef) != has(self.configMapKeyRef)',
+        message:
+          'caBundle sets exactly one of secretKeyRef and configMapKeyRef, such as configMapKeyRef: {name: orders-ca, key: ca.crt}',
+      },
+    )
+      .optional()
+      .meta({
+        description:
+          "PEM certificates the target's certificate must chain to, instead of the public roots (for a private CA), from a Secret or a ConfigMap.",
+      }),
+  })
+  .meta({ description: 'TLS towards the target: a client certificate, a private CA, HTTPS only.' });
 
 export const target = withRules(
   z.object({
@@ -69,10 +112,23 @@ export const target = withRules(
     allowPrivateAddresses: z.boolean().default(false).meta({
       description: 'Allow a url that resolves to a link-local or cloud metadata address (169.254.0.0/16, fe80::/10).',
     }),
+    tls: targetTls.optional(),
   }),
   {
     rule: 'has(self.url) != has(self.service)',
     message: 'target sets exactly one of url and service',
+  },
+  {
+    rule: `!has(self.tls) || !self.tls.requireHttps || ${targetIsHttps}`,
+    message:
+      'target.tls.requireHttps refuses plain HTTP: use an https:// url (such as https://orders.example.com/hooks) or service.scheme: https',
+    fieldPath: '.tls.requireHttps',
+  },
+  {
+    rule: `!has(self.tls) || !(has(self.tls.clientCertificate) || has(self.tls.caBundle)) || ${targetIsHttps}`,
+    message:
+      'target.tls.clientCertificate and caBundle apply to HTTPS only: use an https:// url or service.scheme: https',
+    fieldPath: '.tls',
   },
 );
 
@@ -194,6 +250,33 @@ export const webhookSubscriptionSpec = withRules(
         description:
           'CEL over {type, headers, body}; events for which it is not true are skipped. Checked when admitted.',
       }),
+    ordering: z
+      .object({
+        key: z
+          .string()
+          .min(1)
+          .max(4096)
+          .superRefine((expression, ctx) => {
+            try {
+              compileOrderingKey(expression);
+            } catch (err) {
+              ctx.addIssue({ code: 'custom', message: (err as Error).message });
+            }
+          })
+          .meta({
+            description:
+              'CEL over {type, headers, body} naming the key, such as body.order.id. Events of one key are delivered one at a time in the order they were received; an event without a key (the expression fails or is not a string or integer) is delivered without ordering.',
+          }),
+        onDeadLetter: z.enum(['Continue', 'DeadLetterRest']).default('Continue').meta({
+          description:
+            "When an event of a key is dead-lettered: Continue delivers the key's later events; DeadLetterRest dead-letters every later event of that key too, until the dead letters are replayed.",
+        }),
+      })
+      .optional()
+      .meta({
+        description:
+          'Per-key ordering: events with the same key reach the target in the order they were received, different keys in parallel up to concurrency. See docs/dispatcher.md.',
+      }),
     target: described(target, 'Where events are delivered: a url, or a service in the same namespace.'),
     format: z
       .object({
@@ -231,6 +314,18 @@ export const webhookSubscriptionSpec = withRules(
       })
       .prefault({})
       .meta({ description: 'Where events go that cannot be delivered: a stream of their own, to replay from.' }),
+    history: z
+      .object({
+        enabled: z.boolean().default(true).meta({
+          description: 'false: no record is kept of each delivery attempt (hookyard attempts shows nothing).',
+        }),
+        maxAge: duration('How long attempt records are kept.').default('168h'),
+        maxRecords: z.number().int().min(1000).max(1_000_000_000).default(1_000_000).meta({
+          description: 'At most this many attempt records; the oldest go first.',
+        }),
+      })
+      .prefault({})
+      .meta({ description: 'The record of every delivery attempt, in a stream of its own, and replays.' }),
     concurrency: z.number().int().min(1).max(1024).default(8).meta({
       description:
         'Deliveries in flight at once, per dispatcher pod: the target gets up to dispatcher.replicas times this.',
@@ -288,6 +383,23 @@ export const webhookSubscriptionSpec = withRules(
     fieldPath: '.target.timeout',
   },
   {
+    rule: "!has(self.target.tls) || !self.target.tls.requireHttps || !has(self.deadLetter.sinkUrl) || self.deadLetter.sinkUrl.startsWith('https://')",
+    message: 'target.tls.requireHttps also refuses an http:// deadLetter.sinkUrl: use an https:// one',
+    fieldPath: '.deadLetter.sinkUrl',
+  },
+  {
+    rule: '!has(oldSelf.ordering) || has(self.ordering)',
+    message:
+      "ordering cannot be removed: the subscription's consumers hand events to one pinned dispatcher at a time, which JetStream cannot turn off again; delete the WebhookSubscription and create it without ordering",
+    transition: true,
+  },
+  {
+    rule: "!has(self.ordering) || self.ordering.onDeadLetter != 'DeadLetterRest' || self.deadLetter.enabled",
+    message:
+      'ordering.onDeadLetter: DeadLetterRest keeps the rest of a key as dead letters, so it needs deadLetter.enabled: true; with dead letters disabled, use onDeadLetter: Continue',
+    fieldPath: '.ordering.onDeadLetter',
+  },
+  {
     rule: `!has(self.retry.schedule) || self.retry.schedule.all(d, !${isDuration('d')} || duration(d) > duration("0s"))`,
     message: 'retry.schedule delays must be positive',
     fieldPath: '.retry.schedule',
@@ -306,6 +418,20 @@ export const webhookSubscriptionStatus = z.object({
   ackPending: z.number().int().optional().meta({ description: 'Events being delivered or waiting for a retry.' }),
   redelivered: z.number().int().optional().meta({ description: 'Events handed out more than once.' }),
   deadLettered: z.number().int().optional().meta({ description: 'Events in the dead-letter stream.' }),
+  ordering: z
+    .object({
+      blockedKeys: z
+        .number()
+        .int()
+        .meta({ description: 'Keys whose next event waits for an earlier event of the key to be retried.' }),
+      blockedSince: z.string().optional().meta({
+        format: 'date-time',
+        description: "Since when the longest-blocked key has waited (when its event's retry was scheduled).",
+      }),
+    })
+    .optional()
+    .meta({ description: 'With spec.ordering: keys held back by a retrying event, and for how long.' }),
+  replay: replayStatus.optional(),
   lastAckTime: z.string().optional().meta({
     format: 'date-time',
     description: 'When the dispatcher last finished with an event: delivered, filtered out or dead-lettered.',

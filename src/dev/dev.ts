@@ -98,6 +98,7 @@ async function serve(
           subscription,
           sources: resolveSources(subscription, next.endpoints),
           secrets: next.secrets,
+          configMaps: next.configMaps,
           nc,
           registry,
           // The dispatcher adds the namespace and subscription to each entry itself.

@@ -13,6 +13,8 @@ export interface Manifests {
   endpoints: ProviderEndpoint[];
   subscriptions: WebhookSubscription[];
   secrets: SecretStore;
+  /** ConfigMaps' keys (a CA bundle), read like the Secrets. */
+  configMaps: SecretStore;
   files: string[];
 }
 
@@ -25,7 +27,10 @@ export class InvalidManifests extends Error {
   }
 }
 
-/** Every Secret key a spec refers to (`secretRefs` lists and `secretKeyRef`s), with where it is referred to. */
+/**
+ * Every Secret key a spec refers to (`secretRefs` lists, `secretKeyRef`s, a client certificate's tls.crt and tls.key),
+ * with where it is referred to.
+ */
 function secretReferences(value: unknown, path: string): { path: string; name: string; key: string }[] {
   if (Array.isArray(value)) return value.flatMap((v, i) => secretReferences(v, `${path}[${i}]`));
   if (!value || typeof value !== 'object') return [];
@@ -33,6 +38,8 @@ function secretReferences(value: unknown, path: string): { path: string; name: s
     const at = `${path}.${field}`;
     if (field === 'secretRefs' && Array.isArray(v)) return v.map((ref, i) => ({ path: `${at}[${i}]`, ...ref }));
     if (field === 'secretKeyRef') return [{ path: at, ...(v as { name: string; key: string }) }];
+    const tlsSecret = field === 'clientCertificate' && (v as { secretName?: string } | undefined)?.secretName;
+    if (tlsSecret) return ['tls.crt', 'tls.key'].map((key) => ({ path: `${at}.secretName`, name: tlsSecret, key }));
     return secretReferences(v, at);
   });
 }
@@ -55,6 +62,7 @@ export function readManifests(paths: string[], defaultNamespace = 'default'): Ma
   const endpoints: ProviderEndpoint[] = [];
   const subscriptions: WebhookSubscription[] = [];
   const secrets: Record<string, Record<string, Buffer>> = {};
+  const configMaps: Record<string, Record<string, Buffer>> = {};
   const files = paths.flatMap(yamlFiles);
   for (const file of files) {
     for (const doc of parseAllDocuments(readFileSync(file, 'utf8'))) {
@@ -74,6 +82,20 @@ export function readManifests(paths: string[], defaultNamespace = 'default'): Ma
         secrets[secret.metadata.name] = {
           ...Object.fromEntries(Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64')])),
           ...Object.fromEntries(Object.entries(secret.stringData ?? {}).map(([k, v]) => [k, Buffer.from(v)])),
+        };
+        continue;
+      }
+      if (value.kind === 'ConfigMap') {
+        const configMap = value as {
+          metadata: { name: string };
+          data?: Record<string, string>;
+          binaryData?: Record<string, string>;
+        };
+        configMaps[configMap.metadata.name] = {
+          ...Object.fromEntries(Object.entries(configMap.data ?? {}).map(([k, v]) => [k, Buffer.from(v)])),
+          ...Object.fromEntries(
+            Object.entries(configMap.binaryData ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64')]),
+          ),
         };
         continue;
       }
@@ -103,5 +125,5 @@ export function readManifests(paths: string[], defaultNamespace = 'default'): Ma
     }
   }
   if (problems.length > 0) throw new InvalidManifests(problems);
-  return { endpoints, subscriptions, secrets: mapSecrets(secrets), files };
+  return { endpoints, subscriptions, secrets: mapSecrets(secrets), configMaps: mapSecrets(configMaps), files };
 }

@@ -9,7 +9,8 @@ import type { DispatcherMetrics } from './metrics.ts';
 import { type AttemptResult, describeResult } from './outcome.ts';
 import { Target } from './target.ts';
 
-export type DeadLetterReason = 'exhausted' | 'permanent';
+/** ordering: an earlier event of the key was dead-lettered and spec.ordering.onDeadLetter is DeadLetterRest. */
+export type DeadLetterReason = 'exhausted' | 'permanent' | 'ordering';
 
 /** Headers of a dead letter: the original ones, and why and after how many attempts it failed. */
 export function deadLetterHeaders(
@@ -88,8 +89,9 @@ export function createDeadLetters(options: DeadLetterOptions) {
         eventId: msg.headers?.get(h.eventId) ?? '',
         receivedAt: new Date(msg.info.timestampNanos / 1e6),
         attempts,
-        stream: msg.info.stream,
-        sequence: msg.seq,
+        // A replayed copy keeps naming the stream and sequence the event was first stored at.
+        stream: msg.headers?.get(h.sourceStream) || msg.info.stream,
+        sequence: Number(msg.headers?.get(h.sourceSequence) || msg.seq),
         result,
         error,
       });

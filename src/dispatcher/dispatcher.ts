@@ -20,8 +20,15 @@ import pkg from '../../package.json' with { type: 'json' };
 import type { Source } from '../api/sources.ts';
 import type { WebhookSubscription } from '../api/webhook-subscription.ts';
 import { compileFilter } from '../filter/cel.ts';
-import { consumerConfig, ensureConsumer, retryBacklog, subjectMatches } from '../jetstream/consumers.ts';
+import {
+  consumerConfig,
+  ensureConsumer,
+  replayConsumerConfig,
+  retryBacklog,
+  subjectMatches,
+} from '../jetstream/consumers.ts';
 import { deadLetterStreamConfig } from '../jetstream/dead-letters.ts';
+import { attemptStreamConfig, replayStreamConfig } from '../jetstream/history.ts';
 import {
   deadLetterStream,
   endpointOfStream,
@@ -29,18 +36,23 @@ import {
   endpointSubjects,
   eventFilterSubject,
   headers as h,
+  replayStream,
 } from '../jetstream/layout.ts';
+import { orderingStreamConfig } from '../jetstream/ordering.ts';
 import { ensureStream } from '../jetstream/streams.ts';
 import { durationMs } from '../runtime/duration.ts';
 import type { Logger } from '../runtime/log.ts';
-import { resolveSecrets, type SecretStore } from '../runtime/secrets.ts';
+import { mapSecrets, resolveSecrets, type SecretStore } from '../runtime/secrets.ts';
 import { AckBatcher } from './acks.ts';
 import { createDeadLetters } from './dead-letters.ts';
 import { type StoredEvent, storedEvent } from './event.ts';
 import { formatEvent } from './format.ts';
 import { flowGate, pullSize, type SourceWindow } from './gate.ts';
+import { attemptRecord, createHistory } from './history.ts';
 import { Leases } from './leases.ts';
 import { type DispatcherMetrics, dispatcherMetrics } from './metrics.ts';
+import { startOrderedIntake } from './ordered-intake.ts';
+import { orderingLedger } from './ordering.ts';
 import {
   type AttemptResult,
   attemptOutcome,
@@ -53,7 +65,7 @@ import {
 } from './outcome.ts';
 import { retrySubject, sharedRetries } from './retries.ts';
 import { createSigner } from './signing.ts';
-import { Target, targetUrl } from './target.ts';
+import { Target, targetTlsOptions, targetUrl } from './target.ts';
 
 export { deadLetterHeaders } from './dead-letters.ts';
 
@@ -63,6 +75,8 @@ export interface DispatcherOptions {
   subscription: WebhookSubscription;
   sources: Source[];
   secrets: SecretStore;
+  /** Mounted ConfigMaps (a CA bundle), read like the Secrets; none by default. */
+  configMaps?: SecretStore;
   nc: NatsConnection;
   registry: Registry;
   logger: Logger;
@@ -78,7 +92,11 @@ export interface Dispatcher {
 }
 
 /** Builds the request for one attempt and sends it: shared by delivery and dead-letter replay. */
-export function createDelivery(subscription: WebhookSubscription, secrets: SecretStore) {
+export function createDelivery(
+  subscription: WebhookSubscription,
+  secrets: SecretStore,
+  configMaps: SecretStore = mapSecrets({}),
+) {
   const spec = subscription.spec;
   const namespace = subscription.metadata.namespace ?? 'default';
   const signer = spec.signing
@@ -96,10 +114,15 @@ export function createDelivery(subscription: WebhookSubscription, secrets: Secre
     timeoutMs: durationMs(spec.target.timeout),
     connections: spec.concurrency,
     allowPrivateAddresses: spec.target.allowPrivateAddresses,
+    tls: targetTlsOptions(spec.target.tls, secrets, configMaps),
   });
   return {
     target,
-    async send(event: StoredEvent, attempt: number, deliveryId = `${event.id}:${attempt}`): Promise<AttemptResult> {
+    async send(
+      event: StoredEvent,
+      attempt: number,
+      deliveryId = defaultDeliveryId(event, attempt),
+    ): Promise<AttemptResult> {
       const formatted = await formatEvent(event, spec.format);
       const headers: Record<string, string> = {
         ...extraHeaders,
@@ -109,6 +132,7 @@ export function createDelivery(subscription: WebhookSubscription, secrets: Secre
         'hookyard-attempt': String(attempt),
         'hookyard-event-id': event.id,
         'hookyard-event-type': event.type,
+        ...(event.replay ? { 'hookyard-replay': event.replay } : {}),
         ...signer?.(event.id, formatted.body),
       };
       return target.send({ method: spec.target.method, headers, body: formatted.body });
@@ -116,14 +140,20 @@ export function createDelivery(subscription: WebhookSubscription, secrets: Secre
   };
 }
 
+/** A replayed event gets delivery ids of its own: a target that drops repeated delivery ids still takes it. */
+const defaultDeliveryId = (event: StoredEvent, attempt: number) =>
+  event.replay ? `${event.id}:replay-${event.replay}:${attempt}` : `${event.id}:${attempt}`;
+
 /** One source stream of the subscription, as the intake sees it. */
-interface SourceLoop extends SourceWindow {
+export interface SourceLoop extends SourceWindow {
   stream: string;
   /** `<namespace>/<endpoint>`, for events stored without a Hookyard-Endpoint header. */
   endpoint: string;
   consumer: Consumer;
   /** Event-type patterns the dispatcher checks itself when JetStream could not (overlapping patterns). */
   clientSideTypes?: string[];
+  /** The replay stream's loop, not a source's. */
+  replay?: true;
 }
 
 /**
@@ -142,24 +172,35 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   const jsm: JetStreamManager = await jetstreamManager(nc);
   const js: JetStreamClient = jetstream(nc);
   if (spec.deadLetter.enabled) await ensureStream(jsm, deadLetterStreamConfig(namespace, name, spec.deadLetter.maxAge));
+  if (spec.history.enabled) await ensureStream(jsm, attemptStreamConfig(namespace, name, spec.history));
+  await ensureStream(jsm, replayStreamConfig(namespace, name));
   const sources = await openSources(options, jsm, js);
   if (sources.some((s) => s.paused) || spec.paused) metrics.paused(true);
 
   const deliver = deliveryPhases(options, { js, jsm, metrics, log, sources: sources.map((s) => s.loop) });
-  const intake = startIntake(
-    sources.map((s) => s.loop),
-    deliver,
-    {
-      paused: spec.paused,
-      fetchExpiresMs: options.fetchExpiresMs ?? 5000,
-      log,
-    },
-  );
+  const fetchExpiresMs = options.fetchExpiresMs ?? 5000;
+  const loops = sources.map((s) => s.loop);
+  const ordering = spec.ordering;
+  let intake: { stopping: boolean; stop(): Promise<void> };
+  if (!ordering) intake = startIntake(loops, deliver, { paused: spec.paused, fetchExpiresMs, log });
+  else if (spec.paused) intake = startIntake([], deliver, { paused: true, fetchExpiresMs, log });
+  else {
+    await ensureStream(jsm, orderingStreamConfig(namespace, name, spec.deadLetter.maxAge));
+    const options_ = { spec: { ...spec, ordering }, namespace, subscription: name, jsm, js, log, fetchExpiresMs };
+    intake = await startOrderedIntake(loops, deliver, { ...options_, registry: options.registry });
+  }
   const status = setInterval(async () => {
     try {
       let paused = spec.paused;
-      for (const { loop } of sources) paused ||= (await jsm.consumers.info(loop.stream, name)).paused === true;
+      for (const { loop } of sources) {
+        if (!loop.replay) paused ||= (await jsm.consumers.info(loop.stream, name)).paused === true;
+      }
       metrics.paused(paused);
+      // A 410 pauses the replay consumer too; the sources' consumers say when it is over (resumed by the operator
+      // or by hand), and the replay consumer follows them.
+      const replay = sources.find((s) => s.loop.replay)?.loop;
+      if (!paused && replay && (await jsm.consumers.info(replay.stream, name)).paused === true)
+        await jsm.consumers.resume(replay.stream, name);
     } catch {
       // the next round tries again
     }
@@ -182,6 +223,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
 async function openSources(options: DispatcherOptions, jsm: JetStreamManager, js: JetStreamClient) {
   const spec = options.subscription.spec;
   const name = options.subscription.metadata.name;
+  const namespace = options.subscription.metadata.namespace ?? 'default';
   const out: { loop: SourceLoop; paused: boolean }[] = [];
   for (const source of options.sources) {
     const config = consumerConfig(source.namespace, name, source.endpoint, spec);
@@ -203,7 +245,36 @@ async function openSources(options: DispatcherOptions, jsm: JetStreamManager, js
     };
     out.push({ loop, paused: info.paused === true });
   }
+  // The replay stream is one more source: what a replay request queued goes through the same phases.
+  const replay = await ensureConsumer(jsm, replayStream(namespace, name), replayConsumerConfig(namespace, name, spec));
+  out.push({
+    loop: {
+      stream: replay.stream_name,
+      endpoint: '',
+      replay: true,
+      consumer: await js.consumers.get(replay.stream_name, name),
+      cap: spec.rateLimit ? 1 : spec.concurrency,
+      outstanding: 0,
+      held: 0,
+    },
+    paused: replay.paused === true,
+  });
   return out;
+}
+
+/** What became of one event handed to `deliver`: settled (acked, terminated, or handed back at once), or waiting for a retry. */
+export type DeliveryOutcome = 'settled' | 'retrying';
+
+/** What per-key ordering needs to hear from the delivery phases (src/dispatcher/ordering.ts). */
+export interface OrderingHooks {
+  /** Before anything settles the event (ack, term) or attempts it: its retry record, if any, is removed. */
+  beforeAttempt(msg: JsMsg): Promise<void>;
+  /** Before the nak of a retry (or of a 410 pause): the event is recorded as waiting. */
+  beforeRetry(msg: JsMsg): Promise<void>;
+  /** Before a dead letter's original is terminated. */
+  beforeDeadLetter(msg: JsMsg): Promise<void>;
+  /** Whether the event's key already has a dead letter and the rest of the key follows it (DeadLetterRest). */
+  keyDeadLettered(msg: JsMsg): boolean;
 }
 
 /**
@@ -221,8 +292,16 @@ function deliveryPhases(
   const name = subscription.metadata.name;
   const policy = retryPolicy(spec.retry);
   const filter = spec.filter ? compileFilter(spec.filter) : undefined;
-  const delivery = createDelivery(subscription, options.secrets);
+  const delivery = createDelivery(subscription, options.secrets, options.configMaps);
   const deadLetters = createDeadLetters({ spec, namespace, subscription: name, js: ctx.js, metrics, log, userAgent });
+  const history = createHistory({
+    enabled: spec.history.enabled,
+    namespace,
+    subscription: name,
+    js: ctx.js,
+    log,
+    onFailure: metrics.attemptRecordFailed,
+  });
   const acks = new AckBatcher<JsMsg>();
   const leases = new Leases<JsMsg>(durationMs(spec.ackWait));
   const { gate, breaker } = flowGate(spec, metrics, log);
@@ -239,7 +318,7 @@ function deliveryPhases(
   }
 
   /** Match and gate: whether the event is attempted now (true), or was settled without an attempt (false). */
-  async function admit(msg: JsMsg, source: SourceLoop, event: StoredEvent): Promise<boolean> {
+  async function admit(msg: JsMsg, source: SourceLoop, event: StoredEvent, ordering?: OrderingHooks): Promise<boolean> {
     const typeMatches = !source.clientSideTypes || source.clientSideTypes.some((p) => subjectMatches(p, msg.subject));
     const matches =
       typeMatches &&
@@ -251,9 +330,14 @@ function deliveryPhases(
         metrics.filtered();
         return false;
       case 'exhausted':
+        await ordering?.beforeDeadLetter(msg);
         await deadLetters.store(msg, attempt - 1, 'exhausted');
         return false;
       case 'attempt':
+        if (ordering?.keyDeadLettered(msg)) {
+          await deadLetters.store(msg, attempt - 1, 'ordering');
+          return false;
+        }
         if (await gate.admit()) return true;
         msg.nak(); // stopping: not attempted, handed straight to whoever runs next
         return false;
@@ -261,8 +345,9 @@ function deliveryPhases(
   }
 
   /** One attempt and what follows it. Runs holding a gate slot. */
-  async function attemptAndSettle(msg: JsMsg, event: StoredEvent): Promise<void> {
+  async function attemptAndSettle(msg: JsMsg, event: StoredEvent, ordering?: OrderingHooks): Promise<DeliveryOutcome> {
     const attempt = msg.info.deliveryCount;
+    const startedAt = Date.now();
     const started = performance.now();
     const result = await delivery.send(event, attempt);
     const seconds = (performance.now() - started) / 1000;
@@ -270,6 +355,9 @@ function deliveryPhases(
     if (targetFailed(result, decision)) breaker?.failure();
     else breaker?.success();
     metrics.attempt(attemptOutcome[decision.action], statusClass(result), seconds);
+    if (event.replay) metrics.replayAttempt(attemptOutcome[decision.action]);
+    const record = { number: attempt, startedAt, durationMs: seconds * 1000, replay: event.replay };
+    history.record(attemptRecord(`${namespace}/${name}`, event, record, result, decision));
     const logged = { eventId: event.id, eventType: event.type, attempt, result: describeResult(result) };
     switch (decision.action) {
       case 'ack': {
@@ -277,34 +365,45 @@ function deliveryPhases(
         const receivedAt = event.receivedAt ? Date.parse(event.receivedAt) : Number.NaN;
         metrics.delivered(Number.isNaN(receivedAt) ? undefined : (Date.now() - receivedAt) / 1000);
         log.debug(logged, 'delivered');
-        return;
+        return 'settled';
       }
       case 'retry':
+        await ordering?.beforeRetry(msg);
         retries.schedule(msg, decision.delayMs);
         metrics.retry();
         log.info({ ...logged, delayMs: decision.delayMs }, 'delivery failed, retry scheduled');
-        return;
+        return 'retrying';
       case 'pause':
         log.error(logged, 'target answered 410 Gone: subscription paused until resumed');
         await pauseConsumers();
+        await ordering?.beforeRetry(msg);
         retries.schedule(msg, null);
-        return;
+        return 'retrying';
       case 'dead-letter':
+        await ordering?.beforeDeadLetter(msg);
         await deadLetters.store(msg, attempt, decision.reason, result);
-        return;
+        return 'settled';
     }
   }
 
-  async function deliver(msg: JsMsg, source: SourceLoop): Promise<void> {
+  /**
+   * Runs every phase for one event. `event`: the event already read from `msg` (ordering reads it for the key);
+   * `ordering`: the hooks of an ordered subscription.
+   */
+  async function deliver(
+    msg: JsMsg,
+    source: SourceLoop,
+    event = storedEventOf(msg, source),
+    ordering?: OrderingHooks,
+  ): Promise<DeliveryOutcome> {
     leases.take(msg);
     try {
       const attempt = msg.info.deliveryCount;
       if (attempt > 1 && !retries.redelivered(msg)) metrics.possibleDuplicate();
-      const receivedAt = new Date(msg.info.timestampNanos / 1e6);
-      const event = storedEvent({ data: msg.data, headers: msg.headers, receivedAt }, source.endpoint);
-      if (!(await admit(msg, source, event))) return;
+      await ordering?.beforeAttempt(msg);
+      if (!(await admit(msg, source, event, ordering))) return 'settled';
       try {
-        await attemptAndSettle(msg, event);
+        return await attemptAndSettle(msg, event, ordering);
       } finally {
         gate.done();
       }
@@ -319,6 +418,7 @@ function deliveryPhases(
       } catch {
         // the connection is gone: JetStream hands the event out again after ackWait
       }
+      return 'retrying';
     } finally {
       leases.release(msg);
     }
@@ -326,6 +426,7 @@ function deliveryPhases(
 
   return {
     deliver,
+    leases,
     gate,
     breaker,
     targetOrigin: delivery.target.url.origin,
@@ -336,10 +437,17 @@ function deliveryPhases(
       acks.flush();
       await delivery.target.close();
       await deadLetters.close();
+      await history.close();
     },
   };
 }
-type DeliveryPhases = ReturnType<typeof deliveryPhases>;
+export type DeliveryPhases = ReturnType<typeof deliveryPhases>;
+
+/** The event a stream message holds, with its receive time and endpoint. */
+export function storedEventOf(msg: JsMsg, source: SourceLoop): StoredEvent {
+  const receivedAt = new Date(msg.info.timestampNanos / 1e6);
+  return storedEvent({ data: msg.data, headers: msg.headers, receivedAt }, source.endpoint);
+}
 
 /**
  * The fetch phase: per source, pulls of at most what the window and the breaker allow (`pullSize`), each event
@@ -352,7 +460,7 @@ function startIntake(
   options: { paused: boolean; fetchExpiresMs: number; log: Logger },
 ) {
   let stopping = false;
-  const running = new Set<Promise<void>>();
+  const running = new Set<Promise<unknown>>();
   const openPulls = new Set<{ stop(): void }>();
   // One promise that every waiting source loop shares, replaced each time it is resolved.
   let wakeUp: () => void = () => {};
@@ -435,6 +543,7 @@ function startIntake(
 export async function replayDeadLetters(options: {
   subscription: WebhookSubscription;
   secrets: SecretStore;
+  configMaps?: SecretStore;
   nc: NatsConnection;
   logger: Logger;
 }): Promise<{ replayed: number; failed: number }> {
@@ -448,8 +557,11 @@ export async function replayDeadLetters(options: {
     throw err;
   });
   const total = info?.state.messages ?? 0;
-  if (total === 0) return { replayed: 0, failed: 0 };
-  const delivery = createDelivery(subscription, options.secrets);
+  if (total === 0) {
+    await forgetDeadKeys(subscription, jsm, js);
+    return { replayed: 0, failed: 0 };
+  }
+  const delivery = createDelivery(subscription, options.secrets, options.configMaps);
   let replayed = 0;
   let failed = 0;
   try {
@@ -472,5 +584,15 @@ export async function replayDeadLetters(options: {
   } finally {
     await delivery.target.close();
   }
+  if (failed === 0) await forgetDeadKeys(subscription, jsm, js);
   return { replayed, failed };
+}
+
+/** With onDeadLetter DeadLetterRest: once no dead letter is left, the keys that had one are delivered again. */
+async function forgetDeadKeys(subscription: WebhookSubscription, jsm: JetStreamManager, js: JetStreamClient) {
+  if (subscription.spec.ordering?.onDeadLetter !== 'DeadLetterRest') return;
+  const ledger = orderingLedger(jsm, js, subscription.metadata.namespace ?? 'default', subscription.metadata.name);
+  await ledger.clearDeadKeys().catch((err) => {
+    if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
+  });
 }

@@ -1,5 +1,5 @@
 import type { MsgHdrs } from '@nats-io/transport-node';
-import { headers as h } from '../jetstream/layout.ts';
+import { endpointOfStream, headers as h } from '../jetstream/layout.ts';
 import { type MediaKind, parseAs, parseBody } from '../payload/parse.ts';
 
 /** One stored event, as the receiver published it. */
@@ -11,6 +11,8 @@ export interface StoredEvent {
   receivedAt: string | undefined;
   /** `<namespace>/<endpoint>` */
   endpoint: string;
+  /** The replay request that queued this copy of the event, if it is one. */
+  replay: string | undefined;
   /** The provider's original request headers (lowercase names), without the Hookyard-Header- prefix. */
   originalHeaders: Record<string, string>;
   body: Uint8Array;
@@ -26,6 +28,7 @@ export function storedEvent(
   message: { data: Uint8Array; headers?: MsgHdrs; receivedAt?: Date },
   endpoint: string,
 ): StoredEvent {
+  // A dead letter or a replayed copy names the stream the event was first stored in.
   const { data, headers } = message;
   const get = (name: string) => headers?.get(name) || undefined;
   const originalHeaders: Record<string, string> = {};
@@ -43,7 +46,8 @@ export function storedEvent(
     type: get(h.eventType) ?? '',
     contentType,
     receivedAt: get(h.receivedAt) ?? message.receivedAt?.toISOString(),
-    endpoint,
+    endpoint: get(h.sourceStream) ? endpointOfStream(get(h.sourceStream) as string) : endpoint,
+    replay: get(h.replay),
     originalHeaders,
     body: data,
     view() {

@@ -30,6 +30,7 @@ export async function main(args: string[]): Promise<void> {
   const { subscription, sources } = config;
   const logger = log.child({ namespace: subscription.metadata.namespace, subscription: subscription.metadata.name });
   const secrets = directorySecrets(values['secrets-dir']);
+  const configMaps = directorySecrets(values['config-maps-dir']);
   let problem = `connecting to NATS at ${safeNatsUrl(values['nats-url'])}`;
   // Reconnects forever, like the receiver: a NATS outage must not leave a dispatcher that has given up.
   const connect = () =>
@@ -49,7 +50,7 @@ export async function main(args: string[]): Promise<void> {
   if (values['replay-dead-letters']) {
     const { nc } = await connect();
     try {
-      const result = await replayDeadLetters({ subscription, secrets, nc, logger });
+      const result = await replayDeadLetters({ subscription, secrets, configMaps, nc, logger });
       logger.info(result, 'dead letters replayed');
       if (result.failed > 0) process.exitCode = 1;
     } finally {
@@ -81,7 +82,7 @@ export async function main(args: string[]): Promise<void> {
   await new Promise<void>((ok) => server.listen(values['metrics-port'], ok));
   nc = (await connect()).nc;
 
-  const dispatcher = await startDispatcher({ subscription, sources, secrets, nc, registry, logger });
+  const dispatcher = await startDispatcher({ subscription, sources, secrets, configMaps, nc, registry, logger });
   ready = true;
   const signal = await new Promise<string>((ok) => {
     process.once('SIGTERM', () => ok('SIGTERM'));

@@ -5,7 +5,7 @@ import { type StatusClass, statusClasses } from './outcome.ts';
 
 export const attemptOutcomes = ['delivered', 'retried', 'dead_lettered', 'paused'] as const;
 export type AttemptOutcome = (typeof attemptOutcomes)[number];
-export const deadLetterReasons = ['exhausted', 'permanent'] as const;
+export const deadLetterReasons = ['exhausted', 'permanent', 'ordering'] as const;
 
 const buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const latencyBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60, 300, 1800, 7200, 86400];
@@ -51,7 +51,7 @@ export function dispatcherMetrics(registry: Registry, namespace: string, subscri
   });
   const deadLetters = shared(Counter, {
     name: 'hookyard_dispatcher_dead_letters_total',
-    help: 'Events stored in the dead-letter stream: attempts exhausted or a permanent failure.',
+    help: 'Events stored in the dead-letter stream: attempts exhausted, a permanent failure, or (ordering) the rest of a key that had one.',
     labelNames: ['namespace', 'subscription', 'reason'],
     registers,
   });
@@ -70,6 +70,18 @@ export function dispatcherMetrics(registry: Registry, namespace: string, subscri
   const duplicates = shared(Counter, {
     name: 'hookyard_dispatcher_possible_duplicates_total',
     help: 'Redeliveries no replica of the subscription scheduled (a crash or lost connection after an attempt): the target may see the event twice.',
+    labelNames: ['namespace', 'subscription'],
+    registers,
+  });
+  const replayAttempts = shared(Counter, {
+    name: 'hookyard_dispatcher_replay_attempts_total',
+    help: 'Attempts to deliver events a replay request sent again, by what followed (also in attempts_total).',
+    labelNames: ['namespace', 'subscription', 'outcome'],
+    registers,
+  });
+  const recordsFailed = shared(Counter, {
+    name: 'hookyard_dispatcher_attempt_records_failed_total',
+    help: 'Attempt records JetStream did not store (the attempt stream unavailable or full): history has gaps.',
     labelNames: ['namespace', 'subscription'],
     registers,
   });
@@ -117,11 +129,12 @@ export function dispatcherMetrics(registry: Registry, namespace: string, subscri
     failures.inc({ ...base, status_class }, 0);
     duration.zero({ ...base, status_class });
   }
+  for (const outcome of attemptOutcomes) replayAttempts.inc({ ...base, outcome }, 0);
   for (const reason of deadLetterReasons) {
     deadLetters.inc({ ...base, reason }, 0);
     discarded.inc({ ...base, reason }, 0);
   }
-  for (const c of [retries, delivered, filtered, duplicates]) c.inc(base, 0);
+  for (const c of [retries, delivered, filtered, duplicates, recordsFailed]) c.inc(base, 0);
   latency.zero(base);
   for (const g of [circuit, paused, inFlight, scheduledRetries]) g.set(base, 0);
 
@@ -131,6 +144,8 @@ export function dispatcherMetrics(registry: Registry, namespace: string, subscri
       duration.observe({ ...base, status_class: statusClass }, seconds);
       if (statusClass !== '2xx') failures.inc({ ...base, status_class: statusClass });
     },
+    replayAttempt: (outcome: AttemptOutcome) => replayAttempts.inc({ ...base, outcome }),
+    attemptRecordFailed: () => recordsFailed.inc(base),
     retry: () => retries.inc(base),
     delivered(latencySeconds: number | undefined) {
       delivered.inc(base);

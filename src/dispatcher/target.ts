@@ -1,12 +1,79 @@
 // Sending one request to the target: a keep-alive pool per target, a deadline per attempt, response bodies read
-// up to a cap, and link-local / cloud metadata addresses refused unless the subscription allows them.
+// up to a cap, link-local / cloud metadata addresses refused unless the subscription allows them, and the
+// subscription's TLS (a client certificate, a private CA) on every connection.
+import { X509Certificate } from 'node:crypto';
 import { lookup as dnsLookup, type LookupAddress, type LookupAllOptions, type LookupOneOptions } from 'node:dns';
 import { BlockList, isIP } from 'node:net';
+import { createSecureContext } from 'node:tls';
 import { type Dispatcher, Pool } from 'undici';
 import type { WebhookSubscriptionSpec } from '../api/webhook-subscription.ts';
+import { resolveSecrets, type SecretStore } from '../runtime/secrets.ts';
 import { type AttemptResult, parseRetryAfter } from './outcome.ts';
 
 type TargetSpec = WebhookSubscriptionSpec['target'];
+
+/** What target.tls adds to each connection, as node:tls takes it. */
+export interface TlsOptions {
+  cert?: Buffer;
+  key?: Buffer;
+  /** Replaces the public roots: the target's certificate must chain to one of these. */
+  ca?: Buffer;
+}
+
+/** target.tls material that TLS cannot use (not PEM, a key that does not match its certificate). */
+export class InvalidTlsMaterial extends Error {
+  override name = 'InvalidTlsMaterial';
+}
+
+/**
+ * target.tls read from the mounted Secrets and ConfigMaps: the client certificate's tls.crt and tls.key, the CA
+ * bundle's key. A missing key throws MissingSecret, material TLS cannot use InvalidTlsMaterial (each naming the
+ * object and key, never a value), which stops the start: otherwise every connection would fail and every event
+ * would end as a dead letter.
+ */
+export function targetTlsOptions(
+  tls: TargetSpec['tls'],
+  secrets: SecretStore,
+  configMaps: SecretStore,
+): TlsOptions | undefined {
+  if (!tls?.clientCertificate && !tls?.caBundle) return undefined;
+  const options: TlsOptions = {};
+  const client = tls.clientCertificate?.secretName;
+  if (client) {
+    [options.cert, options.key] = resolveSecrets(secrets, [
+      { name: client, key: 'tls.crt' },
+      { name: client, key: 'tls.key' },
+    ]);
+  }
+  const { secretKeyRef, configMapKeyRef } = tls.caBundle ?? {};
+  if (secretKeyRef) [options.ca] = resolveSecrets(secrets, [secretKeyRef]);
+  if (configMapKeyRef) [options.ca] = resolveSecrets(configMaps, [configMapKeyRef], 'ConfigMap');
+  try {
+    checkUsable(options);
+  } catch (err) {
+    const sources = [
+      client && `Secret "${client}" (tls.crt, tls.key)`,
+      secretKeyRef && `Secret "${secretKeyRef.name}" (${secretKeyRef.key})`,
+      configMapKeyRef && `ConfigMap "${configMapKeyRef.name}" (${configMapKeyRef.key})`,
+    ].filter(Boolean);
+    // OpenSSL's reason (such as "no start line" or "key values mismatch") says what is wrong without the bytes.
+    const reason = (err as { reason?: string }).reason ?? (err as Error).message;
+    throw new InvalidTlsMaterial(`target.tls: ${sources.join(' and ')} cannot be used for TLS: ${reason}`);
+  }
+  return options;
+}
+
+/** Throws OpenSSL's error for a certificate, key or CA bundle a connection could not use. */
+function checkUsable(options: TlsOptions): void {
+  createSecureContext(options); // the client certificate and its key: parsed, and matching each other
+  if (!options.ca) return;
+  // createSecureContext skips what is not a certificate in a CA bundle: check each one.
+  const certificates = options.ca
+    .toString('latin1')
+    .match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
+  if (!certificates) throw new Error('no PEM certificate in the CA bundle');
+  for (const pem of certificates) new X509Certificate(pem);
+}
 
 /** A Service reference resolves through cluster DNS to `<scheme>://<name>.<namespace>.svc:<port><path>`. */
 export function targetUrl(target: TargetSpec, namespace: string): string {
@@ -76,6 +143,7 @@ export interface TargetOptions {
   maxResponseBytes?: number;
   /** Resolves the target's host name for each new connection (default dns.lookup; tests pass their own). */
   lookup?: Lookup;
+  tls?: TlsOptions;
 }
 
 export class Target {
@@ -102,6 +170,7 @@ export class Target {
       headersTimeout: options.timeoutMs,
       bodyTimeout: options.timeoutMs,
       connect: {
+        ...options.tls,
         timeout: options.timeoutMs,
         lookup: (options.allowPrivateAddresses
           ? options.lookup

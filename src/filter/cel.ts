@@ -48,6 +48,38 @@ export function compileFilter(expression: string): Filter {
   };
 }
 
+/** A compiled ordering key: the key of an event, or undefined when it has none (see compileOrderingKey). */
+export type KeyFunction = (input: FilterInput) => string | undefined;
+
+/**
+ * Compiles a CEL expression that names an event's ordering key, such as `body.order.id`. A string, integer or
+ * unsigned result is the key (numbers as their decimal text, so 42 and "42" are one key); anything else, or an
+ * evaluation error (a field the body lacks), means the event has no key.
+ */
+export function compileOrderingKey(expression: string): KeyFunction {
+  let parsed: ReturnType<typeof parse>;
+  try {
+    parsed = parse(expression);
+  } catch (err) {
+    throw new FilterCompileError(`ordering.key is not valid CEL: ${firstLine(err)}`);
+  }
+  try {
+    checkNames(parsed.expr, new Set(variables));
+  } catch (err) {
+    throw new FilterCompileError((err as Error).message.replace(/^filter/, 'ordering.key'));
+  }
+  const program = plan(env, parsed);
+  return (input) => {
+    const result = program({ type: input.type, headers: input.headers as never, body: input.body as never });
+    if (typeof result === 'string') return result;
+    if (typeof result === 'bigint') return result.toString();
+    if (typeof result === 'number' && Number.isInteger(result)) return String(result);
+    // CEL's uint is a wrapper object around a bigint
+    const value = (result as { value?: unknown } | null)?.value;
+    return typeof value === 'bigint' ? value.toString() : undefined;
+  };
+}
+
 function checkNames(expr: Expr | undefined, scope: Set<string>): void {
   if (!expr) return;
   const kind = expr.exprKind;

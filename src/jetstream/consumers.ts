@@ -9,7 +9,7 @@ import {
 } from '@nats-io/jetstream';
 import type { WebhookSubscriptionSpec } from '../api/webhook-subscription.ts';
 import { durationNanos } from '../runtime/duration.ts';
-import { endpointSubjects, eventFilterSubject } from './layout.ts';
+import { endpointSubjects, eventFilterSubject, replaySubject } from './layout.ts';
 import { configHolds } from './streams.ts';
 
 /**
@@ -27,7 +27,15 @@ const unlimitedDeliveries = -1;
  */
 export const retryBacklog = 1000;
 
-export type ConsumerSpec = Pick<WebhookSubscriptionSpec, 'eventTypes' | 'ackWait' | 'retry' | 'concurrency'>;
+export type ConsumerSpec = Pick<WebhookSubscriptionSpec, 'eventTypes' | 'ackWait' | 'retry' | 'concurrency'> &
+  Partial<Pick<WebhookSubscriptionSpec, 'ordering'>>;
+
+/**
+ * The priority group of an ordered subscription's consumers. With the pinned-client policy JetStream hands its
+ * events to one dispatcher replica at a time (the pinned one); the others' pulls wait until the pinned one has
+ * not pulled for `priority_timeout` (then one of them is pinned). See src/dispatcher/ordering.ts.
+ */
+export const orderingGroup = 'hookyard';
 
 /** The durable pull consumer of one subscription on one ProviderEndpoint's stream. */
 export function consumerConfig(
@@ -45,6 +53,23 @@ export function consumerConfig(
     ack_wait: durationNanos(spec.ackWait),
     max_deliver: unlimitedDeliveries,
     max_ack_pending: spec.concurrency + retryBacklog,
+    ...(spec.ordering
+      ? {
+          priority_groups: [orderingGroup],
+          priority_policy: 'pinned_client' as const,
+          // A replica that stopped pulling (killed, cut off) loses its pin after ackWait, the time JetStream
+          // also gives its events before handing them out again.
+          priority_timeout: durationNanos(spec.ackWait),
+        }
+      : {}),
+  };
+}
+
+/** The subscription's consumer on its replay stream: the events there already matched its event types. */
+export function replayConsumerConfig(namespace: string, subscription: string, spec: ConsumerSpec) {
+  return {
+    ...consumerConfig(namespace, subscription, '', spec),
+    filter_subjects: [replaySubject(namespace, subscription)],
   };
 }
 

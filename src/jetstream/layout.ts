@@ -7,6 +7,12 @@ export const endpointStream = (namespace: string, endpoint: string) => `hookyard
 export const deadLetterStream = (namespace: string, subscription: string) =>
   `hookyard-dlq_${namespace}_${subscription}`;
 
+/** Every attempt to deliver the subscription's events, one record each (src/dispatcher/history.ts). */
+export const attemptStream = (namespace: string, subscription: string) =>
+  `hookyard-attempts_${namespace}_${subscription}`;
+/** Events asked to be sent again (a replay request), read by the subscription's dispatcher like a source. */
+export const replayStream = (namespace: string, subscription: string) => `hookyard-replay_${namespace}_${subscription}`;
+
 /** `<namespace>/<endpoint>` of an endpoint stream's name (the inverse of endpointStream). */
 export function endpointOfStream(stream: string): string {
   const [, namespace, endpoint] = /^hookyard_([^_]+)_(.+)$/.exec(stream) ?? [];
@@ -16,6 +22,14 @@ export function endpointOfStream(stream: string): string {
 export const endpointSubjects = (namespace: string, endpoint: string) => `hookyard.${namespace}.${endpoint}.>`;
 export const deadLetterSubject = (namespace: string, subscription: string) =>
   `hookyard-dlq.${namespace}.${subscription}`;
+
+/** Attempt records are published under the event id, base64url (subject-safe), so one event's are read alone. */
+export const attemptSubject = (namespace: string, subscription: string, eventId: string) =>
+  `hookyard-attempts.${namespace}.${subscription}.${Buffer.from(eventId).toString('base64url') || '_'}`;
+export const attemptSubjects = (namespace: string, subscription: string) =>
+  `hookyard-attempts.${namespace}.${subscription}.*`;
+export const replaySubject = (namespace: string, subscription: string) =>
+  `hookyard-replay.${namespace}.${subscription}`;
 
 /**
  * An event type as subject tokens: each dot-separated part keeps letters, digits, - and _, and anything else
@@ -63,4 +77,6 @@ export const headers = {
   attempts: 'Hookyard-Attempts',
   sourceStream: 'Hookyard-Source-Stream',
   sourceSequence: 'Hookyard-Source-Sequence',
+  /** On an event in the replay stream: the replay request's id (sent to the target as hookyard-replay). */
+  replay: 'Hookyard-Replay',
 } as const;

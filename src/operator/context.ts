@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import type * as k8s from '@kubernetes/client-node';
 import { JetStreamApiError, type JetStreamManager } from '@nats-io/jetstream';
-import type { Condition, SecretKeyRef } from '../api/common.ts';
+import type { Condition, ConfigMapKeyRef, SecretKeyRef } from '../api/common.ts';
 import { ConditionType, Reason } from '../api/conditions.ts';
 import type { KindRef, ResourceKind } from '../api/kinds.ts';
 import { InvalidResource, parseResource } from '../api/validate.ts';
@@ -36,11 +36,16 @@ export interface Context {
   statusIntervalMs: number;
   /** The values of referenced Secrets, as digests: the cache holds Secrets' metadata only. */
   secretKeys: SecretKeys;
+  /** The same for referenced ConfigMaps (a CA bundle). */
+  configMapKeys: SecretKeys;
   caches: {
     endpoints: Cache<RawResource>;
     subscriptions: Cache<RawResource>;
     secrets: Cache<k8s.KubernetesObject>;
+    /** The operator's own ConfigMaps (the workloads' configs). */
     configMaps: Cache<k8s.V1ConfigMap>;
+    /** Every ConfigMap's metadata, for those a resource references. */
+    referencedConfigMaps: Cache<k8s.KubernetesObject>;
     deployments: Cache<k8s.V1Deployment>;
     services: Cache<k8s.V1Service>;
     ingresses: Cache<k8s.V1Ingress>;
@@ -70,18 +75,33 @@ export interface ResolvedSecrets {
   checksum?: string;
 }
 
-/** Whether every referenced Secret key exists; the message names the first missing one (never a value). */
-export async function resolveSecrets(ctx: Context, namespace: string, refs: SecretKeyRef[]): Promise<ResolvedSecrets> {
+/**
+ * Whether every referenced Secret key (and ConfigMap key) exists; the message names the first missing one (never a
+ * value).
+ */
+export async function resolveSecrets(
+  ctx: Context,
+  namespace: string,
+  refs: SecretKeyRef[],
+  configMapRefs: ConfigMapKeyRef[] = [],
+): Promise<ResolvedSecrets> {
   const hash = createHash('sha256');
   const missing: string[] = [];
-  const sorted = [...refs].sort((a, b) => `${a.name}/${a.key}`.localeCompare(`${b.name}/${b.key}`));
-  for (const { name, key } of sorted) {
-    const resourceVersion = ctx.caches.secrets.get(name, namespace)?.metadata?.resourceVersion;
-    const digests = await ctx.secretKeys.digests(namespace, name, resourceVersion);
-    const digest = digests?.get(key);
-    if (!digests) missing.push(`Secret "${name}" not found in namespace ${namespace}`);
-    else if (digest === undefined) missing.push(`Secret "${name}" has no key "${key}"`);
-    else hash.update(`${name}/${key}\0${digest}\0`);
+  const sources = [
+    { kind: 'Secret', refs, cache: ctx.caches.secrets, keys: ctx.secretKeys },
+    { kind: 'ConfigMap', refs: configMapRefs, cache: ctx.caches.referencedConfigMaps, keys: ctx.configMapKeys },
+  ];
+  for (const { kind, refs: some, cache, keys } of sources) {
+    const sorted = [...some].sort((a, b) => `${a.name}/${a.key}`.localeCompare(`${b.name}/${b.key}`));
+    for (const { name, key } of sorted) {
+      const resourceVersion = cache.get(name, namespace)?.metadata?.resourceVersion;
+      const digests = await keys.digests(namespace, name, resourceVersion);
+      const digest = digests?.get(key);
+      if (!digests) missing.push(`${kind} "${name}" not found in namespace ${namespace}`);
+      else if (digest === undefined) missing.push(`${kind} "${name}" has no key "${key}"`);
+      // Secrets hash as they always have, so an operator upgrade rolls no pods.
+      else hash.update(`${kind === 'Secret' ? '' : `${kind}:`}${name}/${key}\0${digest}\0`);
+    }
   }
   if (missing.length > 0) {
     const more = missing.length > 1 ? ` (and ${missing.length - 1} more)` : '';
@@ -94,7 +114,9 @@ export async function resolveSecrets(ctx: Context, namespace: string, refs: Secr
       },
     };
   }
-  const message = refs.length === 0 ? 'No Secrets referenced.' : `All ${refs.length} referenced Secret keys exist.`;
+  const count = refs.length + configMapRefs.length;
+  const what = configMapRefs.length === 0 ? 'Secret keys' : 'Secret and ConfigMap keys';
+  const message = count === 0 ? 'No Secrets referenced.' : `All ${count} referenced ${what} exist.`;
   return {
     check: { type: ConditionType.SecretsResolved, status: true, reason: Reason.Resolved, message },
     checksum: hash.digest('hex'),
@@ -178,12 +200,25 @@ const parsed = new Map<string, { key: string; value: unknown }>();
 /** Forgets a deleted resource's parsed spec. */
 export const forgetParsed = (uid: string | undefined) => parsed.delete(uid ?? '');
 
+/** A field whose problems have a condition of their own instead of SpecValid (a filter: FilterValid). */
+export interface FieldCondition {
+  field: string;
+  type: string;
+  reason: string;
+}
+
 /**
  * The resource parsed with the same schemas dev mode and the admission webhook use. The API server has checked the
  * CRD's schema, but not what only the webhook checks (a filter that does not compile, say): a resource that got
- * past a cluster without the webhook is reported in its status and left alone.
+ * past a cluster without the webhook is reported in its status and left alone. When every problem is in a field of
+ * `fieldConditions`, that field's condition says so (FilterValid: FilterInvalid); otherwise SpecValid: InvalidSpec.
  */
-export async function parseOrReport<T>(ctx: Context, raw: RawResource, readyFrom: string[]): Promise<T | undefined> {
+export async function parseOrReport<T>(
+  ctx: Context,
+  raw: RawResource,
+  readyFrom: string[],
+  fieldConditions: FieldCondition[] = [],
+): Promise<T | undefined> {
   // Parsing runs the CEL rules, the larger part of a reconcile's own CPU: the spec of one generation is parsed once.
   const key = `${raw.metadata.uid}/${raw.metadata.generation}`;
   const cached = parsed.get(raw.metadata.uid ?? '');
@@ -194,15 +229,28 @@ export async function parseOrReport<T>(ctx: Context, raw: RawResource, readyFrom
     return value as T;
   } catch (err) {
     if (!(err instanceof InvalidResource)) throw err;
-    const check: Check = {
-      type: ConditionType.SpecValid,
-      status: false,
-      reason: Reason.InvalidSpec,
-      message: err.problems.join('; '),
-    };
-    await writeStatus(ctx, raw, {}, [check], [ConditionType.SpecValid, ...readyFrom]);
+    const checks = invalidSpecChecks(err.problems, fieldConditions);
+    await writeStatus(ctx, raw, {}, checks, [ConditionType.SpecValid, ...readyFrom]);
     return undefined;
   }
+}
+
+/**
+ * The conditions of a spec the schemas refuse: when every problem is in a field of `fieldConditions`, that field's
+ * condition (FilterValid: FilterInvalid); otherwise SpecValid: InvalidSpec with all of them (a CRD older than the
+ * operator lets through what the operator's schemas refuse: Helm does not upgrade CRDs).
+ */
+export function invalidSpecChecks(problems: string[], fieldConditions: FieldCondition[]): Check[] {
+  const fieldOf = (problem: string) => fieldConditions.find((f) => problem.startsWith(`${f.field}: `));
+  if (!problems.every(fieldOf)) {
+    return [{ type: ConditionType.SpecValid, status: false, reason: Reason.InvalidSpec, message: problems.join('; ') }];
+  }
+  return fieldConditions
+    .map((f): Check => {
+      const message = problems.filter((p) => fieldOf(p) === f).join('; ');
+      return { type: f.type, status: false, reason: f.reason, message };
+    })
+    .filter((check) => check.message !== '');
 }
 
 /**

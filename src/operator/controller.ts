@@ -79,7 +79,8 @@ export function startController(options: ControllerOptions): Controller {
     metrics,
     log,
     statusIntervalMs: options.statusIntervalMs ?? 30_000,
-    secretKeys: new SecretKeys(kube),
+    secretKeys: new SecretKeys((namespace, name) => kube.readSecret(namespace, name)),
+    configMapKeys: new SecretKeys((namespace, name) => kube.readConfigMapKeys(namespace, name)),
     caches: caches as Caches,
   };
   const reconcileKey = reconciler(ctx, queue, resyncMs);

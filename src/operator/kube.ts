@@ -118,6 +118,15 @@ export class Kube {
     return await this.#core.readNamespacedSecret({ namespace, name });
   }
 
+  /** A ConfigMap's keys and values (text and binary), read only for the ConfigMaps a resource references. */
+  async readConfigMapKeys(
+    namespace: string,
+    name: string,
+  ): Promise<{ metadata?: k8s.V1ObjectMeta; data: Record<string, string> }> {
+    const configMap = await this.#core.readNamespacedConfigMap({ namespace, name });
+    return { metadata: configMap.metadata, data: { ...configMap.data, ...configMap.binaryData } };
+  }
+
   /** A Kubernetes Event on the resource, for `kubectl describe` and event exporters. */
   async event(resource: ResourceRef, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
     const namespace = resource.metadata.namespace ?? 'default';

@@ -6,11 +6,12 @@ import { createServer as createHttpsServer } from 'node:https';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { type JetStreamClient, jetstreamManager } from '@nats-io/jetstream';
 import express from 'express';
 import { Registry } from 'prom-client';
 import { admissionRouter } from '../admission/webhook.ts';
 import { operatorCommand } from '../commands.ts';
+import { historyRouter } from '../history/api.ts';
 import { parseFlags } from '../runtime/flags.ts';
 import { log as rootLog } from '../runtime/log.ts';
 import { connectNats, type Nats, safeNatsUrl } from '../runtime/nats.ts';
@@ -63,7 +64,13 @@ export async function main(args: string[]): Promise<void> {
   const certificate = () =>
     certDir ? { cert: readFileSync(join(certDir, 'tls.crt')), key: readFileSync(join(certDir, 'tls.key')) } : undefined;
   let served = certificate();
-  const webhook = served ? createHttpsServer(served, express().use(admissionRouter())) : undefined;
+  // Every replica serves the history API too (reads only): `hookyard attempts` and the rest reach it through the
+  // API server's service proxy, on the webhook's Service.
+  let js: JetStreamClient | undefined;
+  const app = express()
+    .use(admissionRouter())
+    .use(historyRouter({ kc, js: () => js, log }));
+  const webhook = served ? createHttpsServer(served, app) : undefined;
   if (webhook) await new Promise<void>((ok) => webhook.listen(values['webhook-port'], ok));
   // cert-manager renews the certificate in the mounted Secret: new connections get the new one.
   const certReload = setInterval(() => {
@@ -97,6 +104,7 @@ export async function main(args: string[]): Promise<void> {
   // and until then reconciles report JetStreamUnavailable and retry instead of the operator exiting (seen on a
   // real node: both operator pods restarted 5 s after connecting, and admission calls failed meanwhile).
   const jsm = await jetstreamManager(nats.nc, { checkAPI: false });
+  js = jsm.jetstream();
 
   const start = () => {
     metrics.leader(true);

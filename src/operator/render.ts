@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import type * as k8s from '@kubernetes/client-node';
 import { stringify } from 'yaml';
-import type { SecretKeyRef } from '../api/common.ts';
+import type { ConfigMapKeyRef, SecretKeyRef } from '../api/common.ts';
 import { apiVersion } from '../api/common.ts';
 import { ownedNamePrefix } from '../api/names.ts';
 import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
@@ -27,6 +27,7 @@ export interface RenderOptions {
 
 const configDir = '/etc/hookyard/config';
 const secretsDir = '/etc/hookyard/secrets';
+const configMapsDir = '/etc/hookyard/configmaps';
 const natsDir = '/etc/hookyard/nats';
 const httpPort = 8080;
 const metricsPort = 9090;
@@ -89,21 +90,40 @@ export function natsSecretRefs(options: Pick<RenderOptions, 'natsSecret' | 'nats
 
 /** Every Secret key a WebhookSubscription's dispatcher reads. */
 export function subscriptionSecretRefs(spec: WebhookSubscription['spec']): SecretKeyRef[] {
+  const tls = spec.target.tls;
+  const client = tls?.clientCertificate?.secretName;
   return [
     ...(spec.signing?.secretRefs ?? []),
     ...(spec.target.headers ?? []).flatMap((h) => (h.valueFrom ? [h.valueFrom.secretKeyRef] : [])),
+    ...(client
+      ? [
+          { name: client, key: 'tls.crt' },
+          { name: client, key: 'tls.key' },
+        ]
+      : []),
+    ...(tls?.caBundle?.secretKeyRef ? [tls.caBundle.secretKeyRef] : []),
   ];
 }
 
-/** One projected volume with each referenced key at <secret>/<key>, the layout `--secrets-dir` reads. */
-function secretsVolume(refs: SecretKeyRef[]): k8s.V1Volume {
-  const bySecret = new Map<string, Set<string>>();
-  for (const { name, key } of refs) bySecret.set(name, (bySecret.get(name) ?? new Set()).add(key));
+/** Every ConfigMap key a WebhookSubscription's dispatcher reads: a CA bundle kept in a ConfigMap. */
+export function subscriptionConfigMapRefs(spec: WebhookSubscription['spec']): ConfigMapKeyRef[] {
+  const ref = spec.target.tls?.caBundle?.configMapKeyRef;
+  return ref ? [ref] : [];
+}
+
+/**
+ * One projected volume with each referenced key at <object>/<key>, the layout `--secrets-dir` (and, for
+ * ConfigMaps, `--config-maps-dir`) reads.
+ */
+function keysVolume(volume: 'secrets' | 'configmaps', refs: SecretKeyRef[]): k8s.V1Volume {
+  const byObject = new Map<string, Set<string>>();
+  for (const { name, key } of refs) byObject.set(name, (byObject.get(name) ?? new Set()).add(key));
+  const source = volume === 'secrets' ? 'secret' : 'configMap';
   return {
-    name: 'secrets',
+    name: volume,
     projected: {
-      sources: [...bySecret].map(([name, keys]) => ({
-        secret: { name, items: [...keys].map((key) => ({ key, path: `${name}/${key}` })) },
+      sources: [...byObject].map(([name, keys]) => ({
+        [source]: { name, items: [...keys].map((key) => ({ key, path: `${name}/${key}` })) },
       })),
     },
   };
@@ -178,6 +198,7 @@ function deployment(
   config: string,
   refs: SecretKeyRef[],
   options: RenderOptions,
+  configMapRefs: ConfigMapKeyRef[] = [],
 ): k8s.V1Deployment {
   const podLabels = labels(component, owner);
   const { configFile, portFlag, port, drainSeconds } = workloads[component];
@@ -186,6 +207,8 @@ function deployment(
     : [];
   const args = [component, '--config', `${configDir}/${configFile}`, '--secrets-dir', secretsDir];
   args.push('--nats-url', options.natsUrl, portFlag, String(port.containerPort), ...nats);
+  const configMaps = configMapRefs.length > 0;
+  if (configMaps) args.push('--config-maps-dir', configMapsDir);
   const checksum = createHash('sha256')
     .update(config)
     .update(options.secretsChecksum ?? '')
@@ -218,6 +241,7 @@ function deployment(
               volumeMounts: [
                 { name: 'config', mountPath: configDir, readOnly: true },
                 { name: 'secrets', mountPath: secretsDir, readOnly: true },
+                ...(configMaps ? [{ name: 'configmaps', mountPath: configMapsDir, readOnly: true }] : []),
                 { name: 'tmp', mountPath: '/tmp' },
                 ...(options.natsSecret ? [{ name: 'nats', mountPath: natsDir, readOnly: true }] : []),
               ],
@@ -225,7 +249,8 @@ function deployment(
           ],
           volumes: [
             { name: 'config', configMap: { name } },
-            secretsVolume(refs),
+            keysVolume('secrets', refs),
+            ...(configMaps ? [keysVolume('configmaps', configMapRefs)] : []),
             { name: 'tmp', emptyDir: {} },
             ...(options.natsSecret ? [{ name: 'nats', secret: { secretName: options.natsSecret } }] : []),
           ],
@@ -352,6 +377,7 @@ export function renderSubscription(
       config,
       subscriptionSecretRefs(spec),
       options,
+      subscriptionConfigMapRefs(spec),
     ),
   };
 }

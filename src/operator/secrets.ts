@@ -1,16 +1,21 @@
-// The referenced Secrets' keys, read by name when a reconcile needs them. The operator watches Secrets' metadata
-// only, so the values of the namespace's other Secrets (Helm releases, service-account tokens) never reach it; of a
-// referenced Secret it keeps a digest per key, read again only when the Secret's resourceVersion moves.
+// The referenced Secrets' (and ConfigMaps') keys, read by name when a reconcile needs them. The operator watches
+// their metadata only, so the values of the namespace's other Secrets (Helm releases, service-account tokens) never
+// reach it; of a referenced one it keeps a digest per key, read again only when its resourceVersion moves.
 import { createHash } from 'node:crypto';
-import type { Kube } from './kube.ts';
 import { isNotFound } from './kube.ts';
 
+/** Reads one object's keys and values (a Secret's base64 data, a ConfigMap's data and binaryData). */
+export type ReadKeys = (
+  namespace: string,
+  name: string,
+) => Promise<{ metadata?: { resourceVersion?: string }; data?: Record<string, string> }>;
+
 export class SecretKeys {
-  readonly #kube: Kube;
+  readonly #readKeys: ReadKeys;
   readonly #read = new Map<string, { resourceVersion: string; digests: Map<string, string> }>();
 
-  constructor(kube: Kube) {
-    this.#kube = kube;
+  constructor(read: ReadKeys) {
+    this.#readKeys = read;
   }
 
   /**
@@ -26,7 +31,7 @@ export class SecretKeys {
     const known = this.#read.get(id);
     if (known?.resourceVersion === resourceVersion) return known.digests;
     try {
-      const secret = await this.#kube.readSecret(namespace, name);
+      const secret = await this.#readKeys(namespace, name);
       const digests = new Map(
         Object.entries(secret.data ?? {}).map(([key, value]) => [
           key,

@@ -9,10 +9,10 @@ import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
 import { resolveSources, type Source } from '../api/sources.ts';
 import type { WebhookSubscription } from '../api/webhook-subscription.ts';
 import { targetUrl } from '../dispatcher/target.ts';
-import { compileFilter } from '../filter/cel.ts';
 import { consumerConfig, ensureConsumer } from '../jetstream/consumers.ts';
 import { deadLetterStreamConfig } from '../jetstream/dead-letters.ts';
 import { deadLetterStream, endpointStream } from '../jetstream/layout.ts';
+import { orderingStatus, orderingStream, orderingStreamConfig } from '../jetstream/ordering.ts';
 import { deleteStream, ensureStream } from '../jetstream/streams.ts';
 import {
   applyObject,
@@ -27,7 +27,15 @@ import {
   writeStatus,
 } from './context.ts';
 import { matchEventTypes } from './event-types.ts';
-import { dispatcherName, natsSecretRefs, renderSubscription, subscriptionSecretRefs } from './render.ts';
+import { deleteHistoryStreams, ensureHistoryStreams } from './history.ts';
+import {
+  dispatcherName,
+  natsSecretRefs,
+  renderSubscription,
+  subscriptionConfigMapRefs,
+  subscriptionSecretRefs,
+} from './render.ts';
+import { reconcileReplay } from './replay.ts';
 import type { Check } from './status.ts';
 
 const readyFrom: string[] = [
@@ -47,7 +55,10 @@ const notFound = (err: unknown) =>
   (err.code === JetStreamApiCodes.StreamNotFound || err.code === JetStreamApiCodes.ConsumerNotFound);
 
 export async function reconcileSubscription(ctx: Context, raw: RawResource): Promise<Outcome> {
-  const subscription = await parseOrReport<WebhookSubscription>(ctx, raw, readyFrom);
+  const subscription = await parseOrReport<WebhookSubscription>(ctx, raw, readyFrom, [
+    // The schema compiles the filter (so the webhook refuses one that does not); the operator names it apart.
+    { field: 'spec.filter', type: ConditionType.FilterValid, reason: Reason.FilterInvalid },
+  ]);
   if (!subscription) return {};
   const { namespace, name } = raw.metadata;
   const { spec } = subscription;
@@ -56,10 +67,12 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
   let terminal = false;
 
   checks.push(filterCheck(spec.filter));
-  const secrets = await resolveSecrets(ctx, namespace, [
-    ...subscriptionSecretRefs(spec),
-    ...natsSecretRefs(ctx.render),
-  ]);
+  const secrets = await resolveSecrets(
+    ctx,
+    namespace,
+    [...subscriptionSecretRefs(spec), ...natsSecretRefs(ctx.render)],
+    subscriptionConfigMapRefs(spec),
+  );
   checks.push(secrets.check);
 
   const endpoints = ctx.caches.endpoints.list(namespace) as unknown as ProviderEndpoint[];
@@ -91,6 +104,23 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
       consumers.push({ source, problem });
     }
   }
+  let historyProblem: string | undefined;
+  let replay = raw.status?.replay;
+  try {
+    const replayConsumer = await ensureHistoryStreams(
+      ctx,
+      namespace,
+      name,
+      spec,
+      deadLetterReplicas(endpoints, sources),
+    );
+    consumers.push({ source: { namespace, endpoint: '' }, info: replayConsumer });
+    replay = await reconcileReplay(ctx, raw, subscription, sources);
+  } catch (err) {
+    if (isTerminal(err)) terminal = true;
+    else retry = true;
+    historyProblem = `history streams: ${errorMessage(err)}`;
+  }
   if (raw.metadata.annotations?.[resumeAnnotation] !== undefined) await resume(ctx, raw, consumers);
 
   let deadLettered: number | undefined;
@@ -110,13 +140,27 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
   } else {
     ctx.metrics.deadLetters(namespace, name, undefined);
   }
-  checks.push(consumerCheck(subscription, sources, consumers, deadLetterProblem));
+  let ordering: { blockedKeys: number; blockedSince?: string } | undefined;
+  if (spec.ordering) {
+    try {
+      await ensureStream(
+        ctx.jsm,
+        orderingStreamConfig(namespace, name, spec.deadLetter.maxAge, deadLetterReplicas(endpoints, sources)),
+      );
+      ordering = await orderingStatus(ctx.jsm, namespace, name);
+    } catch (err) {
+      if (isTerminal(err)) terminal = true;
+      else retry = true;
+      deadLetterProblem = [deadLetterProblem, `ordering stream: ${errorMessage(err)}`].filter(Boolean).join('; ');
+    }
+  }
+  checks.push(consumerCheck(subscription, sources, consumers, deadLetterProblem ?? historyProblem));
   checks.push(eventTypesCheck(spec.eventTypes, sources, endpoints));
 
   const counts = { pending: 0, ackPending: 0, redelivered: 0 };
   let lastAckTime: string | undefined;
   for (const { source, info } of consumers) {
-    if (!info) continue;
+    if (!info || source.endpoint === '') continue; // the replay stream's consumer has its own counts
     const c = { pending: info.num_pending, ackPending: info.num_ack_pending, redelivered: info.num_redelivered };
     ctx.metrics.consumer(namespace, name, source.endpoint, c);
     counts.pending += c.pending;
@@ -149,6 +193,8 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
       ackPending: counts.ackPending,
       redelivered: counts.redelivered,
       deadLettered,
+      ordering,
+      replay,
       lastAckTime: lastAckTime && !lastAckTime.startsWith('0001-') ? normalizeTime(lastAckTime) : undefined,
     },
     checks,
@@ -168,26 +214,16 @@ function deadLetterReplicas(endpoints: ProviderEndpoint[], sources: Source[]): n
 /** RFC 3339 with whole seconds, as Kubernetes writes times; JetStream reports nanoseconds. */
 const normalizeTime = (time: string) => new Date(Date.parse(time)).toISOString().replace(/\.\d+Z$/, 'Z');
 
+/** A parsed subscription's filter compiles (parseOrReport reported one that does not as FilterInvalid). */
 function filterCheck(filter: string | undefined): Check {
-  if (!filter) {
-    return {
-      type: ConditionType.FilterValid,
-      status: true,
-      reason: Reason.NoFilter,
-      message: 'Every event of the chosen types.',
-    };
-  }
-  try {
-    compileFilter(filter);
-    return { type: ConditionType.FilterValid, status: true, reason: Reason.Compiled, message: 'The filter compiles.' };
-  } catch (err) {
-    return {
-      type: ConditionType.FilterValid,
-      status: false,
-      reason: Reason.FilterInvalid,
-      message: `spec.filter: ${errorMessage(err)}`,
-    };
-  }
+  return filter
+    ? { type: ConditionType.FilterValid, status: true, reason: Reason.Compiled, message: 'The filter compiles.' }
+    : {
+        type: ConditionType.FilterValid,
+        status: true,
+        reason: Reason.NoFilter,
+        message: 'Every event of the chosen types.',
+      };
 }
 
 function consumerCheck(
@@ -274,7 +310,7 @@ async function resume(ctx: Context, raw: RawResource, consumers: { source: Sourc
   const { namespace, name } = raw.metadata;
   for (const { source, info } of consumers) {
     if (!info?.paused) continue;
-    await ctx.jsm.consumers.resume(endpointStream(namespace, source.endpoint), name);
+    await ctx.jsm.consumers.resume(info.stream_name, name);
     info.paused = false;
     ctx.log.info({ namespace, subscription: name, endpoint: source.endpoint }, 'resumed the consumer');
   }
@@ -311,6 +347,8 @@ async function removeConsumers(ctx: Context, namespace: string, name: string, pr
  */
 export async function finalizeSubscription(ctx: Context, raw: RawResource): Promise<void> {
   const { namespace, name } = raw.metadata;
+  // The dispatcher first: one of its pods restarting meanwhile would make its streams and consumers again.
+  await removeObjects(ctx, namespace, dispatcherName(name), [kinds.Deployment, kinds.ConfigMap]);
   const prefix = endpointStream(namespace, '');
   const streams: Source[] = [];
   for await (const stream of ctx.jsm.streams.names(`hookyard.${namespace}.>`)) {
@@ -319,6 +357,7 @@ export async function finalizeSubscription(ctx: Context, raw: RawResource): Prom
   await removeConsumers(ctx, namespace, name, streams, []);
   const policy = (raw.spec.deadLetter as { deletionPolicy?: string } | undefined)?.deletionPolicy ?? 'Delete';
   if (policy === 'Delete') await deleteStream(ctx.jsm, deadLetterStream(namespace, name));
-  await removeObjects(ctx, namespace, dispatcherName(name), [kinds.Deployment, kinds.ConfigMap]);
+  await deleteStream(ctx.jsm, orderingStream(namespace, name)); // bookkeeping only: nothing to retain
+  await deleteHistoryStreams(ctx, namespace, name);
   ctx.metrics.forget(namespace, name);
 }

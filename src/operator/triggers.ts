@@ -7,7 +7,7 @@ import { type KindRef, kinds, type ResourceKind } from '../api/kinds.ts';
 import type { Context, RawResource } from './context.ts';
 import { forgetParsed } from './context.ts';
 import type { Verb } from './informer.ts';
-import { endpointSecretRefs, subscriptionSecretRefs } from './render.ts';
+import { endpointSecretRefs, subscriptionConfigMapRefs, subscriptionSecretRefs } from './render.ts';
 
 export type Caches = Context['caches'];
 
@@ -50,7 +50,10 @@ export function triggers(caches: Caches, natsSecret: string | undefined): Trigge
     owned(kinds.Service, 'services'),
     owned(kinds.Ingress, 'ingresses'),
   ];
-  const watches: Trigger[] = [{ kind: kinds.Secret, cache: 'secrets', metadataOnly: true, wakes: wake.referrers }];
+  const watches: Trigger[] = [
+    { kind: kinds.Secret, cache: 'secrets', metadataOnly: true, wakes: wake.referrers },
+    { kind: kinds.ConfigMap, cache: 'referencedConfigMaps', metadataOnly: true, wakes: wake.configMapReferrers },
+  ];
   return [...forKinds, ...owns, ...watches];
 }
 
@@ -135,6 +138,18 @@ function wakers(caches: Caches, natsSecret: string | undefined) {
         ...endpoints.flatMap((e) => resourceKey('ProviderEndpoint', namespace, e.metadata.name)),
         ...subscriptionKeys(subscriptions),
       ];
+    },
+    /** The subscriptions that read a ConfigMap (a CA bundle). */
+    configMapReferrers(configMap: k8s.KubernetesObject): string[] {
+      const namespace = configMap.metadata?.namespace;
+      const subscriptions = caches.subscriptions.list(namespace).filter((s) => {
+        try {
+          return subscriptionConfigMapRefs(s.spec as never).some((r) => r.name === configMap.metadata?.name);
+        } catch {
+          return false; // a spec the reconcile reports as invalid
+        }
+      });
+      return subscriptionKeys(subscriptions);
     },
   };
 }

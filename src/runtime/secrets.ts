@@ -11,8 +11,8 @@ export interface SecretStore {
 export class MissingSecret extends Error {
   override name = 'MissingSecret';
   readonly ref: SecretKeyRef;
-  constructor(ref: SecretKeyRef) {
-    super(`Secret "${ref.name}" has no key "${ref.key}" (or does not exist)`);
+  constructor(ref: SecretKeyRef, kind: 'Secret' | 'ConfigMap' = 'Secret') {
+    super(`${kind} "${ref.name}" has no key "${ref.key}" (or does not exist)`);
     this.ref = ref;
   }
 }
@@ -52,11 +52,18 @@ function safeList(dir: string): string[] {
   }
 }
 
-/** The values of several refs, in order; throws MissingSecret for the first one that is not there. */
-export function resolveSecrets(store: SecretStore, refs: SecretKeyRef[]): Buffer[] {
+/**
+ * The values of several refs, in order; throws MissingSecret for the first one that is not there. Mounted
+ * ConfigMaps are read the same way (`kind` names them in the error).
+ */
+export function resolveSecrets(
+  store: SecretStore,
+  refs: SecretKeyRef[],
+  kind: 'Secret' | 'ConfigMap' = 'Secret',
+): Buffer[] {
   return refs.map((ref) => {
     const value = store.get(ref.name, ref.key);
-    if (!value) throw new MissingSecret(ref);
+    if (!value) throw new MissingSecret(ref, kind);
     return value;
   });
 }

@@ -346,6 +346,21 @@ describe('the product on the real node', () => {
         `${ready.stderr}\n${(await kubectl(['-n', namespace, 'get', kind, '-o', 'yaml'])).stdout}`,
       );
     }
+    // Ready counts the pods: each resource says how many of its receiver or dispatcher pods are available.
+    for (const [kind, type] of [
+      ['providerendpoints', ConditionType.ReceiverReady],
+      ['webhooksubscriptions', ConditionType.DispatcherReady],
+    ] as const) {
+      const r = await kubectl(['-n', namespace, 'get', kind, '-o', 'json']);
+      type Condition = { type: string; reason: string; message: string };
+      const items = JSON.parse(r.stdout).items as { status?: { conditions?: Condition[] } }[];
+      assert.ok(items.length > 0, kind);
+      for (const item of items) {
+        const pods = item.status?.conditions?.find((c) => c.type === type);
+        assert.equal(pods?.reason, Reason.Available, JSON.stringify(item.status));
+        assert.match(pods?.message ?? '', /^[1-9]\d*\/[1-9]\d* (receiver|dispatcher) pods available\.$/);
+      }
+    }
     // R3: every endpoint's stream on all three NATS servers (the operator updates the streams in place).
     for (const name of endpoints) {
       const patch = '{"spec":{"stream":{"replicas":3}}}';
@@ -824,7 +839,11 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
     assert.deepEqual(
       details
         .map((d) => d.name)
-        .filter((n) => n.startsWith(`hookyard_${namespace}_`) || n.startsWith(`hookyard-dlq_${namespace}_`)),
+        .filter((n) =>
+          ['hookyard', 'hookyard-dlq', 'hookyard-attempts', 'hookyard-replay'].some((p) =>
+            n.startsWith(`${p}_${namespace}_`),
+          ),
+        ),
       [],
     );
 

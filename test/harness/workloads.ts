@@ -1,11 +1,13 @@
 // Running what the operator writes without a kubelet: the receiver or dispatcher of a Deployment started as a
 // local process with its ConfigMap and Secrets laid out as Kubernetes mounts them, the operator itself as a
-// process, and a stand-in for the Deployment controller and kubelet that reports pods available.
+// process, what "reconciled" means where no pods run, and (for the operator benchmark only) a stand-in for the
+// Deployment controller and kubelet that reports pods available.
 import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as k8s from '@kubernetes/client-node';
 import { type Dispatcher, fetch as undiciFetch } from 'undici';
+import { ConditionType, Reason } from '../../src/api/conditions.ts';
 import { freePort } from '../../src/runtime/net.ts';
 import { type Cli, type CliProcess, runCli, sourceCli, waitReady } from './cli.ts';
 import { kubeConfig, requireEnv } from './kube.ts';
@@ -104,9 +106,35 @@ export async function startOperator(
   };
 }
 
+/** The conditions a resource has, as the operator writes them into its status. */
+export interface WithConditions {
+  metadata: { generation?: number };
+  status?: { observedGeneration?: number; conditions?: { type: string; status: string; reason: string }[] };
+}
+
+/** The conditions only running pods make True: a kubelet's work, so the real node's to test (test/e2e/). */
+const podConditions: string[] = [ConditionType.ReceiverReady, ConditionType.DispatcherReady];
+
 /**
- * Stand-in for the Deployment controller and kubelet, which do not run here: every Deployment in the namespace
- * whose status does not yet say so is reported as fully available for its current generation.
+ * Whether the operator has done all it can for the resource's current generation where no pods run (the
+ * apiserver-level suites have no kubelet): every condition that counts is True except the pods' ones, which wait
+ * for the pods of the Deployment it wrote (PodsNotReady), and Ready says so. Pods becoming available, Ready True,
+ * ProgressDeadlineExceeded and ScaledToZero are read on the real node (test/e2e/product.test.ts).
+ */
+export function reconciledWithoutPods(resource: WithConditions): boolean {
+  if (resource.status?.observedGeneration !== resource.metadata.generation) return false;
+  const conditions = resource.status?.conditions ?? [];
+  if (conditions.find((c) => c.type === ConditionType.Ready)?.reason !== Reason.PodsNotReady) return false;
+  return conditions.every((c) => {
+    if (c.type === ConditionType.Ready || c.type === ConditionType.TargetReachable) return true;
+    return podConditions.includes(c.type) ? c.reason === Reason.PodsNotReady : c.status === 'True';
+  });
+}
+
+/**
+ * Stand-in for the Deployment controller and kubelet, for the operator benchmark (bench/operator.ts), which times
+ * resources to Ready as a cluster has them: every Deployment in the namespace whose status does not yet say so is
+ * reported as fully available for its current generation. No test uses it: the real node runs the pods.
  */
 export function simulatePods(namespace: string): () => void {
   const apps = kubeConfig().makeApiClient(k8s.AppsV1Api);

@@ -101,6 +101,22 @@ spec: { provider: generic, verification: [{ none: true }], stream: { storage: ${
     assert.equal(again.code, 0, again.stderr);
   });
 
+  it("refuses removing a subscription's ordering, which its pinned consumers cannot undo", async () => {
+    const sub = (ordering: string) => `
+apiVersion: hookyard.io/v1alpha1
+kind: WebhookSubscription
+metadata: { name: ordering-kept, namespace: ${namespace} }
+spec: { sources: [{ endpoint: shop }], target: { url: "http://orders.shop.svc:8080/hooks" }${ordering} }
+`;
+    const created = await kubectl(['apply', '--server-side', '-f', '-'], sub(', ordering: { key: body.order_id }'));
+    assert.equal(created.code, 0, created.stderr);
+    const removed = await kubectl(['apply', '--server-side', '-f', '-'], sub(''));
+    assert.notEqual(removed.code, 0, `applied: ${removed.stdout}`);
+    assert.match(removed.stderr, /ordering cannot be removed/);
+    const changed = await kubectl(['apply', '--server-side', '-f', '-'], sub(', ordering: { key: body.id }'));
+    assert.equal(changed.code, 0, changed.stderr);
+  });
+
   for (const bad of badResources) {
     it(`refuses ${bad.name}`, async () => {
       const name = bad.keepName ? (bad.manifest.metadata as { name: string }).name : 'bad';

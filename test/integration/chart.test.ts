@@ -100,13 +100,26 @@ describe('Helm chart', () => {
     assert.equal(count('PodMonitor'), 3);
     assert.equal(count('PrometheusRule'), 1);
     assert.equal(count('Certificate'), 1);
-    assert.equal(count('ClusterRoleBinding'), 0, 'watched namespaces get Roles, not a ClusterRole binding');
+    // Watched namespaces get Roles; the one cluster-wide binding is for the history API's reviews, which are
+    // cluster-scoped (TokenReview, SubjectAccessReview), and grants nothing else.
+    const clusterBindings = objects.filter((o) => o.kind === 'ClusterRoleBinding');
+    assert.equal(clusterBindings.length, 1);
+    const reviews = objects.find(
+      (o) => o.kind === 'ClusterRole' && o.metadata.name === clusterBindings[0]?.roleRef.name,
+    );
+    assert.deepEqual(
+      reviews?.rules.map((r: { resources: string[]; verbs: string[] }) => [r.resources, r.verbs]),
+      [
+        [['tokenreviews'], ['create']],
+        [['subjectaccessreviews'], ['create']],
+      ],
+    );
     assert.deepEqual(
       objects
         .filter((o) => o.kind === 'RoleBinding')
         .map((o) => o.metadata.namespace)
         .sort(),
-      [billing, namespace, shop].sort(),
+      [billing, namespace, namespace, shop].sort(),
     );
     const dashboard = findObject(objects, 'ConfigMap');
     assert.equal(dashboard.metadata.namespace, monitoring);

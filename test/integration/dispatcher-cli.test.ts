@@ -9,9 +9,11 @@ import { stringify } from 'yaml';
 import { parseResource } from '../../src/api/validate.ts';
 import type { WebhookSubscription } from '../../src/api/webhook-subscription.ts';
 import { startDispatcher } from '../../src/dispatcher/dispatcher.ts';
-import { deadLetterStream } from '../../src/jetstream/layout.ts';
+import { deadLetterStream, headers as h } from '../../src/jetstream/layout.ts';
 import { mapSecrets } from '../../src/runtime/secrets.ts';
+import { streamMessages } from '../harness/nats.ts';
 import { freePort, root, tempDir } from '../harness/servers.ts';
+import { waitFor } from '../harness/wait.ts';
 import {
   eventually,
   metricValue,
@@ -19,6 +21,7 @@ import {
   natsUrl,
   publishEvent,
   quietLogger,
+  startNatsRelay,
   startTarget,
   uniqueNames,
 } from './dispatcher-support.ts';
@@ -34,6 +37,7 @@ after(() => {
 function dispatcherProcess(
   config: string,
   metricsPort: number,
+  nats = natsUrl(),
 ): { child: ChildProcess; exited: Promise<number | null>; stderr: () => string } {
   let stderr = '';
   const child = spawn(
@@ -44,7 +48,7 @@ function dispatcherProcess(
       '--config',
       config,
       '--nats-url',
-      natsUrl(),
+      nats,
       '--metrics-port',
       String(metricsPort),
       '--secrets-dir',
@@ -60,7 +64,6 @@ function dispatcherProcess(
   return { child, exited, stderr: () => stderr };
 }
 
-/** The dispatcher's config file for one subscription to `url`, as the operator writes it. */
 /** Publishes `total` order.shipped events to the endpoint's stream, one after another; returns their ids. */
 async function publishOrders(
   nc: Parameters<typeof publishEvent>[0],
@@ -75,6 +78,7 @@ async function publishOrders(
   return ids;
 }
 
+/** The dispatcher's config file for one subscription to `url`, as the operator writes it. */
 function writeConfig(
   names: { namespace: string; endpoint: string; subscription: string },
   url: string,
@@ -211,6 +215,72 @@ describe('hookyard dispatcher (the command)', () => {
     await target.close();
     await nats.nc.drain();
   });
+
+  // Dead-lettering is two writes to NATS: the dead letter's publish (awaiting its PubAck), then the original's term.
+  // The relay kills the dispatcher at each instant around them: before the publish is written, after the dead letter
+  // is stored but before its PubAck is read (so before the term), and after the term. With maxAttempts 1 and a
+  // target answering 500, the one attempt uses up the event; the next dispatcher gets it again only if it was not
+  // terminated, and then dead-letters it without an attempt (its delivery count is past maxAttempts).
+  const killPoints = [
+    { when: 'before the dead letter is published', marker: 'PUB hookyard-dlq.', cut: 'stop-writes' },
+    { when: 'after the dead letter is stored, before the term', marker: 'PUB hookyard-dlq.', cut: 'stop-answers' },
+    { when: 'after the term', marker: '+TERM', cut: 'pass' },
+  ] as const;
+  for (const point of killPoints) {
+    it(`dead-letters an event exactly once when killed ${point.when}`, async (t) => {
+      const names = uniqueNames('dlq-kill');
+      const nats = await natsSetup(names.namespace, names.endpoint);
+      t.after(() => nats.nc.close());
+      const target = await startTarget((_r, res) => {
+        res.statusCode = 500;
+        res.end();
+      });
+      const sink = await startTarget();
+      t.after(() => Promise.all([target.close(), sink.close()]));
+      const [id] = await publishOrders(nats.nc, names, 1);
+      const config = writeConfig(names, target.url, { retry: { maxAttempts: 1 }, deadLetter: { sinkUrl: sink.url } });
+      const dlq = deadLetterStream(names.namespace, names.subscription);
+      const consumerSettled = async () => {
+        const info = await nats.jsm.consumers.info(nats.stream, names.subscription);
+        return info.num_pending === 0 && info.num_ack_pending === 0;
+      };
+
+      const relay = await startNatsRelay(point.marker, point.cut);
+      t.after(() => relay.close());
+      const first = dispatcherProcess(config, await freePort(), relay.url);
+      await relay.markerSeen;
+      if (point.cut === 'stop-answers') {
+        await waitFor('the dead letter stored', async () => (await nats.jsm.streams.info(dlq)).state.messages === 1);
+      }
+      if (point.cut === 'pass') await waitFor('the term taken by JetStream', consumerSettled);
+      first.child.kill('SIGKILL');
+      await first.exited;
+      const sinkPostsByFirst = sink.received.length;
+
+      const second = dispatcherProcess(config, await freePort());
+      // Whatever was not terminated comes again after ackWait (2s) and the second dispatcher settles it.
+      await waitFor('every event settled', consumerSettled, 30);
+      const stored = await streamMessages(nats.jsm, dlq);
+      assert.deepEqual(
+        stored.map((m) => m.header?.get(h.deadLetterEventId)),
+        [id],
+        'the event is in the dead-letter stream once',
+      );
+      assert.equal(target.received.length, 1, 'one attempt in all: the crash does not add one past maxAttempts');
+      if (point.cut === 'pass') {
+        // Terminated before the kill, the event never comes back; the first dispatcher may have reached the sink.
+        assert.ok(sink.received.length <= 1);
+      } else {
+        // Killed before the term: the first never reached the sink; the second stores the same dead letter again
+        // (deduplicated by its message id) and posts it there once.
+        assert.equal(sinkPostsByFirst, 0);
+        await waitFor('the dead letter posted to the sink', async () => sink.received.length, 30);
+        assert.equal(sink.received.length, 1);
+      }
+      second.child.kill('SIGKILL');
+      await second.exited;
+    });
+  }
 
   it('replays dead letters with --replay-dead-letters, removing each after a 2xx', async () => {
     const names = uniqueNames('replay');

@@ -2,7 +2,7 @@
 // publishes them, and a real HTTP target on loopback that records what it gets.
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect as connectTcp, createServer as createNetServer, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection, headers as natsHeaders } from '@nats-io/transport-node';
@@ -157,3 +157,74 @@ export function metricValue(text: string, name: string, labels: Record<string, s
 }
 
 export type { JetStreamManager };
+
+/** What the relay does once the dispatcher writes the watched line (see startNatsRelay). */
+export type RelayCut = 'stop-writes' | 'stop-answers' | 'pass';
+
+/**
+ * A TCP relay on loopback between one client and the real nats-server, watching the protocol lines the client
+ * writes. A SIGKILL cannot be timed to a line of code from outside, so the relay makes the instant: once the client
+ * writes a line containing `marker`, it either passes nothing more the client writes, that line included (the
+ * process died just before writing it: 'stop-writes'), or passes the line and nothing more the server answers (the
+ * process died waiting for the answer: 'stop-answers'), or passes everything ('pass'). `seen` resolves then; the
+ * test kills the process.
+ */
+export async function startNatsRelay(marker: string, cut: RelayCut) {
+  const upstreamPort = Number(new URL(natsUrl()).port);
+  let seen!: () => void;
+  const markerSeen = new Promise<void>((ok) => {
+    seen = ok;
+  });
+  let triggered = false;
+  const sockets = new Set<Socket>();
+  const server = createNetServer((client) => {
+    const upstream = connectTcp(upstreamPort, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    let answersStopped = false;
+    let writesStopped = false;
+    upstream.on('data', (d) => {
+      if (!answersStopped) client.write(d);
+    });
+    // What the client wrote is passed on whole lines only, so a marker split over two reads is still found.
+    let pending = Buffer.alloc(0);
+    client.on('data', (d) => {
+      if (writesStopped) return;
+      pending = Buffer.concat([pending, d]);
+      const at = triggered ? -1 : pending.indexOf(marker);
+      if (at >= 0) {
+        triggered = true;
+        const lineStart = pending.lastIndexOf('\r\n', at);
+        if (cut === 'stop-writes') {
+          upstream.write(pending.subarray(0, lineStart < 0 ? 0 : lineStart + 2));
+          writesStopped = true;
+        } else {
+          answersStopped = cut === 'stop-answers';
+          upstream.write(pending);
+        }
+        pending = Buffer.alloc(0);
+        seen();
+        return;
+      }
+      const end = pending.lastIndexOf('\r\n');
+      if (end < 0) return;
+      upstream.write(pending.subarray(0, end + 2));
+      pending = pending.subarray(end + 2);
+    });
+  });
+  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+  return {
+    url: `nats://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    markerSeen,
+    close() {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((ok) => server.close(() => ok()));
+    },
+  };
+}

@@ -701,7 +701,7 @@ describe('dispatcher', () => {
     // As docs/dispatcher.md lists them.
     const outcomes = ['delivered', 'retried', 'dead_lettered', 'paused'];
     const statusClasses = ['2xx', '3xx', '4xx', '5xx', 'network', 'timeout'];
-    const reasons = ['exhausted', 'permanent'];
+    const reasons = ['exhausted', 'permanent', 'ordering'];
     expect(
       'hookyard_dispatcher_attempts_total',
       outcomes.flatMap((outcome) => statusClasses.map((status_class) => ({ outcome, status_class }))),

@@ -15,7 +15,7 @@ import { createNamespace, installCRDs, kubeConfig, kubectl } from '../harness/ku
 import { testNats } from '../harness/nats.ts';
 import { tempDir } from '../harness/servers.ts';
 import { waitFor } from '../harness/wait.ts';
-import { type RunningOperator, simulatePods, startOperator } from '../harness/workloads.ts';
+import { type RunningOperator, reconciledWithoutPods, startOperator } from '../harness/workloads.ts';
 
 interface Resource {
   metadata: k8s.V1ObjectMeta & { name: string };
@@ -31,14 +31,12 @@ describe('operator control loop', () => {
   const helmMarker = `helm-release-${randomBytes(8).toString('hex')}`;
   const operators: RunningOperator[] = [];
   let namespace = '';
-  let stopPods = () => {};
   let proxy: ApiProxy;
   let nats: Awaited<ReturnType<typeof testNats>>;
 
   before(async () => {
     await installCRDs();
     namespace = await createNamespace('control');
-    stopPods = simulatePods(namespace);
     nats = await testNats();
     // A Helm release Secret in the watched namespace, as every helm install leaves one.
     await core.createNamespacedSecret({
@@ -58,7 +56,6 @@ describe('operator control loop', () => {
     operators.push(operator);
   });
   after(async () => {
-    stopPods();
     for (const o of operators) await o.stop();
     await proxy?.close();
     await nats?.nc.close();
@@ -70,14 +67,11 @@ describe('operator control loop', () => {
     return (await custom.getNamespacedCustomObject({ group, version, namespace, plural, name })) as Resource;
   };
   const condition = (r: Resource, type: string) => r.status?.conditions?.find((c) => c.type === type);
-  const waitReady = (kind: 'ProviderEndpoint' | 'WebhookSubscription', name: string) =>
-    waitFor(`${kind} ${name} Ready`, async () => {
+  // No kubelet runs here: a resource is done when everything but its pods is (reconciledWithoutPods).
+  const waitReconciled = (kind: 'ProviderEndpoint' | 'WebhookSubscription', name: string) =>
+    waitFor(`${kind} ${name} reconciled`, async () => {
       const r = await get(kind, name);
-      return (
-        condition(r, ConditionType.Ready)?.status === 'True' &&
-        r.status?.observedGeneration === r.metadata.generation &&
-        r
-      );
+      return reconciledWithoutPods(r) && r;
     });
   const apply = async (yaml: string) => {
     const r = await kubectl(['apply', '--server-side', '-n', namespace, '-f', '-'], yaml);
@@ -101,7 +95,7 @@ kind: ProviderEndpoint
 metadata: { name: proign }
 spec: { provider: proign, verification: [{ hmac: { secretRefs: [{ name: proign-key, key: secret }] } }] }
 `);
-    await waitReady('ProviderEndpoint', 'proign');
+    await waitReconciled('ProviderEndpoint', 'proign');
     const checksum = async () =>
       (await apps.readNamespacedDeployment({ namespace, name: receiverName('proign') })).spec?.template.metadata
         ?.annotations?.['hookyard.io/config-checksum'];
@@ -121,7 +115,7 @@ spec: { provider: proign, verification: [{ hmac: { secretRefs: [{ name: proign-k
 
   it('lists again after its watches were cut, and repairs an object deleted meanwhile', async () => {
     await apply(endpoint('gap'));
-    await waitReady('ProviderEndpoint', 'gap');
+    await waitReconciled('ProviderEndpoint', 'gap');
     proxy.interrupt();
     await core.deleteNamespacedConfigMap({ namespace, name: receiverName('gap') });
     await sleep(1500);
@@ -163,8 +157,9 @@ spec: { sources: [{ endpoint: replicated }], target: { url: "http://orders.shop.
 `);
     const refused = await waitFor('StreamReady=False', async () => {
       const r = await get('ProviderEndpoint', 'replicated');
-      const ready = condition(r, ConditionType.ReceiverReady)?.status === 'True';
-      return ready && condition(r, ConditionType.StreamReady)?.reason === Reason.StreamRefused && r;
+      // The receiver's Deployment is written all the same (it waits for its pods: no kubelet here).
+      const deployed = condition(r, ConditionType.ReceiverReady)?.reason === Reason.PodsNotReady;
+      return deployed && condition(r, ConditionType.StreamReady)?.reason === Reason.StreamRefused && r;
     });
     assert.match(JSON.stringify(condition(refused, ConditionType.StreamReady)), /replicas/);
     assert.equal(condition(refused, ConditionType.Ready)?.reason, Reason.StreamRefused);
@@ -222,7 +217,7 @@ spec: { sources: [{ endpoint: shop-fotoweb }], eventTypes: [order.submited], tar
       JSON.stringify({ spec: { eventTypes: ['order.submitted'] } }),
     ]);
     assert.equal(r.code, 0, r.stderr);
-    await waitReady('WebhookSubscription', 'fotoweb-typo');
+    await waitReconciled('WebhookSubscription', 'fotoweb-typo');
   });
 
   it('comes back to every resource each resync period: a stream deleted by hand is made again', async () => {
@@ -236,7 +231,7 @@ spec: { sources: [{ endpoint: shop-fotoweb }], eventTypes: [order.submited], tar
     operators.push(resyncing);
     await operators[0]?.stop();
     await apply(endpoint('resynced'));
-    await waitReady('ProviderEndpoint', 'resynced');
+    await waitReconciled('ProviderEndpoint', 'resynced');
     const stream = endpointStream(namespace, 'resynced');
     await nats.jsm.streams.delete(stream);
     await waitFor('the stream is made again', () => nats.jsm.streams.info(stream), 30);

@@ -69,6 +69,16 @@ describe('operator admission webhook', () => {
     const answer = await reviewCreate(url, dispatcher, subscription);
     assert.equal(answer.response.allowed, false);
     assert.match(answer.response.status?.message ?? '', /filter/);
+    // A replay request (an annotation, beyond any schema) is checked here too, with what to type.
+    const replaying = (request: string) => ({
+      ...valid,
+      metadata: { ...valid.metadata, annotations: { 'hookyard.io/replay': request } },
+    });
+    const badReplay = await reviewCreate(url, dispatcher, replaying('{"id":"r1"}'), valid);
+    assert.equal(badReplay.response.allowed, false, 'a replay request that names nothing');
+    assert.match(badReplay.response.status?.message ?? '', /set exactly one of deadLetters, eventIds and since/);
+    const goodReplay = await reviewCreate(url, dispatcher, replaying('{"id":"r1","deadLetters":true}'), valid);
+    assert.equal(goodReplay.response.allowed, true, 'a replay of the dead letters');
 
     const original = await servedFingerprint(port);
     const renewed = servingCertificate(join(work.path, 'renewed'));

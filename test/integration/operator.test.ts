@@ -1,6 +1,7 @@
 // `hookyard operator` as a process against the real kube-apiserver and nats-server. There is no kube-controller-
-// manager or kubelet here: simulatePods stands in for them by reporting each Deployment's pods available, and the
-// end-to-end case runs the receiver and dispatcher from the Deployments and ConfigMaps the operator wrote.
+// manager or kubelet here, so no pod runs: a resource is done when everything but its pods is (reconciledWithoutPods),
+// and the end-to-end case runs the receiver and dispatcher from the Deployments and ConfigMaps the operator wrote.
+// Pods becoming available and Ready True are the real node's (test/e2e/product.test.ts).
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
@@ -24,7 +25,7 @@ import { createNamespace, installCRDs, kubeConfig, kubectl } from '../harness/ku
 import { testNats } from '../harness/nats.ts';
 import { root, tempDir } from '../harness/servers.ts';
 import { waitFor } from '../harness/wait.ts';
-import { type RunningOperator, runDeployment, simulatePods, startOperator } from '../harness/workloads.ts';
+import { type RunningOperator, reconciledWithoutPods, runDeployment, startOperator } from '../harness/workloads.ts';
 import { within } from './delivery-support.ts';
 
 type Kind = ResourceKind;
@@ -53,7 +54,6 @@ describe('operator', () => {
   const children: CliProcess[] = [];
   const operators: RunningOperator[] = [];
   let namespace = '';
-  let stopPods = () => {};
   let operator: RunningOperator;
   let nats: Awaited<ReturnType<typeof testNats>>;
 
@@ -67,12 +67,10 @@ describe('operator', () => {
   before(async () => {
     await installCRDs();
     namespace = await createNamespace('operator');
-    stopPods = simulatePods(namespace);
     nats = await testNats();
     operator = await run('operator-1', [...operatorArgs(), '--no-leader-election']);
   });
   after(async () => {
-    stopPods();
     for (const c of children) c.kill('SIGKILL');
     for (const o of operators) o.kill('SIGKILL');
     await nats.nc.close();
@@ -89,12 +87,11 @@ describe('operator', () => {
       .items;
   };
   const condition = (r: Resource, type: string) => r.status?.conditions?.find((c) => c.type === type);
-  const isReady = (r: Resource) =>
-    condition(r, ConditionType.Ready)?.status === 'True' && r.status?.observedGeneration === r.metadata.generation;
-  const waitReady = (kind: Kind, name: string) =>
-    waitFor(`${kind} ${name} Ready`, async () => {
+  /** Waits until the operator has done all it can for the resource without pods (see reconciledWithoutPods). */
+  const waitReconciled = (kind: Kind, name: string) =>
+    waitFor(`${kind} ${name} reconciled`, async () => {
       const r = await get(kind, name);
-      return isReady(r) && r;
+      return reconciledWithoutPods(r) && r;
     });
   const apply = async (yaml: string) => {
     const r = await kubectl(['apply', '--server-side', '-n', namespace, '-f', '-'], yaml);
@@ -126,7 +123,7 @@ describe('operator', () => {
     const endpoints = namesOf(docs, 'ProviderEndpoint');
     const subscriptions = namesOf(docs, 'WebhookSubscription');
     for (const name of endpoints) {
-      const endpoint = await waitReady('ProviderEndpoint', name);
+      const endpoint = await waitReconciled('ProviderEndpoint', name);
       const spec = endpoint.spec as ProviderEndpoint['spec'];
       const objectName = receiverName(name);
       const owned = (o: k8s.V1ObjectMeta | undefined) => o?.ownerReferences?.[0]?.uid === endpoint.metadata.uid;
@@ -146,7 +143,7 @@ describe('operator', () => {
       assert.deepEqual(stream.config.subjects, [`hookyard.${namespace}.${name}.>`]);
     }
     for (const name of subscriptions) {
-      const subscription = await waitReady('WebhookSubscription', name);
+      const subscription = await waitReconciled('WebhookSubscription', name);
       const spec = subscription.spec as { sources: { endpoint: string }[]; eventTypes: string[]; ackWait: string };
       for (const { endpoint } of spec.sources) {
         const consumer = await nats.jsm.consumers.info(endpointStream(namespace, endpoint), name);
@@ -168,9 +165,10 @@ describe('operator', () => {
       assert.equal(deployment.metadata?.ownerReferences?.[0]?.uid, subscription.metadata.uid);
       assert.ok(await core.readNamespacedConfigMap({ namespace, name: dispatcherName(name) }));
       const { ConsumerReady, FilterValid, SecretsResolved, EventTypesMatch, DispatcherReady } = ConditionType;
-      for (const type of [ConsumerReady, FilterValid, SecretsResolved, EventTypesMatch, DispatcherReady]) {
+      for (const type of [ConsumerReady, FilterValid, SecretsResolved, EventTypesMatch]) {
         assert.equal(condition(subscription, type)?.status, 'True', type);
       }
+      assert.equal(condition(subscription, DispatcherReady)?.reason, Reason.PodsNotReady, 'waits for its pods');
       const labels = { namespace, subscription: name };
       for (const { endpoint } of spec.sources) {
         const metric = await operator.metric('hookyard_subscription_consumer_pending', { ...labels, endpoint });
@@ -199,7 +197,7 @@ describe('operator', () => {
     assert.equal(after.created, before.created, 'the consumer was recreated');
     assert.equal(after.ack_floor.stream_seq, before.ack_floor.stream_seq);
     assert.equal(after.num_pending, 3); // both invoices and document.archived
-    await waitReady('WebhookSubscription', 'proign-documents');
+    await waitReconciled('WebhookSubscription', 'proign-documents');
   });
 
   it('reads a source added to a running subscription from then on, not its whole stream', async () => {
@@ -217,10 +215,10 @@ describe('operator', () => {
     await waitFor('the next event is pending', async () => {
       return (await nats.jsm.consumers.info(stream, 'proign-documents')).num_pending === 1;
     });
-    await waitReady('WebhookSubscription', 'proign-documents');
+    await waitReconciled('WebhookSubscription', 'proign-documents');
   });
 
-  it('reports a missing Secret by name, and becomes Ready once it exists; a changed Secret rolls the pods', async () => {
+  it('reports a missing Secret by name, and goes on once it exists; a changed Secret rolls the pods', async () => {
     await apply(`
 apiVersion: hookyard.io/v1alpha1
 kind: ProviderEndpoint
@@ -243,7 +241,7 @@ spec:
       namespace,
       body: { metadata: { name: 'late-webhook-secret' }, stringData: { secret: 'first' } },
     });
-    await waitReady('ProviderEndpoint', 'late-secret');
+    await waitReconciled('ProviderEndpoint', 'late-secret');
     const checksum = async () =>
       (await apps.readNamespacedDeployment({ namespace, name: receiverName('late-secret') })).spec?.template.metadata
         ?.annotations?.['hookyard.io/config-checksum'];
@@ -264,6 +262,43 @@ spec:
     const startingUp = all.items.filter((e) => e.type === 'Warning' && e.reason === Reason.PodsNotReady);
     assert.deepEqual(startingUp, [], 'pods starting up recorded Warnings');
     assert.ok(!JSON.stringify(await get('ProviderEndpoint', 'late-secret')).includes('second'));
+  });
+
+  it('waits for a CA bundle kept in a ConfigMap, mounts it for the dispatcher, and rolls the pods when it changes', async () => {
+    await apply(`
+apiVersion: hookyard.io/v1alpha1
+kind: WebhookSubscription
+metadata: { name: private-ca }
+spec:
+  sources: [{ endpoint: proign }]
+  target:
+    url: https://orders.partner.example/hooks
+    tls: { caBundle: { configMapKeyRef: { name: partner-ca, key: ca.crt } } }
+`);
+    const notReady = await waitFor('SecretsResolved=False', async () => {
+      const r = await get('WebhookSubscription', 'private-ca');
+      return condition(r, ConditionType.SecretsResolved)?.status === 'False' && r;
+    });
+    assert.match(condition(notReady, ConditionType.SecretsResolved)?.message ?? '', /ConfigMap "partner-ca" not found/);
+    await assert.rejects(apps.readNamespacedDeployment({ namespace, name: dispatcherName('private-ca') }));
+
+    await core.createNamespacedConfigMap({
+      namespace,
+      body: { metadata: { name: 'partner-ca' }, data: { 'ca.crt': 'first CA' } },
+    });
+    await waitReconciled('WebhookSubscription', 'private-ca');
+    const pod = async () =>
+      (await apps.readNamespacedDeployment({ namespace, name: dispatcherName('private-ca') })).spec?.template;
+    const first = await pod();
+    const volume = first?.spec?.volumes?.find((v) => v.name === 'configmaps');
+    assert.equal(volume?.projected?.sources?.[0]?.configMap?.name, 'partner-ca');
+    await core.replaceNamespacedConfigMap({
+      namespace,
+      name: 'partner-ca',
+      body: { metadata: { name: 'partner-ca' }, data: { 'ca.crt': 'second CA' } },
+    });
+    const checksum = (t: typeof first) => t?.metadata?.annotations?.['hookyard.io/config-checksum'];
+    await waitFor('the pods roll', async () => checksum(await pod()) !== checksum(first));
   });
 
   /** resourceVersion of every resource and every object the operator made in the namespace. */
@@ -314,7 +349,7 @@ kind: ProviderEndpoint
 metadata: { name: leader-check }
 spec: { provider: generic, verification: [{ none: true }] }
 `);
-    await waitReady('ProviderEndpoint', 'leader-check');
+    await waitReconciled('ProviderEndpoint', 'leader-check');
     const reconciles = async (o: RunningOperator) =>
       (await o.metric('hookyard_operator_reconciles_total', { kind: 'ProviderEndpoint' })) ?? 0;
     assert.ok((await reconciles(first)) > 0);
@@ -334,7 +369,7 @@ kind: ProviderEndpoint
 metadata: { name: after-failover }
 spec: { provider: generic, verification: [{ none: true }] }
 `);
-    await waitReady('ProviderEndpoint', 'after-failover');
+    await waitReconciled('ProviderEndpoint', 'after-failover');
 
     // Another replica wrote the Lease (a partition healed, say): the leader must stop acting at its next round. The
     // leader renews every 300 ms, so a write may conflict with a renewal: read again and retry.
@@ -371,7 +406,7 @@ spec: { provider: generic, verification: [{ none: true }] }
       const cm = await core.readNamespacedConfigMap({ namespace, name: dispatcherName('proign-shipments') });
       return cm.data?.['dispatcher.yaml']?.includes(targetUrl) && cm;
     });
-    await waitReady('WebhookSubscription', 'proign-shipments');
+    await waitReconciled('WebhookSubscription', 'proign-shipments');
 
     const secrets = new Map<string, Record<string, string>>();
     for (const name of ['proign-webhook', 'fulfillment-signing']) secrets.set(name, await secretData(name));
@@ -438,7 +473,7 @@ kind: ProviderEndpoint
 metadata: { name: kept }
 spec: { provider: generic, verification: [{ none: true }], stream: { deletionPolicy: Retain } }
 `);
-    await waitReady('ProviderEndpoint', 'kept');
+    await waitReconciled('ProviderEndpoint', 'kept');
     const deleted = await kubectl(['delete', '-n', namespace, 'webhooksubscriptions', '--all', '--wait=true']);
     assert.equal(deleted.code, 0, deleted.stderr);
     assert.deepEqual(await list('WebhookSubscription'), []);

@@ -1,7 +1,8 @@
 // The operator with exactly the permissions the chart grants: the chart's ServiceAccount, Roles and bindings are
 // applied to the real API server, a token for that ServiceAccount comes from the TokenRequest API, and the operator
 // runs with it. It must reconcile every example without one denial; with a permission taken away, the denial must
-// show in the resource's status.
+// show in the resource's status. No kubelet runs here: a resource is done when everything but its pods is
+// (reconciledWithoutPods).
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,7 +15,7 @@ import { exampleDocuments, namesOf } from '../harness/examples.ts';
 import { renderChart } from '../harness/helm.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl, requireEnv } from '../harness/kube.ts';
 import { freePort, root, tempDir } from '../harness/servers.ts';
-import { type RunningOperator, reviewCreate, simulatePods, startOperator } from '../harness/workloads.ts';
+import { type RunningOperator, reconciledWithoutPods, reviewCreate, startOperator } from '../harness/workloads.ts';
 
 interface Resource {
   metadata: { name: string; generation?: number };
@@ -31,7 +32,6 @@ describe('the operator with the RBAC of the chart', () => {
   let release = '';
   let apps = '';
   let operator: RunningOperator | undefined;
-  let stopPods = () => {};
   let serviceAccount = '';
   let operatorRules: k8s.V1PolicyRule[] = [];
   const kubeconfig = join(work.path, 'kubeconfig');
@@ -100,7 +100,6 @@ describe('the operator with the RBAC of the chart', () => {
       ca: Buffer.from(certSecret?.data['ca.crt'] ?? '', 'base64'),
       servername: `${webhookService?.metadata.name}.${release}.svc`,
     };
-    stopPods = simulatePods(apps);
     operator = await startOperator('rbac-operator', [...args, '--status-interval', '1s'], {
       ...env,
       POD_NAME: 'hookyard-operator-0',
@@ -109,7 +108,6 @@ describe('the operator with the RBAC of the chart', () => {
     });
   });
   after(async () => {
-    stopPods();
     operator?.kill('SIGKILL');
     work.remove();
   });
@@ -140,10 +138,7 @@ describe('the operator with the RBAC of the chart', () => {
       ['WebhookSubscription', 'webhooksubscriptions'],
     ] as const) {
       for (const name of namesOf(docs, kind)) {
-        await waitFor(`${kind} ${name} Ready`, async () => {
-          const r = await get(plural, name);
-          return ready(r)?.status === 'True' && r.status?.observedGeneration === r.metadata.generation;
-        });
+        await waitFor(`${kind} ${name} reconciled`, async () => reconciledWithoutPods(await get(plural, name)));
       }
     }
     assert.equal(await operator?.metric('hookyard_operator_is_leader'), 1);
@@ -205,8 +200,6 @@ describe('the operator with the RBAC of the chart', () => {
       join(root, 'examples/proign.yaml'),
     ]);
     assert.equal(applied.code, 0, applied.stderr);
-    const stopStandIn = simulatePods(namespace);
-    after(stopStandIn);
     const name = `rbac-restart-${Date.now()}`;
     const restarted = await startOperator(name, ['--namespaces', namespace, '--no-leader-election'], {
       KUBECONFIG: kubeconfig,
@@ -225,10 +218,9 @@ describe('the operator with the RBAC of the chart', () => {
       name: 'hookyard-operator',
       body: { ...role, rules: operatorRules },
     });
-    await waitFor('Ready once the watch lists them', async () => {
-      const r = await get('providerendpoints', 'proign', namespace);
-      return ready(r)?.status === 'True';
-    });
+    await waitFor('reconciled once the watch lists them', async () =>
+      reconciledWithoutPods(await get('providerendpoints', 'proign', namespace)),
+    );
     assert.equal((await fetch(`http://127.0.0.1:${restarted.metricsPort}/readyz`)).status, 200);
   });
 });

@@ -10,6 +10,7 @@ import { maxNameLength } from '../../src/api/names.ts';
 import type { ProviderEndpoint } from '../../src/api/provider-endpoint.ts';
 import { parseResource } from '../../src/api/validate.ts';
 import type { WebhookSubscription } from '../../src/api/webhook-subscription.ts';
+import { invalidSpecChecks } from '../../src/operator/context.ts';
 import { matchEventTypes, producedEventTypes } from '../../src/operator/event-types.ts';
 import { serveMetrics } from '../../src/operator/metrics.ts';
 import { WorkQueue } from '../../src/operator/queue.ts';
@@ -110,6 +111,22 @@ describe('status conditions', () => {
     assert.equal(time('ReceiverReady'), '2026-01-01T00:00:00Z');
     assert.equal(time('Ready'), '2026-01-01T00:00:00Z'); // still False, now for the receiver
     assert.equal(later[0]?.reason, 'PodsNotReady');
+  });
+
+  it("reports a refused spec as its field's own condition when it is the only one wrong, else as SpecValid", () => {
+    // The operator's schemas refuse what a cluster without the webhook, or with an older CRD, lets through.
+    const filter = { field: 'spec.filter', type: 'FilterValid', reason: 'FilterInvalid' };
+    const filterProblem = 'spec.filter: filter is not valid CEL: <input>:1:12: found > but expecting end of input';
+    assert.deepEqual(invalidSpecChecks([filterProblem], [filter]), [
+      { type: 'FilterValid', status: false, reason: 'FilterInvalid', message: filterProblem },
+    ]);
+    const both = [filterProblem, 'spec.retry.maxAttempts: must be at least 1'];
+    assert.deepEqual(invalidSpecChecks(both, [filter]), [
+      { type: 'SpecValid', status: false, reason: 'InvalidSpec', message: both.join('; ') },
+    ]);
+    assert.equal(invalidSpecChecks(['spec.filterx: no'], [filter])[0]?.reason, 'InvalidSpec', 'a field, not a prefix');
+    const [ready] = conditionsFor(invalidSpecChecks(both, [filter]), ['SpecValid', 'FilterValid'], undefined, 1);
+    assert.equal(ready?.reason, 'InvalidSpec');
   });
 
   it('is True when every counted check is, whatever the informational ones say', () => {

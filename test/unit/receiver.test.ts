@@ -50,6 +50,24 @@ describe('dedup keys', () => {
     );
   });
 
+  it('hashes a key longer than 200 characters, so ids that differ only past it stay two events (property)', async () => {
+    const header = endpoint({ source: 'header', header: 'X-Id' });
+    const keyOf = (id: string) => dedupKeyOf(header, request('{}', { 'x-id': id }), 't');
+    await fc.assert(
+      fc.asyncProperty(fc.string({ minLength: 200, maxLength: 200 }), fc.string(), fc.string(), async (head, a, b) => {
+        fc.pre(a !== b);
+        const shape = async (tail: string) => {
+          const key = await keyOf(`${head}${tail}`);
+          if (tail.length > 0) assert.match(key, /^t:sha256:[0-9a-f]{64}$/);
+          else assert.equal(key, `t:${head}`, 'exactly 200 characters are kept as they are');
+          return key;
+        };
+        assert.notEqual(await shape(a), await shape(b));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   it('gives the same event sent twice the same key, and names its type first', async () => {
     for (const rule of rules) {
       const again = () => dedupKeyOf(rule, request('{"id":"1","time":"t"}', { 'x-id': 'd1' }), 'order.created');

@@ -1,0 +1,291 @@
+// `hookyard events|event|attempts|replay|dlq` (the kubectl plugin's commands) as a user with a ServiceAccount
+// token that may read and patch the resources of one namespace only: against the real kube-apiserver, the operator
+// serving the history API over HTTPS, a real nats-server, a dispatcher and a real HTTP target on loopback. The
+// CLI reaches the operator directly (--operator, as through a port-forward): the harness's API server cannot
+// proxy to a loopback address, which its service proxy refuses.
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import * as k8s from '@kubernetes/client-node';
+import { Registry } from 'prom-client';
+import { Agent, fetch } from 'undici';
+import { stringify } from 'yaml';
+import { parseResource } from '../../src/api/validate.ts';
+import type { WebhookSubscription } from '../../src/api/webhook-subscription.ts';
+import { type Dispatcher, startDispatcher } from '../../src/dispatcher/dispatcher.ts';
+import type { AttemptRecord } from '../../src/dispatcher/history.ts';
+import { deadLetterStream, replayStream } from '../../src/jetstream/layout.ts';
+import { freePort } from '../../src/runtime/net.ts';
+import { mapSecrets } from '../../src/runtime/secrets.ts';
+import { runCli, sourceCli } from '../harness/cli.ts';
+import { createNamespace, installCRDs, kubeConfig, kubectl, requireEnv } from '../harness/kube.ts';
+import { testNats } from '../harness/nats.ts';
+import { binDir, root, servingCertificate, tempDir } from '../harness/servers.ts';
+import { waitFor } from '../harness/wait.ts';
+import { type RunningOperator, startOperator } from '../harness/workloads.ts';
+import { publishEvent, quietLogger, startTarget } from './dispatcher-support.ts';
+
+describe('hookyard history commands', () => {
+  const kc = kubeConfig();
+  const core = kc.makeApiClient(k8s.CoreV1Api);
+  const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+  const work = tempDir('hookyard-history-cli-');
+  let mine = '';
+  let other = '';
+  let operator: RunningOperator | undefined;
+  let dispatcher: Dispatcher | undefined;
+  let nats: Awaited<ReturnType<typeof testNats>>;
+  let target: Awaited<ReturnType<typeof startTarget>>;
+  let fixed = false;
+  let env: NodeJS.ProcessEnv = {};
+  let readerToken = '';
+
+  before(async () => {
+    await installCRDs();
+    mine = await createNamespace('hist-mine');
+    other = await createNamespace('hist-other');
+    const cert = servingCertificate(join(work.path, 'cert'));
+    const port = await freePort();
+    nats = await testNats();
+    operator = await startOperator('operator-history', [
+      ...['--namespaces', `${mine},${other}`, '--no-leader-election', '--status-interval', '1s'],
+      ...['--webhook-port', String(port), '--webhook-cert-dir', join(work.path, 'cert')],
+    ]);
+    target = await startTarget((r, res) => {
+      res.statusCode = !fixed && String(r.headers['hookyard-event-id']).startsWith('bad-') ? 400 : 200;
+      res.end();
+    });
+    for (const namespace of [mine, other]) {
+      const r = await kubectl(
+        ['apply', '--server-side', '-n', namespace, '-f', '-'],
+        `apiVersion: hookyard.io/v1alpha1
+kind: ProviderEndpoint
+metadata: {name: shop}
+spec: {provider: generic, verification: [{none: true}]}
+---
+apiVersion: hookyard.io/v1alpha1
+kind: WebhookSubscription
+metadata: {name: orders}
+spec: {sources: [{endpoint: shop}], target: {url: "${target.url}"}}
+`,
+      );
+      assert.equal(r.code, 0, r.stderr);
+    }
+    await waitFor('the streams', () => nats.jsm.streams.info(replayStream(mine, 'orders')).catch(() => undefined));
+    const raw = await custom.getNamespacedCustomObject({
+      group: 'hookyard.io',
+      version: 'v1alpha1',
+      namespace: mine,
+      plural: 'webhooksubscriptions',
+      name: 'orders',
+    });
+    dispatcher = await startDispatcher({
+      subscription: parseResource(raw) as WebhookSubscription,
+      sources: [{ namespace: mine, endpoint: 'shop' }],
+      secrets: mapSecrets({}),
+      nc: nats.nc,
+      registry: new Registry(),
+      logger: quietLogger,
+      fetchExpiresMs: 1000,
+    });
+
+    // A user who may read and patch Hookyard's resources in `mine` only.
+    const rbac = `apiVersion: v1
+kind: ServiceAccount
+metadata: {name: reader, namespace: ${mine}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: hookyard-user, namespace: ${mine}}
+rules:
+  - apiGroups: [hookyard.io]
+    resources: [providerendpoints, webhooksubscriptions]
+    verbs: [get, list, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: hookyard-user, namespace: ${mine}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: hookyard-user}
+subjects: [{kind: ServiceAccount, name: reader, namespace: ${mine}}]
+`;
+    const applied = await kubectl(['apply', '--server-side', '-f', '-'], rbac);
+    assert.equal(applied.code, 0, applied.stderr);
+    const token = await core.createNamespacedServiceAccountToken({
+      name: 'reader',
+      namespace: mine,
+      body: { spec: { audiences: [], expirationSeconds: 3600 } },
+    });
+    readerToken = token.status?.token ?? '';
+    const kubeconfig = join(work.path, 'kubeconfig');
+    writeFileSync(
+      kubeconfig,
+      stringify({
+        apiVersion: 'v1',
+        kind: 'Config',
+        clusters: [
+          {
+            name: 'test',
+            cluster: { server: requireEnv('HOOKYARD_TEST_KUBE_SERVER'), 'insecure-skip-tls-verify': true },
+          },
+        ],
+        users: [{ name: 'reader', user: { token: readerToken } }],
+        contexts: [{ name: 'test', context: { cluster: 'test', user: 'reader', namespace: mine } }],
+        'current-context': 'test',
+      }),
+    );
+    env = {
+      ...process.env,
+      KUBECONFIG: kubeconfig,
+      HOOKYARD_OPERATOR_URL: `https://127.0.0.1:${port}`,
+      HOOKYARD_OPERATOR_CA: cert.caFile,
+    };
+
+    for (const id of ['ok-1', 'bad-1'])
+      await publishEvent(nats.nc, mine, 'shop', { id, type: 'order.shipped', body: `{"id":"${id}"}` });
+    await waitFor(
+      'a dead letter',
+      async () => (await nats.jsm.streams.info(deadLetterStream(mine, 'orders'))).state.messages === 1,
+    );
+  });
+  after(async () => {
+    await dispatcher?.stop();
+    operator?.kill('SIGKILL');
+    await target?.close();
+    await nats?.nc.close();
+    work.remove();
+  });
+
+  const hookyard = async (...args: string[]) => {
+    const p = runCli(sourceCli(), args, env);
+    const code = await p.exited;
+    return { code, output: p.output() };
+  };
+
+  it('lists the events, shows one as stored, and lists the attempts and the dead letters, in its own namespace', async () => {
+    const events = await hookyard('events', 'shop', '-o', 'json');
+    assert.equal(events.code, 0, events.output);
+    assert.deepEqual(
+      (JSON.parse(events.output) as { id: string; type: string; size: number }[]).map((e) => [e.id, e.type, e.size]),
+      [
+        ['ok-1', 'order.shipped', 13],
+        ['bad-1', 'order.shipped', 14],
+      ],
+    );
+    const table = await hookyard('events', 'shop', '--type', 'order.shipped', '--id', 'bad-1');
+    assert.match(table.output, /^SEQ +RECEIVED +TYPE +ID +SIZE\n2 +\S+ +order\.shipped +bad-1 +14\n$/);
+
+    const one = await hookyard('event', 'shop', 'ok-1');
+    assert.equal(one.code, 0, one.output);
+    assert.match(one.output, /^Nats-Msg-Id: ok-1$/m);
+    assert.match(one.output, /^Hookyard-Event-Type: order\.shipped$/m);
+    assert.ok(one.output.endsWith('\n\n{"id":"ok-1"}'), one.output);
+    const second = await hookyard('event', 'shop', 'bad-1');
+    assert.equal(second.code, 0, second.output);
+    assert.match(second.output, /^Nats-Msg-Id: bad-1$/m, 'found past the first event');
+
+    const attempts = await hookyard('attempts', 'orders', '-o', 'json');
+    assert.equal(attempts.code, 0, attempts.output);
+    assert.deepEqual(
+      (JSON.parse(attempts.output) as AttemptRecord[]).map((a) => [a.eventId, a.attempt, a.status, a.decision]),
+      [
+        ['ok-1', 1, 200, 'delivered'],
+        ['bad-1', 1, 400, 'dead-letter'],
+      ],
+    );
+    // The same as a kubectl plugin: kubectl finds bin/kubectl-hookyard on the PATH.
+    const plugin = runCli(
+      { command: join(binDir, 'kubectl'), args: ['hookyard'] },
+      ['attempts', 'orders', '-o', 'json'],
+      {
+        ...env,
+        PATH: `${join(root, 'bin')}:${process.env.PATH}`,
+      },
+    );
+    assert.equal(await plugin.exited, 0, plugin.output());
+    assert.deepEqual(JSON.parse(plugin.output()), JSON.parse(attempts.output));
+    const forOne = await hookyard('attempts', 'orders', '--event', 'bad-1');
+    assert.match(
+      forOne.output,
+      /^TIME +EVENT +ATTEMPT +RESULT +MS +DECISION\n\S+ +bad-1 +1 +400 +[\d.]+ +dead-letter \(permanent\)\n$/,
+    );
+
+    const dlq = await hookyard('dlq', 'list', 'orders');
+    assert.match(
+      dlq.output,
+      /^DEAD-LETTERED +TYPE +ID +ATTEMPTS +LAST ERROR\n\S+ +order\.shipped +bad-1 +1 +HTTP 400\n$/,
+    );
+  });
+
+  it("refuses to read or replay another namespace's events, which the user cannot read", async () => {
+    for (const args of [
+      ['attempts', 'orders', '-n', other],
+      ['events', 'shop', '-n', other],
+      ['dlq', 'list', 'orders', '-n', other],
+    ]) {
+      const r = await hookyard(...args);
+      assert.equal(r.code, 1, r.output);
+      assert.match(
+        r.output,
+        new RegExp(`system:serviceaccount:${mine}:reader cannot get \\w+ "\\w+" in namespace "${other}"`),
+      );
+    }
+    const replay = await hookyard('replay', 'orders', '-n', other, '--dead-letters');
+    assert.equal(replay.code, 1, replay.output);
+    assert.match(
+      replay.output,
+      /forbidden: User "system:serviceaccount:.*:reader" cannot patch resource "webhooksubscriptions"/,
+    );
+    // Without a token at all, the history API refuses too, with a JSON body.
+    const dispatcher = new Agent({ connect: { ca: readFileSync(env.HOOKYARD_OPERATOR_CA as string) } });
+    const path = `/history/v1/namespaces/${mine}/webhooksubscriptions/orders/attempts`;
+    const anonymous = await fetch(`${env.HOOKYARD_OPERATOR_URL}${path}`, { dispatcher });
+    assert.equal(anonymous.status, 401);
+    assert.match(((await anonymous.json()) as { error: string }).error, /bearer token/);
+  });
+
+  it('answers a name that is not a Kubernetes name 400, and a stream or event NATS does not have 404, each with a JSON body', async () => {
+    const dispatcher = new Agent({ connect: { ca: readFileSync(env.HOOKYARD_OPERATOR_CA as string) } });
+    const get = async (path: string) => {
+      const r = await fetch(`${env.HOOKYARD_OPERATOR_URL}/history/v1/namespaces/${mine}/${path}`, {
+        dispatcher,
+        headers: { 'x-hookyard-authorization': `Bearer ${readerToken}` },
+      });
+      return [r.status, ((await r.json()) as { error: string }).error] as const;
+    };
+    const [dotted, dottedError] = await get('providerendpoints/shop.%3E/events');
+    assert.equal(dotted, 400);
+    assert.match(dottedError, /not the name of a Hookyard resource/);
+    assert.deepEqual((await get('providerendpoints/nowhere/events/1'))[0], 404);
+    assert.deepEqual((await get('providerendpoints/shop/events/999'))[0], 404);
+  });
+
+  it('a dry run lists the dead letters and sends nothing; dlq replay sends each once, marked as a replay', async () => {
+    fixed = true;
+    const before = target.received.length;
+    const dry = await hookyard('replay', 'orders', '--dead-letters', '--dry-run', '--id', 'cli-dry');
+    assert.equal(dry.code, 0, dry.output);
+    assert.match(
+      dry.output,
+      /^replay cli-dry: DryRun: Dry run: 1 events would be sent again; nothing was sent\.\nID +TYPE +RECEIVED\nbad-1 +order\.shipped +\S+\n$/,
+    );
+    assert.equal(target.received.length, before);
+
+    const sent = await hookyard('dlq', 'replay', 'orders', '--id', 'cli-1');
+    assert.equal(sent.code, 0, sent.output);
+    assert.match(sent.output, /^replay cli-1: Succeeded: 1 events sent again/);
+    const replayed = target.received.slice(before);
+    assert.deepEqual(
+      replayed.map((r) => [r.headers['hookyard-event-id'], r.headers['hookyard-replay']]),
+      [['bad-1', 'cli-1']],
+    );
+    const attempts = await hookyard('attempts', 'orders', '--event', 'bad-1', '-o', 'json');
+    assert.deepEqual(
+      (JSON.parse(attempts.output) as AttemptRecord[]).map((a) => [a.status, a.decision, a.replay]),
+      [
+        [400, 'dead-letter', undefined],
+        [200, 'delivered', 'cli-1'],
+      ],
+    );
+  });
+});

@@ -1,0 +1,135 @@
+// Attempt records and replays against a real nats-server and a real HTTP target on loopback: what `hookyard
+// attempts` reads back is exactly what happened to each event.
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { jetstream } from '@nats-io/jetstream';
+import { Registry } from 'prom-client';
+import { type Dispatcher, startDispatcher } from '../../src/dispatcher/dispatcher.ts';
+import type { AttemptRecord } from '../../src/dispatcher/history.ts';
+import { readAttempts } from '../../src/history/read.ts';
+import { attemptStream } from '../../src/jetstream/layout.ts';
+import { mapSecrets } from '../../src/runtime/secrets.ts';
+import {
+  eventually,
+  metricValue,
+  natsSetup,
+  publishEvent,
+  quietLogger,
+  startTarget,
+  subscription,
+  uniqueNames,
+} from './dispatcher-support.ts';
+
+const fast = { backoff: { initialDelay: '50ms', maxDelay: '100ms', jitter: false } };
+const cleanups: (() => Promise<unknown>)[] = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+async function setup(spec: Record<string, unknown>, respond: Parameters<typeof startTarget>[0]) {
+  const names = uniqueNames('hist');
+  const nats = await natsSetup(names.namespace, names.endpoint);
+  const target = await startTarget(respond);
+  const registry = new Registry();
+  const sub = subscription(names, { ackWait: '5s', ...spec, target: { url: target.url, timeout: '2s' } });
+  let dispatcher: Dispatcher | undefined;
+  const run = async () => {
+    dispatcher = await startDispatcher({
+      subscription: sub,
+      sources: [{ namespace: names.namespace, endpoint: names.endpoint }],
+      secrets: mapSecrets({}),
+      nc: nats.nc,
+      registry,
+      logger: quietLogger,
+      fetchExpiresMs: 1000,
+    });
+  };
+  cleanups.push(async () => {
+    await dispatcher?.stop();
+    await target.close();
+    await nats.nc.drain();
+  });
+  const metric = async (name: string, labels: Record<string, string> = {}) =>
+    metricValue(await registry.metrics(), name, labels);
+  return { names, nats, target, run, metric, stop: () => dispatcher?.stop() };
+}
+
+/** What a record says, without the clock: time and duration are checked apart. */
+const outcome = ({ time, durationMs, ...rest }: AttemptRecord) => {
+  assert.ok(!Number.isNaN(Date.parse(time)) && durationMs >= 0);
+  return rest;
+};
+
+describe('attempt records', () => {
+  it('read back exactly for a burst with a retry, a dead letter and a duplicate, after the dispatcher is gone', async () => {
+    // ok-* answer 200; retry-1 answers 503 once; dead-1 always 500; the target decides by the event's own id.
+    const seen = new Map<string, number>();
+    const t = await setup({ retry: { maxAttempts: 2, ...fast } }, (r, res) => {
+      const id = String(r.headers['hookyard-event-id']);
+      const n = (seen.get(id) ?? 0) + 1;
+      seen.set(id, n);
+      res.statusCode = id === 'dead-1' ? 500 : id === 'retry-1' && n === 1 ? 503 : 200;
+      res.end();
+    });
+    const ids = ['ok-1', 'retry-1', 'dead-1', 'ok-2'];
+    for (const id of ids)
+      await publishEvent(t.nats.nc, t.names.namespace, t.names.endpoint, {
+        id,
+        type: 'order.shipped',
+        body: `{"id":"${id}"}`,
+      });
+    // The provider sends ok-2 again: JetStream keeps one event, so one delivery and one record.
+    await publishEvent(t.nats.nc, t.names.namespace, t.names.endpoint, {
+      id: 'ok-2',
+      type: 'order.shipped',
+      body: '{"id":"ok-2"}',
+    });
+    await t.run();
+    await eventually(
+      async () => (await t.metric('hookyard_dispatcher_dead_letters_total', { reason: 'exhausted' })) === 1,
+    );
+    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 3);
+    await t.stop();
+
+    const subscriptionName = `${t.names.namespace}/${t.names.subscription}`;
+    const base = {
+      subscription: subscriptionName,
+      eventType: 'order.shipped',
+      endpoint: `${t.names.namespace}/${t.names.endpoint}`,
+    };
+    const js = jetstream(t.nats.nc);
+    const records = await readAttempts(js, t.names.namespace, t.names.subscription);
+    const byEvent = (id: string) => records.filter((r) => r.eventId === id).map(outcome);
+    assert.equal(records.length, 6);
+    assert.deepEqual(byEvent('ok-1'), [{ ...base, eventId: 'ok-1', attempt: 1, status: 200, decision: 'delivered' }]);
+    assert.deepEqual(byEvent('retry-1'), [
+      { ...base, eventId: 'retry-1', attempt: 1, status: 503, decision: 'retry', retryInMs: 50 },
+      { ...base, eventId: 'retry-1', attempt: 2, status: 200, decision: 'delivered' },
+    ]);
+    assert.deepEqual(byEvent('dead-1'), [
+      { ...base, eventId: 'dead-1', attempt: 1, status: 500, decision: 'retry', retryInMs: 50 },
+      { ...base, eventId: 'dead-1', attempt: 2, status: 500, decision: 'dead-letter', reason: 'exhausted' },
+    ]);
+    assert.deepEqual(byEvent('ok-2'), [{ ...base, eventId: 'ok-2', attempt: 1, status: 200, decision: 'delivered' }]);
+
+    // One event's records alone, read through its own subject.
+    const one = await readAttempts(js, t.names.namespace, t.names.subscription, { eventId: 'retry-1' });
+    assert.deepEqual(one.map(outcome), byEvent('retry-1'));
+    assert.equal(await t.metric('hookyard_dispatcher_attempt_records_failed_total'), 0);
+  });
+
+  it('keeps no records with history disabled', async () => {
+    const t = await setup({ history: { enabled: false } }, (_r, res) => {
+      res.end();
+    });
+    await publishEvent(t.nats.nc, t.names.namespace, t.names.endpoint, { type: 'order.shipped', body: '{}' });
+    await t.run();
+    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 1);
+    await t.stop();
+    await assert.rejects(
+      t.nats.jsm.streams.info(attemptStream(t.names.namespace, t.names.subscription)),
+      /stream not found/,
+    );
+    assert.deepEqual(await readAttempts(jetstream(t.nats.nc), t.names.namespace, t.names.subscription), []);
+  });
+});

@@ -1,0 +1,38 @@
+// The attempt records' bookkeeping, without NATS: a JetStream that never answers stands in for one too slow to
+// acknowledge (a real server cannot be made to hold its PubAcks on demand).
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { JetStreamClient } from '@nats-io/jetstream';
+import pino from 'pino';
+import { type AttemptRecord, createHistory, maxPendingRecords } from '../../src/dispatcher/history.ts';
+
+describe('attempt records', () => {
+  it('hold at most maxPendingRecords waiting for their PubAck, and count those dropped past it', () => {
+    let published = 0;
+    const never = () => {
+      published++;
+      return new Promise(() => {});
+    };
+    const silent = { publish: never } as unknown as JetStreamClient;
+    const lines: { msg: string }[] = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    let dropped = 0;
+    const history = createHistory({
+      enabled: true,
+      namespace: 'shop',
+      subscription: 'orders',
+      js: silent,
+      log,
+      onFailure: () => dropped++,
+    });
+    const record = { eventId: 'evt_1' } as AttemptRecord;
+    for (let i = 0; i < maxPendingRecords + 10; i++) history.record(record);
+    assert.equal(published, maxPendingRecords);
+    assert.equal(dropped, 10);
+    assert.deepEqual(
+      lines.map((l) => l.msg),
+      ['attempt record not stored; delivery goes on'],
+      'one warning a minute, however many are dropped',
+    );
+  });
+});

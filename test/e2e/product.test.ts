@@ -12,7 +12,7 @@ import { Agent, request } from 'undici';
 import { stringify } from 'yaml';
 import { ConditionType, Reason } from '../../src/api/conditions.ts';
 import type { ProviderName } from '../../src/api/provider-endpoint.ts';
-import { deadLetterStream, endpointStream } from '../../src/jetstream/layout.ts';
+import { attemptStream, deadLetterStream, endpointStream, replayStream } from '../../src/jetstream/layout.ts';
 import { dispatcherName } from '../../src/operator/render.ts';
 import { providerSignature, type Sample, samples } from '../../src/providers/samples.ts';
 import { exampleDoc } from '../harness/examples.ts';
@@ -275,7 +275,7 @@ async function sendOrders(count: number, from: number): Promise<number[]> {
     body: (id) => JSON.stringify({ ...base, id }),
     contentType: 'application/json',
   });
-  const answers = await load.stop();
+  const answers = await load.finished();
   await agent.close();
   return answers.map((a) => a.status);
 }
@@ -737,7 +737,7 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
       const streams = ((JSON.parse(jsz.stdout) as JszStreams).account_details ?? []).flatMap(
         (a) => a.stream_detail ?? [],
       );
-      const theirs = [endpointStream(namespace, endpoint), deadLetterStream(namespace, subscription)];
+      const theirs = [endpointStream(namespace, endpoint), ...subscriptionStreams(subscription)];
       for (const s of streams) if (theirs.includes(s.name)) left.push(`stream ${s.name}`);
       return left;
     };
@@ -797,13 +797,13 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
     );
     // What docs/uninstall.md says is left to remove by hand: the streams (the subscription's consumer is on the
     // endpoint's stream and goes with it).
-    assert.deepEqual((await leftOf('siteflow', 'siteflow-status')).sort(), [
-      `stream ${deadLetterStream(namespace, 'siteflow-status')}`,
-      `stream ${endpointStream(namespace, 'siteflow')}`,
-    ]);
+    const byHand = [endpointStream(namespace, 'siteflow'), ...subscriptionStreams('siteflow-status')];
+    assert.deepEqual(
+      (await leftOf('siteflow', 'siteflow-status')).sort(),
+      byHand.map((name) => `stream ${name}`).sort(),
+    );
     await withNats(async (jsm) => {
-      await jsm.streams.delete(endpointStream(namespace, 'siteflow'));
-      await jsm.streams.delete(deadLetterStream(namespace, 'siteflow-status'));
+      for (const name of byHand) await jsm.streams.delete(name);
     });
     assert.deepEqual(await leftOf('siteflow', 'siteflow-status'), []);
     assert.deepEqual(await stuck(), []);
@@ -875,6 +875,13 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
     ).catch(async (err: Error) => assert.fail(`${err.message}: ${(await chartLeft()).join(', ')}`));
   });
 });
+
+/** The streams of a subscription: its dead letters, its attempt records and its replays (docs/uninstall.md). */
+const subscriptionStreams = (subscription: string) => [
+  deadLetterStream(namespace, subscription),
+  attemptStream(namespace, subscription),
+  replayStream(namespace, subscription),
+];
 
 /** How many of each status. */
 function tally(statuses: number[]): Record<number, number> {

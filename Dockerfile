@@ -23,7 +23,10 @@ LABEL org.opencontainers.image.title="hookyard" \
 COPY --from=build /src/dist/ /app/
 USER 65532:65532
 ENV NODE_ENV=production
-# No node flags: a smaller young generation (--max-semi-space-size) saved 3-6 MiB of idle memory but cost the
-# receiver 15 % of its throughput, and --enable-source-maps costs 33 MiB (docs/benchmarks.md). The source maps
-# are in /app: set NODE_OPTIONS=--enable-source-maps when readable stack traces are worth that.
-ENTRYPOINT ["/nodejs/bin/node", "/app/cli.mjs"]
+# Node flags that bound memory (docs/benchmarks.md, the fuzz run): V8 grows the young generation to 128 MiB under
+# load (64 MiB semi-spaces: Node is built without pointer compression), and --max-semi-space-size=16 holds it at
+# 32 MiB; --heap-growing-percent=50 collects the old generation when it is 1.5 times its live size, instead of
+# letting promoted garbage (decoded bodies, mostly) pile up to several times it. bin/hookyard passes the same flags.
+# --enable-source-maps costs 33 MiB: the source maps are in /app; set NODE_OPTIONS=--enable-source-maps when
+# readable stack traces are worth that.
+ENTRYPOINT ["/nodejs/bin/node", "--max-semi-space-size=16", "--heap-growing-percent=50", "/app/cli.mjs"]

@@ -1,35 +1,44 @@
-// npm run bench:dispatcher — the dispatcher against a minimal baseline (a raw JetStream pull consumer posting each
-// event with undici and acking on 2xx), both reading the same stream and posting to the same sink.
+// npm run bench:dispatcher — the dispatcher as the image runs it (`hookyard dispatcher` from the dist/ bundle, with
+// the node flags of the Dockerfile's ENTRYPOINT) against a minimal baseline (bench/baseline-dispatcher.ts: a raw
+// JetStream pull consumer posting each event with undici and acking on 2xx), each in its own process, both reading
+// the same stream and posting to the same sink (a third process).
 //   1. throughput: N events are published first; each side in turn drains them (its own durable consumer);
-//      deliveries/s = N / (last arrival − first arrival) at the sink.
+//      deliveries/s = N / (last arrival − first arrival) at the sink. The side's process is sampled meanwhile: CPU
+//      time per 1000 deliveries (/proc/<pid>/stat) and its highest RSS (VmRSS, every 100 ms): RSS under load.
 //   2. latency: both run side by side while events are published at a steady rate; end-to-end = from publish
 //      to arrival at the sink, p50 and p99.
-// The machine is shared (2 cores), so the throughput phase runs in rounds, dispatcher and baseline alternating,
-// each round with fresh consumers over the same N events, and the median of each side is reported. Each round also
-// runs the dispatcher with spec.history disabled: the cost of the attempt records (one JetStream publish per
-// attempt) is the ratio of the two.
+// The dispatcher runs with what a subscription gets by default on its hot path (attempt records on, no per-key
+// ordering) and standardWebhooks signing. The machine is shared (2 cores), so the throughput phase runs in rounds,
+// the sides alternating, each round with fresh consumers over the same N events, and the median of each side is
+// reported. Each round also runs the dispatcher with history.enabled false: the cost of the attempt records is the
+// ratio of the two.
+// Both sides get the heap a dispatcher pod gets: Node sizes its heap to the container's memory limit, and in the
+// default 384 MiB (src/operator/render.ts) Node 24 takes a 259 MiB heap with 1 MiB semi-spaces, which
+// `--max-old-space-size=256 --max-semi-space-size=1` reproduce outside a container (measured in a memory cgroup of
+// 384 MiB). Without them, on a machine with much memory, V8 grows its young generation to 128 MiB under load, and
+// that, not the dispatcher, would be most of the RSS measured.
 // Options: --events N (default 20000), --concurrency C (64), --rate R events/s (500), --seconds S (5),
-// --rounds (3). The output is kept in docs/benchmarks/; the process exits 1 when the throughput ratio is below the
-// goals of docs/benchmarks.md (0.8 of the baseline; attempt records on, 0.9 of off).
-import { spawn } from 'node:child_process';
+// --rounds (3). Environment: SIDE_NODE_FLAGS replaces the node flags of both sides (the pod's heap; '' for node's
+// defaults on this machine; to profile, add `--cpu-prof --cpu-prof-dir=/tmp/prof`). The output is kept in
+// docs/benchmarks/; the process exits 1 when a goal of docs/benchmarks.md is missed. With --traces each round also
+// runs the dispatcher exporting a span per attempt to a real OpenTelemetry Collector (tools/otelcol): the cost of
+// tracing is its ratio to the dispatcher without.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, headers as natsHeaders } from '@nats-io/transport-node';
-import pino from 'pino';
-import { Registry } from 'prom-client';
-import { Pool } from 'undici';
+import { stringify } from 'yaml';
 import type { ProviderEndpoint } from '../src/api/provider-endpoint.ts';
 import { parseResource } from '../src/api/validate.ts';
-import type { WebhookSubscription } from '../src/api/webhook-subscription.ts';
-import { startDispatcher } from '../src/dispatcher/dispatcher.ts';
 import { endpointStream, eventSubject, headers as h } from '../src/jetstream/layout.ts';
 import { endpointStreamConfig, ensureStream } from '../src/jetstream/streams.ts';
-import { mapSecrets } from '../src/runtime/secrets.ts';
-import { freePort, root, startNats, tempDir } from '../test/harness/servers.ts';
-import { benchReport, type Report } from './report.ts';
+import { bundleCli, type CliProcess, imageNodeFlags, runCli, waitReady } from '../test/harness/cli.ts';
+import { freePort, root, startCollector, startNats, tempDir } from '../test/harness/servers.ts';
+import { benchReport } from './report.ts';
 
 const { values } = parseArgs({
   options: {
@@ -39,8 +48,12 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '5' },
     rounds: { type: 'string', default: '3' },
     sink: { type: 'string' },
+    traces: { type: 'boolean', default: false },
   },
 });
+
+/** The heap Node 24 configures in a container limited to 384 MiB, the dispatcher pod's default limit. */
+const podHeapFlags = '--max-old-space-size=256 --max-semi-space-size=1';
 
 /** Milliseconds since the epoch with sub-millisecond precision, comparable across processes. */
 const clock = () => performance.timeOrigin + performance.now();
@@ -79,84 +92,61 @@ async function runSink(port: number) {
   server.listen(port, '127.0.0.1', () => process.send?.('ready'));
 }
 
+interface SinkStats {
+  count: number;
+  first: number;
+  last: number;
+  latencies: number[];
+}
+
+/** A side under measurement: its process, ready to deliver. */
+interface Running {
+  pid: number;
+  stop(): Promise<void>;
+}
+
 async function runBench() {
-  const report = benchReport('dispatcher');
+  const report = benchReport(values.traces ? 'dispatcher-traces' : 'dispatcher');
   const events = Number(values.events);
   const concurrency = Number(values.concurrency);
   const rate = Number(values.rate);
   const seconds = Number(values.seconds);
+  const sideFlags = (process.env.SIDE_NODE_FLAGS ?? podHeapFlags).split(' ').filter(Boolean);
+  const nodeFlags = [...imageNodeFlags(), ...sideFlags];
   const work = tempDir('hookyard-bench-');
   const nats = await startNats(work.path, join(work.path, 'nats'));
+  const collector = values.traces ? await startCollector(work.path, work.path) : undefined;
   const sinkPort = await freePort();
   const sink = spawn(process.execPath, [join(root, 'bench/dispatcher.ts'), '--sink', String(sinkPort)], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   await new Promise((ok) => sink.once('message', ok));
   const sinkUrl = `http://127.0.0.1:${sinkPort}`;
-  const sinkStats = async (path: string) =>
-    (await (await fetch(`${sinkUrl}/stats${path}`)).json()) as {
-      count: number;
-      first: number;
-      last: number;
-      latencies: number[];
-    };
-
-  // The nats-server and the sink are stopped however the run ends.
-  try {
-    await measure(nats.url, sinkUrl, sinkStats, report, { events, concurrency, rate, seconds });
-  } finally {
-    sink.kill();
-    await nats.stop();
-    work.remove();
-  }
-}
-
-async function measure(
-  natsUrl: string,
-  sinkUrl: string,
-  sinkStats: (path: string) => Promise<{ count: number; first: number; last: number; latencies: number[] }>,
-  report: Report,
-  { events, concurrency, rate, seconds }: { events: number; concurrency: number; rate: number; seconds: number },
-) {
-  const nc = await connect({ servers: natsUrl });
-  const jsm = await jetstreamManager(nc);
-  const js = jetstream(nc);
+  const sinkStats = async (path: string) => (await (await fetch(`${sinkUrl}/stats${path}`)).json()) as SinkStats;
   const [ns, ep] = ['bench', 'proign'];
-  await ensureStream(
-    jsm,
-    endpointStreamConfig(
-      ns,
-      ep,
-      (
-        parseResource({
-          apiVersion: 'hookyard.io/v1alpha1',
-          kind: 'ProviderEndpoint',
-          metadata: { name: ep, namespace: ns },
-          spec: { provider: 'proign', verification: [{ none: true }], stream: { maxAge: '1h' } },
-        }) as ProviderEndpoint
-      ).spec,
-    ),
-  );
   const stream = endpointStream(ns, ep);
-  const padding = 'x'.repeat(900);
-  let seq = 0;
-  const publish = () => {
-    seq++;
-    const hdrs = natsHeaders();
-    const id = `evt_${seq}`;
-    hdrs.set(h.eventType, 'order.shipped');
-    hdrs.set(h.contentType, 'application/json');
-    const body = Buffer.from(`{"id":"${id}","type":"order.shipped","t":${clock()},"data":"${padding}"}`);
-    return js.publish(eventSubject(ns, ep, 'order.shipped'), body, { msgID: id, headers: hdrs });
+  mkdirSync(join(work.path, 'secrets/signing'), { recursive: true });
+  writeFileSync(
+    join(work.path, 'secrets/signing/secret'),
+    `whsec_${Buffer.from('bench-signing-secret').toString('base64')}`,
+  );
+
+  // Sides still running when the run fails are stopped with the rest.
+  const alive = new Set<Running>();
+  const running = (side: Running): Running => {
+    alive.add(side);
+    return {
+      pid: side.pid,
+      stop: () => {
+        alive.delete(side);
+        return side.stop();
+      },
+    };
   };
 
-  // 1 KiB events, published 256 at a time.
-  for (let i = 0; i < events; i += 256) {
-    await Promise.all(Array.from({ length: Math.min(256, events - i) }, publish));
-  }
-
-  const subscriptionNamed = (name: string, path: string, history: boolean) =>
-    parseResource({
+  /** `hookyard dispatcher` for one subscription posting to `path`; resolves once it answers /readyz. */
+  const startDispatcher = async (name: string, path: string, history = true, traced = false): Promise<Running> => {
+    const subscription = {
       apiVersion: 'hookyard.io/v1alpha1',
       kind: 'WebhookSubscription',
       metadata: { name, namespace: ns },
@@ -166,149 +156,202 @@ async function measure(
         concurrency,
         circuitBreaker: { enabled: false },
         history: { enabled: history },
-      },
-    }) as WebhookSubscription;
-  const startDisp = (name: string, path: string, history = true) =>
-    startDispatcher({
-      subscription: subscriptionNamed(name, path, history),
-      sources: [{ namespace: ns, endpoint: ep }],
-      secrets: mapSecrets({}),
-      nc,
-      registry: new Registry(),
-      logger: pino({ level: 'silent' }),
-    });
-
-  /** The baseline: what a hand-written consumer does, nothing more. */
-  const startBaseline = async (name: string, path: string) => {
-    await jsm.consumers.add(stream, {
-      durable_name: name,
-      ack_policy: AckPolicy.Explicit,
-      deliver_policy: DeliverPolicy.All,
-      max_ack_pending: concurrency + 1000,
-    });
-    const consumer = await js.consumers.get(stream, name);
-    const pool = new Pool(sinkUrl, { connections: concurrency });
-    const messages = await consumer.consume({ max_messages: concurrency });
-    let inFlight = 0;
-    let free: (() => void) | undefined;
-    const done = (async () => {
-      for await (const m of messages) {
-        while (inFlight >= concurrency) await new Promise<void>((ok) => (free = ok));
-        inFlight++;
-        pool
-          .request({ path, method: 'POST', headers: { 'content-type': 'application/json' }, body: m.data })
-          .then(async (res) => {
-            await res.body.dump();
-            if (res.statusCode < 300) m.ack();
-            else m.nak();
-          })
-          .catch(() => m.nak())
-          .finally(() => {
-            inFlight--;
-            free?.();
-          });
-      }
-    })();
-    return {
-      async stop() {
-        messages.stop();
-        await done;
-        while (inFlight > 0) await sleep(10);
-        await pool.close();
+        signing: { scheme: 'standardWebhooks', secretRefs: [{ name: 'signing', key: 'secret' }] },
       },
     };
+    const config = join(work.path, `${name}.yaml`);
+    writeFileSync(config, stringify({ subscription, sources: [{ namespace: ns, endpoint: ep }] }));
+    const metricsPort = await freePort();
+    const proc: CliProcess = runCli(
+      bundleCli(nodeFlags),
+      ['dispatcher', '--config', config, '--secrets-dir', join(work.path, 'secrets'), '--nats-url', nats.url].concat(
+        ['--metrics-port', String(metricsPort)],
+        traced && collector ? ['--otlp-endpoint', collector.endpoint] : [],
+      ),
+      { ...process.env, HOOKYARD_LOG_LEVEL: 'warn' },
+    );
+    const side = running({
+      pid: proc.child.pid as number,
+      async stop() {
+        const code = await proc.stop(30);
+        if (code !== 0) throw new Error(`hookyard dispatcher exited ${code}:\n${proc.output()}`);
+      },
+    });
+    await waitReady(proc, `http://127.0.0.1:${metricsPort}/readyz`);
+    return side;
   };
 
-  const perSecond = (s: { count: number; first: number; last: number }) =>
-    s.count / (Math.max(1, s.last - s.first) / 1000);
-  const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] as number;
-  const waitFor = async (path: string, n: number) => {
-    for (;;) {
-      const s = await sinkStats(path);
-      if (s.count >= n) return s;
-      await sleep(100);
+  /** bench/baseline-dispatcher.ts with its own durable consumer; resolves once it consumes. */
+  const startBaseline = async (name: string, path: string): Promise<Running> => {
+    const args = [nats.url, stream, name, `${sinkUrl}${path}`, String(concurrency)];
+    const child: ChildProcess = spawn(
+      process.execPath,
+      [...sideFlags, join(root, 'bench/baseline-dispatcher.ts'), ...args],
+      {
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      },
+    );
+    const exited = new Promise<number>((ok) => child.once('exit', (code) => ok(code ?? 1)));
+    const side = running({
+      pid: child.pid as number,
+      async stop() {
+        child.kill('SIGTERM');
+        const code = await exited;
+        if (code !== 0) throw new Error(`baseline exited ${code}`);
+      },
+    });
+    await Promise.race([
+      new Promise((ok) => child.once('message', ok)),
+      exited.then((code) => Promise.reject(new Error(`baseline exited ${code} before it was ready`))),
+    ]);
+    return side;
+  };
+
+  // The nats-server, the sink and any side still running are stopped however the run ends.
+  try {
+    const nc = await connect({ servers: nats.url });
+    const jsm = await jetstreamManager(nc);
+    const js = jetstream(nc);
+    const endpoint = parseResource({
+      apiVersion: 'hookyard.io/v1alpha1',
+      kind: 'ProviderEndpoint',
+      metadata: { name: ep, namespace: ns },
+      spec: { provider: 'proign', verification: [{ none: true }], stream: { maxAge: '1h' } },
+    }) as ProviderEndpoint;
+    await ensureStream(jsm, endpointStreamConfig(ns, ep, endpoint.spec));
+    const padding = 'x'.repeat(900);
+    let seq = 0;
+    const publish = () => {
+      seq++;
+      const hdrs = natsHeaders();
+      const id = `evt_${seq}`;
+      hdrs.set(h.eventType, 'order.shipped');
+      hdrs.set(h.contentType, 'application/json');
+      const body = Buffer.from(`{"id":"${id}","type":"order.shipped","t":${clock()},"data":"${padding}"}`);
+      return js.publish(eventSubject(ns, ep, 'order.shipped'), body, { msgID: id, headers: hdrs });
+    };
+    // 1 KiB events, published 256 at a time.
+    for (let i = 0; i < events; i += 256) {
+      await Promise.all(Array.from({ length: Math.min(256, events - i) }, publish));
     }
-  };
 
-  // 1. Throughput, one at a time, alternating.
-  const dRuns: number[] = [];
-  const bRuns: number[] = [];
-  const offRuns: number[] = [];
-  const offCpu: number[] = [];
-  // CPU time of this process (where the dispatcher or the baseline runs) per 1000 deliveries.
-  const dCpu: number[] = [];
-  const bCpu: number[] = [];
-  const cpuMsPer1000 = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000 / (events / 1000);
-  for (let r = 0; r < Number(values.rounds); r++) {
-    let cpu = process.cpuUsage();
-    const d = await startDisp(`bench-${r}`, `/dispatcher-${r}`);
-    dRuns.push(perSecond(await waitFor(`/dispatcher-${r}`, events)));
-    await d.stop();
-    dCpu.push(cpuMsPer1000(process.cpuUsage(cpu)));
-    cpu = process.cpuUsage();
-    const b = await startBaseline(`baseline-${r}`, `/baseline-${r}`);
-    bRuns.push(perSecond(await waitFor(`/baseline-${r}`, events)));
-    await b.stop();
-    bCpu.push(cpuMsPer1000(process.cpuUsage(cpu)));
-    cpu = process.cpuUsage();
-    const off = await startDisp(`bench-off-${r}`, `/dispatcher-off-${r}`, false);
-    offRuns.push(perSecond(await waitFor(`/dispatcher-off-${r}`, events)));
-    await off.stop();
-    offCpu.push(cpuMsPer1000(process.cpuUsage(cpu)));
+    const waitFor = async (path: string, n: number) => {
+      for (;;) {
+        const s = await sinkStats(path);
+        if (s.count >= n) return s;
+        await sleep(100);
+      }
+    };
+    /** One side drains the N events: deliveries/s at the sink, CPU ms per 1000 and highest RSS of its process. */
+    const drain = async (start: (name: string, path: string) => Promise<Running>, name: string) => {
+      const path = `/${name}`;
+      const side = await start(name, path);
+      // Deliveries made before the first sample (between ready and now) are left out of the CPU figure.
+      const cpuBefore = cpuMs(side.pid);
+      const before = (await sinkStats(path)).count;
+      let peakRss = rssMiB(side.pid);
+      const sampler = setInterval(() => {
+        peakRss = Math.max(peakRss, rssMiB(side.pid));
+      }, 100);
+      const s = await waitFor(path, events);
+      clearInterval(sampler);
+      peakRss = Math.max(peakRss, rssMiB(side.pid));
+      const cpu = cpuMs(side.pid) - cpuBefore;
+      await side.stop();
+      return {
+        perSecond: s.count / (Math.max(1, s.last - s.first) / 1000),
+        cpu: cpu / ((s.count - before) / 1000),
+        peakRss,
+      };
+    };
+    type Run = Awaited<ReturnType<typeof drain>>;
+
+    // 1. Throughput, one at a time, alternating.
+    const runs: Record<'d' | 'off' | 'b' | 'traced', Run[]> = { d: [], off: [], b: [], traced: [] };
+    for (let r = 0; r < Number(values.rounds); r++) {
+      runs.d.push(await drain(startDispatcher, `dispatcher-${r}`));
+      runs.b.push(await drain(startBaseline, `baseline-${r}`));
+      runs.off.push(await drain((n, p) => startDispatcher(n, p, false), `dispatcher-off-${r}`));
+      if (collector)
+        runs.traced.push(await drain((n, p) => startDispatcher(n, p, true, true), `dispatcher-traced-${r}`));
+    }
+
+    // 2. Latency, side by side, at a steady rate; the consumers of round 0 have nothing left to deliver.
+    await fetch(`${sinkUrl}/reset`);
+    const d2 = await startDispatcher('dispatcher-0', '/dispatcher');
+    const b2 = await startBaseline('baseline-0', '/baseline');
+    const total = rate * seconds;
+    const started = Date.now();
+    for (let i = 0; i < total; i++) {
+      const due = started + (i * 1000) / rate;
+      if (due > Date.now()) await sleep(due - Date.now());
+      void publish();
+    }
+    const dLatency = await waitFor('/dispatcher', total);
+    const bLatency = await waitFor('/baseline', total);
+    await d2.stop();
+    await b2.stop();
+    await nc.drain();
+
+    const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] as number;
+    const pct = (xs: number[], p: number) => {
+      const sorted = [...xs].sort((x, y) => x - y);
+      return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+    };
+    const perSecond = (xs: Run[]) => median(xs.map((x) => x.perSecond));
+    const peakRss = (xs: Run[]) => Math.max(...xs.map((x) => x.peakRss));
+    const ms = (x: number) => x.toFixed(2);
+    const row = (side: string, xs: Run[], latencies?: number[]) =>
+      `| ${side} | ${perSecond(xs).toFixed(0)} | ${xs.map((x) => x.perSecond.toFixed(0)).join(' · ')} | ${median(xs.map((x) => x.cpu)).toFixed(0)} | ${peakRss(xs).toFixed(0)} | ${latencies ? ms(pct(latencies, 50)) : ''} | ${latencies ? ms(pct(latencies, 99)) : ''} |`;
+    const ratio = Number((perSecond(runs.d) / perSecond(runs.b)).toFixed(2));
+    const historyRatio = Number((perSecond(runs.d) / perSecond(runs.off)).toFixed(2));
+    const dispatcherRss = Number(peakRss(runs.d).toFixed(0));
+    report.line(`events: ${events} of 1 KiB, concurrency ${concurrency}, latency phase: ${total} events at ${rate}/s`);
+    report.line(
+      `dispatcher: node ${[...nodeFlags, 'dist/cli.mjs'].join(' ')} dispatcher, standardWebhooks signing, attempt records on unless said`,
+    );
+    report.line(`baseline: node ${[...sideFlags, 'bench/baseline-dispatcher.ts'].join(' ')}`);
+    report.line(
+      `CPU ms / 1000: median of the rounds; RSS under load: highest VmRSS of the side's process in any round`,
+    );
+    report.line();
+    report.line('| side | deliveries/s | rounds | CPU ms / 1000 | RSS under load MiB | p50 ms | p99 ms |');
+    report.line('| --- | --- | --- | --- | --- | --- | --- |');
+    report.line(row('dispatcher', runs.d, dLatency.latencies));
+    report.line(row('dispatcher, attempt records off', runs.off));
+    report.line(row('baseline', runs.b, bLatency.latencies));
+    if (collector) report.line(row('dispatcher, tracing on', runs.traced));
+    report.line();
+    report.line(`throughput ratio (dispatcher / baseline): ${ratio} (goal >= 0.9)`);
+    report.line(`history ratio (attempt records on / off): ${historyRatio} (goal >= 0.9)`);
+    report.line(`dispatcher RSS under load: ${dispatcherRss} MiB (goal <= 150)`);
+    if (collector) {
+      const cpu = (xs: Run[]) => median(xs.map((x) => x.cpu));
+      report.line(
+        `tracing on / off: throughput ${(perSecond(runs.traced) / perSecond(runs.d)).toFixed(2)}, CPU per delivery ${(cpu(runs.traced) / cpu(runs.d)).toFixed(2)}`,
+      );
+    }
+    report.finish([
+      { name: 'throughput ratio (dispatcher / baseline)', value: ratio, op: '>=', limit: 0.9 },
+      { name: 'history ratio (attempt records on / off)', value: historyRatio, op: '>=', limit: 0.9 },
+      { name: 'dispatcher RSS under load (MiB)', value: dispatcherRss, op: '<=', limit: 150 },
+    ]);
+  } finally {
+    for (const side of alive) await side.stop().catch(() => {});
+    sink.kill();
+    await collector?.stop();
+    await nats.stop();
+    work.remove();
   }
+}
 
-  // 2. Latency, side by side, at a steady rate.
-  await fetch(`${sinkUrl}/reset`);
-  const d2 = await startDisp('bench-0', '/dispatcher');
-  const b2 = await startBaseline('baseline-0', '/baseline');
-  const total = rate * seconds;
-  const started = Date.now();
-  for (let i = 0; i < total; i++) {
-    const due = started + (i * 1000) / rate;
-    if (due > Date.now()) await sleep(due - Date.now());
-    void publish();
-  }
-  const dLatency = await waitFor('/dispatcher', total);
-  const bLatency = await waitFor('/baseline', total);
-  await d2.stop();
-  await b2.stop();
+/** User and system CPU time of a process so far (clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
 
-  const pct = (xs: number[], p: number) => {
-    const sorted = [...xs].sort((x, y) => x - y);
-    return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-  };
-  const ms = (x: number) => x.toFixed(2);
-  const rows = [
-    ['', 'deliveries/s', 'CPU ms/1000', `p50 ms (at ${rate}/s)`, `p99 ms (at ${rate}/s)`],
-    [
-      'dispatcher',
-      median(dRuns).toFixed(0),
-      median(dCpu).toFixed(0),
-      ms(pct(dLatency.latencies, 50)),
-      ms(pct(dLatency.latencies, 99)),
-    ],
-    ['dispatcher, no history', median(offRuns).toFixed(0), median(offCpu).toFixed(0), '', ''],
-    [
-      'baseline',
-      median(bRuns).toFixed(0),
-      median(bCpu).toFixed(0),
-      ms(pct(bLatency.latencies, 50)),
-      ms(pct(bLatency.latencies, 99)),
-    ],
-  ];
-  const ratio = Number((median(dRuns) / median(bRuns)).toFixed(2));
-  const historyRatio = Number((median(dRuns) / median(offRuns)).toFixed(2));
-  report.line(`events: ${events} of 1 KiB, concurrency ${concurrency}, latency phase: ${total} events at ${rate}/s`);
-  for (const r of rows) report.line(r.map((c) => String(c).padStart(22)).join(''));
-  report.line(
-    `rounds, deliveries/s: dispatcher ${dRuns.map((x) => x.toFixed(0)).join(' ')}; no history ${offRuns.map((x) => x.toFixed(0)).join(' ')}; baseline ${bRuns.map((x) => x.toFixed(0)).join(' ')}`,
-  );
-  report.line(`history ratio (attempt records on / off): ${historyRatio} (goal >= 0.9)`);
-  report.line(`throughput ratio (dispatcher / baseline): ${ratio} (goal >= 0.8)`);
-  report.finish([
-    { name: 'throughput ratio (dispatcher / baseline)', value: ratio, op: '>=', limit: 0.8 },
-    { name: 'history ratio (attempt records on / off)', value: historyRatio, op: '>=', limit: 0.9 },
-  ]);
-
-  await nc.drain();
+function rssMiB(pid: number): number {
+  const kb = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  return Number(kb) / 1024;
 }

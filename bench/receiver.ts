@@ -3,6 +3,8 @@
 // (bench/baseline-receiver.ts) against the same nats-server, loaded by the same autocannon settings one after the
 // other in one run. Prints req/s, p50/p99 latency, their ratios and both servers' idle RSS, keeps the output in
 // docs/benchmarks/, and exits 1 when a goal of docs/benchmarks.md is missed or a request was not answered 2xx.
+// TRACES=1 adds a third server in the same rounds: the receiver exporting a span per request to a real
+// OpenTelemetry Collector (tools/otelcol), and the ratio of the two receivers, the cost of tracing.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHmac, randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -16,7 +18,7 @@ import type { ProviderEndpoint } from '../src/api/provider-endpoint.ts';
 import { parseResource } from '../src/api/validate.ts';
 import { endpointStreamConfig, ensureStream } from '../src/jetstream/streams.ts';
 import { bundleCli, type CliProcess, imageNodeFlags, runCli, waitReady } from '../test/harness/cli.ts';
-import { freePort, root, startNats, tempDir } from '../test/harness/servers.ts';
+import { freePort, root, startCollector, startNats, tempDir } from '../test/harness/servers.ts';
 import { benchReport } from './report.ts';
 
 const connections = Number(process.env.CONNECTIONS ?? 64);
@@ -30,11 +32,16 @@ const signature = `sha256=${createHmac('sha256', secret).update(body).digest('he
 // editing the Dockerfile.
 const nodeFlags = process.env.RECEIVER_NODE_FLAGS?.split(' ').filter(Boolean) ?? imageNodeFlags();
 
-const report = benchReport(process.env.NO_ASYNC_TRACES === '1' ? 'receiver-no-async-traces' : 'receiver');
+const traces = process.env.TRACES === '1';
+const report = benchReport(
+  traces ? 'receiver-traces' : process.env.NO_ASYNC_TRACES === '1' ? 'receiver-no-async-traces' : 'receiver',
+);
 const work = tempDir('hookyard-bench-');
 const nats = await startNats(work.path, join(work.path, 'nats'));
+const collector = traces ? await startCollector(work.path, work.path) : undefined;
 const children: ChildProcess[] = [];
 let receiver: CliProcess | undefined;
+let traced: CliProcess | undefined;
 try {
   const resource = {
     apiVersion: 'hookyard.io/v1alpha1',
@@ -51,18 +58,29 @@ try {
   writeFileSync(join(work.path, 'secrets/bench/secret'), secret);
   writeFileSync(join(work.path, 'endpoint.yaml'), stringify(resource));
 
-  const receiverPort = await freePort();
-  receiver = runCli(
-    bundleCli(nodeFlags),
-    ['receiver', '--config', join(work.path, 'endpoint.yaml'), '--secrets-dir', join(work.path, 'secrets')].concat([
-      '--nats-url',
-      nats.url,
-      '--port',
-      String(receiverPort),
-    ]),
-    { ...process.env, HOOKYARD_LOG_LEVEL: 'warn' },
-  );
-  await waitReady(receiver, `http://127.0.0.1:${receiverPort}/readyz`);
+  const startReceiver = async (env: NodeJS.ProcessEnv) => {
+    const port = await freePort();
+    const proc = runCli(
+      bundleCli(nodeFlags),
+      ['receiver', '--config', join(work.path, 'endpoint.yaml'), '--secrets-dir', join(work.path, 'secrets')].concat([
+        '--nats-url',
+        nats.url,
+        '--port',
+        String(port),
+      ]),
+      { ...env, HOOKYARD_LOG_LEVEL: 'warn' },
+    );
+    await waitReady(proc, `http://127.0.0.1:${port}/readyz`);
+    return { proc, port };
+  };
+  const untracedEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('OTEL_')));
+  const started = await startReceiver(untracedEnv);
+  receiver = started.proc;
+  const receiverPort = started.port;
+  const tracedServer = collector
+    ? await startReceiver({ ...untracedEnv, OTEL_EXPORTER_OTLP_ENDPOINT: collector.endpoint })
+    : undefined;
+  traced = tracedServer?.proc;
   const baselinePort = await freePort();
   const baseline = spawn(process.execPath, [join(root, 'bench/baseline-receiver.ts'), String(baselinePort), nats.url], {
     stdio: 'ignore',
@@ -104,14 +122,24 @@ try {
   type Round = Awaited<ReturnType<typeof measure>>;
   const baselineUrl = `http://127.0.0.1:${baselinePort}/`;
   const receiverUrl = `http://127.0.0.1:${receiverPort}/hooks/bench/bench`;
+  const tracedUrl = `http://127.0.0.1:${tracedServer?.port}/hooks/bench/bench`;
   await load(baselineUrl); // warm up both the same way
   await load(receiverUrl);
+  if (traced) await load(tracedUrl);
   // Alternate rounds and take the median of each, so a burst of other work on the machine hits both alike.
-  const results: Record<'b' | 'r', Round[]> = { b: [], r: [] };
+  const results: Record<'b' | 'r' | 't', Round[]> = { b: [], r: [], t: [] };
+  // RSS under load: each server's highest VmRSS, sampled every 100 ms through the measured rounds.
+  const loadedRssMiB = { b: 0, r: 0 };
+  const sampler = setInterval(() => {
+    loadedRssMiB.b = Math.max(loadedRssMiB.b, rssMiB(baseline.pid as number));
+    loadedRssMiB.r = Math.max(loadedRssMiB.r, rssMiB(receiver?.child.pid as number));
+  }, 100);
   for (let round = 0; round < rounds; round++) {
     results.b.push(await measure(baselineUrl, baseline.pid as number));
     results.r.push(await measure(receiverUrl, receiver.child.pid as number));
+    if (traced) results.t.push(await measure(tracedUrl, traced.child.pid as number));
   }
+  clearInterval(sampler);
   const median = (xs: Round[]) =>
     xs.toSorted((x, y) => x.requests.average - y.requests.average)[Math.floor(xs.length / 2)] as Round;
   const b = median(results.b);
@@ -131,22 +159,40 @@ try {
   report.line('| --- | --- | --- | --- | --- | --- | --- |');
   report.line(row('baseline (node:http + HMAC + js.publish)', b, results.b));
   report.line(row('hookyard receiver', r, results.r));
+  const t = traced ? median(results.t) : undefined;
+  if (t) report.line(row('hookyard receiver, traces exported', t, results.t));
   report.line();
+  if (t) {
+    report.line(`traced throughput ratio (traced / untraced): ${(t.requests.average / r.requests.average).toFixed(2)}`);
+    report.line(`traced p99 ratio (traced / untraced): ${(t.latency.p99 / r.latency.p99).toFixed(2)}`);
+    report.line(`spans in the collector by the end of the rounds: ${collector?.spans().length ?? 0}`);
+  }
   report.line(`throughput ratio (receiver / baseline): ${throughputRatio} (goal >= 0.9)`);
   report.line(`p99 ratio (receiver / baseline): ${p99Ratio} (goal <= 1.25)`);
   report.line(
     `receiver idle RSS: ${idleRssMiB.toFixed(1)} MiB (goal < 80); baseline: ${baselineRssMiB.toFixed(1)} MiB`,
   );
-  const unanswered = [...results.b, ...results.r].reduce((n, x) => n + x.non2xx + x.errors, 0);
+  report.line(
+    `RSS under ${connections} connections (highest of the measured rounds): receiver ${loadedRssMiB.r.toFixed(1)} MiB (goal <= 150); baseline ${loadedRssMiB.b.toFixed(1)} MiB`,
+  );
+  const unanswered = [...results.b, ...results.r, ...results.t].reduce((n, x) => n + x.non2xx + x.errors, 0);
   report.finish([
     { name: 'throughput ratio (receiver / baseline)', value: throughputRatio, op: '>=', limit: 0.9 },
     { name: 'p99 ratio (receiver / baseline)', value: p99Ratio, op: '<=', limit: 1.25 },
     { name: 'receiver idle RSS (MiB)', value: Number(idleRssMiB.toFixed(1)), op: '<', limit: 80 },
+    {
+      name: `receiver RSS under ${connections} connections (MiB)`,
+      value: Number(loadedRssMiB.r.toFixed(1)),
+      op: '<=',
+      limit: 150,
+    },
     { name: 'requests of the measured rounds not answered 2xx', value: unanswered, op: '<=', limit: 0 },
   ]);
 } finally {
   await receiver?.stop();
+  await traced?.stop();
   for (const child of children) child.kill('SIGTERM');
+  await collector?.stop();
   await nats.stop();
   work.remove();
 }

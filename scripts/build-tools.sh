@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the real servers the tests run (kube-apiserver, etcd, kubectl, nats-server, helm, prometheus, promtool)
+# Builds the real servers the tests run (kube-apiserver, etcd, kubectl, nats-server, helm, prometheus, promtool,
+# an OpenTelemetry Collector)
 # and BuildKit's Dockerfile linter from the Go module proxy into .cache/bin, once per version, and takes the CRDs of
 # the kinds the chart can use (prometheus-operator's monitors and rules, cert-manager's certificates) from their
 # modules into .cache/crds. With `node` (part of the default) it builds the real node's components: kubelet,
@@ -27,6 +28,7 @@ CNI_PLUGINS_VERSION=v1.10.0
 CONTAINERD_VERSION=v2.4.2
 COREDNS_VERSION=$(required coredns/go.mod github.com/coredns/coredns)
 TRAEFIK_VERSION=$(required traefik/go.mod github.com/traefik/traefik/v3)
+OTELCOL_VERSION=$(required otelcol/go.mod go.opentelemetry.io/collector/otelcol)
 KUBE_SCORE_VERSION=v1.20.0
 KUBECONFORM_VERSION=v0.8.0
 
@@ -157,6 +159,9 @@ build() { # one name of the list below
     traefik) build_module traefik "$TRAEFIK_VERSION" traefik github.com/traefik/traefik/v3/cmd/traefik \
       "-X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION"
       ln -sf "traefik-$TRAEFIK_VERSION" "$bin/traefik" ;;
+    # The trace tests' OpenTelemetry Collector: the OTLP receiver and the file exporter only (tools/otelcol).
+    otelcol) build_module otelcol "$OTELCOL_VERSION" otelcol . "-X main.version=$OTELCOL_VERSION"
+      ln -sf "otelcol-$OTELCOL_VERSION" "$bin/otelcol" ;;
     # The linters `make test` runs on the chart, the rendered workloads, the examples and the metrics. kube-score
     # stands in for kube-linter, and a test carries the dashboard-linter's rules: the module proxy serves neither
     # kube-linter nor Grafana's dashboard-linter.
@@ -169,7 +174,7 @@ build() { # one name of the list below
 }
 
 node="node-packages runc cni-plugins containerd kube-node coredns traefik"
-all="etcd nats-server kube-apiserver kubectl helm prometheus promtool crds dockerfile-lint kube-score kubeconform $node"
+all="etcd nats-server kube-apiserver kubectl helm prometheus promtool otelcol crds dockerfile-lint kube-score kubeconform $node"
 # With names (any of $all, or node for the real node's components) only those are built: `make demo` needs
 # nats-server.
 for name in ${*:-$all}; do

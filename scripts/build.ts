@@ -29,6 +29,9 @@ const requireBuiltins: Plugin = {
     b.onResolve({ filter: /^[a-z_:/]+$/ }, (args) => {
       if (!builtins.has(args.path)) return undefined;
       const path = args.path.startsWith('node:') ? args.path : `node:${args.path}`;
+      // `await import('http')` (OpenTelemetry's exporter) destructures named exports, which a chunk wrapping
+      // require() would not have: a dynamic import stays Node's own.
+      if (args.kind === 'dynamic-import') return { path, external: true };
       return args.namespace === 'builtin' ? { path, external: true } : { path, namespace: 'builtin' };
     });
     b.onLoad({ filter: /.*/, namespace: 'builtin' }, (args) => ({

@@ -6,12 +6,14 @@
 import { createHmac } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { Agent, request } from 'undici';
 import { stringify } from 'yaml';
+import { benchReport } from '../bench/report.ts';
 import type { ProviderEndpoint } from '../src/api/provider-endpoint.ts';
 import { parseResource } from '../src/api/validate.ts';
 import { endpointStreamConfig, ensureStream } from '../src/jetstream/streams.ts';
@@ -417,29 +419,36 @@ if (import.meta.main) {
   const requests = Number(process.env.REQUESTS ?? 100_000);
   const rounds = Number(process.env.ROUNDS ?? 2);
   const seed = Number(process.env.SEED ?? 1);
+  const report = benchReport('fuzz');
   const started = Date.now();
   const result = await fuzzReceivers({ requests, rounds, seed });
   const seconds = (Date.now() - started) / 1000;
-  console.log(
-    `${rounds} rounds of ${requests} requests over ${targets.length} receivers, seed ${seed}, ${seconds.toFixed(0)} s`,
+  report.line(
+    `${rounds} rounds of ${requests} requests over ${targets.length} receivers, seed ${seed}, ${seconds.toFixed(0)} s, load average after ${loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')}`,
   );
-  console.log(
+  report.line(`receivers: node ${[...imageNodeFlags(), 'dist/cli.mjs'].join(' ')} receiver`);
+  report.line();
+  report.line(
     '| receiver | RSS at start MiB | ' +
       result.rounds.map((_, i) => `after round ${i + 1} MiB`).join(' | ') +
       ' | peak MiB |',
   );
-  console.log(`| --- | --- | ${result.rounds.map(() => '---').join(' | ')} | --- |`);
+  report.line(`| --- | --- | ${result.rounds.map(() => '---').join(' | ')} | --- |`);
   for (const name of Object.keys(result.startRssMiB)) {
     const cells = result.rounds.map((x) => (x.rssMiB[name] ?? 0).toFixed(0));
-    console.log(
+    report.line(
       `| ${name} | ${(result.startRssMiB[name] ?? 0).toFixed(0)} | ${cells.join(' | ')} | ${(result.peakRssMiB[name] ?? 0).toFixed(0)} |`,
     );
   }
   for (const [i, round] of result.rounds.entries())
-    console.log(`round ${i + 1} answers: ${JSON.stringify(round.byStatus)}`);
+    report.line(`round ${i + 1} answers: ${JSON.stringify(round.byStatus)}`);
   const found = problems(result, true);
-  console.log(
+  report.line(
     found.length ? `FAILED:\n${found.join('\n')}` : 'no 5xx, no crash, no error-level log line, memory bounded',
   );
-  process.exit(found.length ? 1 : 0);
+  report.finish([
+    { name: 'problems found (5xx, crashes, error lines, memory bounds)', value: found.length, op: '<=', limit: 0 },
+  ]);
 }

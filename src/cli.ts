@@ -13,6 +13,7 @@ import {
   receiverCommand,
   replayCommand,
   sendCommand,
+  testCommand,
   versionCommand,
 } from './commands.ts';
 import { buildInfo } from './runtime/build.ts';
@@ -30,6 +31,7 @@ const commands: { command: Command; load: () => Promise<{ main: Main }> }[] = [
   { command: attemptsCommand, load: async () => ({ main: (await import('./history/cli.ts')).attempts }) },
   { command: replayCommand, load: async () => ({ main: (await import('./history/cli.ts')).replay }) },
   { command: dlqCommand, load: async () => ({ main: (await import('./history/cli.ts')).dlq }) },
+  { command: testCommand, load: async () => ({ main: (await import('./history/cli.ts')).test }) },
   { command: versionCommand, load: async () => ({ main: printVersion }) },
 ];
 

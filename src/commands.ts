@@ -1,6 +1,7 @@
 // Every command of the hookyard CLI and its flags, as data: src/cli.ts lists and dispatches them, each command's
 // main() parses its arguments with its own table, and `--help` is written from it. Nothing here loads a command.
 import type { Command } from './runtime/flags.ts';
+import { samplers } from './runtime/tracing.ts';
 
 const nats = {
   'nats-url': {
@@ -17,6 +18,17 @@ const nats = {
     description: 'NATS credentials file (JWT and seed)',
   },
   'nats-ca': { type: 'string', value: 'FILE', env: 'NATS_CA', description: 'CA bundle of the NATS server certificate' },
+} as const;
+
+/** Off unless given; then OpenTelemetry's own variables (OTEL_TRACES_SAMPLER, OTEL_SERVICE_NAME, ...) apply. */
+const tracing = {
+  'otlp-endpoint': {
+    type: 'string',
+    value: 'URL',
+    env: 'OTEL_EXPORTER_OTLP_ENDPOINT',
+    description:
+      'export traces over OTLP/HTTP to URL/v1/traces, such as http://otel-collector:4318 (default: no traces)',
+  },
 } as const;
 
 const secretsDir = {
@@ -40,6 +52,7 @@ export const receiverCommand = {
     },
     ...secretsDir,
     ...nats,
+    ...tracing,
     port: { type: 'port', default: '8080', description: 'webhooks, /healthz, /readyz and /metrics' },
     'reload-interval': {
       type: 'integer',
@@ -69,6 +82,7 @@ export const dispatcherCommand = {
       description: 'mounted ConfigMaps (a CA bundle), one folder per ConfigMap with a file per key',
     },
     ...nats,
+    ...tracing,
     'metrics-port': { type: 'port', default: '9090', description: '/metrics, /healthz and /readyz' },
     'replay-dead-letters': {
       type: 'boolean',
@@ -96,6 +110,23 @@ export const operatorCommand = {
       description: "receivers' and dispatchers' image",
     },
     'ingress-class': { type: 'string', value: 'NAME', description: 'ingress class of endpoints that name none' },
+    'workload-otlp-endpoint': {
+      type: 'string',
+      value: 'URL',
+      description: "receivers' and dispatchers' OTLP/HTTP endpoint for traces (default: no traces)",
+    },
+    'workload-traces-sampler': {
+      type: 'string',
+      value: 'NAME',
+      choices: samplers,
+      default: 'parentbased_always_on',
+      description: "with --workload-otlp-endpoint: the workloads' OTEL_TRACES_SAMPLER",
+    },
+    'workload-traces-sampler-arg': {
+      type: 'string',
+      value: 'RATIO',
+      description: 'with a traceidratio sampler: the share of traces kept, 0 to 1 (OTEL_TRACES_SAMPLER_ARG)',
+    },
     'ingress-host': { type: 'string', value: 'HOST', description: 'ingress host of endpoints that name none' },
     'metrics-port': { type: 'port', default: '9090', description: '/metrics, /healthz, /readyz' },
     'webhook-port': { type: 'port', default: '9443', description: 'HTTPS admission webhook, POST /validate' },
@@ -167,6 +198,7 @@ export const devCommand = {
       default: 'text',
       description: 'text: one readable line per request and delivery; json: the structured logs',
     },
+    ...tracing,
   },
   notes: 'example: hookyard dev -f examples/ --sink http://127.0.0.1:9000',
 } as const satisfies Command;
@@ -245,7 +277,7 @@ const since = {
 
 export const eventsCommand = {
   name: 'events',
-  summary: 'Lists the events a ProviderEndpoint received: time, type, id and size.',
+  summary: 'Lists the events a ProviderEndpoint received: time, type, id, size, and resends answered as duplicates.',
   usage: '<endpoint>',
   flags: {
     ...historyFlags,
@@ -295,8 +327,25 @@ export const replayCommand = {
 
 export const dlqCommand = {
   name: 'dlq',
-  summary: "Lists a WebhookSubscription's dead letters, or replays them all.",
-  usage: 'list|replay <subscription>',
+  summary: "Lists a WebhookSubscription's dead letters, shows one as stored, replays them all or purges them all.",
+  usage: 'list <subscription> | show <subscription> <sequence | id> | replay <subscription> | purge <subscription>',
   flags: { ...historyFlags, ...replayFlags },
-  notes: 'example: kubectl hookyard dlq list proign-shipments -n shop',
+  notes:
+    'replay and purge are requests on the subscription (RBAC: patch webhooksubscriptions), which the operator carries out; --dry-run lists what they would take.\nexample: kubectl hookyard dlq show proign-shipments order.shipped:evt_abc123 -n shop',
+} as const satisfies Command;
+
+export const testCommand = {
+  name: 'test',
+  summary:
+    'Sends a test event through a WebhookSubscription (format, signing, retries) and shows what the target answered.',
+  usage: '<subscription>',
+  flags: {
+    ...historyFlags,
+    id: replayFlags.id,
+    wait: replayFlags.wait,
+    type: { type: 'string', value: 'TYPE', description: 'the event type (default: hookyard.test)' },
+    body: { type: 'string', value: 'JSON', description: 'the JSON body (default: a small test object)' },
+  },
+  notes:
+    'The target sees Hookyard-Test: true and the event id hookyard-test:<request id>. The request is the annotation hookyard.io/replay (RBAC: patch webhooksubscriptions).\nexample: kubectl hookyard test proign-shipments -n shop --type order.shipped --body \'{"order":{"id":"o-1"}}\'',
 } as const satisfies Command;

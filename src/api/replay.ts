@@ -8,7 +8,7 @@ export const replayAnnotation = 'hookyard.io/replay';
 /** At most this many events per request; a larger selection is cut there, and status says so. */
 export const replayLimit = 10_000;
 
-const example = `{"id":"r1","deadLetters":true}, {"id":"r2","eventIds":["order.shipped:evt_1"]} or {"id":"r3","since":"2026-12-01T10:00:00Z","until":"2026-12-01T11:00:00Z"}`;
+const example = `{"id":"r1","deadLetters":true}, {"id":"r2","eventIds":["order.shipped:evt_1"]}, {"id":"r3","since":"2026-12-01T10:00:00Z","until":"2026-12-01T11:00:00Z"}, {"id":"p1","purgeDeadLetters":true} or {"id":"t1","test":{}}`;
 
 const time = z.iso.datetime({ offset: true, message: 'must be an RFC 3339 time such as 2026-12-01T10:00:00Z' });
 
@@ -27,15 +27,27 @@ export const replayRequest = z
     }),
     since: time.optional().meta({ description: 'Every event of the sources received at or after this time.' }),
     until: time.optional().meta({ description: 'With since: and before this time (default: now).' }),
+    purgeDeadLetters: z
+      .literal(true)
+      .optional()
+      .meta({ description: 'Deletes every dead letter, sending nothing (a dry run lists them).' }),
+    test: z
+      .object({
+        type: z.string().min(1).max(256).optional().meta({ description: 'The event type (default: hookyard.test).' }),
+        body: z.unknown().optional().meta({ description: 'The JSON body (default: a small test object).' }),
+      })
+      .strict()
+      .optional()
+      .meta({ description: 'Sends one test event, made up by the operator, through the normal path.' }),
     dryRun: z.boolean().default(false).meta({ description: 'true: only list what would be sent; send nothing.' }),
   })
   .strict()
   .superRefine((r, ctx) => {
-    const kinds = [r.deadLetters, r.eventIds, r.since].filter((k) => k !== undefined).length;
-    if (kinds !== 1)
+    const kinds = [r.deadLetters, r.eventIds, r.since, r.purgeDeadLetters, r.test].filter((k) => k !== undefined);
+    if (kinds.length !== 1)
       ctx.addIssue({
         code: 'custom',
-        message: `set exactly one of deadLetters, eventIds and since, such as ${example}`,
+        message: `set exactly one of deadLetters, eventIds, since, purgeDeadLetters and test, such as ${example}`,
       });
     if (r.until && !r.since) ctx.addIssue({ code: 'custom', path: ['until'], message: 'until goes with since' });
     if (r.since && r.until && Date.parse(r.until) <= Date.parse(r.since))

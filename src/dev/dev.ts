@@ -12,7 +12,7 @@ import { resolveSources } from '../api/sources.ts';
 import type { WebhookSubscription } from '../api/webhook-subscription.ts';
 import { type Dispatcher, startDispatcher } from '../dispatcher/dispatcher.ts';
 import { targetUrl } from '../dispatcher/target.ts';
-import { endpointStreamConfig, ensureStream } from '../jetstream/streams.ts';
+import { ensureEndpointStreams } from '../jetstream/streams.ts';
 import { endpointState, listen, type RunningServer } from '../receiver/main.ts';
 import { ReceiverMetrics } from '../receiver/metrics.ts';
 import { type EndpointState, receiverHandler } from '../receiver/server.ts';
@@ -20,6 +20,7 @@ import type { Logger } from '../runtime/log.ts';
 import { connectNats } from '../runtime/nats.ts';
 import { freePort } from '../runtime/net.ts';
 import { registerProcessMetrics } from '../runtime/process-metrics.ts';
+import type { Tracer } from '../runtime/tracing.ts';
 import { loggingDeliveries, loggingRequests, notingPublishes } from './lines.ts';
 import { type Manifests, readManifests } from './manifests.ts';
 import { findNatsServer } from './nats-server.ts';
@@ -33,6 +34,8 @@ export interface DevOptions {
   /** Send every subscription's deliveries here (`<sink>/<subscription>`) instead of its target. */
   sink?: string;
   log: Logger;
+  /** With tracing on: the receiver's and the dispatchers' spans. */
+  tracer?: Tracer;
 }
 
 export interface Dev {
@@ -84,7 +87,7 @@ async function serve(
     const nextStates = new Map<string, EndpointState>();
     for (const e of next.endpoints) {
       const namespace = e.metadata.namespace ?? 'default';
-      await ensureStream(jsm, endpointStreamConfig(namespace, e.metadata.name, e.spec));
+      await ensureEndpointStreams(jsm, namespace, e.metadata.name, e.spec);
       nextStates.set(`${namespace}/${e.metadata.name}`, endpointState(e, next.secrets, metrics));
     }
     states = nextStates;
@@ -103,6 +106,7 @@ async function serve(
           registry,
           // The dispatcher adds the namespace and subscription to each entry itself.
           logger: log,
+          tracer: options.tracer,
         }),
       );
     }
@@ -119,6 +123,7 @@ async function serve(
         maxPayload: () => nc.info?.max_payload,
         log,
         registry,
+        tracer: options.tracer,
       }),
       log,
     ),

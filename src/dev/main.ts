@@ -6,6 +6,7 @@ import { devCommand } from '../commands.ts';
 import { targetUrl } from '../dispatcher/target.ts';
 import { presets } from '../providers/presets.ts';
 import { parseFlags, UsageError } from '../runtime/flags.ts';
+import { startTracing } from '../runtime/tracing.ts';
 import { type Dev, startDev, watchFiles } from './dev.ts';
 import { devLogger, type LogFormat } from './lines.ts';
 
@@ -15,13 +16,16 @@ export async function main(args: string[]): Promise<void> {
   const { values } = flags;
   const paths = values.file;
   const hosts = new Map<string, string>();
+  const log = devLogger(values['log-format'] as LogFormat, (subscription) => hosts.get(subscription));
+  const tracer = await startTracing({ endpoint: values['otlp-endpoint'], serviceName: 'hookyard-dev', log });
   const dev = await startDev({
     paths,
     natsUrl: values['nats-url'],
     port: values.port,
     host: values.host,
     sink: values.sink,
-    log: devLogger(values['log-format'] as LogFormat, (subscription) => hosts.get(subscription)),
+    log,
+    tracer,
   }).catch((err: NodeJS.ErrnoException) => {
     if (err.code !== 'EADDRINUSE') throw err;
     throw new UsageError(`port ${values.port} of ${values.host} is in use; pass another, such as --port 8081`);
@@ -45,6 +49,7 @@ export async function main(args: string[]): Promise<void> {
   });
   unwatch();
   await dev.stop();
+  await tracer?.shutdown();
 }
 
 const target = (sub: WebhookSubscription) => targetUrl(sub.spec.target, sub.metadata.namespace ?? 'default');

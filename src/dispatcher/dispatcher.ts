@@ -43,6 +43,7 @@ import { ensureStream } from '../jetstream/streams.ts';
 import { durationMs } from '../runtime/duration.ts';
 import type { Logger } from '../runtime/log.ts';
 import { mapSecrets, resolveSecrets, type SecretStore } from '../runtime/secrets.ts';
+import type { TraceContext, Tracer } from '../runtime/tracing.ts';
 import { AckBatcher } from './acks.ts';
 import { createDeadLetters } from './dead-letters.ts';
 import { type StoredEvent, storedEvent } from './event.ts';
@@ -66,6 +67,7 @@ import {
 import { retrySubject, sharedRetries } from './retries.ts';
 import { createSigner } from './signing.ts';
 import { Target, targetTlsOptions, targetUrl } from './target.ts';
+import { endAttemptSpan, startAttemptSpan, tracedSubscription } from './traces.ts';
 
 export { deadLetterHeaders } from './dead-letters.ts';
 
@@ -84,6 +86,8 @@ export interface DispatcherOptions {
   fetchExpiresMs?: number;
   /** How often the consumer's pause state is read for the paused metric (ms). */
   statusIntervalMs?: number;
+  /** With tracing on: a span per delivery attempt, the child of the receiver's, and traceparent sent. */
+  tracer?: Tracer;
 }
 
 export interface Dispatcher {
@@ -122,6 +126,7 @@ export function createDelivery(
       event: StoredEvent,
       attempt: number,
       deliveryId = defaultDeliveryId(event, attempt),
+      trace?: TraceContext,
     ): Promise<AttemptResult> {
       const formatted = await formatEvent(event, spec.format);
       const headers: Record<string, string> = {
@@ -133,8 +138,13 @@ export function createDelivery(
         'hookyard-event-id': event.id,
         'hookyard-event-type': event.type,
         ...(event.replay ? { 'hookyard-replay': event.replay } : {}),
+        ...(event.test ? { 'hookyard-test': 'true' } : {}),
         ...signer?.(event.id, formatted.body),
       };
+      if (trace) {
+        headers.traceparent = trace.traceparent;
+        if (trace.tracestate) headers.tracestate = trace.tracestate;
+      }
       return target.send({ method: spec.target.method, headers, body: formatted.body });
     },
   };
@@ -293,16 +303,18 @@ function deliveryPhases(
   const policy = retryPolicy(spec.retry);
   const filter = spec.filter ? compileFilter(spec.filter) : undefined;
   const delivery = createDelivery(subscription, options.secrets, options.configMaps);
+  const traced = tracedSubscription(subscription, delivery.target.url);
   const deadLetters = createDeadLetters({ spec, namespace, subscription: name, js: ctx.js, metrics, log, userAgent });
+  const acks = new AckBatcher<JsMsg>();
   const history = createHistory({
     enabled: spec.history.enabled,
     namespace,
     subscription: name,
-    js: ctx.js,
+    nc,
     log,
     onFailure: metrics.attemptRecordFailed,
+    later: (write) => acks.later(write),
   });
-  const acks = new AckBatcher<JsMsg>();
   const leases = new Leases<JsMsg>(durationMs(spec.ackWait));
   const { gate, breaker } = flowGate(spec, metrics, log);
   const retries = sharedRetries(nc, retrySubject(namespace, name), {
@@ -348,10 +360,12 @@ function deliveryPhases(
   async function attemptAndSettle(msg: JsMsg, event: StoredEvent, ordering?: OrderingHooks): Promise<DeliveryOutcome> {
     const attempt = msg.info.deliveryCount;
     const startedAt = Date.now();
+    const span = options.tracer && startAttemptSpan(options.tracer, traced, event, attempt);
     const started = performance.now();
-    const result = await delivery.send(event, attempt);
+    const result = await delivery.send(event, attempt, undefined, span?.context);
     const seconds = (performance.now() - started) / 1000;
     const decision = decide(result, attempt, policy);
+    if (span) endAttemptSpan(span, result, attemptOutcome[decision.action]);
     if (targetFailed(result, decision)) breaker?.failure();
     else breaker?.success();
     metrics.attempt(attemptOutcome[decision.action], statusClass(result), seconds);
@@ -546,6 +560,7 @@ export async function replayDeadLetters(options: {
   configMaps?: SecretStore;
   nc: NatsConnection;
   logger: Logger;
+  tracer?: Tracer;
 }): Promise<{ replayed: number; failed: number }> {
   const { subscription, nc } = options;
   const namespace = subscription.metadata.namespace ?? 'default';
@@ -562,6 +577,7 @@ export async function replayDeadLetters(options: {
     return { replayed: 0, failed: 0 };
   }
   const delivery = createDelivery(subscription, options.secrets, options.configMaps);
+  const traced = tracedSubscription(subscription, delivery.target.url);
   let replayed = 0;
   let failed = 0;
   try {
@@ -570,8 +586,11 @@ export async function replayDeadLetters(options: {
     for await (const m of messages) {
       const event = storedEvent(m, endpointOfStream(m.headers?.get(h.sourceStream) ?? ''));
       const attempt = Number(m.headers?.get(h.attempts) || '0') + 1;
-      const result = await delivery.send(event, attempt, `${event.id}:replay:${m.seq}`);
-      if (result.kind === 'Response' && result.status >= 200 && result.status < 300) {
+      const span = options.tracer && startAttemptSpan(options.tracer, traced, event, attempt);
+      const result = await delivery.send(event, attempt, `${event.id}:replay:${m.seq}`, span?.context);
+      const delivered = result.kind === 'Response' && result.status >= 200 && result.status < 300;
+      if (span) endAttemptSpan(span, result, delivered ? 'delivered' : 'dead_lettered');
+      if (delivered) {
         await jsm.streams.deleteMessage(stream, m.seq);
         replayed++;
       } else {

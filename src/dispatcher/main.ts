@@ -8,6 +8,7 @@ import { log } from '../runtime/log.ts';
 import { connectNats, safeNatsUrl } from '../runtime/nats.ts';
 import { registerProcessMetrics } from '../runtime/process-metrics.ts';
 import { directorySecrets } from '../runtime/secrets.ts';
+import { startTracing } from '../runtime/tracing.ts';
 import { InvalidConfig, loadConfig } from './config.ts';
 import { replayDeadLetters, startDispatcher } from './dispatcher.ts';
 import { answerScrape } from './metrics.ts';
@@ -31,6 +32,11 @@ export async function main(args: string[]): Promise<void> {
   const logger = log.child({ namespace: subscription.metadata.namespace, subscription: subscription.metadata.name });
   const secrets = directorySecrets(values['secrets-dir']);
   const configMaps = directorySecrets(values['config-maps-dir']);
+  const tracer = await startTracing({
+    endpoint: values['otlp-endpoint'],
+    serviceName: 'hookyard-dispatcher',
+    log: logger,
+  });
   let problem = `connecting to NATS at ${safeNatsUrl(values['nats-url'])}`;
   // Reconnects forever, like the receiver: a NATS outage must not leave a dispatcher that has given up.
   const connect = () =>
@@ -50,11 +56,12 @@ export async function main(args: string[]): Promise<void> {
   if (values['replay-dead-letters']) {
     const { nc } = await connect();
     try {
-      const result = await replayDeadLetters({ subscription, secrets, configMaps, nc, logger });
+      const result = await replayDeadLetters({ subscription, secrets, configMaps, nc, logger, tracer });
       logger.info(result, 'dead letters replayed');
       if (result.failed > 0) process.exitCode = 1;
     } finally {
       await nc.drain();
+      await tracer?.shutdown();
     }
     return;
   }
@@ -82,7 +89,16 @@ export async function main(args: string[]): Promise<void> {
   await new Promise<void>((ok) => server.listen(values['metrics-port'], ok));
   nc = (await connect()).nc;
 
-  const dispatcher = await startDispatcher({ subscription, sources, secrets, configMaps, nc, registry, logger });
+  const dispatcher = await startDispatcher({
+    subscription,
+    sources,
+    secrets,
+    configMaps,
+    nc,
+    registry,
+    logger,
+    tracer,
+  });
   ready = true;
   const signal = await new Promise<string>((ok) => {
     process.once('SIGTERM', () => ok('SIGTERM'));
@@ -92,5 +108,6 @@ export async function main(args: string[]): Promise<void> {
   ready = false;
   await dispatcher.stop();
   await nc.drain();
+  await tracer?.shutdown();
   await new Promise<void>((ok) => server.close(() => ok()));
 }

@@ -137,6 +137,14 @@ export function dispatcherMetrics(registry: Registry, namespace: string, subscri
   for (const c of [retries, delivered, filtered, duplicates, recordsFailed]) c.inc(base, 0);
   latency.zero(base);
   for (const g of [circuit, paused, inFlight, scheduledRetries]) g.set(base, 0);
+  // In flight changes twice per delivery, and prom-client hashes (for a gauge, sorts) the labels on every set: the
+  // gauge takes the latest value once per turn of the event loop instead.
+  let inFlightNow = 0;
+  let inFlightDue = false;
+  const setInFlight = () => {
+    inFlightDue = false;
+    inFlight.set(base, inFlightNow);
+  };
 
   return {
     attempt(outcome: AttemptOutcome, statusClass: StatusClass, seconds: number) {
@@ -157,7 +165,12 @@ export function dispatcherMetrics(registry: Registry, namespace: string, subscri
     possibleDuplicate: () => duplicates.inc(base),
     circuit: (value: number) => circuit.set(base, value),
     paused: (on: boolean) => paused.set(base, on ? 1 : 0),
-    inFlight: (n: number) => inFlight.set(base, n),
+    inFlight(n: number) {
+      inFlightNow = n;
+      if (inFlightDue) return;
+      inFlightDue = true;
+      setImmediate(setInFlight);
+    },
     scheduledRetries: (n: number) => scheduledRetries.set(base, n),
   };
 }

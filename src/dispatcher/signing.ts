@@ -1,3 +1,4 @@
+import { createSecretKey } from 'node:crypto';
 import type { WebhookSubscriptionSpec } from '../api/webhook-subscription.ts';
 import { withoutNewline } from '../runtime/secrets.ts';
 import { hmac } from '../signatures/hmac.ts';
@@ -38,7 +39,9 @@ const now = () => Math.floor(Date.now() / 1000);
  *   of a header sent once per value); with one secret the header is a single entry.
  * - stripe: `t=<seconds>,v1=<hex>[,v1=<hex>...]`, Stripe's own layout for several secrets.
  * - proign: `sha256=<hex HMAC of the re-serialized JSON>` (src/signatures/proign.ts), entries joined as for hmac.
- * A key that cannot be read throws InvalidSigningKey naming its Secret and key (never the value).
+ * A key that cannot be read throws InvalidSigningKey naming its Secret and key (never the value). Each HMAC key is
+ * made a KeyObject once: given a Buffer, node:crypto makes one on every call, which cost four times the HMAC of a
+ * 1 KiB body itself (docs/benchmarks.md).
  */
 export function createSigner(spec: SigningSpec, secrets: Buffer[]): Signer {
   if (spec.scheme === 'standardWebhooks') {
@@ -49,7 +52,7 @@ export function createSigner(spec: SigningSpec, secrets: Buffer[]): Signer {
       [standardWebhookHeaders.signature]: signers.map((sign) => sign(eventId, nowSeconds, body)).join(' '),
     });
   }
-  const keys = secrets.map(withoutNewline);
+  const keys = secrets.map((s) => createSecretKey(withoutNewline(s)));
   const header = (spec.header ?? defaultSignatureHeader[spec.scheme]).toLowerCase();
   if (spec.scheme === 'stripe') {
     return (_eventId, body, nowSeconds = now()) => ({ [header]: signStripe(keys, nowSeconds, body) });
@@ -62,7 +65,7 @@ export function createSigner(spec: SigningSpec, secrets: Buffer[]): Signer {
 
 function standardWebhookSigner(secret: string, ref: { name: string; key: string } | undefined) {
   if (!isAsymmetricSecret(secret)) {
-    const key = standardWebhookKey(secret);
+    const key = createSecretKey(standardWebhookKey(secret));
     return (id: string, seconds: number, body: Uint8Array) => signStandardWebhook(key, id, seconds, body);
   }
   try {

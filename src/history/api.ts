@@ -4,12 +4,11 @@
 // checked with a TokenReview, and the caller must be allowed to `get` the resource the data belongs to
 // (SubjectAccessReview): whoever cannot read a namespace's subscriptions cannot read their events.
 import * as k8s from '@kubernetes/client-node';
-import type { JetStreamClient } from '@nats-io/jetstream';
-import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
+import { JetStreamApiCodes, JetStreamApiError, type JetStreamClient } from '@nats-io/jetstream';
 import express from 'express';
 import { deadLetterStream, endpointStream, eventSubject, headers as h } from '../jetstream/layout.ts';
 import type { Logger } from '../runtime/log.ts';
-import { readAttempts, readStream } from './read.ts';
+import { duplicateCounts, readAttempts, readStream } from './read.ts';
 
 /** At most this many items per answer; `limit` asks for fewer. */
 export const maxItems = 10_000;
@@ -106,6 +105,15 @@ export function historyRouter(options: { kc: k8s.KubeConfig; js: () => JetStream
     }),
   );
   router.get(
+    `${base}/webhooksubscriptions/:name/dead-letters/:sequence`,
+    route('webhooksubscriptions', async (req) => {
+      const { namespace, name, sequence } = req.params as { namespace: string; name: string; sequence: string };
+      const m = await storedMessage(deadLetterStream(namespace, name), sequence);
+      if (!m) throw new HttpError(404, `no dead letter ${sequence} of WebhookSubscription "${name}"`);
+      return { ...m, id: m.headers[h.deadLetterEventId]?.[0] ?? '' };
+    }),
+  );
+  router.get(
     `${base}/providerendpoints/:name/events`,
     route('providerendpoints', async (req) => {
       const { namespace, name } = req.params as { namespace: string; name: string };
@@ -115,12 +123,13 @@ export function historyRouter(options: { kc: k8s.KubeConfig; js: () => JetStream
       const { since, limit } = window(req);
       // The type is a subject filter; the limit counts the events that match, not those read past.
       const filterSubjects = type ? [eventSubject(namespace, name, type)] : undefined;
+      const duplicates = await duplicateCounts(jetstream(), namespace, name);
       const items = [];
       for await (const m of readStream(jetstream(), endpointStream(namespace, name), { since, filterSubjects })) {
         const event = storedSummary(m);
         if (until && Date.parse(event.time) >= Date.parse(until)) break;
         if ((type && event.type !== type) || (id && event.id !== id)) continue;
-        items.push(event);
+        items.push({ ...event, duplicates: duplicates.get(event.id) ?? 0 });
         if (items.length === limit) break;
       }
       return { items };
@@ -130,22 +139,30 @@ export function historyRouter(options: { kc: k8s.KubeConfig; js: () => JetStream
     `${base}/providerendpoints/:name/events/:sequence`,
     route('providerendpoints', async (req) => {
       const { namespace, name, sequence } = req.params as { namespace: string; name: string; sequence: string };
-      if (!/^[1-9][0-9]*$/.test(sequence)) throw new HttpError(400, 'name the event by its sequence, such as 42');
-      const jsm = await jetstream().jetstreamManager();
-      const m = await jsm.streams.getMessage(endpointStream(namespace, name), { seq: Number(sequence) });
+      const m = await storedMessage(endpointStream(namespace, name), sequence);
       if (!m) throw new HttpError(404, `no event ${sequence} in the stream of ProviderEndpoint "${name}"`);
-      const headers: Record<string, string[]> = {};
-      for (const key of m.header?.keys() ?? []) headers[key] = m.header.values(key);
-      return {
-        sequence: m.seq,
-        time: m.time.toISOString(),
-        id: m.header?.get(h.eventId) ?? '',
-        type: m.header?.get(h.eventType) ?? '',
-        headers,
-        body: Buffer.from(m.data).toString('base64'),
-      };
+      return { ...m, id: m.headers[h.eventId]?.[0] ?? '' };
     }),
   );
+  /** One stored message, headers and body (base64) exactly as stored; undefined when there is none. */
+  async function storedMessage(stream: string, sequence: string) {
+    if (!/^[1-9][0-9]*$/.test(sequence)) throw new HttpError(400, 'name the message by its sequence, such as 42');
+    const jsm = await jetstream().jetstreamManager();
+    const m = await jsm.streams.getMessage(stream, { seq: Number(sequence) }).catch((err: unknown) => {
+      if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return null;
+      throw err;
+    });
+    if (!m) return undefined;
+    const headers: Record<string, string[]> = {};
+    for (const key of m.header?.keys() ?? []) headers[key] = m.header.values(key);
+    return {
+      sequence: m.seq,
+      time: m.time.toISOString(),
+      type: m.header?.get(h.eventType) ?? '',
+      headers,
+      body: Buffer.from(m.data).toString('base64'),
+    };
+  }
   return router;
 }
 

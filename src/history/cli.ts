@@ -1,4 +1,4 @@
-// `hookyard events|event|attempts|replay|dlq`, also run as the kubectl plugin `kubectl hookyard ...`: the user's
+// `hookyard events|event|attempts|replay|dlq|test`, also run as the kubectl plugin `kubectl hookyard ...`: the user's
 // kubeconfig, its context and namespace. Reads go to the operator's history API (src/history/api.ts), through the
 // API server's service proxy by default, with the user's token, so the operator checks the caller's RBAC. A replay
 // is written on the resource (the hookyard.io/replay annotation), so the API server's RBAC decides it; the command
@@ -8,7 +8,7 @@ import { type RequestOptions, request } from 'node:https';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as k8s from '@kubernetes/client-node';
 import { type ReplayRequest, type ReplayStatus, replayAnnotation } from '../api/replay.ts';
-import { attemptsCommand, dlqCommand, eventCommand, eventsCommand, replayCommand } from '../commands.ts';
+import { attemptsCommand, dlqCommand, eventCommand, eventsCommand, replayCommand, testCommand } from '../commands.ts';
 import type { AttemptRecord } from '../dispatcher/history.ts';
 import { type Command, type FlagValues, parseFlags, UsageError } from '../runtime/flags.ts';
 
@@ -123,13 +123,15 @@ export async function events(args: string[]) {
   const c = cluster(values);
   const path = `/history/v1/namespaces/${seg(c.namespace)}/providerendpoints/${seg(positionals[0] as string)}/events`;
   const params = { type: values.type, id: values.id, since: values.since, until: values.until, limit: values.limit };
-  const { items } = (await historyGet(c, path + query(params))) as { items: EventSummary[] };
+  type Row = EventSummary & { duplicates: number };
+  const { items } = (await historyGet(c, path + query(params))) as { items: Row[] };
   print(values, items, [
-    ['SEQ', (e: EventSummary) => e.sequence],
-    ['RECEIVED', (e: EventSummary) => e.time],
-    ['TYPE', (e: EventSummary) => e.type],
-    ['ID', (e: EventSummary) => e.id],
-    ['SIZE', (e: EventSummary) => e.size],
+    ['SEQ', (e: Row) => e.sequence],
+    ['RECEIVED', (e: Row) => e.time],
+    ['TYPE', (e: Row) => e.type],
+    ['ID', (e: Row) => e.id],
+    ['SIZE', (e: Row) => e.size],
+    ['DUPLICATES', (e: Row) => e.duplicates],
   ]);
 }
 
@@ -146,15 +148,17 @@ export async function event(args: string[]) {
     if (!items[0]) throw new Error(`no event with id "${which}" in the stream of ProviderEndpoint "${endpoint}"`);
     sequence = String(items[0].sequence);
   }
-  const stored = (await historyGet(c, `${base}/${sequence}`)) as {
-    headers: Record<string, string[]>;
-    body: string;
-  } & EventSummary;
+  printStored(values, (await historyGet(c, `${base}/${sequence}`)) as Stored);
+}
+
+type Stored = { headers: Record<string, string[]>; body: string } & EventSummary;
+
+/** Headers and body exactly as stored: the NATS header lines, a blank line, the bytes (or all of it as JSON). */
+function printStored(values: Values, stored: Stored) {
   if (values.output === 'json') {
     console.log(JSON.stringify(stored, null, 2));
     return;
   }
-  // Headers and body exactly as stored: the NATS header lines, a blank line, the bytes.
   for (const [key, list] of Object.entries(stored.headers)) for (const v of list) console.log(`${key}: ${v}`);
   console.log('');
   process.stdout.write(Buffer.from(stored.body, 'base64'));
@@ -172,6 +176,10 @@ export async function attempts(args: string[]) {
   )) as {
     items: AttemptRecord[];
   };
+  printAttempts(values, items);
+}
+
+function printAttempts(values: Values, items: AttemptRecord[]) {
   print(values, items, [
     ['TIME', (a: AttemptRecord) => a.time],
     ['EVENT', (a: AttemptRecord) => a.eventId],
@@ -198,25 +206,87 @@ export async function replay(args: string[]) {
     : values.event.length > 0
       ? { eventIds: values.event }
       : { since: values.since, ...(values.until ? { until: values.until } : {}) };
-  await requestReplay(cluster(values), positionals[0] as string, request, values);
+  const done = await requestReplay(cluster(values), positionals[0] as string, request, values);
+  if (done) printReplay(values, done);
 }
 
-export async function dlq(args: string[]) {
-  const parsed = parse(dlqCommand, args, 2);
+/**
+ * Sends a test event through the subscription (a `test` request), then shows its attempts: what the target
+ * answered and what followed. Exits 1 unless the target took it.
+ */
+export async function test(args: string[]) {
+  const parsed = parse(testCommand, args, 1);
   if (!parsed) return;
   const { values, positionals } = parsed;
-  const [action, subscription] = positionals as [string, string];
+  let body: unknown;
+  if (values.body !== undefined) {
+    try {
+      body = JSON.parse(values.body);
+    } catch {
+      throw new UsageError('--body must be JSON, such as \'{"order":{"id":"o-1"}}\'');
+    }
+  }
   const c = cluster(values);
-  if (action === 'replay') {
-    await requestReplay(c, subscription, { deadLetters: true }, values);
+  const subscription = positionals[0] as string;
+  const what = { test: { ...(values.type ? { type: values.type } : {}), ...(body === undefined ? {} : { body }) } };
+  const done = await requestReplay(c, subscription, what, values);
+  if (!done) return;
+  if (done.status.phase !== 'Succeeded') {
+    printReplay(values, done);
     return;
   }
-  if (action !== 'list') throw new UsageError(`hookyard dlq takes list or replay, not "${action}"`);
+  const eventId = `hookyard-test:${done.id}`;
+  const path = `/history/v1/namespaces/${seg(c.namespace)}/webhooksubscriptions/${seg(subscription)}/attempts`;
+  // The last record is published just before the dispatcher settles the event: give it a moment to be stored.
+  let items: AttemptRecord[] = [];
+  for (let tries = 0; tries < 20; tries++) {
+    ({ items } = (await historyGet(c, path + query({ event: eventId }))) as { items: AttemptRecord[] });
+    if (items.length > 0 && items.at(-1)?.decision !== 'retry') break;
+    await sleep(250);
+  }
+  if (values.output === 'json') console.log(JSON.stringify(items, null, 2));
+  else {
+    console.log(`test event ${eventId} sent through ${subscription}:`);
+    printAttempts(values, items);
+  }
+  if (items.at(-1)?.decision !== 'delivered') process.exitCode = 1;
+}
+
+type DeadLetter = EventSummary & { attempts: number; lastError: string };
+
+export async function dlq(args: string[]) {
+  const parsed = parseFlags(dlqCommand, args);
+  if (!parsed) return;
+  const { values, positionals } = parsed;
+  const [action, subscription, which] = positionals as [string, string, string | undefined];
+  const count = action === 'show' ? 3 : 2;
+  if (!['list', 'show', 'replay', 'purge'].includes(action) || positionals.length !== count)
+    throw new UsageError(`hookyard dlq takes ${dlqCommand.usage}; see hookyard dlq --help`);
+  const c = cluster(values);
+  if (action === 'replay' || action === 'purge') {
+    const done = await requestReplay(
+      c,
+      subscription,
+      action === 'replay' ? { deadLetters: true } : { purgeDeadLetters: true },
+      values,
+    );
+    if (done) printReplay(values, done);
+    return;
+  }
   const path = `/history/v1/namespaces/${seg(c.namespace)}/webhooksubscriptions/${seg(subscription)}/dead-letters`;
-  const { items } = (await historyGet(c, path + query({ limit: values.limit }))) as {
-    items: (EventSummary & { attempts: number; lastError: string })[];
-  };
-  type Row = (typeof items)[number];
+  if (action === 'show') {
+    let sequence = which as string;
+    if (!/^[1-9][0-9]*$/.test(sequence)) {
+      const { items } = (await historyGet(c, path + query({ limit: 10_000 }))) as { items: DeadLetter[] };
+      const found = items.find((d) => d.id === which);
+      if (!found) throw new Error(`no dead letter with id "${which}" for WebhookSubscription "${subscription}"`);
+      sequence = String(found.sequence);
+    }
+    printStored(values, (await historyGet(c, `${path}/${sequence}`)) as Stored);
+    return;
+  }
+  const { items } = (await historyGet(c, path + query({ limit: values.limit }))) as { items: DeadLetter[] };
+  type Row = DeadLetter;
   print(values, items, [
     ['DEAD-LETTERED', (d: Row) => d.time],
     ['TYPE', (d: Row) => d.type],
@@ -226,13 +296,16 @@ export async function dlq(args: string[]) {
   ]);
 }
 
-/** Writes the request on the subscription, then follows status.replay until the operator reports it done. */
+/**
+ * Writes the request on the subscription, then follows status.replay until the operator reports it done; undefined
+ * (with exit code 1) when it is not done within --wait.
+ */
 async function requestReplay(
   c: Cluster,
   subscription: string,
   what: Partial<ReplayRequest>,
-  values: Values & { 'dry-run': boolean; id?: string; wait: number },
-) {
+  values: Values & { 'dry-run'?: boolean; id?: string; wait: number },
+): Promise<{ id: string; status: ReplayStatus } | undefined> {
   const id = values.id ?? `cli-${Date.now().toString(36)}`;
   const request = { id, ...what, ...(values['dry-run'] ? { dryRun: true } : {}) };
   const custom = c.kc.makeApiClient(k8s.CustomObjectsApi);
@@ -264,10 +337,15 @@ async function requestReplay(
         `replay ${id}: ${status?.id === id ? `${status.remaining} of ${status.selected} still being sent` : 'not taken by the operator yet'}; follow it with kubectl get wsub ${subscription} -o jsonpath='{.status.replay}'`,
       );
       process.exitCode = 1;
-      return;
+      return undefined;
     }
     await sleep(500);
   }
+  if (status.phase === 'Failed') process.exitCode = 1;
+  return { id, status };
+}
+
+function printReplay(values: Values, { id, status }: { id: string; status: ReplayStatus }) {
   if (values.output === 'json') console.log(JSON.stringify(status, null, 2));
   else {
     console.log(`replay ${id}: ${status.phase}: ${status.message}`);
@@ -279,5 +357,4 @@ async function requestReplay(
       ]);
     }
   }
-  if (status.phase === 'Failed') process.exitCode = 1;
 }

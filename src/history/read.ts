@@ -9,7 +9,13 @@ import {
   type JsMsg,
 } from '@nats-io/jetstream';
 import type { AttemptRecord } from '../dispatcher/history.ts';
-import { attemptStream, attemptSubject, attemptSubjects } from '../jetstream/layout.ts';
+import {
+  attemptStream,
+  attemptSubject,
+  attemptSubjects,
+  duplicateStream,
+  duplicateSubjects,
+} from '../jetstream/layout.ts';
 
 export interface ReadOptions {
   filterSubjects?: string[];
@@ -74,4 +80,24 @@ export async function readAttempts(
     }
   }
   return out;
+}
+
+/**
+ * How many times the receiver answered each event id as a duplicate (the provider sent it again within the dedup
+ * window): read from the duplicate records' subjects, one count per event id, without reading the records.
+ */
+export async function duplicateCounts(js: JetStreamClient, namespace: string, endpoint: string) {
+  const jsm = await js.jetstreamManager();
+  const info = await jsm.streams
+    .info(duplicateStream(namespace, endpoint), { subjects_filter: duplicateSubjects(namespace, endpoint) })
+    .catch((err: unknown) => {
+      if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return undefined;
+      throw err;
+    });
+  const counts = new Map<string, number>();
+  for (const [subject, n] of Object.entries(info?.state.subjects ?? {})) {
+    const token = subject.split('.').at(-1) ?? '';
+    counts.set(token === '_' ? '' : Buffer.from(token, 'base64url').toString(), n);
+  }
+  return counts;
 }

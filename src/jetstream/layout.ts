@@ -13,6 +13,15 @@ export const attemptStream = (namespace: string, subscription: string) =>
 /** Events asked to be sent again (a replay request), read by the subscription's dispatcher like a source. */
 export const replayStream = (namespace: string, subscription: string) => `hookyard-replay_${namespace}_${subscription}`;
 
+/**
+ * The resends of each event the receiver answered as duplicates (already stored), one empty message each under the
+ * event id, so `hookyard events` counts them per event. Kept as long as the endpoint's events.
+ */
+export const duplicateStream = (namespace: string, endpoint: string) => `hookyard-dup_${namespace}_${endpoint}`;
+export const duplicateSubject = (namespace: string, endpoint: string, eventId: string) =>
+  `hookyard-dup.${namespace}.${endpoint}.${Buffer.from(eventId).toString('base64url') || '_'}`;
+export const duplicateSubjects = (namespace: string, endpoint: string) => `hookyard-dup.${namespace}.${endpoint}.*`;
+
 /** `<namespace>/<endpoint>` of an endpoint stream's name (the inverse of endpointStream). */
 export function endpointOfStream(stream: string): string {
   const [, namespace, endpoint] = /^hookyard_([^_]+)_(.+)$/.exec(stream) ?? [];
@@ -79,4 +88,9 @@ export const headers = {
   sourceSequence: 'Hookyard-Source-Sequence',
   /** On an event in the replay stream: the replay request's id (sent to the target as hookyard-replay). */
   replay: 'Hookyard-Replay',
+  /** With tracing on: the W3C trace context of the receiver's span, the parent of every delivery attempt's. */
+  traceparent: 'Hookyard-Traceparent',
+  tracestate: 'Hookyard-Tracestate',
+  /** On a test event (`hookyard test`): sent to the target as hookyard-test: true. */
+  test: 'Hookyard-Test',
 } as const;

@@ -11,7 +11,7 @@ import {
 import type { ProviderEndpointSpec } from '../api/provider-endpoint.ts';
 import { dedupWindow } from '../providers/presets.ts';
 import { durationNanos } from '../runtime/duration.ts';
-import { endpointStream, endpointSubjects } from './layout.ts';
+import { duplicateStream, duplicateSubjects, endpointStream, endpointSubjects } from './layout.ts';
 
 /**
  * The stream of one ProviderEndpoint. Limits retention: every subscription reads every event, and events that
@@ -35,6 +35,37 @@ export function endpointStreamConfig(
     discard: DiscardPolicy.Old,
     allow_direct: true,
   };
+}
+
+/** The endpoint's duplicate records (layout.ts), kept like its events: a count per event for as long as the event. */
+export function duplicateStreamConfig(
+  namespace: string,
+  name: string,
+  spec: Pick<ProviderEndpointSpec, 'stream'>,
+): Partial<StreamConfig> & { name: string } {
+  return {
+    name: duplicateStream(namespace, name),
+    description: `Hookyard duplicates answered by ProviderEndpoint ${namespace}/${name}`,
+    subjects: [duplicateSubjects(namespace, name)],
+    retention: RetentionPolicy.Limits,
+    storage: spec.stream.storage === 'memory' ? StorageType.Memory : StorageType.File,
+    num_replicas: spec.stream.replicas,
+    max_age: durationNanos(spec.stream.maxAge),
+    max_msgs: 1_000_000,
+    discard: DiscardPolicy.Old,
+  };
+}
+
+/** The endpoint's streams: its events, and the duplicates its receiver answered. */
+export async function ensureEndpointStreams(
+  jsm: JetStreamManager,
+  namespace: string,
+  name: string,
+  spec: Pick<ProviderEndpointSpec, 'provider' | 'stream' | 'dedup'>,
+) {
+  const info = await ensureStream(jsm, endpointStreamConfig(namespace, name, spec));
+  await ensureStream(jsm, duplicateStreamConfig(namespace, name, spec));
+  return info;
 }
 
 /**

@@ -3,8 +3,8 @@ import type * as k8s from '@kubernetes/client-node';
 import { ConditionType, Reason } from '../api/conditions.ts';
 import { kinds } from '../api/kinds.ts';
 import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
-import { endpointStream } from '../jetstream/layout.ts';
-import { deleteStream, endpointStreamConfig, ensureStream } from '../jetstream/streams.ts';
+import { duplicateStream, endpointStream } from '../jetstream/layout.ts';
+import { deleteStream, ensureEndpointStreams } from '../jetstream/streams.ts';
 import {
   applyObject,
   type Context,
@@ -39,7 +39,7 @@ export async function reconcileEndpoint(ctx: Context, raw: RawResource): Promise
 
   const stream = endpointStream(namespace, name);
   try {
-    await ensureStream(ctx.jsm, endpointStreamConfig(namespace, name, endpoint.spec));
+    await ensureEndpointStreams(ctx.jsm, namespace, name, endpoint.spec);
     checks.push({
       type: ConditionType.StreamReady,
       status: true,
@@ -86,6 +86,7 @@ export async function finalizeEndpoint(ctx: Context, raw: RawResource): Promise<
   const { namespace, name } = raw.metadata;
   const policy = (raw.spec.stream as { deletionPolicy?: string } | undefined)?.deletionPolicy ?? 'Delete';
   if (policy === 'Delete') await deleteStream(ctx.jsm, endpointStream(namespace, name));
+  await deleteStream(ctx.jsm, duplicateStream(namespace, name)); // counts only: nothing to retain
   await removeObjects(ctx, namespace, receiverName(name), [
     kinds.Deployment,
     kinds.Ingress,

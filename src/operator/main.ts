@@ -120,6 +120,13 @@ export async function main(args: string[]): Promise<void> {
         natsCa: values['nats-ca'] !== undefined,
         defaultIngressClass: values['ingress-class'],
         defaultHost: values['ingress-host'],
+        tracing: values['workload-otlp-endpoint']
+          ? {
+              endpoint: values['workload-otlp-endpoint'],
+              sampler: values['workload-traces-sampler'],
+              samplerArg: values['workload-traces-sampler-arg'],
+            }
+          : undefined,
       },
       namespaces: (values.namespaces ?? '').split(',').filter(Boolean),
       workers: values.workers,

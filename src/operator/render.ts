@@ -23,6 +23,28 @@ export interface RenderOptions {
   natsCa?: boolean;
   /** A digest of the referenced Secrets' data: a change rolls the pods. */
   secretsChecksum?: string;
+  /** Where receivers and dispatchers export traces; none: they trace nothing. */
+  tracing?: WorkloadTracing;
+}
+
+export interface WorkloadTracing {
+  /** The OTLP/HTTP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT). */
+  endpoint: string;
+  /** OTEL_TRACES_SAMPLER */
+  sampler: string;
+  /** OTEL_TRACES_SAMPLER_ARG */
+  samplerArg?: string;
+}
+
+/** OpenTelemetry's own variables, which the SDK and every collector understand; nothing when tracing is off. */
+function tracingEnv(tracing: WorkloadTracing | undefined, namespace: string, deployment: string): k8s.V1EnvVar[] {
+  if (!tracing) return [];
+  return [
+    { name: 'OTEL_EXPORTER_OTLP_ENDPOINT', value: tracing.endpoint },
+    { name: 'OTEL_TRACES_SAMPLER', value: tracing.sampler },
+    ...(tracing.samplerArg ? [{ name: 'OTEL_TRACES_SAMPLER_ARG', value: tracing.samplerArg }] : []),
+    { name: 'OTEL_RESOURCE_ATTRIBUTES', value: `k8s.namespace.name=${namespace},k8s.deployment.name=${deployment}` },
+  ];
 }
 
 const configDir = '/etc/hookyard/config';
@@ -213,6 +235,7 @@ function deployment(
     .update(config)
     .update(options.secretsChecksum ?? '')
     .digest('hex');
+  const env = tracingEnv(options.tracing, owner.metadata.namespace ?? 'default', name);
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -231,6 +254,7 @@ function deployment(
               name: component,
               image: options.image,
               args,
+              ...(env.length > 0 ? { env } : {}),
               ports: [port],
               readinessProbe: probe('/readyz', port.containerPort),
               livenessProbe: probe('/healthz', port.containerPort),

@@ -1,9 +1,10 @@
 // Carries out a replay request (the hookyard.io/replay annotation): selects the events it names, from the
-// dead-letter stream or the sources' streams, and queues a copy of each in the subscription's replay stream, where
-// the dispatcher takes them through the subscription's normal path (filter, format, signing, retries, dead
-// letters), marked with the request id. The operator itself never sends anything: it needs no Secret and no
-// route to the target. Progress (the replay stream emptying) and the result go to status.replay and to Events.
-import type { JetStreamClient, JsMsg } from '@nats-io/jetstream';
+// dead-letter stream or the sources' streams (or makes up a test event), and queues a copy of each in the
+// subscription's replay stream, where the dispatcher takes them through the subscription's normal path (filter,
+// format, signing, retries, dead letters), marked with the request id. The operator itself never sends anything:
+// it needs no Secret and no route to the target. A purge deletes the dead letters instead of queueing them.
+// Progress (the replay stream emptying) and the result go to status.replay and to Events.
+import { JetStreamApiCodes, JetStreamApiError, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
 import { type MsgHdrs, headers as natsHeaders } from '@nats-io/transport-node';
 import {
   parseReplayRequest,
@@ -23,6 +24,7 @@ import {
   endpointOfStream,
   endpointStream,
   eventFilterSubject,
+  eventSubject,
   headers as h,
   replayStream,
   replaySubject,
@@ -33,8 +35,11 @@ import type { Context, RawResource } from './context.ts';
 const listed = 100;
 
 interface Selected {
+  /** Where the event is stored (for a test event: the source it stands for, with sequence 0). */
   stream: string;
-  msg: JsMsg;
+  seq: number;
+  data: Uint8Array;
+  headers: MsgHdrs | undefined;
   id: string;
   type: string;
   receivedAt: string | undefined;
@@ -66,19 +71,42 @@ export async function reconcileReplay(
     return { id: parsed.id, phase: 'Failed', message: parsed.problem, completedAt: now() };
   }
   const { request } = parsed;
-  if (previous?.id === request.id) return previous.phase === 'Sending' ? await progress(ctx, raw, previous) : previous;
+  if (previous?.id === request.id) {
+    if (previous.phase === 'Sending') return await progress(ctx, raw, previous);
+    finished.delete(raw.metadata.uid ?? ''); // the cache has the status written: nothing more to remember
+    return previous;
+  }
 
   const startedAt = now();
   const namespace = raw.metadata.namespace;
   const name = raw.metadata.name;
-  // Each event is queued as it is read, so a replay of many large events holds one body at a time.
+  // Each event is queued (or, for a purge, deleted) as it is read, so a request holds one body at a time.
   const send = async (s: Selected) => {
-    await queue(ctx.jsm.jetstream(), namespace, name, request.id, s);
+    if (!request.purgeDeadLetters) await queue(ctx.jsm.jetstream(), namespace, name, request.id, s);
     // The copy is safe in the replay stream (PubAck), so the dead letter goes: one that fails again comes back.
-    if (request.deadLetters) await ctx.jsm.streams.deleteMessage(s.stream, s.msg.seq);
+    if (request.deadLetters || request.purgeDeadLetters)
+      await ctx.jsm.streams.deleteMessage(s.stream, s.seq).catch(ignoreGone);
   };
-  const { count, events } = await select(ctx, subscription, sources, request, request.dryRun ? undefined : send);
+  let selection: Selection;
+  if (request.test) {
+    const made = await testEvent(subscription, sources, request.id, request.test);
+    if ('problem' in made) {
+      await event(ctx, raw, 'Warning', 'ReplayInvalid', made.problem);
+      return { id: request.id, phase: 'Failed', message: made.problem, startedAt, completedAt: now() };
+    }
+    if (!request.dryRun) await send(made);
+    selection = { count: 1, events: [{ id: made.id, type: made.type, receivedAt: made.receivedAt }] };
+  } else selection = await select(ctx, subscription, sources, request, request.dryRun ? undefined : send);
+  const { count, events } = selection;
   const cut = count >= replayLimit ? ` (the first ${replayLimit}: ask again for the rest)` : '';
+  if (request.purgeDeadLetters) {
+    const message = request.dryRun
+      ? `Dry run: ${count} dead letters would be purged${cut}; nothing was deleted.`
+      : `${count} dead letters purged${cut}; nothing was sent.`;
+    await event(ctx, raw, 'Normal', request.dryRun ? 'ReplayDryRun' : 'DeadLettersPurged', message);
+    const phase = request.dryRun ? 'DryRun' : 'Succeeded';
+    return { id: request.id, phase, selected: count, events, message, startedAt, completedAt: now() };
+  }
   if (request.dryRun) {
     const message = `Dry run: ${count} events would be sent again${cut}; nothing was sent.`;
     await event(ctx, raw, 'Normal', 'ReplayDryRun', message);
@@ -91,13 +119,24 @@ export async function reconcileReplay(
 }
 
 /** A replay being sent is done when the replay stream is empty: every copy delivered or dead-lettered again. */
+/**
+ * Replays this operator saw finish, by resource uid, until its cache shows the status written: a reconcile that
+ * still reads phase Sending from the cache must not announce the end a second time.
+ */
+const finished = new Map<string, ReplayStatus>();
+
 async function progress(ctx: Context, raw: RawResource, status: ReplayStatus): Promise<ReplayStatus> {
+  const uid = raw.metadata.uid ?? '';
+  const done = finished.get(uid);
+  if (done && done.id === status.id) return done;
   const info = await ctx.jsm.streams.info(replayStream(raw.metadata.namespace, raw.metadata.name));
   const remaining = info.state.messages;
   if (remaining > 0) return { ...status, remaining };
   const message = `${status.selected} events sent again; any that failed for good are dead letters again (status.deadLettered, hookyard attempts).`;
   await event(ctx, raw, 'Normal', 'ReplaySucceeded', message);
-  return { ...status, phase: 'Succeeded', remaining: 0, message, completedAt: now() };
+  const succeeded: ReplayStatus = { ...status, phase: 'Succeeded', remaining: 0, message, completedAt: now() };
+  finished.set(uid, succeeded);
+  return succeeded;
 }
 
 /**
@@ -118,15 +157,18 @@ async function select(
   const selection: Selection = { count: 0, events: [] };
   const take = async (stream: string, msg: JsMsg, endpoint: string) => {
     const event = storedEvent({ data: msg.data, headers: msg.headers, receivedAt: msgTime(msg) }, endpoint);
-    if (filter && !filter({ type: event.type, headers: event.originalHeaders, body: await event.view() })) return;
-    const selected = { stream, msg, id: event.id, type: event.type, receivedAt: event.receivedAt };
+    // A purge takes every dead letter, whether or not the filter (changed since) would pass it now.
+    const skipped = filter && !filter({ type: event.type, headers: event.originalHeaders, body: await event.view() });
+    if (skipped && !request.purgeDeadLetters) return;
+    const { data, headers, seq } = msg;
+    const selected = { stream, seq, data, headers, id: event.id, type: event.type, receivedAt: event.receivedAt };
     await send?.(selected);
     selection.count++;
     if (selection.events.length < listed)
       selection.events.push({ id: selected.id, type: selected.type, receivedAt: selected.receivedAt });
   };
 
-  if (request.deadLetters) {
+  if (request.deadLetters || request.purgeDeadLetters) {
     const stream = deadLetterStream(namespace, name);
     for await (const msg of readStream(ctx.jsm.jetstream(), stream, { limit: replayLimit })) {
       await take(stream, msg, endpointOfStream(msg.headers?.get(h.sourceStream) ?? ''));
@@ -156,16 +198,16 @@ async function select(
  * (the operator restarted before writing status) queue nothing twice.
  */
 async function queue(js: JetStreamClient, namespace: string, name: string, replay: string, s: Selected) {
-  const headers = copyHeaders(s.msg.headers);
+  const headers = copyHeaders(s.headers);
   headers.set(h.deadLetterEventId, s.id);
   if (s.receivedAt) headers.set(h.receivedAt, s.receivedAt);
   if (!headers.has(h.sourceStream)) {
     headers.set(h.sourceStream, s.stream);
-    headers.set(h.sourceSequence, String(s.msg.seq));
+    headers.set(h.sourceSequence, String(s.seq));
   }
   headers.set(h.replay, replay);
-  await js.publish(replaySubject(namespace, name), s.msg.data, {
-    msgID: `${replay}:${s.stream}:${s.msg.seq}`,
+  await js.publish(replaySubject(namespace, name), s.data, {
+    msgID: `${replay}:${s.stream}:${s.seq}`,
     headers,
   });
 }
@@ -177,6 +219,48 @@ function copyHeaders(original: MsgHdrs | undefined): MsgHdrs {
     for (const value of original?.values(key) ?? []) out.append(key, value);
   }
   return out;
+}
+
+/** A dead letter deleted meanwhile (a replay took it, its maxAge passed) is purged already. */
+function ignoreGone(err: unknown) {
+  if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.NoMessageFound)) throw err;
+}
+
+/**
+ * The test event a `test` request sends: made up here, as if the subscription's first source had received it, with
+ * the id `hookyard-test:<request id>` and the Hookyard-Test header; refused when the subscription would not send it
+ * (its event types or its filter leave it out), so a test never looks sent when it was skipped.
+ */
+async function testEvent(
+  subscription: WebhookSubscription,
+  sources: Source[],
+  requestId: string,
+  test: NonNullable<ReplayRequest['test']>,
+): Promise<Selected | { problem: string }> {
+  const namespace = subscription.metadata.namespace ?? 'default';
+  const { spec } = subscription;
+  const source = sources[0];
+  if (!source) return { problem: 'the subscription has no source to send a test event from' };
+  const type = test.type ?? 'hookyard.test';
+  const id = `hookyard-test:${requestId}`;
+  const receivedAt = new Date().toISOString();
+  const body = test.body === undefined ? { type, id, test: true, createdAt: receivedAt } : test.body;
+  const data = new TextEncoder().encode(JSON.stringify(body));
+  const headers = natsHeaders();
+  headers.set(h.eventType, type);
+  headers.set(h.contentType, 'application/json');
+  headers.set(h.test, 'true');
+  const stream = endpointStream(namespace, source.endpoint);
+  headers.set(h.sourceStream, stream);
+  const subject = eventSubject(namespace, source.endpoint, type);
+  const patterns = spec.eventTypes.map((p) => eventFilterSubject(namespace, source.endpoint, p));
+  if (!patterns.some((p) => subjectMatches(p, subject)))
+    return { problem: `test: the type "${type}" is not among spec.eventTypes (${spec.eventTypes.join(', ')})` };
+  const filter = spec.filter ? compileFilter(spec.filter) : undefined;
+  const event = storedEvent({ data, headers }, `${namespace}/${source.endpoint}`);
+  if (filter && !filter({ type, headers: event.originalHeaders, body: await event.view() }))
+    return { problem: 'test: spec.filter skips this test event; give a type and a body that it passes' };
+  return { stream, seq: 0, data, headers, id, type, receivedAt };
 }
 
 const msgTime = (msg: JsMsg) => new Date(msg.info.timestampNanos / 1e6);

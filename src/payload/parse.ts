@@ -71,28 +71,29 @@ export async function parseAs(kind: MediaKind, body: Uint8Array, contentType?: s
 }
 
 function parseJson(text: string): unknown {
-  if (nestsTooDeep(text)) throw new InvalidPayload(`body is not valid JSON: nested deeper than ${maxNesting} levels`);
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch (err) {
     throw new InvalidPayload(`body is not valid JSON: ${(err as Error).message}`);
   }
+  if (nestsTooDeep(value)) throw new InvalidPayload(`body is not valid JSON: nested deeper than ${maxNesting} levels`);
+  return value;
 }
 
-/** Whether JSON text nests objects and arrays deeper than maxNesting, counted outside strings. */
-function nestsTooDeep(text: string): boolean {
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 0x5c)
-        i++; // backslash: skip the escaped character
-      else if (c === 0x22) inString = false;
-    } else if (c === 0x22) inString = true;
-    else if (c === 0x7b || c === 0x5b) {
-      if (++depth > maxNesting) return true;
-    } else if (c === 0x7d || c === 0x5d) depth--;
+/**
+ * Whether a parsed JSON value nests objects and arrays deeper than maxNesting. Checked after JSON.parse, which
+ * keeps its own stack and reads any depth: walking the few objects of a webhook body costs less than reading its
+ * text again character by character, and the walk keeps its own stack too.
+ */
+function nestsTooDeep(value: unknown): boolean {
+  const pending: [object, number][] = value !== null && typeof value === 'object' ? [[value, 1]] : [];
+  for (let next = pending.pop(); next; next = pending.pop()) {
+    const [node, depth] = next;
+    if (depth > maxNesting) return true;
+    for (const child of Object.values(node)) {
+      if (child !== null && typeof child === 'object') pending.push([child, depth + 1]);
+    }
   }
   return false;
 }

@@ -15,6 +15,7 @@ import { type Logger, log as rootLog } from '../runtime/log.ts';
 import { connectNats, type Nats } from '../runtime/nats.ts';
 import { registerProcessMetrics } from '../runtime/process-metrics.ts';
 import { directorySecrets, type SecretStore } from '../runtime/secrets.ts';
+import { startTracing } from '../runtime/tracing.ts';
 import { compileEndpoint } from './endpoint.ts';
 import { ReceiverMetrics } from './metrics.ts';
 import { jetStreamReadiness, type Readiness } from './readiness.ts';
@@ -100,6 +101,7 @@ export async function main(args: string[]): Promise<void> {
   const registry = new Registry();
   registerProcessMetrics(registry);
   const metrics = new ReceiverMetrics(registry);
+  const tracer = await startTracing({ endpoint: values['otlp-endpoint'], serviceName: 'hookyard-receiver', log });
   const fingerprint = (secrets: { fingerprint: string }) =>
     createHash('sha256').update(readFileSync(configFile)).update(secrets.fingerprint).digest('hex');
   const initialSecrets = directorySecrets(secretsDir);
@@ -129,6 +131,7 @@ export async function main(args: string[]): Promise<void> {
       publishFailed: () => jetStream?.failed(),
       log,
       registry,
+      tracer,
       // Ready when a publish would succeed, and not while shutting down, so the Service stops routing here;
       // in-flight requests still publish.
       ready: () => natsReady() && (jetStream?.ready() ?? false) && !stopping,
@@ -180,6 +183,7 @@ export async function main(args: string[]): Promise<void> {
   jetStream.stop();
   await running.close();
   await nats.nc.drain();
+  await tracer?.shutdown();
 }
 
 function stateMap(resource: ProviderEndpoint, state: EndpointState): Map<string, EndpointState> {

@@ -4,6 +4,7 @@
 // whitespace, escapes (`\u00e9`), number spellings (`1.0`, `1e2`) and repeated keys are not. Signing the
 // re-serialization, made by the same JSON.parse and JSON.stringify, is what that receiver reproduces whatever the
 // bytes look like.
+import type { KeyObject } from 'node:crypto';
 import { hmac } from './hmac.ts';
 
 export const proignHeader = 'X-Proign-Signature';
@@ -22,7 +23,7 @@ export function proignSignedContent(body: Uint8Array): Uint8Array {
 }
 
 /** One `sha256=<hex>` per secret, joined by `, ` when several are listed (see docs/dispatcher.md for rotation). */
-export function signProign(secrets: Uint8Array[], body: Uint8Array): string {
+export function signProign(secrets: (Uint8Array | KeyObject)[], body: Uint8Array): string {
   const content = proignSignedContent(body);
   return secrets.map((s) => `sha256=${hmac('sha256', s, content).toString('hex')}`).join(', ');
 }

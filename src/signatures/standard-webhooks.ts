@@ -18,7 +18,12 @@ export function standardWebhookKey(secret: string): Buffer {
   return Buffer.from(secret.trim().replace(/^whsec_/, ''), 'base64');
 }
 
-export function signStandardWebhook(key: Uint8Array, id: string, timestampSeconds: number, body: Uint8Array): string {
+export function signStandardWebhook(
+  key: Uint8Array | KeyObject,
+  id: string,
+  timestampSeconds: number,
+  body: Uint8Array,
+): string {
   return `v1,${hmac('sha256', key, `${id}.${timestampSeconds}.`, body).toString('base64')}`;
 }
 

@@ -1,9 +1,14 @@
 // Stripe-Signature: "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>'>[,v1=...]" (Stripe's docs).
+import type { KeyObject } from 'node:crypto';
 import { hmac, signatureEquals, timestampWithin } from './hmac.ts';
 import type { VerifyResult } from './standard-webhooks.ts';
 
 /** One `v1=` per secret, in order, so a receiver holding either one accepts it while rotating (Stripe does the same). */
-export function signStripe(secrets: Uint8Array | Uint8Array[], timestampSeconds: number, body: Uint8Array): string {
+export function signStripe(
+  secrets: Uint8Array | KeyObject | (Uint8Array | KeyObject)[],
+  timestampSeconds: number,
+  body: Uint8Array,
+): string {
   const all = Array.isArray(secrets) ? secrets : [secrets];
   const v1 = all.map((s) => `,v1=${hmac('sha256', s, `${timestampSeconds}.`, body).toString('hex')}`);
   return `t=${timestampSeconds}${v1.join('')}`;

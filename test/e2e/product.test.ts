@@ -4,7 +4,8 @@
 // Then the cases `make demo` plays go from the host through the Ingress URL each ProviderEndpoint's status.url
 // reports, and must reach the target pods as the subscriptions say and be counted by the pods' metrics.
 import assert from 'node:assert/strict';
-import { chownSync, mkdirSync, readFileSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -12,13 +13,20 @@ import { Agent, request } from 'undici';
 import { stringify } from 'yaml';
 import { ConditionType, Reason } from '../../src/api/conditions.ts';
 import type { ProviderName } from '../../src/api/provider-endpoint.ts';
-import { attemptStream, deadLetterStream, endpointStream, replayStream } from '../../src/jetstream/layout.ts';
+import {
+  attemptStream,
+  deadLetterStream,
+  duplicateStream,
+  endpointStream,
+  replayStream,
+} from '../../src/jetstream/layout.ts';
 import { dispatcherName } from '../../src/operator/render.ts';
 import { providerSignature, type Sample, samples } from '../../src/providers/samples.ts';
+import { runCli } from '../harness/cli.ts';
 import { exampleDoc } from '../harness/examples.ts';
 import { chartDir, helm } from '../harness/helm.ts';
 import { kubectl, requireEnv } from '../harness/kube.ts';
-import { root } from '../harness/servers.ts';
+import { binDir, root } from '../harness/servers.ts';
 import { type Answer, allReady, costs, hit, type PodGroup, pods, servingPod, startLoad } from './faults.ts';
 import {
   apply,
@@ -324,6 +332,54 @@ async function whereEventsStopped(subscription: string): Promise<string> {
   return lines.join('\n');
 }
 
+/**
+ * `kubectl hookyard` (bin/kubectl-hookyard on the PATH) as a ServiceAccount that may read and patch Hookyard's
+ * resources in `namespace` only, with a kubeconfig of its own (a bearer token, as the history API needs).
+ */
+async function namespaceUser(namespace: string) {
+  await apply(`apiVersion: v1
+kind: ServiceAccount
+metadata: {name: history-user, namespace: ${namespace}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: history-user, namespace: ${namespace}}
+rules:
+  - apiGroups: [hookyard.io]
+    resources: [providerendpoints, webhooksubscriptions]
+    verbs: [get, list, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: history-user, namespace: ${namespace}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: history-user}
+subjects: [{kind: ServiceAccount, name: history-user, namespace: ${namespace}}]
+`);
+  const token = await kubectl(['-n', namespace, 'create', 'token', 'history-user', '--duration', '1h']);
+  assert.equal(token.code, 0, token.stderr);
+  const view = await kubectl(['config', 'view', '--raw', '--minify', '-o', 'json']);
+  const cluster = (JSON.parse(view.stdout) as { clusters: { cluster: object }[] }).clusters[0]?.cluster;
+  const dir = mkdtempSync(join(tmpdir(), 'hookyard-history-user-'));
+  const kubeconfig = join(dir, 'kubeconfig');
+  writeFileSync(
+    kubeconfig,
+    stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [{ name: 'node', cluster }],
+      users: [{ name: 'history-user', user: { token: token.stdout.trim() } }],
+      contexts: [{ name: 'node', context: { cluster: 'node', user: 'history-user', namespace } }],
+      'current-context': 'node',
+    }),
+  );
+  const env = { ...process.env, KUBECONFIG: kubeconfig, PATH: `${join(root, 'bin')}:${process.env.PATH}` };
+  return async (...args: string[]) => {
+    const p = runCli({ command: join(binDir, 'kubectl'), args: ['hookyard'] }, args, env);
+    const code = await p.exited;
+    return { code, output: p.output() };
+  };
+}
+
 describe('the product on the real node', () => {
   before(async () => {
     await installNats();
@@ -456,6 +512,75 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
       delivered,
       Object.values(expectedDeliveries).reduce((n, d) => n + d.count, 0),
     );
+  });
+
+  it("shows the history, sends a test event and replays, as the kubectl plugin of a user of the examples' namespace, through the operator's Service", async () => {
+    const plugin = await namespaceUser(namespace);
+    const shipped = 'order.shipped:evt_abc123';
+
+    // PROIGN sent order.shipped twice (the plays above): one event, one resend answered as a duplicate.
+    const events = await plugin('events', 'proign', '--type', 'order.shipped', '-o', 'json');
+    assert.equal(events.code, 0, events.output);
+    assert.deepEqual(
+      (JSON.parse(events.output) as { id: string; duplicates: number }[]).map((e) => [e.id, e.duplicates]),
+      [[shipped, 1]],
+    );
+    const attempts = await plugin('attempts', 'proign-shipments', '-o', 'json');
+    assert.equal(attempts.code, 0, attempts.output);
+    assert.deepEqual(
+      (JSON.parse(attempts.output) as { eventId: string; status: number; decision: string }[]).map((a) => [
+        a.eventId,
+        a.status,
+        a.decision,
+      ]),
+      [[shipped, 200, 'delivered']],
+    );
+
+    const before = (await recorded('shop', 'fulfillment')).length;
+    const dry = await plugin('replay', 'proign-shipments', '--event', shipped, '--dry-run', '--id', 'e2e-dry');
+    assert.equal(dry.code, 0, dry.output);
+    assert.match(dry.output, /^replay e2e-dry: DryRun: Dry run: 1 events would be sent again; nothing was sent\./);
+    // The filter (carrier UPS) decides a test event too: one it skips is refused, not reported as sent.
+    const skipped = await plugin('test', 'proign-shipments', '--type', 'order.shipped', '--id', 'e2e-skipped');
+    assert.equal(skipped.code, 1, skipped.output);
+    assert.match(skipped.output, /spec\.filter skips this test event/);
+    const test = await plugin(
+      ...['test', 'proign-shipments', '--type', 'order.shipped', '--id', 'e2e-test'],
+      ...['--body', '{"data":{"carrier":"UPS"}}'],
+    );
+    assert.equal(test.code, 0, test.output);
+    assert.match(test.output, /hookyard-test:e2e-test +1 +200 +[\d.]+ +delivered \[replay e2e-test\]\n$/);
+    const replay = await plugin('replay', 'proign-shipments', '--event', shipped, '--id', 'e2e-replay');
+    assert.equal(replay.code, 0, replay.output);
+    assert.match(replay.output, /^replay e2e-replay: Succeeded: 1 events sent again/);
+    const arrived = await eventually('the test event and the replay at the target', async () => {
+      const r = (await recorded('shop', 'fulfillment')).slice(before);
+      return r.length >= 2 ? r : undefined;
+    });
+    await sleep(2000); // a copy too many would show here
+    assert.deepEqual(
+      (await recorded('shop', 'fulfillment'))
+        .slice(before)
+        .map((r) => [
+          r.headers['hookyard-event-id'],
+          r.headers['hookyard-test'],
+          r.headers['hookyard-replay'],
+          Boolean(r.headers['x-hookyard-signature']),
+        ]),
+      [
+        ['hookyard-test:e2e-test', 'true', 'e2e-test', true],
+        [shipped, undefined, 'e2e-replay', true],
+      ],
+    );
+    assert.equal(arrived[1]?.body, samples.proign?.[0]?.body.toString());
+
+    // Another namespace's history is refused, for reading and for replaying.
+    const foreign = await plugin('attempts', 'proign-shipments', '-n', 'shop');
+    assert.equal(foreign.code, 1, foreign.output);
+    assert.match(foreign.output, /cannot get webhooksubscriptions "proign-shipments" in namespace "shop"/);
+    const foreignReplay = await plugin('dlq', 'replay', 'proign-shipments', '-n', 'shop');
+    assert.equal(foreignReplay.code, 1, foreignReplay.output);
+    assert.match(foreignReplay.output, /cannot patch resource "webhooksubscriptions"/);
   });
 
   it('delivers every request answered 2xx while receiver, dispatcher, operator-leader and NATS pods fail, one at a time, under load', async (t) => {
@@ -737,7 +862,13 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
       const streams = ((JSON.parse(jsz.stdout) as JszStreams).account_details ?? []).flatMap(
         (a) => a.stream_detail ?? [],
       );
-      const theirs = [endpointStream(namespace, endpoint), ...subscriptionStreams(subscription)];
+      const theirs = [
+        endpointStream(namespace, endpoint),
+        duplicateStream(namespace, endpoint),
+        deadLetterStream(namespace, subscription),
+        attemptStream(namespace, subscription),
+        replayStream(namespace, subscription),
+      ];
       for (const s of streams) if (theirs.includes(s.name)) left.push(`stream ${s.name}`);
       return left;
     };
@@ -796,14 +927,18 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
       120,
     );
     // What docs/uninstall.md says is left to remove by hand: the streams (the subscription's consumer is on the
-    // endpoint's stream and goes with it).
-    const byHand = [endpointStream(namespace, 'siteflow'), ...subscriptionStreams('siteflow-status')];
-    assert.deepEqual(
-      (await leftOf('siteflow', 'siteflow-status')).sort(),
-      byHand.map((name) => `stream ${name}`).sort(),
-    );
+    // endpoint's stream and goes with it): the endpoint's two, and the subscription's dead letters, attempts and
+    // replays.
+    const kept = [
+      endpointStream(namespace, 'siteflow'),
+      duplicateStream(namespace, 'siteflow'),
+      deadLetterStream(namespace, 'siteflow-status'),
+      attemptStream(namespace, 'siteflow-status'),
+      replayStream(namespace, 'siteflow-status'),
+    ];
+    assert.deepEqual((await leftOf('siteflow', 'siteflow-status')).sort(), kept.map((k) => `stream ${k}`).sort());
     await withNats(async (jsm) => {
-      for (const name of byHand) await jsm.streams.delete(name);
+      for (const stream of kept) await jsm.streams.delete(stream);
     });
     assert.deepEqual(await leftOf('siteflow', 'siteflow-status'), []);
     assert.deepEqual(await stuck(), []);
@@ -840,7 +975,7 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
       details
         .map((d) => d.name)
         .filter((n) =>
-          ['hookyard', 'hookyard-dlq', 'hookyard-attempts', 'hookyard-replay'].some((p) =>
+          ['hookyard', 'hookyard-dup', 'hookyard-dlq', 'hookyard-attempts', 'hookyard-replay'].some((p) =>
             n.startsWith(`${p}_${namespace}_`),
           ),
         ),
@@ -875,13 +1010,6 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
     ).catch(async (err: Error) => assert.fail(`${err.message}: ${(await chartLeft()).join(', ')}`));
   });
 });
-
-/** The streams of a subscription: its dead letters, its attempt records and its replays (docs/uninstall.md). */
-const subscriptionStreams = (subscription: string) => [
-  deadLetterStream(namespace, subscription),
-  attemptStream(namespace, subscription),
-  replayStream(namespace, subscription),
-];
 
 /** How many of each status. */
 function tally(statuses: number[]): Record<number, number> {

@@ -2,7 +2,7 @@
 // token) and nats-server with JetStream, each on a free loopback port, with their output in log files.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -184,4 +184,120 @@ export function servingCertificate(dir: string): { caFile: string; certFile: str
 export function tempDir(prefix: string): { path: string; remove(): void } {
   const path = mkdtempSync(join(tmpdir(), prefix));
   return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/** One span as the collector received it, flattened from OTLP JSON. */
+export interface CollectedSpan {
+  traceId: string;
+  spanId: string;
+  parentSpanId: string;
+  name: string;
+  /** OTLP's SpanKind: 2 server, 3 client. */
+  kind: number;
+  /** OTLP's status code: 0 unset, 1 ok, 2 error. */
+  status: number;
+  service: string;
+  attributes: Record<string, string | number | boolean>;
+}
+
+export interface Collector extends Server {
+  /** The OTLP/HTTP endpoint, as OTEL_EXPORTER_OTLP_ENDPOINT takes it. */
+  endpoint: string;
+  /** Every span the collector has written to its file so far. */
+  spans(): CollectedSpan[];
+}
+
+type OtlpValue = { stringValue?: string; intValue?: string | number; boolValue?: boolean; doubleValue?: number };
+type OtlpAttributes = { key: string; value: OtlpValue }[] | undefined;
+
+function otlpAttributes(list: OtlpAttributes): Record<string, string | number | boolean> {
+  const out: Record<string, string | number | boolean> = {};
+  for (const { key, value } of list ?? []) {
+    out[key] =
+      value.stringValue ??
+      (value.intValue !== undefined ? Number(value.intValue) : undefined) ??
+      value.boolValue ??
+      value.doubleValue ??
+      '';
+  }
+  return out;
+}
+
+/**
+ * The OpenTelemetry Collector of tools/otelcol (`make tools` builds it): OTLP over HTTP on a free port, each batch
+ * of spans written as a line of OTLP JSON to a file that `spans()` reads. Its own telemetry is off, so it opens no
+ * other port.
+ */
+export async function startCollector(logDir: string, workDir: string): Promise<Collector> {
+  const port = await freePort();
+  const file = join(workDir, 'spans.jsonl');
+  const config = join(workDir, 'otelcol.yaml');
+  writeFileSync(
+    config,
+    `receivers:
+  otlp:
+    protocols:
+      http: {endpoint: "127.0.0.1:${port}"}
+exporters:
+  file: {path: "${file}", flush_interval: 100ms}
+service:
+  telemetry:
+    metrics: {level: none}
+  pipelines:
+    traces: {receivers: [otlp], exporters: [file]}
+`,
+  );
+  const server = startProcess('otelcol', join(binDir, 'otelcol'), ['--config', config], logDir);
+  const endpoint = `http://127.0.0.1:${port}`;
+  await waitUntil(server, 'OTLP receiver up', async () => {
+    const res = await fetch(`${endpoint}/v1/traces`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{}',
+    });
+    return res.ok;
+  });
+  return {
+    ...server,
+    endpoint,
+    spans() {
+      let text = '';
+      try {
+        text = readFileSync(file, 'utf8');
+      } catch {
+        return [];
+      }
+      return text
+        .split('\n')
+        .filter((line) => line.trim() !== '')
+        .flatMap((line) => {
+          const batch = JSON.parse(line) as {
+            resourceSpans: {
+              resource?: { attributes?: OtlpAttributes };
+              scopeSpans: {
+                spans: (Omit<CollectedSpan, 'attributes' | 'status' | 'service'> & {
+                  attributes?: OtlpAttributes;
+                  status?: { code?: number };
+                })[];
+              }[];
+            }[];
+          };
+          return batch.resourceSpans.flatMap((rs) => {
+            const service = String(otlpAttributes(rs.resource?.attributes)['service.name'] ?? '');
+            return rs.scopeSpans.flatMap((ss) =>
+              ss.spans.map((s) => ({
+                traceId: s.traceId,
+                spanId: s.spanId,
+                parentSpanId: s.parentSpanId ?? '',
+                name: s.name,
+                kind: s.kind,
+                status: s.status?.code ?? 0,
+                service,
+                attributes: otlpAttributes(s.attributes),
+              })),
+            );
+          });
+        });
+    },
+  };
 }

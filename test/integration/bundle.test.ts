@@ -26,10 +26,22 @@ async function loadedSources(command: string[]): Promise<string[]> {
   return chunks.flatMap((chunk) => Object.keys(meta.outputs[chunk]?.inputs ?? {}));
 }
 
+/**
+ * OpenTelemetry's SDK, loaded only when tracing is on (src/runtime/otel.ts). Its API package is loaded either way:
+ * prom-client requires it.
+ */
+const tracingSdk = [
+  '@opentelemetry/sdk-trace',
+  '@opentelemetry/core',
+  '@opentelemetry/resources',
+  '@opentelemetry/exporter-trace-otlp-http',
+  '@opentelemetry/otlp-exporter-base',
+];
+
 const packageOf = (input: string) => /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(input)?.[1];
 
 describe('the bundle (dist/)', () => {
-  it('loads for `hookyard receiver` only the receiver: no express, Kubernetes client, undici, CEL or dispatcher', async () => {
+  it('loads for `hookyard receiver` only the receiver: no express, Kubernetes client, undici, CEL, dispatcher or OpenTelemetry SDK', async () => {
     const sources = await loadedSources(['receiver']);
     assert.ok(sources.includes('src/receiver/server.ts'));
     const packages = new Set(sources.map(packageOf).filter((p) => p !== undefined));
@@ -42,16 +54,16 @@ describe('the bundle (dist/)', () => {
       '@bufbuild/cel',
       'fast-xml-parser',
     ];
-    for (const p of unloaded) assert.ok(!packages.has(p), p);
+    for (const p of [...unloaded, ...tracingSdk]) assert.ok(!packages.has(p), p);
     const others = sources.filter((s) => /^src\/(dispatcher|dev|operator|admission)\//.test(s));
     assert.deepEqual(others, []);
   });
 
-  it('loads for `hookyard dispatcher` no receiver code and no express or Kubernetes client', async () => {
+  it('loads for `hookyard dispatcher` no receiver code and no express, Kubernetes client or OpenTelemetry SDK', async () => {
     const sources = await loadedSources(['dispatcher']);
     assert.ok(sources.includes('src/dispatcher/dispatcher.ts'));
     const packages = new Set(sources.map(packageOf).filter((p) => p !== undefined));
-    for (const p of ['express', '@kubernetes/client-node']) assert.ok(!packages.has(p), p);
+    for (const p of ['express', '@kubernetes/client-node', ...tracingSdk]) assert.ok(!packages.has(p), p);
     assert.deepEqual(
       sources.filter((s) => /^src\/(receiver|dev|operator|admission)\//.test(s)),
       [],

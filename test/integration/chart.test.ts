@@ -9,6 +9,8 @@ import { after, describe, it } from 'node:test';
 import * as k8s from '@kubernetes/client-node';
 import { parse } from 'yaml';
 import { dashboardFile, dashboardText } from '../../scripts/generate-dashboard.ts';
+import { operatorCommand } from '../../src/commands.ts';
+import { parseFlags } from '../../src/runtime/flags.ts';
 import { chartDir, everythingValues, findObject, helm, installCachedCRDs, renderChart } from '../harness/helm.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl } from '../harness/kube.ts';
 import { root } from '../harness/servers.ts';
@@ -100,6 +102,19 @@ describe('Helm chart', () => {
     assert.equal(count('PodMonitor'), 3);
     assert.equal(count('PrometheusRule'), 1);
     assert.equal(count('Certificate'), 1);
+    // The tracing values reach the operator as flags it takes, for the receivers and dispatchers it writes.
+    const args = findObject(objects, 'Deployment').spec.template.spec.containers[0].args as string[];
+    const at = args.indexOf('--workload-otlp-endpoint');
+    assert.deepEqual(args.slice(at, at + 6), [
+      '--workload-otlp-endpoint',
+      'http://otel-collector.observability:4318',
+      '--workload-traces-sampler',
+      'parentbased_traceidratio',
+      '--workload-traces-sampler-arg',
+      '0.25',
+    ]);
+    const flags = parseFlags(operatorCommand, [...args.slice(1), '--image', 'hookyard:test']);
+    assert.equal(flags?.values['workload-traces-sampler'], 'parentbased_traceidratio');
     // Watched namespaces get Roles; the one cluster-wide binding is for the history API's reviews, which are
     // cluster-scoped (TokenReview, SubjectAccessReview), and grants nothing else.
     const clusterBindings = objects.filter((o) => o.kind === 'ClusterRoleBinding');

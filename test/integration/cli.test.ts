@@ -23,7 +23,20 @@ export function hookyard(args: string[], options: { env?: NodeJS.ProcessEnv; cwd
   );
 }
 
-const commands = ['operator', 'receiver', 'dispatcher', 'dev', 'send', 'version'];
+const commands = [
+  'operator',
+  'receiver',
+  'dispatcher',
+  'dev',
+  'send',
+  'events',
+  'event',
+  'attempts',
+  'replay',
+  'dlq',
+  'test',
+  'version',
+];
 
 describe('the hookyard CLI', () => {
   for (const command of commands) {

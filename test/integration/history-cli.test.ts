@@ -15,7 +15,7 @@ import { parseResource } from '../../src/api/validate.ts';
 import type { WebhookSubscription } from '../../src/api/webhook-subscription.ts';
 import { type Dispatcher, startDispatcher } from '../../src/dispatcher/dispatcher.ts';
 import type { AttemptRecord } from '../../src/dispatcher/history.ts';
-import { deadLetterStream, replayStream } from '../../src/jetstream/layout.ts';
+import { deadLetterStream, duplicateSubject, replayStream } from '../../src/jetstream/layout.ts';
 import { freePort } from '../../src/runtime/net.ts';
 import { mapSecrets } from '../../src/runtime/secrets.ts';
 import { runCli, sourceCli } from '../harness/cli.ts';
@@ -53,7 +53,7 @@ describe('hookyard history commands', () => {
       ...['--webhook-port', String(port), '--webhook-cert-dir', join(work.path, 'cert')],
     ]);
     target = await startTarget((r, res) => {
-      res.statusCode = !fixed && String(r.headers['hookyard-event-id']).startsWith('bad-') ? 400 : 200;
+      res.statusCode = !fixed && String(r.headers['hookyard-event-id']).includes('bad-') ? 400 : 200;
       res.end();
     });
     for (const namespace of [mine, other]) {
@@ -156,9 +156,11 @@ subjects: [{kind: ServiceAccount, name: reader, namespace: ${mine}}]
     work.remove();
   });
 
+  // HOOKYARD_TEST_SHOW_OUTPUT=1 prints each command and its output: the real output docs/history.md shows.
   const hookyard = async (...args: string[]) => {
     const p = runCli(sourceCli(), args, env);
     const code = await p.exited;
+    if (process.env.HOOKYARD_TEST_SHOW_OUTPUT) console.log(`$ kubectl hookyard ${args.join(' ')}\n${p.output()}`);
     return { code, output: p.output() };
   };
 
@@ -173,7 +175,15 @@ subjects: [{kind: ServiceAccount, name: reader, namespace: ${mine}}]
       ],
     );
     const table = await hookyard('events', 'shop', '--type', 'order.shipped', '--id', 'bad-1');
-    assert.match(table.output, /^SEQ +RECEIVED +TYPE +ID +SIZE\n2 +\S+ +order\.shipped +bad-1 +14\n$/);
+    assert.match(table.output, /^SEQ +RECEIVED +TYPE +ID +SIZE +DUPLICATES\n2 +\S+ +order\.shipped +bad-1 +14 +0\n$/);
+    // Two resends of ok-1 answered as duplicates (the receiver's records, as receiver.test.ts checks it writes
+    // them): counted on ok-1 alone.
+    for (let n = 0; n < 2; n++) await nats.js.publish(duplicateSubject(mine, 'shop', 'ok-1'));
+    const counted = await hookyard('events', 'shop');
+    assert.match(
+      counted.output,
+      /^SEQ +RECEIVED +TYPE +ID +SIZE +DUPLICATES\n1 +\S+ +order\.shipped +ok-1 +13 +2\n2 +\S+ +order\.shipped +bad-1 +14 +0\n$/,
+    );
 
     const one = await hookyard('event', 'shop', 'ok-1');
     assert.equal(one.code, 0, one.output);
@@ -287,5 +297,59 @@ subjects: [{kind: ServiceAccount, name: reader, namespace: ${mine}}]
         [200, 'delivered', 'cli-1'],
       ],
     );
+  });
+
+  it('dlq show prints a dead letter as stored; dlq purge deletes them all and sends nothing, after a dry run', async () => {
+    fixed = false;
+    await publishEvent(nats.nc, mine, 'shop', { id: 'bad-2', type: 'order.shipped', body: '{"id":"bad-2"}' });
+    await waitFor(
+      'a dead letter',
+      async () => (await nats.jsm.streams.info(deadLetterStream(mine, 'orders'))).state.messages === 1,
+    );
+    const shown = await hookyard('dlq', 'show', 'orders', 'bad-2');
+    assert.equal(shown.code, 0, shown.output);
+    assert.match(shown.output, /^Hookyard-Event-Id: bad-2$/m);
+    assert.match(shown.output, /^Hookyard-Last-Error: HTTP 400$/m);
+    assert.ok(shown.output.endsWith('\n\n{"id":"bad-2"}'), shown.output);
+
+    const before = target.received.length;
+    const dry = await hookyard('dlq', 'purge', 'orders', '--dry-run', '--id', 'purge-dry');
+    assert.equal(dry.code, 0, dry.output);
+    assert.match(
+      dry.output,
+      /^replay purge-dry: DryRun: Dry run: 1 dead letters would be purged; nothing was deleted\./,
+    );
+    assert.equal((await nats.jsm.streams.info(deadLetterStream(mine, 'orders'))).state.messages, 1);
+    const purged = await hookyard('dlq', 'purge', 'orders', '--id', 'purge-1');
+    assert.equal(purged.code, 0, purged.output);
+    assert.match(purged.output, /^replay purge-1: Succeeded: 1 dead letters purged; nothing was sent\.\n$/);
+    assert.equal((await nats.jsm.streams.info(deadLetterStream(mine, 'orders'))).state.messages, 0);
+    assert.equal(target.received.length, before);
+    const listed = await hookyard('dlq', 'list', 'orders', '-o', 'json');
+    assert.deepEqual(JSON.parse(listed.output), []);
+  });
+
+  it('test sends a made-up event through the subscription and shows what the target answered', async () => {
+    fixed = true;
+    const before = target.received.length;
+    const sent = await hookyard('test', 'orders', '--id', 'test-1', '--type', 'order.shipped');
+    assert.equal(sent.code, 0, sent.output);
+    assert.match(
+      sent.output,
+      /^test event hookyard-test:test-1 sent through orders:\nTIME +EVENT +ATTEMPT +RESULT +MS +DECISION\n\S+ +hookyard-test:test-1 +1 +200 +[\d.]+ +delivered \[replay test-1\]\n$/,
+    );
+    const got = target.received.slice(before);
+    assert.deepEqual(
+      got.map((r) => [r.headers['hookyard-event-id'], r.headers['hookyard-event-type'], r.headers['hookyard-test']]),
+      [['hookyard-test:test-1', 'order.shipped', 'true']],
+    );
+    assert.equal((JSON.parse(got[0]?.body.toString() ?? '{}') as { test?: boolean }).test, true);
+
+    // A target that refuses it: the attempt says so, and the command exits 1.
+    fixed = false;
+    const refused = await hookyard('test', 'orders', '--id', 'bad-t', '--body', '{"order":1}');
+    assert.equal(refused.code, 1, refused.output);
+    assert.match(refused.output, /hookyard-test:bad-t +1 +400 +[\d.]+ +dead-letter \(permanent\) \[replay bad-t\]\n$/);
+    assert.equal(target.received.at(-1)?.body.toString(), '{"order":1}');
   });
 });

@@ -132,4 +132,17 @@ describe('attempt records', () => {
     );
     assert.deepEqual(await readAttempts(jetstream(t.nats.nc), t.names.namespace, t.names.subscription), []);
   });
+
+  it('count the records JetStream did not store, and the delivery goes on', async () => {
+    const t = await setup({}, (_r, res) => {
+      res.end();
+    });
+    await t.run();
+    // The attempt stream is gone (deleted by hand): JetStream answers the record's publish with no responders.
+    await t.nats.jsm.streams.delete(attemptStream(t.names.namespace, t.names.subscription));
+    await publishEvent(t.nats.nc, t.names.namespace, t.names.endpoint, { type: 'order.shipped', body: '{}' });
+    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 1);
+    await eventually(async () => (await t.metric('hookyard_dispatcher_attempt_records_failed_total')) === 1);
+    await t.stop();
+  });
 });

@@ -14,7 +14,7 @@ import { stringify } from 'yaml';
 import type { ProviderEndpoint } from '../../src/api/provider-endpoint.ts';
 import { parseResource } from '../../src/api/validate.ts';
 import { renderEndpoint } from '../../src/operator/render.ts';
-import { type Cli, type CliProcess, runCli } from '../harness/cli.ts';
+import { type Cli, type CliProcess, imageNodeFlags, runCli } from '../harness/cli.ts';
 import { binDir, freePort, root, tempDir } from '../harness/servers.ts';
 import { deliverSignedWebhook, within } from './delivery-support.ts';
 
@@ -136,6 +136,26 @@ describe('the image (Dockerfile)', () => {
       join(root, 'dist/cli.mjs'),
       'ENTRYPOINT runs the CLI',
     );
+  });
+
+  it("caps V8's young generation with the ENTRYPOINT's node flags, and bin/hookyard runs node with the same", () => {
+    // The size V8 grows the young generation to under a high allocation rate with survivors: most of a busy
+    // receiver's RSS without the cap (docs/benchmarks.md).
+    const churn =
+      "let keep = []; for (let i = 0; i < 1e7; i++) { keep.push({ i, s: 'x' + i }); if (keep.length > 20000) keep = []; }" +
+      "console.log(require('node:v8').getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size)";
+    const newSpaceMiB = (flags: string[]) =>
+      Number(execFileSync(process.execPath, [...flags, '-e', churn], { encoding: 'utf8' })) / 2 ** 20;
+    const flags = imageNodeFlags();
+    assert.ok(newSpaceMiB(flags) <= 32, `young generation over 32 MiB with ${flags.join(' ') || 'no flags'}`);
+    assert.ok(
+      newSpaceMiB([]) > 32,
+      'without the flags the young generation grows past 32 MiB: the check means something',
+    );
+    const exec = /^exec "\$node" (.*)"\$root\/src\/cli.ts" "\$@"$/m.exec(
+      readFileSync(join(root, 'bin/hookyard'), 'utf8'),
+    );
+    assert.deepEqual(exec?.[1]?.trim().split(' ').filter(Boolean), flags, "bin/hookyard's node flags");
   });
 
   /** The ENTRYPOINT's command line over a copy of the final stage's files; node is this machine's. */

@@ -76,7 +76,10 @@ describe('operator admission webhook', () => {
     });
     const badReplay = await reviewCreate(url, dispatcher, replaying('{"id":"r1"}'), valid);
     assert.equal(badReplay.response.allowed, false, 'a replay request that names nothing');
-    assert.match(badReplay.response.status?.message ?? '', /set exactly one of deadLetters, eventIds and since/);
+    assert.match(
+      badReplay.response.status?.message ?? '',
+      /set exactly one of deadLetters, eventIds, since, purgeDeadLetters and test/,
+    );
     const goodReplay = await reviewCreate(url, dispatcher, replaying('{"id":"r1","deadLetters":true}'), valid);
     assert.equal(goodReplay.response.allowed, true, 'a replay of the dead letters');
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { connect as netConnect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import type { JetStreamManager } from '@nats-io/jetstream';
+import { type JetStreamManager, jetstream } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import fc from 'fast-check';
 import pino from 'pino';
@@ -11,8 +11,9 @@ import { Registry } from 'prom-client';
 import { fetch } from 'undici';
 import type { ProviderEndpoint } from '../../src/api/provider-endpoint.ts';
 import { parseResource } from '../../src/api/validate.ts';
+import { duplicateCounts } from '../../src/history/read.ts';
 import { endpointStream } from '../../src/jetstream/layout.ts';
-import { endpointStreamConfig, ensureStream } from '../../src/jetstream/streams.ts';
+import { ensureEndpointStreams } from '../../src/jetstream/streams.ts';
 import { providerSignature, type Sample, samples } from '../../src/providers/samples.ts';
 import { endpointState, listen, type RunningServer } from '../../src/receiver/main.ts';
 import { ReceiverMetrics } from '../../src/receiver/metrics.ts';
@@ -20,6 +21,7 @@ import { type EndpointState, receiverHandler } from '../../src/receiver/server.t
 import { mapSecrets } from '../../src/runtime/secrets.ts';
 import { exampleDocuments } from '../harness/examples.ts';
 import { streamMessages, testNats } from '../harness/nats.ts';
+import { waitFor } from '../harness/wait.ts';
 
 const namespace = `rcv-${randomBytes(3).toString('hex')}`;
 
@@ -101,10 +103,9 @@ describe('receiver', () => {
     const metrics = new ReceiverMetrics(registry);
     const states = new Map<string, EndpointState>();
     for (const e of config.endpoints) {
-      await ensureStream(jsm, endpointStreamConfig(namespace, e.metadata.name, e.spec));
+      await ensureEndpointStreams(jsm, namespace, e.metadata.name, e.spec);
       states.set(`${namespace}/${e.metadata.name}`, endpointState(e, config.secrets, metrics));
     }
-    const { jetstream } = await import('@nats-io/jetstream');
     server = await listen(
       receiverHandler({
         endpoints: () => states,
@@ -195,6 +196,12 @@ describe('receiver', () => {
     assert.equal(messages[0]?.header.get('Hookyard-Header-x-proign-delivery-id'), 'dlv_0001');
     assert.equal(await metric('hookyard_receiver_requests_total', { endpoint: 'proign', outcome: 'duplicate' }), 1);
     assert.equal(await metric('hookyard_receiver_provider_retries_total', { endpoint: 'proign' }), 1);
+    // The resend is recorded under the event id, for `hookyard events` to count.
+    await waitFor(
+      'the duplicate record',
+      async () =>
+        (await duplicateCounts(jetstream(nc), namespace, 'proign')).get('order.shipped:evt_abc123') === 1 || undefined,
+    );
     const forged = await send('proign', first, { 'X-Proign-Signature': `sha256=${'0'.repeat(64)}` });
     assert.equal(forged.status, 401);
   });

@@ -209,7 +209,7 @@ spec:
     const none = await replay({ id: 'nothing' }, ['Failed']);
     assert.match(
       none.message ?? '',
-      /set exactly one of deadLetters, eventIds and since, such as \{"id":"r1","deadLetters":true\}/,
+      /set exactly one of deadLetters, eventIds, since, purgeDeadLetters and test, such as \{"id":"r1","deadLetters":true\}/,
     );
     assert.ok((await events('ReplayInvalid')).length >= 2);
   });

@@ -154,6 +154,18 @@ describe('ack batching', () => {
     await nextTurn();
     assert.deepEqual(acked, [1, 2, 3], 'flushed once, not again at the end of the turn');
   });
+
+  it('writes other writes of the turn after its acks, in the same flush', async () => {
+    const acks = new AckBatcher();
+    const written: string[] = [];
+    acks.later(() => written.push('record 1'));
+    acks.ack({ ack: () => written.push('ack 1') });
+    acks.later(() => written.push('record 2'));
+    assert.deepEqual(written, []);
+    await nextTurn();
+    await nextTurn();
+    assert.deepEqual(written, ['ack 1', 'record 1', 'record 2']);
+  });
 });
 
 describe('retries known across replicas', () => {

@@ -2,18 +2,18 @@
 // acknowledge (a real server cannot be made to hold its PubAcks on demand).
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { JetStreamClient } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
 import pino from 'pino';
 import { type AttemptRecord, createHistory, maxPendingRecords } from '../../src/dispatcher/history.ts';
 
 describe('attempt records', () => {
   it('hold at most maxPendingRecords waiting for their PubAck, and count those dropped past it', () => {
     let published = 0;
-    const never = () => {
-      published++;
-      return new Promise(() => {});
-    };
-    const silent = { publish: never } as unknown as JetStreamClient;
+    // Records are plain publishes answered on one subscription; this one never hears an answer.
+    const silent = {
+      publish: () => published++,
+      subscribe: () => ({ unsubscribe() {} }),
+    } as unknown as NatsConnection;
     const lines: { msg: string }[] = [];
     const log = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line)) });
     let dropped = 0;
@@ -21,9 +21,10 @@ describe('attempt records', () => {
       enabled: true,
       namespace: 'shop',
       subscription: 'orders',
-      js: silent,
+      nc: silent,
       log,
       onFailure: () => dropped++,
+      later: (write) => write(),
     });
     const record = { eventId: 'evt_1' } as AttemptRecord;
     for (let i = 0; i < maxPendingRecords + 10; i++) history.record(record);

@@ -182,6 +182,19 @@ describe('rendered workloads', () => {
     }
   });
 
+  it("give receivers and dispatchers OpenTelemetry's variables when tracing is on, and no env at all when off", () => {
+    const options = { image: 'hookyard:1', natsUrl: 'nats://nats:4222' };
+    assert.equal(container(renderEndpoint(endpoint, options).deployment).env, undefined);
+    const tracing = { endpoint: 'http://otel-collector:4318', sampler: 'parentbased_traceidratio', samplerArg: '0.1' };
+    const { env = [] } = container(renderEndpoint(endpoint, { ...options, tracing }).deployment);
+    assert.deepEqual(Object.fromEntries(env.map((e) => [e.name, e.value])), {
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otel-collector:4318',
+      OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
+      OTEL_TRACES_SAMPLER_ARG: '0.1',
+      OTEL_RESOURCE_ATTRIBUTES: 'k8s.namespace.name=shop,k8s.deployment.name=hookyard-receiver-proign',
+    });
+  });
+
   it('roll the pods when a referenced Secret changes, and only then', () => {
     const options = { image: 'hookyard:1', natsUrl: 'nats://nats:4222' };
     const checksum = (secretsChecksum: string) =>

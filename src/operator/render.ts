@@ -258,6 +258,7 @@ function deployment(
               ports: [port],
               readinessProbe: probe('/readyz', port.containerPort),
               livenessProbe: probe('/healthz', port.containerPort),
+              startupProbe: startupProbe(port.containerPort),
               ...(drainSeconds > 0 ? { lifecycle: { preStop: { sleep: { seconds: drainSeconds } } } } : {}),
               resources: (workload.resources as k8s.V1ResourceRequirements | undefined) ?? defaultResources,
               securityContext,
@@ -287,6 +288,17 @@ const probe = (path: string, port: number): k8s.V1Probe => ({
   httpGet: { path, port: port as never },
   periodSeconds: 5,
   failureThreshold: 3,
+});
+
+/**
+ * Liveness counts only once /healthz has answered: on a node short of CPU a receiver took more than the liveness
+ * probe's 15 s to listen, the kubelet restarted it before it ever served, and its pods stayed in CrashLoopBackOff
+ * (seen on the real node at load 25-40 on 2 cores). This gives a start up to 120 s.
+ */
+const startupProbe = (port: number): k8s.V1Probe => ({
+  httpGet: { path: '/healthz', port: port as never },
+  periodSeconds: 2,
+  failureThreshold: 60,
 });
 
 export interface EndpointObjects {

@@ -85,6 +85,8 @@ export interface LoadOptions {
   perSecond: number;
   /** The most requests it sends, whatever happens. */
   max: number;
+  /** The first id's number (default 0). */
+  from?: number;
   /** The request for the i-th id. */
   body: (id: string) => string;
   contentType: string;
@@ -94,12 +96,12 @@ export interface LoadOptions {
  * Sends request i at start + i/perSecond (an open loop: a slow answer does not slow the senders), each with its
  * own id, until stopped or `max` are sent. At most 256 wait for an answer at once; the pace falls behind then.
  */
-export function startLoad(o: LoadOptions): { stop(): Promise<Answer[]> } {
+export function startLoad(o: LoadOptions): { stop(): Promise<Answer[]>; finished(): Promise<Answer[]> } {
   const answers: Answer[] = [];
   const inFlight = new Set<Promise<void>>();
   let stopped = false;
   const send = (i: number) => {
-    const id = `LOAD-${i}`;
+    const id = `LOAD-${(o.from ?? 0) + i}`;
     const sentAt = Date.now();
     const headers = { 'content-type': o.contentType };
     const p = request(o.url, { method: 'POST', body: o.body(id), headers, dispatcher: o.agent, headersTimeout: 35_000 })
@@ -123,13 +125,19 @@ export function startLoad(o: LoadOptions): { stop(): Promise<Answer[]> } {
       send(i);
     }
   })();
+  const answered = async () => {
+    await loop;
+    await Promise.all(inFlight);
+    return answers.sort((a, b) => a.sentAt - b.sentAt);
+  };
   return {
-    async stop() {
+    /** Sends no more; every answer, once those sent have one. */
+    stop() {
       stopped = true;
-      await loop;
-      await Promise.all(inFlight);
-      return answers.sort((a, b) => a.sentAt - b.sentAt);
+      return answered();
     },
+    /** Every answer, once all `max` requests are sent and answered. */
+    finished: answered,
   };
 }
 

@@ -20,6 +20,7 @@ import {
   endpointStream,
   replayStream,
 } from '../../src/jetstream/layout.ts';
+import { dispatcherName } from '../../src/operator/render.ts';
 import { providerSignature, type Sample, samples } from '../../src/providers/samples.ts';
 import { runCli } from '../harness/cli.ts';
 import { exampleDoc } from '../harness/examples.ts';
@@ -27,7 +28,17 @@ import { chartDir, helm } from '../harness/helm.ts';
 import { kubectl, requireEnv } from '../harness/kube.ts';
 import { binDir, root } from '../harness/servers.ts';
 import { type Answer, allReady, costs, hit, type PodGroup, pods, servingPod, startLoad } from './faults.ts';
-import { apply, eventually, images, recorded, rolledOut, sinkManifests, withNats } from './support.ts';
+import {
+  apply,
+  configureSink,
+  eventually,
+  images,
+  type Recorded,
+  recorded,
+  rolledOut,
+  sinkManifests,
+  withNats,
+} from './support.ts';
 
 const namespace = 'examples';
 const endpoints = ['fotoweb', 'printiq', 'proign', 'shopflix', 'siteflow'];
@@ -241,6 +252,84 @@ async function podMetric(component: string, port: number, name: string, labels: 
     }
   }
   return sum;
+}
+
+const dispatcherSelector = (subscription: string) =>
+  `app.kubernetes.io/component=dispatcher,app.kubernetes.io/instance=${subscription}`;
+
+/** Sets a subscription's dispatcher replicas and waits for the rollout (its spec is in the dispatchers' config). */
+async function scaleDispatchers(subscription: string, replicas: number): Promise<void> {
+  const patch = JSON.stringify({ spec: { dispatcher: { replicas } } });
+  const r = await kubectl(['-n', namespace, 'patch', 'webhooksubscription', subscription, '--type=merge', '-p', patch]);
+  assert.equal(r.code, 0, r.stderr);
+  const deployment = dispatcherName(subscription);
+  await eventually(`${deployment} at ${replicas} replicas`, async () => {
+    const d = await kubectl(['-n', namespace, 'get', 'deployment', deployment, '-o', 'jsonpath={.spec.replicas}']);
+    return d.stdout === String(replicas) ? true : undefined;
+  });
+  await rolledOut(namespace, deployment);
+}
+
+/** Sends `count` FotoWeb orders, ids LOAD-<from> on, from the customer network at 50 a second; their statuses. */
+async function sendOrders(count: number, from: number): Promise<number[]> {
+  const base = JSON.parse(samples.fotoweb?.[0]?.body.toString() ?? '{}') as Record<string, unknown>;
+  const agent = agentFrom(requireEnv('HOOKYARD_E2E_CUSTOMER_NETWORK_IP'));
+  const load = startLoad({
+    url: `${await endpointUrl('fotoweb')}/order-submitted`,
+    agent,
+    perSecond: 50,
+    max: count,
+    from,
+    body: (id) => JSON.stringify({ ...base, id }),
+    contentType: 'application/json',
+  });
+  const answers = await load.finished();
+  await agent.close();
+  return answers.map((a) => a.status);
+}
+
+/** Waits until dam-orders answered 200 to `ids` distinct events after its first `before` requests; those requests. */
+async function deliveredToDam(subscription: string, before: number, ids: number): Promise<Recorded[]> {
+  const since = async () => (await recorded(namespace, 'dam-orders')).slice(before);
+  const distinct = (got: Recorded[]) =>
+    new Set(got.filter((r) => r.status === 200).map((r) => JSON.parse(r.body).id as string)).size;
+  return eventually(
+    `${ids} events delivered to dam-orders`,
+    async () => {
+      const got = await since();
+      return distinct(got) >= ids ? got : undefined;
+    },
+    120,
+  ).catch(async (err: Error) => {
+    const got = await since();
+    return assert.fail(
+      `${err.message}: the sink got ${got.length} (${distinct(got)} distinct answered 200; first ${got.slice(0, 3).map((r) => r.body)})\n${await whereEventsStopped(subscription)}`,
+    );
+  });
+}
+
+/** What the dispatchers of a subscription, its consumer and its stream say: where undelivered events are. */
+async function whereEventsStopped(subscription: string): Promise<string> {
+  const lines: string[] = [];
+  for (const pod of await pods({ namespace, selector: dispatcherSelector(subscription), count: 0 })) {
+    const name = pod.metadata.name;
+    const r = await kubectl(['get', '--raw', `/api/v1/namespaces/${namespace}/pods/${name}:9090/proxy/metrics`]);
+    const series = r.stdout.split('\n').filter((l) => l.startsWith('hookyard_dispatcher') && !l.includes('_bucket'));
+    lines.push(`${name}: ${series.filter((l) => !l.endsWith(' 0')).join('; ')}`);
+    const logs = await kubectl(['-n', namespace, 'logs', name, '--tail=10']);
+    lines.push(logs.stdout);
+  }
+  const jsz = await kubectl([
+    ...['get', '--raw'],
+    '/api/v1/namespaces/nats/pods/nats-0:8222/proxy/jsz?streams=true&consumers=true',
+  ]);
+  type Detail = { name: string; state?: unknown; consumer_detail?: unknown[] };
+  const details = (JSON.parse(jsz.stdout).account_details ?? []).flatMap(
+    (a: { stream_detail?: Detail[] }) => a.stream_detail ?? [],
+  ) as Detail[];
+  const stream = details.find((d) => d.name === endpointStream(namespace, 'fotoweb'));
+  lines.push(`stream ${JSON.stringify(stream?.state)}; consumers ${JSON.stringify(stream?.consumer_detail)}`);
+  return lines.join('\n');
 }
 
 /**
@@ -612,6 +701,78 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
     );
     assert.ok(accepted.length > answers.length / 2, `${accepted.length} of ${answers.length} acknowledged`);
   });
+  it('with two receivers and two dispatchers: no false duplicates, retries forgotten once taken, limits per dispatcher pod', async (t) => {
+    const subscription = 'fotoweb-orders';
+    await scaleDispatchers(subscription, 2);
+    await allReady([
+      { namespace, selector: dispatcherSelector(subscription), count: 2 },
+      { namespace, selector: 'app.kubernetes.io/component=receiver,app.kubernetes.io/instance=fotoweb', count: 2 },
+    ]);
+    const dispatcherMetric = (name: string) => podMetric('dispatcher', 9090, name, { subscription });
+    const receiverOutcome = (outcome: string) =>
+      podMetric('receiver', 8080, 'hookyard_receiver_requests_total', { endpoint: 'fotoweb', outcome });
+    const was = { accepted: await receiverOutcome('accepted'), duplicate: await receiverOutcome('duplicate') };
+    const before = (await recorded(namespace, 'dam-orders')).length;
+    const events = 200;
+
+    // Concurrency binds: each delivery takes 400 ms, and every 10th is answered 503, so it is retried. The same
+    // events are sent twice, each time to whichever receiver Traefik picks: every second copy is a duplicate.
+    await configureSink(namespace, 'dam-orders', { delayMs: 400, failEvery: 10 });
+    const answered = [...(await sendOrders(events, 0)), ...(await sendOrders(events, 0))];
+    assert.deepEqual(tally(answered), { 204: 2 * events }, 'every order answered 204');
+    const slow = await deliveredToDam(subscription, before, events);
+
+    // The rate limit binds: 200 more wait behind a target that takes a second each, then it answers at once.
+    await configureSink(namespace, 'dam-orders', { delayMs: 1000, failEvery: 0 });
+    answered.push(...(await sendOrders(events, events)));
+    assert.deepEqual(tally(answered), { 204: 3 * events }, 'every order answered 204');
+    await configureSink(namespace, 'dam-orders', { delayMs: 0, failEvery: 0 });
+    const released = Date.now();
+    const all = await deliveredToDam(subscription, before, 2 * events);
+    const fast = all.filter((r) => Date.parse(r.receivedAt) >= released);
+
+    const answered200 = new Map<string, number>();
+    for (const r of all.filter((x) => x.status === 200)) {
+      const id = JSON.parse(r.body).id as string;
+      answered200.set(id, (answered200.get(id) ?? 0) + 1);
+    }
+    const retried = slow.filter((r) => r.status === 503).length;
+    const maxInFlight = Math.max(...slow.map((r) => r.inFlight));
+    const spanSeconds = (Date.parse(fast.at(-1)?.receivedAt ?? '') - Date.parse(fast[0]?.receivedAt ?? '')) / 1000;
+    const possibleDuplicates = await dispatcherMetric('hookyard_dispatcher_possible_duplicates_total');
+    t.diagnostic(
+      `2 dispatchers: ${retried} retries; slow target: at most ${maxInFlight} deliveries at once; fast target: ${fast.length} in ${spanSeconds.toFixed(1)} s, at most ${busiestSecond(fast)} in one second; possible duplicates ${possibleDuplicates}`,
+    );
+    // concurrency 4 and rateLimit 20/s (burst 20) hold per dispatcher pod, as docs/dispatcher.md says: the target
+    // sees up to twice each. The rate is bounded over the deliveries' span plus a second, for the sink's clock
+    // and event loop; deliveries without a rate limit would all come within about a second.
+    assert.deepEqual(
+      {
+        accepted: (await receiverOutcome('accepted')) - was.accepted,
+        duplicates: (await receiverOutcome('duplicate')) - was.duplicate,
+        retried: retried > 0,
+        deliveredTwice: [...answered200].filter(([, n]) => n > 1),
+        possibleDuplicates,
+        bothPodsAtOnce: maxInFlight > 4,
+        atOnceWithinTwoPods: maxInFlight <= 2 * 4,
+        rateWithinTwoPods: fast.length <= 2 * (20 + 20 * (spanSeconds + 1)),
+      },
+      {
+        accepted: 2 * events,
+        duplicates: events,
+        retried: true,
+        deliveredTwice: [],
+        possibleDuplicates: 0,
+        bothPodsAtOnce: true,
+        atOnceWithinTwoPods: true,
+        rateWithinTwoPods: true,
+      },
+    );
+    // What each replica heard of the other's retries is forgotten once they are taken.
+    await eventually('no scheduled retry left', async () =>
+      (await dispatcherMetric('hookyard_dispatcher_scheduled_retries')) === 0 ? true : undefined,
+    );
+  });
   it('says in status why receivers do not serve: pods that cannot be scheduled, then 0 replicas', async () => {
     // Receivers that ask for more memory than the node has stay Pending; with a short progress deadline the
     // Deployment says so, and the endpoint's status passes it on.
@@ -849,6 +1010,24 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
     ).catch(async (err: Error) => assert.fail(`${err.message}: ${(await chartLeft()).join(', ')}`));
   });
 });
+
+/** How many of each status. */
+function tally(statuses: number[]): Record<number, number> {
+  const counts: Record<number, number> = {};
+  for (const s of statuses) counts[s] = (counts[s] ?? 0) + 1;
+  return counts;
+}
+
+/** The most deliveries that arrived within one second of each other. */
+function busiestSecond(arrived: Recorded[]): number {
+  const times = arrived.map((r) => Date.parse(r.receivedAt)).sort((a, b) => a - b);
+  let most = 0;
+  for (let i = 0, j = 0; j < times.length; j++) {
+    while ((times[j] ?? 0) - (times[i] ?? 0) >= 1000) i++;
+    most = Math.max(most, j - i + 1);
+  }
+  return most;
+}
 
 /** The operator replica that holds the Lease: the one that reconciles. */
 async function operatorLeader(): Promise<string> {

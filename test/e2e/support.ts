@@ -112,6 +112,16 @@ export interface Recorded {
   headers: Record<string, string | string[] | undefined>;
   body: string;
   receivedAt: string;
+  /** Requests the sink was answering when this one arrived, itself included. */
+  inFlight: number;
+  status: number;
+}
+
+/** Makes a sink answer each request `delayMs` late, and every `failEvery`-th with 503 (0: none). */
+export async function configureSink(namespace: string, name: string, config: { delayMs: number; failEvery: number }) {
+  const path = `/api/v1/namespaces/${namespace}/services/${name}:http/proxy/_sink/config`;
+  const r = await kubectl(['create', '--raw', path, '-f', '-'], JSON.stringify(config));
+  if (r.code !== 0) throw new Error(`configuring sink ${namespace}/${name}: ${r.stderr}`);
 }
 
 /** What reached a sink's pod, through the API server's proxy to its Service (a one-replica sink). */

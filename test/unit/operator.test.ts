@@ -193,6 +193,25 @@ describe('rendered workloads', () => {
     assert.ok(!plain.volumeMounts?.some((m) => m.name === 'nats'));
   });
 
+  it('give receivers and dispatchers 120 s to start before liveness counts', () => {
+    const options = { image: 'hookyard:1', natsUrl: 'nats://nats:4222' };
+    const subscription = parseResource({
+      apiVersion: 'hookyard.io/v1alpha1',
+      kind: 'WebhookSubscription',
+      metadata: { name: 'orders', namespace: 'shop', uid: 'u2' },
+      spec: { sources: [{ endpoint: 'proign' }], target: { url: 'http://orders.shop.svc/hooks' } },
+    }) as WebhookSubscription;
+    const sources = [{ namespace: 'shop', endpoint: 'proign', provider: 'proign' }];
+    for (const deployment of [
+      renderEndpoint(endpoint, options).deployment,
+      renderSubscription(subscription, sources, options).deployment,
+    ]) {
+      const { startupProbe, livenessProbe } = container(deployment);
+      assert.equal(startupProbe?.httpGet?.path, livenessProbe?.httpGet?.path);
+      assert.equal((startupProbe?.periodSeconds ?? 10) * (startupProbe?.failureThreshold ?? 3), 120);
+    }
+  });
+
   it("give receivers and dispatchers OpenTelemetry's variables when tracing is on, and no env at all when off", () => {
     const options = { image: 'hookyard:1', natsUrl: 'nats://nats:4222' };
     assert.equal(container(renderEndpoint(endpoint, options).deployment).env, undefined);

@@ -34,7 +34,8 @@ export interface RunningNode {
   /** Stops every daemon by its PID, then removes the namespaces, cgroups and state; returns what went wrong. */
   stop(): Promise<string[]>;
   leftovers(): string[];
-  memoryMiB(): number;
+  /** Resident memory in KiB by what the process is (NodeHost.memoryKiB). */
+  memoryKiB(): Map<string, { kib: number; processes: number }>;
 }
 
 /** A CA, the API server's serving certificate and the service-account key pair, made with openssl. */
@@ -234,7 +235,7 @@ export function createNode(state: string): RunningNode & { start(images: Images)
       return stopped;
     },
     leftovers: () => host.leftovers(),
-    memoryMiB: () => host.memoryMiB(),
+    memoryKiB: () => host.memoryKiB(),
   };
   return node;
 }

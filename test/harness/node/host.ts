@@ -12,7 +12,7 @@
 //                    it is a provider on a customer network that a sourceCIDRs rule allows
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 
@@ -25,6 +25,9 @@ export const NODE_IP = '172.31.213.2';
 export const POD_CIDR = '10.213.0.0/24';
 export const SERVICE_CIDR = '10.213.128.0/24';
 export const CLUSTER_IP_KUBERNETES = '10.213.128.1';
+/** The CPU weight of the node's pods against the host's processes (each 1024). */
+const NODE_CPU_SHARES = 8192;
+
 /** The kubelet's cgroupRoot, a child of every cgroup hierarchy's root. */
 export const CGROUP_ROOT = '/hookyard-node';
 
@@ -48,6 +51,15 @@ function nsOf(pid: number | string, kind: 'net' | 'mnt'): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** What a node process is, from its command line: the program, or the Hookyard role or sink a Node process runs. */
+function processKind(args: string[]): string {
+  const program = basename(args[0] ?? '');
+  if (program !== 'node') return program || 'kernel thread';
+  const cli = args.findIndex((a) => a.endsWith('/cli.mjs'));
+  if (cli >= 0) return `hookyard ${args[cli + 1] ?? ''}`.trim();
+  return args.some((a) => a.endsWith('/sink.ts')) ? 'sink' : 'node';
 }
 
 /** Every mounted cgroup hierarchy (v1 controllers, the named systemd one, the unified v2 one). */
@@ -182,6 +194,11 @@ export class NodeHost {
       if (existsSync(join(mount, 'cpuset.cpus'))) {
         for (const f of ['cpuset.cpus', 'cpuset.mems']) writeFileSync(join(dir, f), readFileSync(join(mount, f)));
       }
+      // At the default 1024 every pod of the node together weighs as much as one busy process of the host: on a
+      // shared machine (load 25-40 on 2 cores) the pods got too little CPU to answer their probes within 1 s, and
+      // the kubelet restarted receivers and dispatchers about every minute. 8192: the node's thirty-odd pod
+      // processes weigh as eight host processes (cpu.shares only matters when the CPUs are contended).
+      if (existsSync(join(dir, 'cpu.shares'))) writeFileSync(join(dir, 'cpu.shares'), `${NODE_CPU_SHARES}\n`);
     }
   }
 
@@ -202,17 +219,24 @@ export class NodeHost {
     return [...pids];
   }
 
-  /** The resident memory of every process in the node (daemons, shims, containers), in MiB. */
-  memoryMiB(): number {
-    let kib = 0;
+  /**
+   * The resident memory of every process in the node (daemons, shims, containers), in KiB by what the process is:
+   * its program's name, or for Node the Hookyard role (`hookyard operator`, ...) or `sink`. Pages shared between
+   * processes count once in each.
+   */
+  memoryKiB(): Map<string, { kib: number; processes: number }> {
+    const byWhat = new Map<string, { kib: number; processes: number }>();
     for (const pid of this.processes()) {
       try {
-        kib += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+        const kib = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+        const what = processKind(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0'));
+        const sum = byWhat.get(what) ?? { kib: 0, processes: 0 };
+        byWhat.set(what, { kib: sum.kib + kib, processes: sum.processes + 1 });
       } catch {
         // exited meanwhile
       }
     }
-    return Math.round(kib / 1024);
+    return byWhat;
   }
 
   /**

@@ -21,10 +21,29 @@ let node: ReturnType<typeof createNode> | undefined;
 let child: ReturnType<typeof spawn> | undefined;
 let exitCode = 1;
 
+/** The node's resident memory, sampled while the command runs: the peak, by what the processes are. */
+const memory = { peakKiB: 0, peak: '', sampler: undefined as NodeJS.Timeout | undefined };
+const mib = (kib: number) => Math.round(kib / 1024);
+
+function sampleMemory(): number {
+  const byWhat = [...(node?.memoryKiB() ?? new Map())].sort((a, b) => b[1].kib - a[1].kib);
+  const total = byWhat.reduce((n, [, m]) => n + m.kib, 0);
+  if (total > memory.peakKiB) {
+    memory.peakKiB = total;
+    memory.peak = byWhat
+      .map(([what, m]) => `${what} ${mib(m.kib)}${m.processes > 1 ? ` (${m.processes})` : ''}`)
+      .join(', ');
+  }
+  return total;
+}
+
 async function tearDown(): Promise<void> {
   if (!node) return;
   const started = Date.now();
-  console.error(`node memory before tear-down: ${node.memoryMiB()} MiB resident in its processes`);
+  clearInterval(memory.sampler);
+  const now = sampleMemory();
+  console.error(`node memory: peak ${mib(memory.peakKiB)} MiB resident in its processes (MiB: ${memory.peak})`);
+  console.error(`node memory before tear-down: ${mib(now)} MiB resident in its processes`);
   const errors = await node.stop();
   const left = node.leftovers();
   node = undefined;
@@ -45,6 +64,7 @@ try {
   const images = buildImages();
   node = createNode(mkdtempSync(join(tmpdir(), 'hy-node-')));
   await node.start(images);
+  memory.sampler = setInterval(sampleMemory, 10_000);
   console.error(`node up in ${((Date.now() - started) / 1000).toFixed(1)}s (logs in .cache/test-logs/node)`);
   child = spawn(command, args, {
     stdio: 'inherit',

@@ -280,10 +280,12 @@ export const rows: Row[] = [
     panels: [
       {
         title: 'Reconciles',
-        description: 'Reconciles per second, by kind and result.',
+        description:
+          'Reconciles per second, by kind and result, and the status rewrites that needed no reconcile (a Deployment became available).',
         unit: 'ops',
         queries: [
           q(`sum by (kind, result) (${rate(`hookyard_operator_reconciles_total{${scope}}`)})`, '{{kind}} {{result}}'),
+          q(`sum by (kind) (${rate(`hookyard_operator_status_rewrites_total{${scope}}`)})`, '{{kind}} status only'),
         ],
       },
       {

@@ -280,7 +280,7 @@ export interface OrderingHooks extends DeadLetterOrdering {
   /** Before the nak of a retry (or of a 410 pause): the event is recorded as waiting. */
   beforeRetry(msg: JsMsg): Promise<void>;
   /** Whether the event's key already has a dead letter and the rest of the key follows it (DeadLetterRest). */
-  keyDeadLettered(msg: JsMsg): boolean;
+  keyDeadLettered(msg: JsMsg): Promise<boolean>;
   /** Right before the attempt: false when this replica may have lost its pin (out of contact with NATS). */
   inContact(): boolean;
 }
@@ -343,7 +343,7 @@ function deliveryPhases(
         await deadLetters.store(msg, attempt - 1, 'exhausted', undefined, ordering);
         return false;
       case 'attempt':
-        if (ordering?.keyDeadLettered(msg)) {
+        if (await ordering?.keyDeadLettered(msg)) {
           await deadLetters.store(msg, attempt - 1, 'ordering', undefined, ordering);
           return false;
         }

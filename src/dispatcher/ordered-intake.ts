@@ -293,7 +293,13 @@ function laneHooks(ctx: Context, state: SourceState, key: string): OrderingHooks
       await ledger.recordDeadKey(stream, key);
       state.deadKeys.add(key);
     },
-    keyDeadLettered: () => deadLetterRest && key !== unkeyedRecord && state.deadKeys.has(key),
+    async keyDeadLettered() {
+      if (!deadLetterRest || key === unkeyedRecord || !state.deadKeys.has(key)) return false;
+      // Asked again before dead-lettering: the marks are read only every sweep, and a replay lifts them.
+      if (await ledger.isDeadKey(stream, key)) return true;
+      state.deadKeys.delete(key);
+      return false;
+    },
     inContact() {
       if (epoch === contact.epoch && contact.fresh()) return true;
       metrics.fenced();

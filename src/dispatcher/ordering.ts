@@ -241,6 +241,13 @@ export function orderingLedger(jsm: JetStreamManager, js: JetStreamClient, names
         (await subjects(deadKeyFilter(namespace, subscription, source))).map((s) => s.split('.').at(-1) ?? ''),
       );
     },
+    /** Whether the key still has its dead-letter mark: a replay of the dead letters may have lifted it. */
+    async isDeadKey(source: string, key: string): Promise<boolean> {
+      const mark = await jsm.streams.getMessage(stream, {
+        last_by_subj: deadKeySubject(namespace, subscription, source, key),
+      });
+      return mark !== null;
+    },
     async recordDeadKey(source: string, key: string) {
       await js.publish(deadKeySubject(namespace, subscription, source, key), new Uint8Array());
     },

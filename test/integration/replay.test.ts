@@ -12,6 +12,7 @@ import { parseResource } from '../../src/api/validate.ts';
 import type { WebhookSubscription } from '../../src/api/webhook-subscription.ts';
 import { type Dispatcher, startDispatcher } from '../../src/dispatcher/dispatcher.ts';
 import { attemptStream, deadLetterStream, endpointStream, replayStream } from '../../src/jetstream/layout.ts';
+import { orderingStream } from '../../src/jetstream/ordering.ts';
 import { mapSecrets } from '../../src/runtime/secrets.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl } from '../harness/kube.ts';
 import { testNats } from '../harness/nats.ts';
@@ -31,6 +32,8 @@ describe('replay', () => {
   const registry = new Registry();
   // Events whose id starts with bad- are refused (400: dead-lettered at once) until the target is fixed.
   let fixed = false;
+  // Events whose id starts with kbad- are refused until this is false (the ordered subscription's test).
+  let refuseKeyed = true;
 
   before(async () => {
     await installCRDs();
@@ -44,7 +47,8 @@ describe('replay', () => {
       '--no-leader-election',
     ]);
     target = await startTarget((r, res) => {
-      res.statusCode = !fixed && String(r.headers['hookyard-event-id']).startsWith('bad-') ? 400 : 200;
+      const id = String(r.headers['hookyard-event-id']);
+      res.statusCode = (!fixed && id.startsWith('bad-')) || (refuseKeyed && id.startsWith('kbad-')) ? 400 : 200;
       res.end();
     });
     await apply(`
@@ -96,20 +100,20 @@ spec:
   const publish = (id: string, type = 'order.shipped') =>
     publishEvent(nats.nc, namespace, 'shop', { id, type, body: `{"id":"${id}"}` });
   /** Writes the request as a user would, then waits until status reports that request done. */
-  async function replay(request: object, done: ReplayStatus['phase'][] = ['Succeeded', 'DryRun']) {
+  async function replay(request: object, done: ReplayStatus['phase'][] = ['Succeeded', 'DryRun'], name = 'orders') {
     const r = await kubectl([
       'annotate',
       '--overwrite',
       '-n',
       namespace,
       'webhooksubscription',
-      'orders',
+      name,
       `hookyard.io/replay=${JSON.stringify(request)}`,
     ]);
     assert.equal(r.code, 0, r.stderr);
     const id = (request as { id?: string }).id;
     return await waitFor(`replay ${id} done`, async () => {
-      const sub = (await custom.getNamespacedCustomObject({ ...plural(), name: 'orders' })) as {
+      const sub = (await custom.getNamespacedCustomObject({ ...plural(), name })) as {
         status?: { replay?: ReplayStatus };
       };
       const status = sub.status?.replay;
@@ -212,6 +216,52 @@ spec:
       /set exactly one of deadLetters, eventIds, since, purgeDeadLetters and test, such as \{"id":"r1","deadLetters":true\}/,
     );
     assert.ok((await events('ReplayInvalid')).length >= 2);
+  });
+
+  it('with ordering onDeadLetter DeadLetterRest: a replay of the dead letters lets their key take live events again', async () => {
+    await apply(`
+apiVersion: hookyard.io/v1alpha1
+kind: WebhookSubscription
+metadata: {name: keyed}
+spec:
+  sources: [{endpoint: shop}]
+  eventTypes: [order.created]
+  target: {url: "${target.url}"}
+  ordering: {key: body.order, onDeadLetter: DeadLetterRest}
+`);
+    await waitFor('the ordering stream', () =>
+      nats.jsm.streams.info(orderingStream(namespace, 'keyed')).catch(() => undefined),
+    );
+    const raw = await custom.getNamespacedCustomObject({ ...plural(), name: 'keyed' });
+    const keyedRegistry = new Registry();
+    const keyed = await startDispatcher({
+      subscription: parseResource(raw) as WebhookSubscription,
+      sources: [{ namespace, endpoint: 'shop' }],
+      secrets: mapSecrets({}),
+      nc: nats.nc,
+      registry: keyedRegistry,
+      logger: quietLogger,
+      fetchExpiresMs: 1000,
+    });
+    try {
+      const send = (id: string) =>
+        publishEvent(nats.nc, namespace, 'shop', { id, type: 'order.created', body: `{"order":"o1","id":"${id}"}` });
+      const dead = async () => (await nats.jsm.streams.info(deadLetterStream(namespace, 'keyed'))).state.messages;
+      await send('kbad-1');
+      await waitFor('the refused event dead-lettered', async () => (await dead()) === 1);
+      await send('k-2');
+      await waitFor('the rest of its key dead-lettered too', async () => (await dead()) === 2);
+      refuseKeyed = false;
+      const done = await replay({ id: 'keyed-dl', deadLetters: true }, ['Succeeded'], 'keyed');
+      assert.equal(done.selected, 2);
+      assert.deepEqual(arrivals('k-2').map(replayed), ['keyed-dl'], 'k-2 sent once, by the replay');
+      // A live event of the key after the replay reaches the target instead of the dead letters.
+      await send('k-3');
+      await waitFor('k-3 delivered', async () => arrivals('k-3').length === 1, 60);
+      assert.equal(await dead(), 0);
+    } finally {
+      await keyed.stop();
+    }
   });
 
   it('deletes the attempt and replay streams with the subscription', async () => {

@@ -321,43 +321,12 @@ function deliveryPhases(
     onSize: metrics.scheduledRetries,
   });
 
+  const phase: AdmitContext = { filter, policy, acks, metrics, deadLetters, gate };
+
   async function pauseConsumers() {
     const until = new Date(Date.now() + 100 * 365 * 24 * 3600 * 1000);
     for (const source of ctx.sources) await ctx.jsm.consumers.pause(source.stream, name, until);
     metrics.paused(true);
-  }
-
-  /** Match and gate: whether the event is attempted now (true), or was settled without an attempt (false). */
-  async function admit(msg: JsMsg, source: SourceLoop, event: StoredEvent, ordering?: OrderingHooks): Promise<boolean> {
-    const typeMatches = !source.clientSideTypes || source.clientSideTypes.some((p) => subjectMatches(p, msg.subject));
-    const matches =
-      typeMatches &&
-      (!filter || filter({ type: event.type, headers: event.originalHeaders, body: await event.view() }));
-    const attempt = msg.info.deliveryCount;
-    switch (beforeAttempt(attempt, matches, policy)) {
-      case 'skip':
-        acks.ack(msg);
-        metrics.filtered();
-        return false;
-      case 'exhausted':
-        await deadLetters.store(msg, attempt - 1, 'exhausted', undefined, ordering);
-        return false;
-      case 'attempt':
-        if (await ordering?.keyDeadLettered(msg)) {
-          await deadLetters.store(msg, attempt - 1, 'ordering', undefined, ordering);
-          return false;
-        }
-        if (!(await gate.admit())) {
-          msg.nak(); // stopping: not attempted, handed straight to whoever runs next
-          return false;
-        }
-        if (ordering && !ordering.inContact()) {
-          // The wait at the gate may have outlasted the pin: another replica may have this key now.
-          gate.cancel();
-          throw new Error('out of contact with NATS: not attempted');
-        }
-        return true;
-    }
   }
 
   /** One attempt and what follows it. Runs holding a gate slot. */
@@ -419,7 +388,7 @@ function deliveryPhases(
       const attempt = msg.info.deliveryCount;
       if (attempt > 1 && !retries.redelivered(msg)) metrics.possibleDuplicate();
       await ordering?.beforeAttempt(msg);
-      if (!(await admit(msg, source, event, ordering))) return 'settled';
+      if (!(await admit(phase, msg, source, event, ordering))) return 'settled';
       try {
         return await attemptAndSettle(msg, event, ordering);
       } finally {
@@ -460,6 +429,55 @@ function deliveryPhases(
   };
 }
 export type DeliveryPhases = ReturnType<typeof deliveryPhases>;
+
+/** What deciding whether to attempt an event needs. */
+interface AdmitContext {
+  filter: ReturnType<typeof compileFilter> | undefined;
+  policy: ReturnType<typeof retryPolicy>;
+  acks: AckBatcher<JsMsg>;
+  metrics: DispatcherMetrics;
+  deadLetters: ReturnType<typeof createDeadLetters>;
+  gate: ReturnType<typeof flowGate>['gate'];
+}
+
+/** Match and gate: whether the event is attempted now (true), or was settled without an attempt (false). */
+async function admit(
+  ctx: AdmitContext,
+  msg: JsMsg,
+  source: SourceLoop,
+  event: StoredEvent,
+  ordering?: OrderingHooks,
+): Promise<boolean> {
+  const { filter, policy, acks, metrics, deadLetters, gate } = ctx;
+  const typeMatches = !source.clientSideTypes || source.clientSideTypes.some((p) => subjectMatches(p, msg.subject));
+  const matches =
+    typeMatches && (!filter || filter({ type: event.type, headers: event.originalHeaders, body: await event.view() }));
+  const attempt = msg.info.deliveryCount;
+  switch (beforeAttempt(attempt, matches, policy)) {
+    case 'skip':
+      acks.ack(msg);
+      metrics.filtered();
+      return false;
+    case 'exhausted':
+      await deadLetters.store(msg, attempt - 1, 'exhausted', undefined, ordering);
+      return false;
+    case 'attempt':
+      if (await ordering?.keyDeadLettered(msg)) {
+        await deadLetters.store(msg, attempt - 1, 'ordering', undefined, ordering);
+        return false;
+      }
+      if (!(await gate.admit())) {
+        msg.nak(); // stopping: not attempted, handed straight to whoever runs next
+        return false;
+      }
+      if (ordering && !ordering.inContact()) {
+        // The wait at the gate may have outlasted the pin: another replica may have this key now.
+        gate.cancel();
+        throw new Error('out of contact with NATS: not attempted');
+      }
+      return true;
+  }
+}
 
 /** The event a stream message holds, with its receive time and endpoint. */
 export function storedEventOf(msg: JsMsg, source: SourceLoop): StoredEvent {

@@ -38,7 +38,7 @@ import {
   headers as h,
   replayStream,
 } from '../jetstream/layout.ts';
-import { orderingStreamConfig } from '../jetstream/ordering.ts';
+import { clearDeadKeys, orderingStreamConfig } from '../jetstream/ordering.ts';
 import { ensureStream } from '../jetstream/streams.ts';
 import { durationMs } from '../runtime/duration.ts';
 import type { Logger } from '../runtime/log.ts';
@@ -53,7 +53,6 @@ import { attemptRecord, createHistory } from './history.ts';
 import { Leases } from './leases.ts';
 import { type DispatcherMetrics, dispatcherMetrics } from './metrics.ts';
 import { startOrderedIntake } from './ordered-intake.ts';
-import { orderingLedger } from './ordering.ts';
 import {
   type AttemptResult,
   attemptOutcome,
@@ -595,7 +594,7 @@ export async function replayDeadLetters(options: {
   });
   const total = info?.state.messages ?? 0;
   if (total === 0) {
-    await forgetDeadKeys(subscription, jsm, js);
+    await forgetDeadKeys(subscription, jsm);
     return { replayed: 0, failed: 0 };
   }
   const delivery = createDelivery(subscription, options.secrets, options.configMaps);
@@ -625,15 +624,12 @@ export async function replayDeadLetters(options: {
   } finally {
     await delivery.target.close();
   }
-  if (failed === 0) await forgetDeadKeys(subscription, jsm, js);
+  if (failed === 0) await forgetDeadKeys(subscription, jsm);
   return { replayed, failed };
 }
 
 /** With onDeadLetter DeadLetterRest: once no dead letter is left, the keys that had one are delivered again. */
-async function forgetDeadKeys(subscription: WebhookSubscription, jsm: JetStreamManager, js: JetStreamClient) {
+async function forgetDeadKeys(subscription: WebhookSubscription, jsm: JetStreamManager) {
   if (subscription.spec.ordering?.onDeadLetter !== 'DeadLetterRest') return;
-  const ledger = orderingLedger(jsm, js, subscription.metadata.namespace ?? 'default', subscription.metadata.name);
-  await ledger.clearDeadKeys().catch((err) => {
-    if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
-  });
+  await clearDeadKeys(jsm, subscription.metadata.namespace ?? 'default', subscription.metadata.name);
 }

@@ -251,10 +251,6 @@ export function orderingLedger(jsm: JetStreamManager, js: JetStreamClient, names
     async recordDeadKey(source: string, key: string) {
       await js.publish(deadKeySubject(namespace, subscription, source, key), new Uint8Array());
     },
-    /** Forgets every dead key (after the dead letters were replayed). */
-    async clearDeadKeys() {
-      await jsm.streams.purge(stream, { filter: deadKeyFilter(namespace, subscription) });
-    },
   };
 }
 export type OrderingLedger = ReturnType<typeof orderingLedger>;

@@ -2,7 +2,14 @@
 // stream, which events wait for a retry (so that a dispatcher that takes over knows which keys are blocked and by
 // which event) and, with onDeadLetter: DeadLetterRest, which keys have a dead letter. One message per record,
 // one subject per record; a record is removed by purging its subject. Nothing is written on the happy path.
-import { type JetStreamManager, RetentionPolicy, StorageType, type StreamConfig } from '@nats-io/jetstream';
+import {
+  JetStreamApiCodes,
+  JetStreamApiError,
+  type JetStreamManager,
+  RetentionPolicy,
+  StorageType,
+  type StreamConfig,
+} from '@nats-io/jetstream';
 import { durationNanos } from '../runtime/duration.ts';
 
 export const orderingStream = (namespace: string, subscription: string) =>
@@ -23,6 +30,18 @@ export const deadKeySubject = (namespace: string, subscription: string, stream: 
   `${orderingSubjects(namespace, subscription)}.dead.${stream}.${key}`;
 export const deadKeyFilter = (namespace: string, subscription: string, stream?: string) =>
   `${orderingSubjects(namespace, subscription)}.dead.${stream ? `${stream}.` : ''}>`;
+
+/**
+ * With onDeadLetter DeadLetterRest: forgets every key's dead-letter mark, once the dead letters were replayed (or
+ * purged); the dispatchers read the marks again. A subscription without an ordering stream has none.
+ */
+export async function clearDeadKeys(jsm: JetStreamManager, namespace: string, subscription: string) {
+  await jsm.streams
+    .purge(orderingStream(namespace, subscription), { filter: deadKeyFilter(namespace, subscription) })
+    .catch((err: unknown) => {
+      if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
+    });
+}
 
 /** Reads a retry record's subject back: its stream sequence and key hash. */
 export function parseRetryRecord(subject: string): { seq: number; key: string } | undefined {

@@ -29,7 +29,7 @@ import {
   replayStream,
   replaySubject,
 } from '../jetstream/layout.ts';
-import { deadKeyFilter, orderingStream } from '../jetstream/ordering.ts';
+import { clearDeadKeys } from '../jetstream/ordering.ts';
 import type { Context, RawResource } from './context.ts';
 
 /** How many selected events status lists. */
@@ -101,7 +101,11 @@ export async function reconcileReplay(
   const { count, events } = selection;
   const cut = count >= replayLimit ? ` (the first ${replayLimit}: ask again for the rest)` : '';
   const allDeadLettersTaken = (request.deadLetters || request.purgeDeadLetters) && !request.dryRun && !cut;
-  if (allDeadLettersTaken) await liftDeadKeys(ctx, subscription);
+  // With DeadLetterRest, the keys that had a dead letter take live events again; a replayed copy that fails for
+  // good marks its key anew.
+  if (allDeadLettersTaken && subscription.spec.ordering?.onDeadLetter === 'DeadLetterRest') {
+    await clearDeadKeys(ctx.jsm, namespace, name);
+  }
   if (request.purgeDeadLetters) {
     const message = request.dryRun
       ? `Dry run: ${count} dead letters would be purged${cut}; nothing was deleted.`
@@ -225,21 +229,6 @@ function copyHeaders(original: MsgHdrs | undefined): MsgHdrs {
 }
 
 /** A dead letter deleted meanwhile (a replay took it, its maxAge passed) is purged already. */
-/**
- * With ordering.onDeadLetter DeadLetterRest: once the dead letters are queued again (or purged), the keys that had
- * one take live events again; a replayed copy that fails for good marks its key anew. The dispatchers re-read the
- * marks on their next sweep.
- */
-async function liftDeadKeys(ctx: Context, subscription: WebhookSubscription) {
-  if (subscription.spec.ordering?.onDeadLetter !== 'DeadLetterRest') return;
-  const { namespace = 'default', name } = subscription.metadata;
-  await ctx.jsm.streams
-    .purge(orderingStream(namespace, name), { filter: deadKeyFilter(namespace, name) })
-    .catch((err: unknown) => {
-      if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
-    });
-}
-
 function ignoreGone(err: unknown) {
   if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.NoMessageFound)) throw err;
 }

@@ -24,7 +24,7 @@
 // runs the dispatcher exporting a span per attempt to a real OpenTelemetry Collector (tools/otelcol): the cost of
 // tracing is its ratio to the dispatcher without.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -38,7 +38,7 @@ import { endpointStream, eventSubject, headers as h } from '../src/jetstream/lay
 import { endpointStreamConfig, ensureStream } from '../src/jetstream/streams.ts';
 import { bundleCli, type CliProcess, imageNodeFlags, runCli, waitReady } from '../test/harness/cli.ts';
 import { freePort, root, startCollector, startNats, tempDir } from '../test/harness/servers.ts';
-import { benchReport } from './report.ts';
+import { benchReport, cpuMs, rssMiB } from './report.ts';
 
 const { values } = parseArgs({
   options: {
@@ -343,15 +343,4 @@ async function runBench() {
     await nats.stop();
     work.remove();
   }
-}
-
-/** User and system CPU time of a process so far (clock ticks of 10 ms). */
-function cpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
-
-function rssMiB(pid: number): number {
-  const kb = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-  return Number(kb) / 1024;
 }

@@ -10,7 +10,6 @@
 // The output is kept in docs/benchmarks/. The goals (docs/benchmarks.md): Ready within 1.3 times the baseline's
 // time, at most 1.2 reconciles per resource, at most 150 MiB RSS idle afterwards, and with 1000 or more of each,
 // all Ready in under 60 s; a missed goal or a failed run exits non-zero.
-import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import * as k8s from '@kubernetes/client-node';
@@ -29,7 +28,7 @@ import { renderEndpoint, renderSubscription } from '../src/operator/render.ts';
 import { bundleCli } from '../test/harness/cli.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl, requireEnv } from '../test/harness/kube.ts';
 import { simulatePods, startOperator } from '../test/harness/workloads.ts';
-import { benchReport } from './report.ts';
+import { benchReport, cpuMs, rssMiB } from './report.ts';
 
 const { values } = parseArgs({
   options: {
@@ -103,13 +102,8 @@ async function timeToReady(namespace: string, whileWaiting?: () => Promise<void>
   return (performance.now() - started) / 1000;
 }
 
-/** CPU seconds (user + system) a process has used, from /proc. */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100 Hz)
-}
-const rssMiB = (pid: number) =>
-  Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+/** CPU seconds (user + system) a process has used. */
+const cpuSeconds = (pid: number) => cpuMs(pid) / 1000;
 
 /** The baseline: the same objects and JetStream state, applied once per resource, then Ready written. */
 async function baseline(namespace: string) {

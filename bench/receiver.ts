@@ -7,7 +7,7 @@
 // OpenTelemetry Collector (tools/otelcol), and the ratio of the two receivers, the cost of tracing.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHmac, randomUUID } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -19,7 +19,7 @@ import { parseResource } from '../src/api/validate.ts';
 import { endpointStreamConfig, ensureStream } from '../src/jetstream/streams.ts';
 import { bundleCli, type CliProcess, imageNodeFlags, runCli, waitReady } from '../test/harness/cli.ts';
 import { freePort, root, startCollector, startNats, tempDir } from '../test/harness/servers.ts';
-import { benchReport } from './report.ts';
+import { benchReport, cpuMs, rssMiB } from './report.ts';
 
 const connections = Number(process.env.CONNECTIONS ?? 64);
 const seconds = Number(process.env.DURATION ?? 5);
@@ -195,15 +195,4 @@ try {
   await collector?.stop();
   await nats.stop();
   work.remove();
-}
-
-/** User and system CPU time of a process so far (clock ticks of 10 ms). */
-function cpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
-
-function rssMiB(pid: number): number {
-  const kb = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-  return Number(kb) / 1024;
 }

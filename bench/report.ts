@@ -2,7 +2,7 @@
 // starts with what the figures depend on (when, the command, Node, the machine's cores and load). Goals are checked
 // at the end: a missed goal is printed and makes the process exit 1, so a bench run in CI or by hand cannot miss
 // one quietly.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { join, relative } from 'node:path';
 import { root } from '../test/harness/servers.ts';
@@ -63,4 +63,16 @@ export function benchReport(bench: string): Report {
       if (missed.length) process.exitCode = 1;
     },
   };
+}
+
+/** User and system CPU time of a process so far (clock ticks of 10 ms). */
+export function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** A process's resident memory now (VmRSS). */
+export function rssMiB(pid: number): number {
+  const kb = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  return Number(kb) / 1024;
 }

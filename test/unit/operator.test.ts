@@ -106,6 +106,17 @@ describe('work queue', () => {
     assert.equal(queue.statusOnly((await queue.next()) as string), true);
     queue.close();
   });
+
+  it('hands out status-only keys before every other, so a Ready write does not wait behind a burst', async () => {
+    const queue = new WorkQueue({ first: (key) => key.startsWith('endpoint/') });
+    queue.add('subscription/new');
+    queue.add('endpoint/new');
+    queue.add('subscription/deployed', true);
+    assert.equal(await queue.next(), 'subscription/deployed');
+    assert.equal(await queue.next(), 'endpoint/new');
+    assert.equal(await queue.next(), 'subscription/new');
+    queue.close();
+  });
 });
 
 describe('status conditions', () => {

@@ -8,6 +8,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as k8s from '@kubernetes/client-node';
 import { type Dispatcher, fetch as undiciFetch } from 'undici';
 import { ConditionType, Reason } from '../../src/api/conditions.ts';
+import { kinds } from '../../src/api/kinds.ts';
+import { Informer } from '../../src/operator/informer.ts';
+import { keepConnectionsAlive } from '../../src/operator/kube.ts';
+import { log } from '../../src/runtime/log.ts';
 import { freePort } from '../../src/runtime/net.ts';
 import { type Cli, type CliProcess, runCli, sourceCli, waitReady } from './cli.ts';
 import { kubeConfig, requireEnv } from './kube.ts';
@@ -132,44 +136,68 @@ export function reconciledWithoutPods(resource: WithConditions): boolean {
 }
 
 /**
- * Stand-in for the Deployment controller and kubelet, for the operator benchmark (bench/operator.ts), which times
- * resources to Ready as a cluster has them: every Deployment in the namespace whose status does not yet say so is
- * reported as fully available for its current generation. No test uses it: the real node runs the pods.
+ * Stand-in for the Deployment controller and kubelet, for the operator benchmark (bench/operator.ts) and the tests
+ * that need Ready without a node: every Deployment in the namespace whose status does not yet say so is reported
+ * as fully available for its current generation. It watches Deployments (the operator's own informer) and writes
+ * statuses a few at a time over one keep-alive connection pool, as a cluster's controllers do, so that with
+ * thousands of Deployments it is not what a benchmark times.
  */
 export function simulatePods(namespace: string): () => void {
-  const apps = kubeConfig().makeApiClient(k8s.AppsV1Api);
+  const kc = keepConnectionsAlive(kubeConfig());
+  const apps = kc.makeApiClient(k8s.AppsV1Api);
+  const pending = new Set<string>();
+  let idle: (() => void)[] = [];
+  const wake = () => {
+    for (const writer of idle.splice(0)) writer();
+  };
+  const informer = new Informer<k8s.V1Deployment>({
+    kc,
+    kind: kinds.Deployment,
+    namespace,
+    resyncMs: 60_000,
+    log: log.child({ component: 'pod stand-in' }),
+    onChange: (d, verb) => {
+      if (verb === 'delete' || available(d)) return;
+      pending.add(d.metadata?.name ?? '');
+      wake();
+    },
+  });
   let running = true;
-  (async () => {
+  const writer = async () => {
     while (running) {
-      const list = await apps.listNamespacedDeployment({ namespace }).catch(() => ({ items: [] }));
-      for (const d of list.items) {
-        const replicas = d.spec?.replicas ?? 1;
-        const generation = d.metadata?.generation ?? 0;
-        if (d.status?.observedGeneration === generation && d.status?.availableReplicas === replicas) continue;
-        await apps
-          .replaceNamespacedDeploymentStatus({
-            namespace,
-            name: d.metadata?.name ?? '',
-            body: {
-              ...d,
-              status: {
-                observedGeneration: generation,
-                replicas,
-                readyReplicas: replicas,
-                availableReplicas: replicas,
-                updatedReplicas: replicas,
-              },
-            },
-          })
-          .catch(() => {});
+      const name = pending.values().next().value;
+      if (name === undefined) {
+        await new Promise<void>((ok) => idle.push(ok));
+        continue;
       }
-      await sleep(200);
+      pending.delete(name);
+      const d = informer.get(name, namespace);
+      if (!d || available(d)) continue;
+      const replicas = d.spec?.replicas ?? 1;
+      const status = { observedGeneration: d.metadata?.generation ?? 0, replicas, readyReplicas: replicas };
+      await apps
+        .patchNamespacedDeploymentStatus(
+          { namespace, name, body: { status: { ...status, availableReplicas: replicas, updatedReplicas: replicas } } },
+          k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+        )
+        .catch(async () => {
+          await sleep(200);
+          if (running) pending.add(name); // tried again, as a controller would
+        });
     }
-  })();
+  };
+  for (let i = 0; i < 4; i++) void writer();
   return () => {
     running = false;
+    informer.stop();
+    wake();
+    idle = [];
   };
 }
+
+/** Whether a Deployment's status says all its pods are available for its current generation. */
+const available = (d: k8s.V1Deployment) =>
+  d.status?.observedGeneration === d.metadata?.generation && d.status?.availableReplicas === (d.spec?.replicas ?? 1);
 
 export interface AdmissionAnswer {
   response: { allowed: boolean; status?: { message: string } };

@@ -151,9 +151,18 @@ export async function ensureConsumerOf(
 
 const appliedHash = 'hookyard.io/applied-hash';
 
-/** Whether every field of `wanted` has the same value in `actual` (fields the API server adds are ignored). */
-function holds(actual: unknown, wanted: unknown): boolean {
+const isEmptyObject = (value: unknown) =>
+  value !== null && typeof value === 'object' && Object.keys(value as object).length === 0;
+
+/**
+ * Whether every field of `wanted` has the same value in `actual` (fields the API server adds are ignored). An empty
+ * list or object is what the API server leaves out (a projected volume with no sources comes back without them),
+ * so it holds where `actual` has none: otherwise such an object would be applied again at every reconcile.
+ */
+export function holds(actual: unknown, wanted: unknown): boolean {
   if (wanted === undefined) return true;
+  const empty = Array.isArray(wanted) ? wanted.length === 0 : isEmptyObject(wanted);
+  if (empty && (actual === undefined || actual === null)) return true;
   if (Array.isArray(wanted)) {
     return Array.isArray(actual) && actual.length === wanted.length && wanted.every((w, i) => holds(actual[i], w));
   }

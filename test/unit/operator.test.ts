@@ -10,7 +10,7 @@ import { maxNameLength } from '../../src/api/names.ts';
 import type { ProviderEndpoint } from '../../src/api/provider-endpoint.ts';
 import { parseResource } from '../../src/api/validate.ts';
 import type { WebhookSubscription } from '../../src/api/webhook-subscription.ts';
-import { invalidSpecChecks } from '../../src/operator/context.ts';
+import { holds, invalidSpecChecks } from '../../src/operator/context.ts';
 import { matchEventTypes, producedEventTypes } from '../../src/operator/event-types.ts';
 import { serveMetrics } from '../../src/operator/metrics.ts';
 import { WorkQueue } from '../../src/operator/queue.ts';
@@ -186,6 +186,23 @@ describe('rendered workloads', () => {
   }) as ProviderEndpoint;
   const container = (d: { spec?: { template: { spec?: { containers: V1Container[] } } } }) =>
     d.spec?.template.spec?.containers[0] as V1Container;
+
+  it('hold as the API server returns them, which leaves out an empty list, so they are not applied again', () => {
+    const generic = parseResource({
+      apiVersion: 'hookyard.io/v1alpha1',
+      kind: 'ProviderEndpoint',
+      metadata: { name: 'plain', namespace: 'shop', uid: 'u2' },
+      spec: { provider: 'generic', verification: [{ none: true }] },
+    }) as ProviderEndpoint;
+    const { deployment } = renderEndpoint(generic, { image: 'hookyard:1', natsUrl: 'nats://nats:4222' });
+    const returned = structuredClone(deployment);
+    const secrets = returned.spec?.template.spec?.volumes?.find((v) => v.projected);
+    assert.deepEqual(secrets?.projected?.sources, [], 'no Secret to project');
+    delete secrets?.projected?.sources;
+    assert.ok(holds(returned, deployment));
+    returned.spec = { ...returned.spec, replicas: 3 } as typeof returned.spec;
+    assert.ok(!holds(returned, deployment), 'a changed field still does not hold');
+  });
 
   it('mount the workload NATS Secret and point the NATS flags at it, the CA only when NATS uses one', () => {
     const options = { image: 'hookyard:1', natsUrl: 'tls://nats:4222', natsSecret: 'nats-creds' };

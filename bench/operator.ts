@@ -29,7 +29,7 @@ import { Informer } from '../src/operator/informer.ts';
 import { Kube, keepConnectionsAlive } from '../src/operator/kube.ts';
 import { renderEndpoint, renderSubscription } from '../src/operator/render.ts';
 import { log } from '../src/runtime/log.ts';
-import { bundleCli, imageNodeFlags } from '../test/harness/cli.ts';
+import { bundleCli, operatorNodeFlags } from '../test/harness/cli.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl, requireEnv } from '../test/harness/kube.ts';
 import { simulatePods, startOperator } from '../test/harness/workloads.ts';
 import { benchReport, cpuMs, rssMiB } from './report.ts';
@@ -42,12 +42,12 @@ const { values } = parseArgs({
   },
 });
 /**
- * The heap of the operator's pod: the image's flags, and the old generation Node 24 sizes from the chart's default
- * memory limit of 512 MiB (in a 512 MiB memory cgroup V8 reports a heap limit of 259 MiB: 256 MiB of old generation
- * and semi-spaces of 1 MiB, which the image's --max-semi-space-size=16 raises to 16 MiB, a limit of 304 MiB).
+ * The heap of the operator's pod: the chart's node flags for it, and the old generation Node 24 sizes from the
+ * chart's default memory limit of 512 MiB (in a 512 MiB memory cgroup V8 reports a heap limit of 259 MiB: 256 MiB
+ * of old generation and semi-spaces of 1 MiB, which --max-semi-space-size raises).
  */
-const podNodeFlags = [...imageNodeFlags(), '--max-old-space-size=256'];
-const operatorNodeFlags = values['node-flags']?.split(' ').filter(Boolean) ?? podNodeFlags;
+const podNodeFlags = [...operatorNodeFlags(), '--max-old-space-size=256'];
+const nodeFlags = values['node-flags']?.split(' ').filter(Boolean) ?? podNodeFlags;
 const count = Number(values.count);
 const idleSeconds = Number(values['idle-seconds']);
 const stallSeconds = 120;
@@ -169,6 +169,30 @@ async function timeToReady(
   }
 }
 
+/** The API server's count of write requests so far, by verb and resource (its apiserver_request_total). */
+async function apiWrites(): Promise<Map<string, number>> {
+  const writes = new Map<string, number>();
+  for (const line of (await kubectl(['get', '--raw', '/metrics'])).stdout.split('\n')) {
+    if (!line.startsWith('apiserver_request_total{')) continue;
+    const labels = Object.fromEntries([...line.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+    if (!['APPLY', 'PATCH', 'POST', 'PUT', 'UPDATE', 'DELETE'].includes(labels.verb ?? '')) continue;
+    const key = `${labels.verb} ${labels.resource}${labels.subresource ? `/${labels.subresource}` : ''}`;
+    writes.set(key, (writes.get(key) ?? 0) + Number(line.split(' ').at(-1)));
+  }
+  return writes;
+}
+
+/** The writes `during` made, most first: "APPLY deployments 400, ...". */
+async function writesDuring<T>(during: () => Promise<T>): Promise<[T, string]> {
+  const before = await apiWrites();
+  const result = await during();
+  const rows = [...(await apiWrites())]
+    .map(([key, n]) => [key, n - (before.get(key) ?? 0)] as const)
+    .filter(([, n]) => n > 0)
+    .sort((x, y) => y[1] - x[1]);
+  return [result, rows.map(([key, n]) => `${key} ${n}`).join(', ')];
+}
+
 /** CPU seconds (user + system) a process has used. */
 const cpuSeconds = (pid: number) => cpuMs(pid) / 1000;
 
@@ -245,18 +269,20 @@ async function measureOperator() {
     'bench-operator',
     ['--namespaces', namespace, '--no-leader-election'],
     {},
-    bundleCli(operatorNodeFlags),
+    bundleCli(nodeFlags),
   );
   try {
     const pid = operator.child.pid as number;
     await sleep(2000);
     const startupRss = rssMiB(pid);
+    const cpuAtStart = cpuSeconds(pid);
     const seconds = await timeToReady(namespace, undefined, async () => {
       const reconciles = (await operator.metric('hookyard_operator_reconciles_total')) ?? 0;
       const rewrites = (await operator.metric('hookyard_operator_status_rewrites_total')) ?? 0;
       return `; operator: ${reconciles} reconciles, ${rewrites} Ready rewrites`;
     });
     const busyRss = rssMiB(pid);
+    const burstCpu = cpuSeconds(pid) - cpuAtStart;
     const reconciles = async () => (await operator.metric('hookyard_operator_reconciles_total')) ?? 0;
     const reconcilesToReady = await reconciles();
     const reconcileSeconds = (await operator.metric('hookyard_operator_reconcile_duration_seconds_sum')) ?? 0;
@@ -271,6 +297,7 @@ async function measureOperator() {
       seconds,
       startupRss,
       busyRss,
+      burstCpu,
       reconcilesToReady,
       rewritesToReady,
       reconcileSeconds,
@@ -285,10 +312,12 @@ async function measureOperator() {
   }
 }
 
+const [operatorSide, operatorWrites] = await writesDuring(measureOperator);
 const {
   seconds: operatorSeconds,
   startupRss,
   busyRss,
+  burstCpu,
   reconcilesToReady,
   rewritesToReady,
   reconcileSeconds,
@@ -296,16 +325,18 @@ const {
   idleRss,
   idleHeap,
   idleReconciles,
-} = await measureOperator();
+} = operatorSide;
 
 const baselineNamespace = await createNamespace('bench-baseline');
-const baselineSeconds = await timeToReady(baselineNamespace, () => baseline(baselineNamespace));
+const [baselineSeconds, baselineWrites] = await writesDuring(() =>
+  timeToReady(baselineNamespace, () => baseline(baselineNamespace)),
+);
 
 const ratio = operatorSeconds / baselineSeconds;
 const perResource = reconcilesToReady / (2 * count);
 const row = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
 report.line(`${count} ProviderEndpoints + ${count} WebhookSubscriptions, one source each`);
-report.line(`operator node flags: ${operatorNodeFlags.join(' ')}`);
+report.line(`operator node flags: ${nodeFlags.join(' ')}`);
 report.line();
 report.line(row(['', 'hookyard operator', 'baseline', 'ratio']));
 report.line(row(['---', '---', '---', '---']));
@@ -316,6 +347,9 @@ report.line(
     `(heap used ${idleHeap.toFixed(0)} MiB)`,
 );
 report.line(`operator RSS: ${startupRss.toFixed(0)} MiB at start, ${busyRss.toFixed(0)} MiB when all were Ready`);
+report.line(`operator CPU from the apply to all Ready: ${burstCpu.toFixed(1)} s`);
+report.line(`API server writes, operator side (until it had idled): ${operatorWrites}`);
+report.line(`API server writes, baseline: ${baselineWrites}`);
 report.line(
   `operator reconciles until all were Ready: ${reconcilesToReady} (${perResource.toFixed(2)} per resource, ` +
     `${((reconcileSeconds / reconcilesToReady) * 1000).toFixed(0)} ms each on average), and ${rewritesToReady} ` +

@@ -4,6 +4,7 @@ import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { parse } from 'yaml';
 import { root } from './servers.ts';
 
 /** The command line that runs `hookyard`: arguments follow `args`. */
@@ -24,10 +25,21 @@ export function bundleCli(nodeFlags: string[] = []): Cli {
   return { command: process.execPath, args: [...nodeFlags, entry] };
 }
 
-/** The node flags the image starts the CLI with: ENTRYPOINT ["node", ...flags, "/app/cli.mjs"]. */
-export function imageNodeFlags(): string[] {
+/** The image's ENTRYPOINT: ["node", ...flags, "/app/cli.mjs"]. */
+export function imageEntrypoint(): string[] {
   const dockerfile = readFileSync(join(root, 'Dockerfile'), 'utf8');
-  return (JSON.parse(/^ENTRYPOINT (\[.*\])$/m.exec(dockerfile)?.[1] ?? '[]') as string[]).slice(1, -1);
+  return JSON.parse(/^ENTRYPOINT (\[.*\])$/m.exec(dockerfile)?.[1] ?? '[]') as string[];
+}
+
+/** The node flags the image starts the CLI with. */
+export const imageNodeFlags = (): string[] => imageEntrypoint().slice(1, -1);
+
+/** The node flags the chart gives the operator instead (operator.nodeFlags in charts/hookyard/values.yaml). */
+export function operatorNodeFlags(): string[] {
+  const values = parse(readFileSync(join(root, 'charts/hookyard/values.yaml'), 'utf8')) as {
+    operator: { nodeFlags: string[] };
+  };
+  return values.operator.nodeFlags;
 }
 
 export interface CliProcess {

@@ -11,6 +11,7 @@ import { parse } from 'yaml';
 import { dashboardFile, dashboardText } from '../../scripts/generate-dashboard.ts';
 import { operatorCommand } from '../../src/commands.ts';
 import { parseFlags } from '../../src/runtime/flags.ts';
+import { imageEntrypoint, operatorNodeFlags } from '../harness/cli.ts';
 import { chartDir, everythingValues, findObject, helm, installCachedCRDs, renderChart } from '../harness/helm.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl } from '../harness/kube.ts';
 import { root } from '../harness/servers.ts';
@@ -78,6 +79,11 @@ describe('Helm chart', () => {
       assert.ok(kinds.has(kind), kind);
     }
     for (const kind of ['PodMonitor', 'PrometheusRule', 'ConfigMap', 'Certificate']) assert.ok(!kinds.has(kind), kind);
+    // The operator's own node flags around the image's node and CLI, so a moved ENTRYPOINT cannot break it.
+    const operator = findObject(objects, 'Deployment').spec.template.spec.containers[0];
+    const entrypoint = imageEntrypoint();
+    assert.deepEqual(operator.command, [entrypoint[0], ...operatorNodeFlags(), entrypoint.at(-1)]);
+    assert.ok(operatorNodeFlags().includes('--max-semi-space-size=2'));
     const pdb = findObject(objects, 'PodDisruptionBudget');
     assert.equal(pdb.spec.unhealthyPodEvictionPolicy, 'AlwaysAllow', 'a pod that is not Ready never blocks a drain');
     const r = await dryRun(yaml);

@@ -2,12 +2,13 @@
 // Ready, and the operator's CPU and memory while idle afterwards, beside a baseline doing the least work that
 // makes the same resources Ready: for each resource, server-side apply the same rendered objects, create the same
 // stream, consumer and dead-letter stream, and write Ready into its status, with as many requests in flight as
-// the operator's workers (4), no informers, no checks, over the same keep-alive connections.
+// the operator's workers (--workers, 4), no informers, no checks, over the same keep-alive connections.
 // Runs against a real kube-apiserver, etcd and nats-server (started by test/harness/run.ts). No kubelet runs here:
 // for the operator, a stand-in reports each Deployment's pods available (its Ready waits for that); the baseline
 // does not wait for pods.
 // The operator runs with the node flags of its pod (podNodeFlags). Options: --count N (default 200),
-// --idle-seconds S (60), --node-flags '...' (the operator's node flags instead of the pod's).
+// --idle-seconds S (60), --workers N (4), --node-flags='...' (the operator's node flags instead of the pod's).
+// Ready is watched, not polled; progress goes to stderr every 10 s.
 // The output is kept in docs/benchmarks/. The goals (docs/benchmarks.md): Ready within 1.3 times the baseline's
 // time, at most 1.2 reconciles per resource, at most 150 MiB RSS idle afterwards, and with 1000 or more of each,
 // all Ready in under 60 s; a missed goal or a failed run exits non-zero.
@@ -38,6 +39,7 @@ const { values } = parseArgs({
   options: {
     count: { type: 'string', default: '200' },
     'idle-seconds': { type: 'string', default: '60' },
+    workers: { type: 'string', default: '4' },
     'node-flags': { type: 'string' },
   },
 });
@@ -49,6 +51,8 @@ const { values } = parseArgs({
 const podNodeFlags = [...operatorNodeFlags(), '--max-old-space-size=256'];
 const nodeFlags = values['node-flags']?.split(' ').filter(Boolean) ?? podNodeFlags;
 const count = Number(values.count);
+/** The operator's reconciles at once (its --workers, 4 by default), and the baseline's resources at once. */
+const workers = Number(values.workers);
 const idleSeconds = Number(values['idle-seconds']);
 const stallSeconds = 120;
 const natsUrl = requireEnv('HOOKYARD_TEST_NATS_URL');
@@ -246,7 +250,7 @@ async function baseline(namespace: string) {
       .sort((a, b) => a.kind.localeCompare(b.kind)); // endpoints first
     const queue = [...pending];
     await Promise.all(
-      Array.from({ length: 4 }, async () => {
+      Array.from({ length: workers }, async () => {
         for (let r = queue.shift(); r; r = queue.shift()) {
           await work(r);
           done.add(`${r.kind}/${r.metadata.name}`);
@@ -267,7 +271,7 @@ async function measureOperator() {
   // The operator as the image runs it: the dist/ bundle (npm run build).
   const operator = await startOperator(
     'bench-operator',
-    ['--namespaces', namespace, '--no-leader-election'],
+    ['--namespaces', namespace, '--no-leader-election', '--workers', String(workers)],
     {},
     bundleCli(nodeFlags),
   );

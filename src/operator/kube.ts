@@ -144,7 +144,7 @@ export class Kube {
   async patchMetadata<T extends ResourceRef>(resource: T, metadata: Record<string, unknown>): Promise<T> {
     const body = { metadata: { ...metadata, resourceVersion: resource.metadata.resourceVersion } };
     return this.#wrote(
-      await this.#patch<T>(kinds[resource.kind], resource, undefined, k8s.PatchStrategy.MergePatch, body),
+      await this.#patch<T>(kinds[resource.kind], namespaced(resource), undefined, k8s.PatchStrategy.MergePatch, body),
     );
   }
 

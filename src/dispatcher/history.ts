@@ -5,8 +5,9 @@
 // are stored in order within microseconds, so what refuses the last (no stream, no leader, no space) refused the
 // batch. A record that JetStream could not store is counted and logged (at most once a minute), never retried:
 // history is not worth delaying or failing a delivery for.
-import { createInbox, type Msg, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { attemptSubject } from '../jetstream/layout.ts';
+import { jetstreamPublisher } from '../jetstream/publisher.ts';
 import type { Logger } from '../runtime/log.ts';
 import type { StoredEvent } from './event.ts';
 import type { AttemptResult, Decision } from './outcome.ts';
@@ -68,28 +69,10 @@ export const maxPendingRecords = 4096;
 /** How long a batch's PubAck may take before its records count as not stored (js.publish's own default). */
 const answerTimeoutMs = 5000;
 
-/** In JetStream's answer when it refused a record; a PubAck is `{"stream":...,"seq":...}`. */
-const errorKey = Buffer.from('"error"');
-
-/** Why JetStream did not store a record, from its answer; undefined for a PubAck. */
-function refusal(answer: Msg): string | undefined {
-  if (answer.headers?.hasError) return `${answer.headers.code} ${answer.headers.description}`; // 503: no stream
-  // Most answers are PubAcks: the bytes are searched for the error rather than parsed.
-  const data = Buffer.from(answer.data.buffer, answer.data.byteOffset, answer.data.byteLength);
-  if (data.length > 0 && data.indexOf(errorKey) === -1) return undefined;
-  try {
-    const error = (answer.json() as { error?: { description?: string } }).error;
-    return error ? (error.description ?? 'refused') : undefined;
-  } catch {
-    return 'unreadable answer';
-  }
-}
-
 /**
- * Each record is a plain publish; the last of a turn's batch has a reply subject, one subscription of this
- * dispatcher's, where JetStream answers with its PubAck. js.publish would make each record a request (a timer, a
- * promise and, in nats.js, errors with stack traces built for every one), and a PubAck per record cost the
- * dispatcher and nats-server about a third of what a record costs them (docs/benchmarks.md).
+ * The records of a turn are plain publishes, and only the last of them asks for an answer
+ * (src/jetstream/publisher.ts): js.publish would make each record a request (a timer, a promise and, in nats.js,
+ * errors with stack traces built for every one), and each answer is work for nats-server and the dispatcher.
  */
 export function createHistory(options: {
   enabled: boolean;
@@ -104,45 +87,19 @@ export function createHistory(options: {
 }) {
   const { namespace, subscription, nc, log } = options;
   if (!options.enabled) return { record(_record: AttemptRecord): void {}, async close(): Promise<void> {} };
-  const inbox = `${createInbox()}.`;
-  /** Batches sent and not answered yet: number → when sent and its records; in sending order, oldest first. */
-  const waiting = new Map<number, { at: number; records: number }>();
+  const publisher = jetstreamPublisher(nc, answerTimeoutMs);
+  /** Batches sent and not answered yet. */
+  const waiting = new Set<Promise<void>>();
   let waitingRecords = 0;
-  let batches = 0;
   let turn: AttemptRecord[] = [];
   let lastWarning = 0;
-  let allAnswered: (() => void) | undefined;
   const failed = (records: number, reason: string) => {
     options.onFailure(records);
     if (Date.now() - lastWarning < 60_000) return;
     lastWarning = Date.now();
     log.warn({ error: reason, records }, 'attempt record not stored; delivery goes on');
   };
-  const settle = (n: number) => {
-    const batch = waiting.get(n);
-    if (!batch) return undefined;
-    waiting.delete(n);
-    waitingRecords -= batch.records;
-    if (waiting.size === 0) allAnswered?.();
-    return batch;
-  };
-  const answers = nc.subscribe(`${inbox}*`, {
-    callback: (err, m) => {
-      const batch = err ? undefined : settle(Number(m.subject.slice(inbox.length)));
-      const reason = batch && refusal(m);
-      if (batch && reason) failed(batch.records, reason);
-    },
-  });
-  const unanswered = (olderThanMs: number) => {
-    const now = performance.now();
-    for (const [n, batch] of waiting) {
-      if (now - batch.at < olderThanMs) break;
-      settle(n);
-      failed(batch.records, `no answer from JetStream within ${answerTimeoutMs / 1000}s`);
-    }
-  };
-  const sweep = setInterval(() => unanswered(answerTimeoutMs), 1000);
-  sweep.unref();
+  const subject = (record: AttemptRecord) => attemptSubject(namespace, subscription, record.eventId);
   const publish = () => {
     const records = turn;
     turn = [];
@@ -153,19 +110,27 @@ export function createHistory(options: {
       failed(records.length - room, `${maxPendingRecords} records already wait for JetStream`);
       records.length = room;
     }
-    if (records.length === 0) return;
-    const n = ++batches;
-    waiting.set(n, { at: performance.now(), records: records.length });
-    waitingRecords += records.length;
+    const last = records.pop();
+    if (!last) return;
     try {
-      records.forEach((record, i) => {
-        const reply = i === records.length - 1 ? { reply: `${inbox}${n}` } : undefined;
-        nc.publish(attemptSubject(namespace, subscription, record.eventId), JSON.stringify(record), reply);
-      });
+      for (const record of records) nc.publish(subject(record), JSON.stringify(record));
     } catch (err) {
-      settle(n);
-      failed(records.length, (err as Error).message); // the connection is closed
+      failed(records.length + 1, (err as Error).message); // the connection is closed
+      return;
     }
+    const count = records.length + 1;
+    waitingRecords += count;
+    const answered = publisher
+      .publish(subject(last), JSON.stringify(last))
+      .then(
+        () => {},
+        (err: Error) => failed(count, err.message),
+      )
+      .finally(() => {
+        waitingRecords -= count;
+        waiting.delete(answered);
+      });
+    waiting.add(answered);
   };
   return {
     // Published at the end of the turn with the acks (`later`): nats.js writes to its socket after each run of
@@ -175,15 +140,8 @@ export function createHistory(options: {
     },
     /** Waits for the answers to the records published so far (at most five seconds); flush `later` first. */
     async close(): Promise<void> {
-      if (waiting.size > 0) {
-        await new Promise<void>((ok) => {
-          allAnswered = ok;
-          setTimeout(ok, answerTimeoutMs).unref();
-        });
-      }
-      unanswered(0);
-      clearInterval(sweep);
-      answers.unsubscribe();
+      await Promise.all(waiting); // each fails by itself within five seconds
+      publisher.close();
     },
   };
 }

@@ -4,7 +4,8 @@
 // the same stream and posting to the same sink (a third process).
 //   1. throughput: N events are published first; each side in turn drains them (its own durable consumer);
 //      deliveries/s = N / (last arrival − first arrival) at the sink. The side's process is sampled meanwhile: CPU
-//      time per 1000 deliveries (/proc/<pid>/stat) and its highest RSS (VmRSS, every 100 ms): RSS under load.
+//      time per 1000 deliveries (/proc/<pid>/stat), nats-server's and the sink's too (what the side costs them: the
+//      machine is shared, so it slows the side down), and its highest RSS (VmRSS, every 100 ms): RSS under load.
 //   2. latency: both run side by side while events are published at a steady rate; end-to-end = from publish
 //      to arrival at the sink, p50 and p99.
 // The dispatcher runs with what a subscription gets by default on its hot path (attempt records on, no per-key
@@ -248,6 +249,8 @@ async function runBench() {
       const side = await start(name, path);
       // Deliveries made before the first sample (between ready and now) are left out of the CPU figure.
       const cpuBefore = cpuMs(side.pid);
+      const natsBefore = cpuMs(nats.process.pid as number);
+      const sinkBefore = cpuMs(sink.pid as number);
       const before = (await sinkStats(path)).count;
       let peakRss = rssMiB(side.pid);
       const sampler = setInterval(() => {
@@ -256,13 +259,12 @@ async function runBench() {
       const s = await waitFor(path, events);
       clearInterval(sampler);
       peakRss = Math.max(peakRss, rssMiB(side.pid));
-      const cpu = cpuMs(side.pid) - cpuBefore;
+      const perThousand = (s.count - before) / 1000;
+      const cpu = (cpuMs(side.pid) - cpuBefore) / perThousand;
+      const natsCpu = (cpuMs(nats.process.pid as number) - natsBefore) / perThousand;
+      const sinkCpu = (cpuMs(sink.pid as number) - sinkBefore) / perThousand;
       await side.stop();
-      return {
-        perSecond: s.count / (Math.max(1, s.last - s.first) / 1000),
-        cpu: cpu / ((s.count - before) / 1000),
-        peakRss,
-      };
+      return { perSecond: s.count / (Math.max(1, s.last - s.first) / 1000), cpu, natsCpu, sinkCpu, peakRss };
     };
     type Run = Awaited<ReturnType<typeof drain>>;
 
@@ -301,8 +303,9 @@ async function runBench() {
     const perSecond = (xs: Run[]) => median(xs.map((x) => x.perSecond));
     const peakRss = (xs: Run[]) => Math.max(...xs.map((x) => x.peakRss));
     const ms = (x: number) => x.toFixed(2);
+    const cpuOf = (xs: Run[], of: 'cpu' | 'natsCpu' | 'sinkCpu') => median(xs.map((x) => x[of])).toFixed(0);
     const row = (side: string, xs: Run[], latencies?: number[]) =>
-      `| ${side} | ${perSecond(xs).toFixed(0)} | ${xs.map((x) => x.perSecond.toFixed(0)).join(' · ')} | ${median(xs.map((x) => x.cpu)).toFixed(0)} | ${peakRss(xs).toFixed(0)} | ${latencies ? ms(pct(latencies, 50)) : ''} | ${latencies ? ms(pct(latencies, 99)) : ''} |`;
+      `| ${side} | ${perSecond(xs).toFixed(0)} | ${xs.map((x) => x.perSecond.toFixed(0)).join(' · ')} | ${cpuOf(xs, 'cpu')} | ${cpuOf(xs, 'natsCpu')} | ${cpuOf(xs, 'sinkCpu')} | ${peakRss(xs).toFixed(0)} | ${latencies ? ms(pct(latencies, 50)) : ''} | ${latencies ? ms(pct(latencies, 99)) : ''} |`;
     const ratio = Number((perSecond(runs.d) / perSecond(runs.b)).toFixed(2));
     const historyRatio = Number((perSecond(runs.d) / perSecond(runs.off)).toFixed(2));
     const dispatcherRss = Number(peakRss(runs.d).toFixed(0));
@@ -312,11 +315,13 @@ async function runBench() {
     );
     report.line(`baseline: node ${[...sideFlags, 'bench/baseline-dispatcher.ts'].join(' ')}`);
     report.line(
-      `CPU ms / 1000: median of the rounds; RSS under load: highest VmRSS of the side's process in any round`,
+      `CPU ms / 1000 (of the side, of nats-server, of the sink, while the side drained): median of the rounds; RSS under load: highest VmRSS of the side's process in any round`,
     );
     report.line();
-    report.line('| side | deliveries/s | rounds | CPU ms / 1000 | RSS under load MiB | p50 ms | p99 ms |');
-    report.line('| --- | --- | --- | --- | --- | --- | --- |');
+    report.line(
+      '| side | deliveries/s | rounds | CPU ms / 1000 | nats-server CPU ms / 1000 | sink CPU ms / 1000 | RSS under load MiB | p50 ms | p99 ms |',
+    );
+    report.line('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
     report.line(row('dispatcher', runs.d, dLatency.latencies));
     report.line(row('dispatcher, attempt records off', runs.off));
     report.line(row('baseline', runs.b, bLatency.latencies));

@@ -5,13 +5,14 @@ import { mkdtempSync, rmSync, watch } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Registry } from 'prom-client';
 import { resolveSources } from '../api/sources.ts';
 import type { WebhookSubscription } from '../api/webhook-subscription.ts';
 import { type Dispatcher, startDispatcher } from '../dispatcher/dispatcher.ts';
 import { targetUrl } from '../dispatcher/target.ts';
+import { jetstreamPublisher } from '../jetstream/publisher.ts';
 import { ensureEndpointStreams } from '../jetstream/streams.ts';
 import { endpointState, listen, type RunningServer } from '../receiver/main.ts';
 import { ReceiverMetrics } from '../receiver/metrics.ts';
@@ -118,7 +119,7 @@ async function serve(
     loggingRequests(
       receiverHandler({
         endpoints: () => states,
-        js: notingPublishes(jetstream(nc)),
+        publisher: notingPublishes(jetstreamPublisher(nc)),
         natsReady: () => !nc.isClosed(),
         maxPayload: () => nc.info?.max_payload,
         log,

@@ -7,9 +7,9 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { JetStreamClient } from '@nats-io/jetstream';
 import pino from 'pino';
 import { headers as names } from '../jetstream/layout.ts';
+import type { JetStreamPublisher } from '../jetstream/publisher.ts';
 import { dedupKeyPrefix } from '../receiver/endpoint.ts';
 import type { Logger } from '../runtime/log.ts';
 
@@ -91,24 +91,21 @@ interface RequestNote {
 
 const notes = new AsyncLocalStorage<RequestNote>();
 
-/** The JetStream client with each publish noted on the request that made it: its event type, id and dedup answer. */
-export function notingPublishes(js: JetStreamClient): JetStreamClient {
-  return new Proxy(js, {
-    get(target, property) {
-      const value = Reflect.get(target, property, target);
-      if (property !== 'publish') return typeof value === 'function' ? value.bind(target) : value;
-      return async (...args: Parameters<JetStreamClient['publish']>) => {
-        const ack = await target.publish(...args);
-        const note = notes.getStore();
-        if (note) {
-          note.eventType = args[2]?.headers?.get(names.eventType);
-          note.eventId = args[2]?.msgID;
-          note.duplicate = ack.duplicate;
-        }
-        return ack;
-      };
+/** The publisher with each publish noted on the request that made it: its event type, id and dedup answer. */
+export function notingPublishes(publisher: JetStreamPublisher): JetStreamPublisher {
+  return {
+    async publish(subject, data, options) {
+      const ack = await publisher.publish(subject, data, options);
+      const note = notes.getStore();
+      if (note) {
+        note.eventType = options?.headers?.get(names.eventType);
+        note.eventId = options?.msgID;
+        note.duplicate = ack.duplicate;
+      }
+      return ack;
     },
-  });
+    close: () => publisher.close(),
+  };
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;

@@ -1,9 +1,13 @@
 // The attempt records: one JSON record per delivery attempt in the subscription's attempt stream, published
-// without waiting for its PubAck, so the record costs the delivery nothing but the publish itself. A record that
-// JetStream could not store is counted and logged (at most once a minute), never retried: history is not worth
-// delaying or failing a delivery for.
-import { createInbox, type Msg, type NatsConnection } from '@nats-io/transport-node';
+// without waiting for its PubAck, so the record costs the delivery nothing but the publish itself. The records of
+// one turn of the event loop go out together, and JetStream answers the last of them: a batch whose answer is a
+// refusal, or does not come, counts all its records as not stored. They reach JetStream in one socket write and
+// are stored in order within microseconds, so what refuses the last (no stream, no leader, no space) refused the
+// batch. A record that JetStream could not store is counted and logged (at most once a minute), never retried:
+// history is not worth delaying or failing a delivery for.
+import type { NatsConnection } from '@nats-io/transport-node';
 import { attemptSubject } from '../jetstream/layout.ts';
+import { jetstreamPublisher } from '../jetstream/publisher.ts';
 import type { Logger } from '../runtime/log.ts';
 import type { StoredEvent } from './event.ts';
 import type { AttemptResult, Decision } from './outcome.ts';
@@ -40,7 +44,8 @@ export function attemptRecord(
   result: AttemptResult,
   decision: Decision,
 ): AttemptRecord {
-  return {
+  // Built field by field rather than from spreads: one object per attempt on the hot path (docs/benchmarks.md).
+  const record: AttemptRecord = {
     subscription,
     eventId: event.id,
     eventType: event.type,
@@ -48,36 +53,26 @@ export function attemptRecord(
     attempt: attempt.number,
     time: new Date(attempt.startedAt).toISOString(),
     durationMs: Math.round(attempt.durationMs * 10) / 10,
-    ...(result.kind === 'Response' ? { status: result.status } : { error: `${result.kind}: ${result.error}` }),
     decision: decision.action === 'ack' ? 'delivered' : decision.action,
-    ...(decision.action === 'retry' ? { retryInMs: Math.round(decision.delayMs) } : {}),
-    ...(decision.action === 'dead-letter' ? { reason: decision.reason } : {}),
-    ...(attempt.replay ? { replay: attempt.replay } : {}),
   };
+  if (result.kind === 'Response') record.status = result.status;
+  else record.error = `${result.kind}: ${result.error}`;
+  if (decision.action === 'retry') record.retryInMs = Math.round(decision.delayMs);
+  if (decision.action === 'dead-letter') record.reason = decision.reason;
+  if (attempt.replay) record.replay = attempt.replay;
+  return record;
 }
 
 /** Attempt records published and not yet acknowledged, at most. */
 export const maxPendingRecords = 4096;
 
-/** How long a record's PubAck may take before the record counts as not stored (js.publish's own default). */
+/** How long a batch's PubAck may take before its records count as not stored (js.publish's own default). */
 const answerTimeoutMs = 5000;
 
-/** Why JetStream did not store a record, from its answer; undefined for a PubAck. */
-function refusal(answer: Msg): string | undefined {
-  if (answer.headers?.hasError) return `${answer.headers.code} ${answer.headers.description}`; // 503: no stream
-  try {
-    const error = (answer.json() as { error?: { description?: string } }).error;
-    return error ? (error.description ?? 'refused') : undefined;
-  } catch {
-    return 'unreadable answer';
-  }
-}
-
 /**
- * Each record is a plain publish whose reply subject is one subscription of this dispatcher's, where JetStream
- * answers with its PubAck. js.publish would make each record a request (a timer, a promise and, in nats.js, errors
- * with stack traces built for every one), which cost more CPU than the rest of the delivery (docs/benchmarks.md).
- * A record counts as failed when its answer is an error, or when none comes within five seconds.
+ * The records of a turn are plain publishes, and only the last of them asks for an answer
+ * (src/jetstream/publisher.ts): js.publish would make each record a request (a timer, a promise and, in nats.js,
+ * errors with stack traces built for every one), and each answer is work for nats-server and the dispatcher.
  */
 export function createHistory(options: {
   enabled: boolean;
@@ -85,77 +80,68 @@ export function createHistory(options: {
   subscription: string;
   nc: NatsConnection;
   log: Logger;
-  onFailure: () => void;
+  /** How many records JetStream did not store. */
+  onFailure: (records: number) => void;
   /** Runs a publish at the end of the turn of the event loop (the acks' batch). */
   later: (write: () => void) => void;
 }) {
   const { namespace, subscription, nc, log } = options;
   if (!options.enabled) return { record(_record: AttemptRecord): void {}, async close(): Promise<void> {} };
-  const inbox = `${createInbox()}.`;
-  /** Records sent and not answered yet: number → when sent; in sending order, so the oldest come first. */
-  const waiting = new Map<number, number>();
-  let sent = 0;
+  const publisher = jetstreamPublisher(nc, answerTimeoutMs);
+  /** Batches sent and not answered yet. */
+  const waiting = new Set<Promise<void>>();
+  let waitingRecords = 0;
+  let turn: AttemptRecord[] = [];
   let lastWarning = 0;
-  let allAnswered: (() => void) | undefined;
-  const failed = (reason: string) => {
-    options.onFailure();
+  const failed = (records: number, reason: string) => {
+    options.onFailure(records);
     if (Date.now() - lastWarning < 60_000) return;
     lastWarning = Date.now();
-    log.warn({ error: reason }, 'attempt record not stored; delivery goes on');
+    log.warn({ error: reason, records }, 'attempt record not stored; delivery goes on');
   };
-  const answers = nc.subscribe(`${inbox}*`, {
-    callback: (err, m) => {
-      if (err || !waiting.delete(Number(m.subject.slice(inbox.length)))) return;
-      const reason = refusal(m);
-      if (reason) failed(reason);
-      if (waiting.size === 0) allAnswered?.();
-    },
-  });
-  const unanswered = (olderThanMs: number) => {
-    const now = performance.now();
-    for (const [n, at] of waiting) {
-      if (now - at < olderThanMs) break;
-      waiting.delete(n);
-      failed(`no answer from JetStream within ${answerTimeoutMs / 1000}s`);
-    }
-  };
-  const sweep = setInterval(() => unanswered(answerTimeoutMs), 1000);
-  sweep.unref();
-  const publish = (record: AttemptRecord) => {
+  const subject = (record: AttemptRecord) => attemptSubject(namespace, subscription, record.eventId);
+  const publish = () => {
+    const records = turn;
+    turn = [];
     // While JetStream is slow, records wait for their PubAck; past this many, new ones are dropped (and counted)
     // rather than held in memory without bound.
-    if (waiting.size >= maxPendingRecords) {
-      failed(`${maxPendingRecords} records already wait for JetStream`);
+    const room = Math.max(0, maxPendingRecords - waitingRecords);
+    if (records.length > room) {
+      failed(records.length - room, `${maxPendingRecords} records already wait for JetStream`);
+      records.length = room;
+    }
+    const last = records.pop();
+    if (!last) return;
+    try {
+      for (const record of records) nc.publish(subject(record), JSON.stringify(record));
+    } catch (err) {
+      failed(records.length + 1, (err as Error).message); // the connection is closed
       return;
     }
-    const n = ++sent;
-    waiting.set(n, performance.now());
-    try {
-      nc.publish(attemptSubject(namespace, subscription, record.eventId), JSON.stringify(record), {
-        reply: `${inbox}${n}`,
+    const count = records.length + 1;
+    waitingRecords += count;
+    const answered = publisher
+      .publish(subject(last), JSON.stringify(last))
+      .then(
+        () => {},
+        (err: Error) => failed(count, err.message),
+      )
+      .finally(() => {
+        waitingRecords -= count;
+        waiting.delete(answered);
       });
-    } catch (err) {
-      waiting.delete(n);
-      failed((err as Error).message); // the connection is closed
-    }
+    waiting.add(answered);
   };
   return {
     // Published at the end of the turn with the acks (`later`): nats.js writes to its socket after each run of
     // microtasks, so a record published at once was a system call of its own for each delivery.
     record(record: AttemptRecord): void {
-      options.later(() => publish(record));
+      if (turn.push(record) === 1) options.later(publish);
     },
     /** Waits for the answers to the records published so far (at most five seconds); flush `later` first. */
     async close(): Promise<void> {
-      if (waiting.size > 0) {
-        await new Promise<void>((ok) => {
-          allAnswered = ok;
-          setTimeout(ok, answerTimeoutMs).unref();
-        });
-      }
-      unanswered(0);
-      clearInterval(sweep);
-      answers.unsubscribe();
+      await Promise.all(waiting); // each fails by itself within five seconds
+      publisher.close();
     },
   };
 }

@@ -153,7 +153,7 @@ export function dispatcherMetrics(registry: Registry, namespace: string, subscri
       if (statusClass !== '2xx') failures.inc({ ...base, status_class: statusClass });
     },
     replayAttempt: (outcome: AttemptOutcome) => replayAttempts.inc({ ...base, outcome }),
-    attemptRecordFailed: () => recordsFailed.inc(base),
+    attemptRecordFailed: (records: number) => recordsFailed.inc(base, records),
     retry: () => retries.inc(base),
     delivered(latencySeconds: number | undefined) {
       delivered.inc(base);

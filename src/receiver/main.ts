@@ -3,13 +3,13 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { type JetStreamClient, jetstream } from '@nats-io/jetstream';
 import { Registry } from 'prom-client';
 import { parse as parseYAML } from 'yaml';
 import { checkResource } from '../api/check.ts';
 import { type ProviderEndpoint, providerEndpoint } from '../api/provider-endpoint.ts';
 import { receiverCommand } from '../commands.ts';
 import { endpointStream } from '../jetstream/layout.ts';
+import { type JetStreamPublisher, jetstreamPublisher } from '../jetstream/publisher.ts';
 import { parseFlags } from '../runtime/flags.ts';
 import { type Logger, log as rootLog } from '../runtime/log.ts';
 import { connectNats, type Nats } from '../runtime/nats.ts';
@@ -111,7 +111,7 @@ export async function main(args: string[]): Promise<void> {
 
   // Webhooks get 503 and /readyz says not ready until NATS connects; /healthz and /metrics answer at once.
   let nats: Nats | undefined;
-  let js: JetStreamClient | undefined;
+  let publisher: JetStreamPublisher | undefined;
   let jetStream: Readiness | undefined;
   let stopping = false;
   const natsReady = () => {
@@ -123,8 +123,8 @@ export async function main(args: string[]): Promise<void> {
     receiverHandler({
       endpoints: () => endpoints,
       // Read at each publish, which waits for natsReady(): set by then.
-      get js() {
-        return js as JetStreamClient;
+      get publisher() {
+        return publisher as JetStreamPublisher;
       },
       maxPayload: () => nats?.nc.info?.max_payload,
       natsReady,
@@ -150,7 +150,7 @@ export async function main(args: string[]): Promise<void> {
     },
     log,
   );
-  js = jetstream(nats.nc);
+  publisher = jetstreamPublisher(nats.nc);
   jetStream = jetStreamReadiness(
     nats,
     () => [endpointStream(resource.metadata.namespace ?? 'default', resource.metadata.name)],

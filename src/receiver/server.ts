@@ -2,10 +2,10 @@
 // receiver pod, all of them in dev mode), plus health and metrics. A 2xx means the event is in JetStream.
 import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { JetStreamClient } from '@nats-io/jetstream';
 import { headers as natsHeaders } from '@nats-io/transport-node';
 import type { Registry } from 'prom-client';
 import { duplicateSubject, eventSubject, headers as names } from '../jetstream/layout.ts';
+import type { JetStreamPublisher } from '../jetstream/publisher.ts';
 import { InvalidPayload, type MediaKind, mediaKind, parseAs, sniff } from '../payload/parse.ts';
 import type { Logger } from '../runtime/log.ts';
 import type { TraceContext, Tracer } from '../runtime/tracing.ts';
@@ -21,7 +21,8 @@ export type EndpointState = { metrics: EndpointMetrics } & ({ endpoint: Compiled
 export interface ReceiverOptions {
   /** Current endpoints by `<namespace>/<name>`; read on every request, so a reload swaps them atomically. */
   endpoints: () => ReadonlyMap<string, EndpointState>;
-  js: JetStreamClient;
+  /** Publishes each event and waits for JetStream's PubAck (src/jetstream/publisher.ts). */
+  publisher: JetStreamPublisher;
   /** False while NATS is unreachable: requests get 503 at once instead of waiting for a publish timeout. */
   natsReady: () => boolean;
   /** The server's max_payload: a body that cannot fit in one message is refused with 413, not retried forever. */
@@ -29,7 +30,6 @@ export interface ReceiverOptions {
   /** Called when a publish fails, so readiness drops at once rather than at its next look. */
   publishFailed?: () => void;
   log: Logger;
-  publishTimeoutMs?: number;
   /** With tracing on: a span per webhook request, its context stored with the event. */
   tracer?: Tracer;
 }
@@ -304,11 +304,14 @@ async function publish(
   await nextTurn();
   const started = process.hrtime.bigint();
   try {
-    const ack = await options.js.publish(eventSubject(endpoint.namespace, endpoint.name, eventType), request.body, {
-      msgID: id,
-      headers: h,
-      timeout: options.publishTimeoutMs ?? 5000,
-    });
+    const ack = await options.publisher.publish(
+      eventSubject(endpoint.namespace, endpoint.name, eventType),
+      request.body,
+      {
+        msgID: id,
+        headers: h,
+      },
+    );
     return ack.duplicate;
   } catch (err) {
     options.publishFailed?.();
@@ -342,7 +345,7 @@ function nextTurn(): Promise<void> {
  * count lower.
  */
 function recordDuplicate(options: ReceiverOptions, endpoint: CompiledEndpoint, id: string) {
-  options.js.publish(duplicateSubject(endpoint.namespace, endpoint.name, id)).catch((err: unknown) => {
+  options.publisher.publish(duplicateSubject(endpoint.namespace, endpoint.name, id)).catch((err: unknown) => {
     options.log.debug({ err: String(err) }, 'duplicate record not stored');
   });
 }

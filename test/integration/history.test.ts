@@ -140,9 +140,15 @@ describe('attempt records', () => {
     await t.run();
     // The attempt stream is gone (deleted by hand): JetStream answers the record's publish with no responders.
     await t.nats.jsm.streams.delete(attemptStream(t.names.namespace, t.names.subscription));
-    await publishEvent(t.nats.nc, t.names.namespace, t.names.endpoint, { type: 'order.shipped', body: '{}' });
-    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 1);
-    await eventually(async () => (await t.metric('hookyard_dispatcher_attempt_records_failed_total')) === 1);
+    // A burst: the records of one turn go out together and JetStream answers the last; each one counts.
+    const burst = 20;
+    await Promise.all(
+      Array.from({ length: burst }, () =>
+        publishEvent(t.nats.nc, t.names.namespace, t.names.endpoint, { type: 'order.shipped', body: '{}' }),
+      ),
+    );
+    await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === burst);
+    await eventually(async () => (await t.metric('hookyard_dispatcher_attempt_records_failed_total')) === burst);
     await t.stop();
   });
 });

@@ -13,6 +13,7 @@ import type { ProviderEndpoint } from '../../src/api/provider-endpoint.ts';
 import { parseResource } from '../../src/api/validate.ts';
 import { duplicateCounts } from '../../src/history/read.ts';
 import { endpointStream } from '../../src/jetstream/layout.ts';
+import { jetstreamPublisher } from '../../src/jetstream/publisher.ts';
 import { ensureEndpointStreams } from '../../src/jetstream/streams.ts';
 import { providerSignature, type Sample, samples } from '../../src/providers/samples.ts';
 import { endpointState, listen, type RunningServer } from '../../src/receiver/main.ts';
@@ -109,7 +110,7 @@ describe('receiver', () => {
     server = await listen(
       receiverHandler({
         endpoints: () => states,
-        js: jetstream(nc),
+        publisher: jetstreamPublisher(nc),
         natsReady: () => true,
         maxPayload: () => nc.info?.max_payload,
         log,

@@ -23,7 +23,7 @@ describe('attempt records', () => {
       subscription: 'orders',
       nc: silent,
       log,
-      onFailure: () => dropped++,
+      onFailure: (records) => (dropped += records),
       later: (write) => write(),
     });
     const record = { eventId: 'evt_1' } as AttemptRecord;

@@ -27,6 +27,8 @@ ENV NODE_ENV=production
 # load (64 MiB semi-spaces: Node is built without pointer compression), and --max-semi-space-size=16 holds it at
 # 32 MiB; --heap-growing-percent=50 collects the old generation when it is 1.5 times its live size, instead of
 # letting promoted garbage (decoded bodies, mostly) pile up to several times it. bin/hookyard passes the same flags.
+# Dispatcher pods and the operator run the same node and CLI with flags of their own (src/operator/render.ts, the
+# chart's operator.nodeFlags).
 # --enable-source-maps costs 33 MiB: the source maps are in /app; set NODE_OPTIONS=--enable-source-maps when
 # readable stack traces are worth that.
 ENTRYPOINT ["/nodejs/bin/node", "--max-semi-space-size=16", "--heap-growing-percent=50", "/app/cli.mjs"]

@@ -13,13 +13,12 @@
 // the sides alternating, each round with fresh consumers over the same N events, and the median of each side is
 // reported. Each round also runs the dispatcher with history.enabled false: the cost of the attempt records is the
 // ratio of the two.
-// Both sides get the heap a dispatcher pod gets: Node sizes its heap to the container's memory limit, and in the
-// default 384 MiB (src/operator/render.ts) Node 24 takes a 259 MiB heap with 1 MiB semi-spaces, which
-// `--max-old-space-size=256 --max-semi-space-size=1` reproduce outside a container (measured in a memory cgroup of
-// 384 MiB). Without them, on a machine with much memory, V8 grows its young generation to 128 MiB under load, and
-// that, not the dispatcher, would be most of the RSS measured.
+// Both sides run with the node flags of a dispatcher pod: its own (src/operator/render.ts, semi-spaces of 8 MiB
+// instead of the image's 16) and the old generation Node 24 sizes to the pod's default memory limit of 384 MiB,
+// 256 MiB (`--max-old-space-size=256`; measured in a memory cgroup of 384 MiB). The baseline gets the same, so
+// the ratio compares the code, not the flags.
 // Options: --events N (default 20000), --concurrency C (64), --rate R events/s (500), --seconds S (5),
-// --rounds (3). Environment: SIDE_NODE_FLAGS replaces the node flags of both sides (the pod's heap; '' for node's
+// --rounds (5). Environment: SIDE_NODE_FLAGS replaces the node flags of both sides (the pod's heap; '' for node's
 // defaults on this machine; to profile, add `--cpu-prof --cpu-prof-dir=/tmp/prof`). The output is kept in
 // docs/benchmarks/; the process exits 1 when a goal of docs/benchmarks.md is missed. With --traces each round also
 // runs the dispatcher exporting a span per attempt to a real OpenTelemetry Collector (tools/otelcol): the cost of
@@ -37,7 +36,8 @@ import type { ProviderEndpoint } from '../src/api/provider-endpoint.ts';
 import { parseResource } from '../src/api/validate.ts';
 import { endpointStream, eventSubject, headers as h } from '../src/jetstream/layout.ts';
 import { endpointStreamConfig, ensureStream } from '../src/jetstream/streams.ts';
-import { bundleCli, type CliProcess, imageNodeFlags, runCli, waitReady } from '../test/harness/cli.ts';
+import { nodeFlagsOf } from '../src/operator/render.ts';
+import { bundleCli, type CliProcess, runCli, waitReady } from '../test/harness/cli.ts';
 import { freePort, root, startCollector, startNats, tempDir } from '../test/harness/servers.ts';
 import { benchReport, cpuMs, rssMiB } from './report.ts';
 
@@ -47,14 +47,14 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '64' },
     rate: { type: 'string', default: '500' },
     seconds: { type: 'string', default: '5' },
-    rounds: { type: 'string', default: '3' },
+    rounds: { type: 'string', default: '5' },
     sink: { type: 'string' },
     traces: { type: 'boolean', default: false },
   },
 });
 
-/** The heap Node 24 configures in a container limited to 384 MiB, the dispatcher pod's default limit. */
-const podHeapFlags = '--max-old-space-size=256 --max-semi-space-size=1';
+/** A dispatcher pod's node flags, and the old generation Node 24 sizes to its default memory limit (384 MiB). */
+const podNodeFlags = [...(nodeFlagsOf('dispatcher') ?? []), '--max-old-space-size=256'].join(' ');
 
 /** Milliseconds since the epoch with sub-millisecond precision, comparable across processes. */
 const clock = () => performance.timeOrigin + performance.now();
@@ -112,8 +112,7 @@ async function runBench() {
   const concurrency = Number(values.concurrency);
   const rate = Number(values.rate);
   const seconds = Number(values.seconds);
-  const sideFlags = (process.env.SIDE_NODE_FLAGS ?? podHeapFlags).split(' ').filter(Boolean);
-  const nodeFlags = [...imageNodeFlags(), ...sideFlags];
+  const nodeFlags = (process.env.SIDE_NODE_FLAGS ?? podNodeFlags).split(' ').filter(Boolean);
   const work = tempDir('hookyard-bench-');
   const nats = await startNats(work.path, join(work.path, 'nats'));
   const collector = values.traces ? await startCollector(work.path, work.path) : undefined;
@@ -187,7 +186,7 @@ async function runBench() {
     const args = [nats.url, stream, name, `${sinkUrl}${path}`, String(concurrency)];
     const child: ChildProcess = spawn(
       process.execPath,
-      [...sideFlags, join(root, 'bench/baseline-dispatcher.ts'), ...args],
+      [...nodeFlags, join(root, 'bench/baseline-dispatcher.ts'), ...args],
       {
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       },
@@ -313,7 +312,7 @@ async function runBench() {
     report.line(
       `dispatcher: node ${[...nodeFlags, 'dist/cli.mjs'].join(' ')} dispatcher, standardWebhooks signing, attempt records on unless said`,
     );
-    report.line(`baseline: node ${[...sideFlags, 'bench/baseline-dispatcher.ts'].join(' ')}`);
+    report.line(`baseline: node ${[...nodeFlags, 'bench/baseline-dispatcher.ts'].join(' ')}`);
     report.line(
       `CPU ms / 1000 (of the side, of nats-server, of the sink, while the side drained): median of the rounds; RSS under load: highest VmRSS of the side's process in any round`,
     );

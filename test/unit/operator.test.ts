@@ -14,8 +14,9 @@ import { holds, invalidSpecChecks } from '../../src/operator/context.ts';
 import { matchEventTypes, producedEventTypes } from '../../src/operator/event-types.ts';
 import { serveMetrics } from '../../src/operator/metrics.ts';
 import { WorkQueue } from '../../src/operator/queue.ts';
-import { renderEndpoint, renderSubscription } from '../../src/operator/render.ts';
+import { nodeFlagsOf, renderEndpoint, renderSubscription } from '../../src/operator/render.ts';
 import { conditionsFor } from '../../src/operator/status.ts';
+import { imageEntrypoint } from '../harness/cli.ts';
 
 describe('work queue', () => {
   it('hands out a key once however often it was added, and never to two workers at once', async () => {
@@ -186,6 +187,24 @@ describe('rendered workloads', () => {
   }) as ProviderEndpoint;
   const container = (d: { spec?: { template: { spec?: { containers: V1Container[] } } } }) =>
     d.spec?.template.spec?.containers[0] as V1Container;
+
+  it("run dispatchers with their own node flags around the image's node and CLI, receivers as the image does", () => {
+    const options = { image: 'hookyard:1', natsUrl: 'nats://nats:4222' };
+    const subscription = parseResource({
+      apiVersion: 'hookyard.io/v1alpha1',
+      kind: 'WebhookSubscription',
+      metadata: { name: 'orders', namespace: 'shop' },
+      spec: { sources: [{ endpoint: 'proign' }], target: { url: 'http://orders.shop.svc' } },
+    }) as WebhookSubscription;
+    assert.equal(container(renderEndpoint(endpoint, options).deployment).command, undefined);
+    const entrypoint = imageEntrypoint();
+    assert.deepEqual(container(renderSubscription(subscription, [], options).deployment).command, [
+      entrypoint[0],
+      ...(nodeFlagsOf('dispatcher') ?? []),
+      entrypoint.at(-1),
+    ]);
+    assert.ok(nodeFlagsOf('dispatcher')?.includes('--max-semi-space-size=8'));
+  });
 
   it('hold as the API server returns them, which leaves out an empty list, so they are not applied again', () => {
     const generic = parseResource({

@@ -185,8 +185,8 @@ const workloads = {
 } as const;
 
 /** The image's node and CLI (the Dockerfile's ENTRYPOINT), for a workload that runs node with flags of its own. */
-export const imageNode = '/nodejs/bin/node';
-export const imageCli = '/app/cli.mjs';
+const imageNode = '/nodejs/bin/node';
+const imageCli = '/app/cli.mjs';
 
 /** The node flags a workload's pods run with instead of the image's; undefined: the image's. */
 export function nodeFlagsOf(component: keyof typeof workloads): readonly string[] | undefined {

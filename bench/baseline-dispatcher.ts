@@ -11,8 +11,8 @@ import { Pool } from 'undici';
 const [natsUrl, stream, name, target, concurrencyArg] = process.argv.slice(2) as string[];
 const concurrency = Number(concurrencyArg);
 const url = new URL(target as string);
-// nats.js's default connection options, as the dispatcher's (src/runtime/nats.ts, connectNats).
-const nc = await connect({ servers: natsUrl });
+// nats.js's default connection options but noAsyncTraces, as the dispatcher's (src/runtime/nats.ts, connectNats).
+const nc = await connect({ servers: natsUrl, noAsyncTraces: true });
 const jsm = await jetstreamManager(nc);
 const js = jetstream(nc);
 await jsm.consumers.add(stream as string, {

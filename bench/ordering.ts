@@ -50,7 +50,7 @@ try {
 }
 
 async function measure(sinkUrl: string) {
-  const nc = await connect({ servers: nats.url });
+  const nc = await connect({ servers: nats.url, noAsyncTraces: true }); // as a dispatcher's (connectNats)
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);
   const ns = 'bench';

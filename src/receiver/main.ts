@@ -139,14 +139,12 @@ export async function main(args: string[]): Promise<void> {
     values.port,
   );
   log.info({ port: running.port }, 'receiver listening');
-  // A failed publish is logged by its message and answered 503: the stack of where it started would add nothing.
   nats = await connectNats(
     {
       url: values['nats-url'],
       credsFile: values['nats-creds'],
       caFile: values['nats-ca'],
       name: 'hookyard-receiver',
-      noAsyncTraces: true,
     },
     log,
   );

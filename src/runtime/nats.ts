@@ -10,11 +10,6 @@ export interface NatsOptions {
   /** CA bundle for a TLS connection. */
   caFile?: string;
   name: string;
-  /**
-   * Leave out the stack of where each request started from its errors (nats.js builds two errors per request for
-   * it, CPU on a hot path such as the receiver's publish; measured in docs/benchmarks.md).
-   */
-  noAsyncTraces?: boolean;
   /** Give up after this many failed first connection attempts (default: never). */
   attempts?: number;
   /** Told why each failed first attempt failed, for a readiness probe to report. */
@@ -57,7 +52,10 @@ export async function connectNats(options: NatsOptions, log: Logger): Promise<Na
     timeout: 5000,
     authenticator: options.credsFile ? credsAuthenticator(readFileSync(options.credsFile)) : undefined,
     tls: options.caFile ? { caFile: options.caFile } : undefined,
-    noAsyncTraces: options.noAsyncTraces,
+    // Errors are logged by their message, so the stack of where each request started adds nothing: nats.js would
+    // build two errors with stack traces for every request to keep it (the receiver's publishes, an ordered
+    // subscription's confirmed acks; docs/benchmarks.md).
+    noAsyncTraces: true,
   };
   let nc: NatsConnection | undefined;
   for (let attempt = 1; !nc; attempt++) {

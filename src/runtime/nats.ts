@@ -53,7 +53,7 @@ export async function connectNats(options: NatsOptions, log: Logger): Promise<Na
     authenticator: options.credsFile ? credsAuthenticator(readFileSync(options.credsFile)) : undefined,
     tls: options.caFile ? { caFile: options.caFile } : undefined,
     // Errors are logged by their message, so the stack of where each request started adds nothing: nats.js would
-    // build two errors with stack traces for every request to keep it (the receiver's publishes, an ordered
+    // build two errors with stack traces for every request to keep it (the operator's JetStream calls, an ordered
     // subscription's confirmed acks; docs/benchmarks.md).
     noAsyncTraces: true,
   };

@@ -25,7 +25,7 @@ import { providerSignature, type Sample, samples } from '../../src/providers/sam
 import { runCli } from '../harness/cli.ts';
 import { exampleDoc } from '../harness/examples.ts';
 import { chartDir, helm } from '../harness/helm.ts';
-import { kubectl, requireEnv } from '../harness/kube.ts';
+import { kubectl, namespaceUserRbac, requireEnv } from '../harness/kube.ts';
 import { binDir, root } from '../harness/servers.ts';
 import { type Answer, allReady, costs, hit, type PodGroup, pods, servingPod, startLoad } from './faults.ts';
 import {
@@ -337,24 +337,7 @@ async function whereEventsStopped(subscription: string): Promise<string> {
  * resources in `namespace` only, with a kubeconfig of its own (a bearer token, as the history API needs).
  */
 async function namespaceUser(namespace: string) {
-  await apply(`apiVersion: v1
-kind: ServiceAccount
-metadata: {name: history-user, namespace: ${namespace}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: history-user, namespace: ${namespace}}
-rules:
-  - apiGroups: [hookyard.io]
-    resources: [providerendpoints, webhooksubscriptions]
-    verbs: [get, list, patch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: history-user, namespace: ${namespace}}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: history-user}
-subjects: [{kind: ServiceAccount, name: history-user, namespace: ${namespace}}]
-`);
+  await apply(namespaceUserRbac(namespace, 'history-user'));
   const token = await kubectl(['-n', namespace, 'create', 'token', 'history-user', '--duration', '1h']);
   assert.equal(token.code, 0, token.stderr);
   const view = await kubectl(['config', 'view', '--raw', '--minify', '-o', 'json']);

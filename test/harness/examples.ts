@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseAllDocuments } from 'yaml';
+import { parseAllDocuments, stringify } from 'yaml';
 import { root } from './servers.ts';
 
 export interface ExampleDocument {
@@ -30,3 +30,22 @@ export const namesOf = (docs: ExampleDocument[], kind: string) =>
     .filter((d) => d.doc.kind === kind)
     .map((d) => d.doc.metadata.name)
     .sort();
+
+/**
+ * A generic ProviderEndpoint `shop` without verification and a WebhookSubscription `orders` of it to `targetUrl`,
+ * as YAML for `kubectl apply`; `subscription` adds to the subscription's spec.
+ */
+export function shopAndOrders(targetUrl: string, subscription: Record<string, unknown> = {}): string {
+  const endpoint = { provider: 'generic', verification: [{ none: true }] };
+  return [
+    { apiVersion: 'hookyard.io/v1alpha1', kind: 'ProviderEndpoint', metadata: { name: 'shop' }, spec: endpoint },
+    {
+      apiVersion: 'hookyard.io/v1alpha1',
+      kind: 'WebhookSubscription',
+      metadata: { name: 'orders' },
+      spec: { sources: [{ endpoint: 'shop' }], target: { url: targetUrl }, ...subscription },
+    },
+  ]
+    .map((doc) => stringify(doc))
+    .join('---\n');
+}

@@ -120,3 +120,25 @@ spec: {sources: [{endpoint: x}], filter: "nope(", target: {url: "http://x"}}`;
     await new Promise((ok) => server.close(ok));
   };
 }
+
+/** A ServiceAccount `account` that may read and patch Hookyard's resources in `namespace` only, as YAML. */
+export function namespaceUserRbac(namespace: string, account: string): string {
+  return `apiVersion: v1
+kind: ServiceAccount
+metadata: {name: ${account}, namespace: ${namespace}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: ${account}, namespace: ${namespace}}
+rules:
+  - apiGroups: [hookyard.io]
+    resources: [providerendpoints, webhooksubscriptions]
+    verbs: [get, list, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: ${account}, namespace: ${namespace}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: ${account}}
+subjects: [{kind: ServiceAccount, name: ${account}, namespace: ${namespace}}]
+`;
+}

@@ -19,7 +19,8 @@ import { deadLetterStream, duplicateSubject, replayStream } from '../../src/jets
 import { freePort } from '../../src/runtime/net.ts';
 import { mapSecrets } from '../../src/runtime/secrets.ts';
 import { runCli, sourceCli } from '../harness/cli.ts';
-import { createNamespace, installCRDs, kubeConfig, kubectl, requireEnv } from '../harness/kube.ts';
+import { shopAndOrders } from '../harness/examples.ts';
+import { createNamespace, installCRDs, kubeConfig, kubectl, namespaceUserRbac, requireEnv } from '../harness/kube.ts';
 import { testNats } from '../harness/nats.ts';
 import { binDir, root, servingCertificate, tempDir } from '../harness/servers.ts';
 import { waitFor } from '../harness/wait.ts';
@@ -57,19 +58,7 @@ describe('hookyard history commands', () => {
       res.end();
     });
     for (const namespace of [mine, other]) {
-      const r = await kubectl(
-        ['apply', '--server-side', '-n', namespace, '-f', '-'],
-        `apiVersion: hookyard.io/v1alpha1
-kind: ProviderEndpoint
-metadata: {name: shop}
-spec: {provider: generic, verification: [{none: true}]}
----
-apiVersion: hookyard.io/v1alpha1
-kind: WebhookSubscription
-metadata: {name: orders}
-spec: {sources: [{endpoint: shop}], target: {url: "${target.url}"}}
-`,
-      );
+      const r = await kubectl(['apply', '--server-side', '-n', namespace, '-f', '-'], shopAndOrders(target.url));
       assert.equal(r.code, 0, r.stderr);
     }
     await waitFor('the streams', () => nats.jsm.streams.info(replayStream(mine, 'orders')).catch(() => undefined));
@@ -91,24 +80,7 @@ spec: {sources: [{endpoint: shop}], target: {url: "${target.url}"}}
     });
 
     // A user who may read and patch Hookyard's resources in `mine` only.
-    const rbac = `apiVersion: v1
-kind: ServiceAccount
-metadata: {name: reader, namespace: ${mine}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: hookyard-user, namespace: ${mine}}
-rules:
-  - apiGroups: [hookyard.io]
-    resources: [providerendpoints, webhooksubscriptions]
-    verbs: [get, list, patch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: hookyard-user, namespace: ${mine}}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: hookyard-user}
-subjects: [{kind: ServiceAccount, name: reader, namespace: ${mine}}]
-`;
+    const rbac = namespaceUserRbac(mine, 'reader');
     const applied = await kubectl(['apply', '--server-side', '-f', '-'], rbac);
     assert.equal(applied.code, 0, applied.stderr);
     const token = await core.createNamespacedServiceAccountToken({

@@ -15,6 +15,7 @@ import { type Dispatcher, startDispatcher } from '../../src/dispatcher/dispatche
 import { readStream } from '../../src/history/read.ts';
 import { endpointStream, replayStream } from '../../src/jetstream/layout.ts';
 import { mapSecrets } from '../../src/runtime/secrets.ts';
+import { shopAndOrders } from '../harness/examples.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl } from '../harness/kube.ts';
 import { testNats } from '../harness/nats.ts';
 import { waitFor } from '../harness/wait.ts';
@@ -62,20 +63,7 @@ describe('replay of an ordered subscription under load', () => {
     });
     const r = await kubectl(
       ['apply', '--server-side', '-n', namespace, '-f', '-'],
-      `apiVersion: hookyard.io/v1alpha1
-kind: ProviderEndpoint
-metadata: {name: shop}
-spec: {provider: generic, verification: [{none: true}]}
----
-apiVersion: hookyard.io/v1alpha1
-kind: WebhookSubscription
-metadata: {name: orders}
-spec:
-  sources: [{endpoint: shop}]
-  target: {url: "${target.url}"}
-  concurrency: 8
-  ordering: {key: body.key}
-`,
+      shopAndOrders(target.url, { concurrency: 8, ordering: { key: 'body.key' } }),
     );
     assert.equal(r.code, 0, r.stderr);
     await waitFor('the endpoint stream and the replay stream', async () => {

@@ -14,6 +14,7 @@ import { type Dispatcher, startDispatcher } from '../../src/dispatcher/dispatche
 import { attemptStream, deadLetterStream, endpointStream, replayStream } from '../../src/jetstream/layout.ts';
 import { orderingStream } from '../../src/jetstream/ordering.ts';
 import { mapSecrets } from '../../src/runtime/secrets.ts';
+import { shopAndOrders } from '../harness/examples.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl } from '../harness/kube.ts';
 import { testNats } from '../harness/nats.ts';
 import { waitFor } from '../harness/wait.ts';
@@ -51,22 +52,7 @@ describe('replay', () => {
       res.statusCode = (!fixed && id.startsWith('bad-')) || (refuseKeyed && id.startsWith('kbad-')) ? 400 : 200;
       res.end();
     });
-    await apply(`
-apiVersion: hookyard.io/v1alpha1
-kind: ProviderEndpoint
-metadata: {name: shop}
-spec:
-  provider: generic
-  verification: [{none: true}]
----
-apiVersion: hookyard.io/v1alpha1
-kind: WebhookSubscription
-metadata: {name: orders}
-spec:
-  sources: [{endpoint: shop}]
-  eventTypes: [order.shipped]
-  target: {url: "${target.url}"}
-`);
+    await apply(shopAndOrders(target.url, { eventTypes: ['order.shipped'] }));
     await waitFor('the endpoint stream and the replay stream', async () => {
       await nats.jsm.streams.info(endpointStream(namespace, 'shop'));
       return nats.jsm.streams.info(replayStream(namespace, 'orders')).catch(() => undefined);

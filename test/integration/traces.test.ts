@@ -15,6 +15,7 @@ import { freePort } from '../../src/runtime/net.ts';
 import { mapSecrets } from '../../src/runtime/secrets.ts';
 import { startTracing } from '../../src/runtime/tracing.ts';
 import { bundleCli, type Cli, type CliProcess, runCli, sourceCli } from '../harness/cli.ts';
+import { shopAndOrders } from '../harness/examples.ts';
 import { binDir, type CollectedSpan, type Collector, root, startCollector, tempDir } from '../harness/servers.ts';
 import { waitFor } from '../harness/wait.ts';
 import {
@@ -48,22 +49,7 @@ async function startTarget(): Promise<{ url: string; received: Received[] }> {
 }
 
 function manifests(dir: string, targetUrl: string): void {
-  writeFileSync(
-    join(dir, 'shop.yaml'),
-    `apiVersion: hookyard.io/v1alpha1
-kind: ProviderEndpoint
-metadata: {name: shop}
-spec: {provider: generic, verification: [{none: true}]}
----
-apiVersion: hookyard.io/v1alpha1
-kind: WebhookSubscription
-metadata: {name: orders}
-spec:
-  sources: [{endpoint: shop}]
-  target: {url: "${targetUrl}"}
-  retry: {schedule: [200ms]}
-`,
-  );
+  writeFileSync(join(dir, 'shop.yaml'), shopAndOrders(targetUrl, { retry: { schedule: ['200ms'] } }));
 }
 
 async function dev(dir: string, env: NodeJS.ProcessEnv, cli: Cli = sourceCli()) {
@@ -99,9 +85,10 @@ function envWithout(): NodeJS.ProcessEnv {
 
 const traceparent = (traceId: string, spanId: string) => `00-${traceId}-${spanId}-01`;
 
-describe('traces (OpenTelemetry)', () => {
-  const work = tempDir('hookyard-traces-');
-  let collector: Collector;
+/** A real Collector for the describe block that calls this: started before its tests, stopped after them. */
+function collectorPerSuite(prefix: string): () => Collector {
+  const work = tempDir(prefix);
+  let collector: Collector | undefined;
   before(async () => {
     collector = await startCollector(join(root, '.cache/test-logs'), work.path);
   });
@@ -109,6 +96,11 @@ describe('traces (OpenTelemetry)', () => {
     await collector?.stop();
     work.remove();
   });
+  return () => collector as Collector;
+}
+
+describe('traces (OpenTelemetry)', () => {
+  const collector = collectorPerSuite('hookyard-traces-');
 
   it('exports nothing and sends no traceparent when no OTLP endpoint is set (the default)', async () => {
     const dir = tempDir('hookyard-traces-off-');
@@ -129,7 +121,7 @@ describe('traces (OpenTelemetry)', () => {
     }
     // The collector writes within 100 ms of receiving; give a stray export time to arrive.
     await sleep(500);
-    assert.deepEqual(collector.spans(), []);
+    assert.deepEqual(collector().spans(), []);
   });
 
   it('gives each event one trace: the receiver span continues traceparent, each attempt is its child', async () => {
@@ -137,7 +129,7 @@ describe('traces (OpenTelemetry)', () => {
     after(() => dir.remove());
     const target = await startTarget();
     manifests(dir.path, target.url);
-    const env = { ...envWithout(), OTEL_EXPORTER_OTLP_ENDPOINT: collector.endpoint, OTEL_BSP_SCHEDULE_DELAY: '100' };
+    const env = { ...envWithout(), OTEL_EXPORTER_OTLP_ENDPOINT: collector().endpoint, OTEL_BSP_SCHEDULE_DELAY: '100' };
     const { proc, url } = await dev(dir.path, env);
     const sender = { traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331' };
     const continued = await post(url, { order: 'on-1' }, { traceparent: traceparent(sender.traceId, sender.spanId) });
@@ -146,7 +138,7 @@ describe('traces (OpenTelemetry)', () => {
 
     const spans = await waitFor(
       'six spans in the collector',
-      async () => (collector.spans().length >= 6 ? collector.spans() : undefined),
+      async () => (collector().spans().length >= 6 ? collector().spans() : undefined),
       30,
     );
     assert.equal(spans.length, 6, JSON.stringify(spans, null, 2));
@@ -225,26 +217,20 @@ describe('traces (OpenTelemetry)', () => {
 });
 
 describe('traces from the production bundle (dist/)', () => {
-  const work = tempDir('hookyard-traces-bundle-');
-  let collector: Collector;
-  before(async () => {
-    collector = await startCollector(join(root, '.cache/test-logs'), work.path);
-  });
-  after(async () => {
-    await collector?.stop();
-    work.remove();
-  });
+  const collector = collectorPerSuite('hookyard-traces-bundle-');
 
   it('exports the receiver span and the attempt spans, the SDK loaded from its own chunk', async () => {
     const dir = tempDir('hookyard-traces-bundle-files-');
     after(() => dir.remove());
     const target = await startTarget();
     manifests(dir.path, target.url);
-    const env = { ...envWithout(), OTEL_EXPORTER_OTLP_ENDPOINT: collector.endpoint, OTEL_BSP_SCHEDULE_DELAY: '100' };
+    const env = { ...envWithout(), OTEL_EXPORTER_OTLP_ENDPOINT: collector().endpoint, OTEL_BSP_SCHEDULE_DELAY: '100' };
     const { proc, url } = await dev(dir.path, env, bundleCli());
     const event = await post(url, { order: 'bundle-1' });
     const spans = await waitFor('three spans', async () => {
-      const found = collector.spans().filter((s) => s.attributes['hookyard.event.id'] === event.id);
+      const found = collector()
+        .spans()
+        .filter((s) => s.attributes['hookyard.event.id'] === event.id);
       return found.length >= 3 ? found : undefined;
     });
     const receive = spans.find((s) => s.kind === serverKind) as CollectedSpan;
@@ -256,15 +242,7 @@ describe('traces from the production bundle (dist/)', () => {
 });
 
 describe('traces of a replayed dead letter', () => {
-  const work = tempDir('hookyard-traces-replay-');
-  let collector: Collector;
-  before(async () => {
-    collector = await startCollector(join(root, '.cache/test-logs'), work.path);
-  });
-  after(async () => {
-    await collector?.stop();
-    work.remove();
-  });
+  const collector = collectorPerSuite('hookyard-traces-replay-');
 
   it("makes the replayed attempt a child of the original event's receiver span, in the same trace", async () => {
     const names = uniqueNames('traces');
@@ -277,7 +255,7 @@ describe('traces of a replayed dead letter', () => {
     });
     after(() => target.close());
     const tracer = await startTracing({
-      endpoint: collector.endpoint,
+      endpoint: collector().endpoint,
       serviceName: 'hookyard-dispatcher',
       log: quietLogger,
       env: { OTEL_BSP_SCHEDULE_DELAY: '100' },
@@ -310,7 +288,9 @@ describe('traces of a replayed dead letter', () => {
     await tracer.shutdown();
 
     const spans = await waitFor('two attempt spans', async () => {
-      const found = collector.spans().filter((s) => s.traceId === receiverSpan.traceId);
+      const found = collector()
+        .spans()
+        .filter((s) => s.traceId === receiverSpan.traceId);
       return found.length >= 2 ? found : undefined;
     });
     assert.equal(spans.length, 2);

@@ -316,58 +316,45 @@ async function measureOperator() {
   }
 }
 
-const [operatorSide, operatorWrites] = await writesDuring(measureOperator);
-const {
-  seconds: operatorSeconds,
-  startupRss,
-  busyRss,
-  burstCpu,
-  reconcilesToReady,
-  rewritesToReady,
-  reconcileSeconds,
-  idleCpu,
-  idleRss,
-  idleHeap,
-  idleReconciles,
-} = operatorSide;
+const [op, operatorWrites] = await writesDuring(measureOperator);
 
 const baselineNamespace = await createNamespace('bench-baseline');
 const [baselineSeconds, baselineWrites] = await writesDuring(() =>
   timeToReady(baselineNamespace, () => baseline(baselineNamespace)),
 );
 
-const ratio = operatorSeconds / baselineSeconds;
-const perResource = reconcilesToReady / (2 * count);
+const ratio = op.seconds / baselineSeconds;
+const perResource = op.reconcilesToReady / (2 * count);
 const row = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
 report.line(`${count} ProviderEndpoints + ${count} WebhookSubscriptions, one source each`);
 report.line(`operator node flags: ${nodeFlags.join(' ')}`);
 report.line();
 report.line(row(['', 'hookyard operator', 'baseline', 'ratio']));
 report.line(row(['---', '---', '---', '---']));
-report.line(row(['apply to all Ready (s)', operatorSeconds.toFixed(1), baselineSeconds.toFixed(1), ratio.toFixed(2)]));
+report.line(row(['apply to all Ready (s)', op.seconds.toFixed(1), baselineSeconds.toFixed(1), ratio.toFixed(2)]));
 report.line();
 report.line(
-  `operator idle for ${idleSeconds}s afterwards: CPU ${idleCpu.toFixed(1)}% of one core, RSS ${idleRss.toFixed(0)} MiB ` +
-    `(heap used ${idleHeap.toFixed(0)} MiB)`,
+  `operator idle for ${idleSeconds}s afterwards: CPU ${op.idleCpu.toFixed(1)}% of one core, RSS ${op.idleRss.toFixed(0)} MiB ` +
+    `(heap used ${op.idleHeap.toFixed(0)} MiB)`,
 );
-report.line(`operator RSS: ${startupRss.toFixed(0)} MiB at start, ${busyRss.toFixed(0)} MiB when all were Ready`);
-report.line(`operator CPU from the apply to all Ready: ${burstCpu.toFixed(1)} s`);
+report.line(`operator RSS: ${op.startupRss.toFixed(0)} MiB at start, ${op.busyRss.toFixed(0)} MiB when all were Ready`);
+report.line(`operator CPU from the apply to all Ready: ${op.burstCpu.toFixed(1)} s`);
 report.line(`API server writes, operator side (until it had idled): ${operatorWrites}`);
 report.line(`API server writes, baseline: ${baselineWrites}`);
 report.line(
-  `operator reconciles until all were Ready: ${reconcilesToReady} (${perResource.toFixed(2)} per resource, ` +
-    `${((reconcileSeconds / reconcilesToReady) * 1000).toFixed(0)} ms each on average), and ${rewritesToReady} ` +
-    `Ready rewrites from a Deployment's availability alone; while idle: ${idleReconciles} reconciles (status refreshes)`,
+  `operator reconciles until all were Ready: ${op.reconcilesToReady} (${perResource.toFixed(2)} per resource, ` +
+    `${((op.reconcileSeconds / op.reconcilesToReady) * 1000).toFixed(0)} ms each on average), and ${op.rewritesToReady} ` +
+    `Ready rewrites from a Deployment's availability alone; while idle: ${op.idleReconciles} reconciles (status refreshes)`,
 );
 report.finish([
   { name: 'time to all Ready (operator / baseline)', value: Number(ratio.toFixed(2)), op: '<=', limit: 1.3 },
   { name: 'reconciles per resource until all were Ready', value: Number(perResource.toFixed(2)), op: '<=', limit: 1.2 },
-  { name: 'operator RSS idle afterwards (MiB)', value: Math.round(idleRss), op: '<=', limit: 150 },
+  { name: 'operator RSS idle afterwards (MiB)', value: Math.round(op.idleRss), op: '<=', limit: 150 },
   ...(count >= 1000
     ? [
         {
           name: 'operator time to all Ready (s)',
-          value: Number(operatorSeconds.toFixed(1)),
+          value: Number(op.seconds.toFixed(1)),
           op: '<' as const,
           limit: 60,
         },

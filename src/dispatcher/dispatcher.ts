@@ -49,7 +49,7 @@ import { createDeadLetters, type DeadLetterOrdering } from './dead-letters.ts';
 import { type StoredEvent, storedEvent } from './event.ts';
 import { formatEvent } from './format.ts';
 import { flowGate, pullSize, type SourceWindow } from './gate.ts';
-import { attemptRecord, createHistory } from './history.ts';
+import { createHistory } from './history.ts';
 import { Leases } from './leases.ts';
 import { type DispatcherMetrics, dispatcherMetrics } from './metrics.ts';
 import { startOrderedIntake } from './ordered-intake.ts';
@@ -343,7 +343,7 @@ function deliveryPhases(
     metrics.attempt(attemptOutcome[decision.action], statusClass(result), seconds);
     if (event.replay) metrics.replayAttempt(attemptOutcome[decision.action]);
     const record = { number: attempt, startedAt, durationMs: seconds * 1000, replay: event.replay };
-    history.record(attemptRecord(`${namespace}/${name}`, event, record, result, decision));
+    history.record(event, record, result, decision);
     const logged = { eventId: event.id, eventType: event.type, attempt, result: describeResult(result) };
     switch (decision.action) {
       case 'ack': {

@@ -37,10 +37,18 @@ export interface AttemptRecord {
   replay?: string;
 }
 
+/** One attempt of an event, as the dispatcher saw it. */
+export interface Attempt {
+  number: number;
+  startedAt: number;
+  durationMs: number;
+  replay?: string;
+}
+
 export function attemptRecord(
   subscription: string,
   event: StoredEvent,
-  attempt: { number: number; startedAt: number; durationMs: number; replay?: string },
+  attempt: Attempt,
   result: AttemptResult,
   decision: Decision,
 ): AttemptRecord {
@@ -62,6 +70,8 @@ export function attemptRecord(
   if (attempt.replay) record.replay = attempt.replay;
   return record;
 }
+
+type RecordArgs = [event: StoredEvent, attempt: Attempt, result: AttemptResult, decision: Decision];
 
 /** Attempt records published and not yet acknowledged, at most. */
 export const maxPendingRecords = 4096;
@@ -86,7 +96,7 @@ export function createHistory(options: {
   later: (write: () => void) => void;
 }) {
   const { namespace, subscription, nc, log } = options;
-  if (!options.enabled) return { record(_record: AttemptRecord): void {}, async close(): Promise<void> {} };
+  if (!options.enabled) return { record(..._attempt: RecordArgs): void {}, async close(): Promise<void> {} };
   const publisher = jetstreamPublisher(nc, answerTimeoutMs);
   /** Batches sent and not answered yet. */
   const waiting = new Set<Promise<void>>();
@@ -110,15 +120,15 @@ export function createHistory(options: {
       failed(records.length - room, `${maxPendingRecords} records already wait for JetStream`);
       records.length = room;
     }
+    const count = records.length;
     const last = records.pop();
     if (!last) return;
     try {
       for (const record of records) nc.publish(subject(record), JSON.stringify(record));
     } catch (err) {
-      failed(records.length + 1, (err as Error).message); // the connection is closed
+      failed(count, (err as Error).message); // the connection is closed
       return;
     }
-    const count = records.length + 1;
     waitingRecords += count;
     const answered = publisher
       .publish(subject(last), JSON.stringify(last))
@@ -135,7 +145,9 @@ export function createHistory(options: {
   return {
     // Published at the end of the turn with the acks (`later`): nats.js writes to its socket after each run of
     // microtasks, so a record published at once was a system call of its own for each delivery.
-    record(record: AttemptRecord): void {
+    // The record is made here, not by the caller: with history off no record is built on the delivery's path.
+    record(...[event, attempt, result, decision]: RecordArgs): void {
+      const record = attemptRecord(`${namespace}/${subscription}`, event, attempt, result, decision);
       if (turn.push(record) === 1) options.later(publish);
     },
     /** Waits for the answers to the records published so far (at most five seconds); flush `later` first. */

@@ -40,8 +40,9 @@ export function jetstreamPublisher(nc: NatsConnection, timeoutMs = 5000): JetStr
   let sent = 0;
   const answers = nc.subscribe(`${inbox}*`, {
     callback: (err, m) => {
-      const n = Number(m?.subject.slice(inbox.length));
-      const publish = err ? undefined : waiting.get(n);
+      if (err) return;
+      const n = Number(m.subject.slice(inbox.length));
+      const publish = waiting.get(n);
       if (!publish) return;
       waiting.delete(n);
       const answer = pubAckOf(m);

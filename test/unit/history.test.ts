@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { NatsConnection } from '@nats-io/transport-node';
 import pino from 'pino';
-import { type AttemptRecord, createHistory, maxPendingRecords } from '../../src/dispatcher/history.ts';
+import type { StoredEvent } from '../../src/dispatcher/event.ts';
+import { createHistory, maxPendingRecords } from '../../src/dispatcher/history.ts';
 
 describe('attempt records', () => {
   it('hold at most maxPendingRecords waiting for their PubAck, and count those dropped past it', () => {
@@ -26,8 +27,10 @@ describe('attempt records', () => {
       onFailure: (records) => (dropped += records),
       later: (write) => write(),
     });
-    const record = { eventId: 'evt_1' } as AttemptRecord;
-    for (let i = 0; i < maxPendingRecords + 10; i++) history.record(record);
+    const event = { id: 'evt_1', type: 'order.shipped', endpoint: 'shop/shopflix' } as StoredEvent;
+    const attempt = { number: 1, startedAt: Date.now(), durationMs: 1 };
+    for (let i = 0; i < maxPendingRecords + 10; i++)
+      history.record(event, attempt, { kind: 'Response', status: 200 }, { action: 'ack' });
     assert.equal(published, maxPendingRecords);
     assert.equal(dropped, 10);
     assert.deepEqual(

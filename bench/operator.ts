@@ -186,19 +186,25 @@ async function apiWrites(): Promise<Map<string, number>> {
   return writes;
 }
 
-/** The writes `during` made, most first: "APPLY deployments 400, ...". */
-async function writesDuring<T>(during: () => Promise<T>): Promise<[T, string]> {
+/** CPU seconds (user + system) a process has used. */
+const cpuSeconds = (pid: number) => cpuMs(pid) / 1000;
+
+/** The API server's and etcd's processes (test/harness/run.ts), for the CPU they spend on each side. */
+const controlPlane = requireEnv('HOOKYARD_TEST_KUBE_PIDS').split(',').map(Number);
+const controlPlaneCpu = () => controlPlane.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+
+/** The writes `during` made, most first ("APPLY deployments 400, ..."), and the API server's and etcd's CPU s. */
+async function costDuring<T>(during: () => Promise<T>): Promise<[T, string, number]> {
   const before = await apiWrites();
+  const cpuBefore = controlPlaneCpu();
   const result = await during();
+  const cpu = controlPlaneCpu() - cpuBefore;
   const rows = [...(await apiWrites())]
     .map(([key, n]) => [key, n - (before.get(key) ?? 0)] as const)
     .filter(([, n]) => n > 0)
     .sort((x, y) => y[1] - x[1]);
-  return [result, rows.map(([key, n]) => `${key} ${n}`).join(', ')];
+  return [result, rows.map(([key, n]) => `${key} ${n}`).join(', '), cpu];
 }
-
-/** CPU seconds (user + system) a process has used. */
-const cpuSeconds = (pid: number) => cpuMs(pid) / 1000;
 
 /** The baseline: the same objects and JetStream state, applied once per resource, then Ready written. */
 async function baseline(namespace: string) {
@@ -316,10 +322,10 @@ async function measureOperator() {
   }
 }
 
-const [op, operatorWrites] = await writesDuring(measureOperator);
+const [op, operatorWrites, operatorControlPlane] = await costDuring(measureOperator);
 
 const baselineNamespace = await createNamespace('bench-baseline');
-const [baselineSeconds, baselineWrites] = await writesDuring(() =>
+const [baselineSeconds, baselineWrites, baselineControlPlane] = await costDuring(() =>
   timeToReady(baselineNamespace, () => baseline(baselineNamespace)),
 );
 
@@ -341,6 +347,10 @@ report.line(`operator RSS: ${op.startupRss.toFixed(0)} MiB at start, ${op.busyRs
 report.line(`operator CPU from the apply to all Ready: ${op.burstCpu.toFixed(1)} s`);
 report.line(`API server writes, operator side (until it had idled): ${operatorWrites}`);
 report.line(`API server writes, baseline: ${baselineWrites}`);
+report.line(
+  `API server and etcd CPU: ${operatorControlPlane.toFixed(1)} s on the operator's side (until it had idled), ` +
+    `${baselineControlPlane.toFixed(1)} s on the baseline's`,
+);
 report.line(
   `operator reconciles until all were Ready: ${op.reconcilesToReady} (${perResource.toFixed(2)} per resource, ` +
     `${((op.reconcileSeconds / op.reconcilesToReady) * 1000).toFixed(0)} ms each on average), and ${op.rewritesToReady} ` +

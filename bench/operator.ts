@@ -4,8 +4,8 @@
 // stream, consumer and dead-letter stream, and write Ready into its status, with as many requests in flight as
 // the operator's workers (--workers, 4), no informers, no checks, over the same keep-alive connections.
 // Runs against a real kube-apiserver, etcd and nats-server (started by test/harness/run.ts). No kubelet runs here:
-// for the operator, a stand-in reports each Deployment's pods available (its Ready waits for that); the baseline
-// does not wait for pods.
+// a stand-in reports each Deployment's pods available, on both sides, as a cluster's controllers would; the
+// operator's Ready waits for that, the baseline's does not.
 // The operator runs with the node flags of its pod (podNodeFlags). Options: --count N (default 200),
 // --idle-seconds S (60), --workers N (4), --node-flags='...' (the operator's node flags instead of the pod's).
 // Ready is watched, not polled; progress goes to stderr every 10 s.
@@ -324,10 +324,18 @@ async function measureOperator() {
 
 const [op, operatorWrites, operatorControlPlane] = await costDuring(measureOperator);
 
-const baselineNamespace = await createNamespace('bench-baseline');
-const [baselineSeconds, baselineWrites, baselineControlPlane] = await costDuring(() =>
-  timeToReady(baselineNamespace, () => baseline(baselineNamespace)),
-);
+/** The baseline's side, in the same cluster: the pod stand-in makes its Deployments available too. */
+async function measureBaseline() {
+  const namespace = await createNamespace('bench-baseline');
+  const stopPods = simulatePods(namespace);
+  try {
+    return await timeToReady(namespace, () => baseline(namespace));
+  } finally {
+    stopPods();
+  }
+}
+
+const [baselineSeconds, baselineWrites, baselineControlPlane] = await costDuring(measureBaseline);
 
 const ratio = op.seconds / baselineSeconds;
 const perResource = op.reconcilesToReady / (2 * count);

@@ -281,11 +281,12 @@ export const rows: Row[] = [
       {
         title: 'Reconciles',
         description:
-          'Reconciles per second, by kind and result, and the status rewrites that needed no reconcile (a Deployment became available).',
+          'Reconciles per second, by kind and result, the status rewrites that needed no reconcile (a Deployment became available), and the status refreshes (the counters read from JetStream) that needed none.',
         unit: 'ops',
         queries: [
           q(`sum by (kind, result) (${rate(`hookyard_operator_reconciles_total{${scope}}`)})`, '{{kind}} {{result}}'),
           q(`sum by (kind) (${rate(`hookyard_operator_status_rewrites_total{${scope}}`)})`, '{{kind}} status only'),
+          q(`sum by (kind) (${rate(`hookyard_operator_status_refreshes_total{${scope}}`)})`, '{{kind}} refresh'),
         ],
       },
       {

@@ -55,10 +55,11 @@ export interface Context {
 }
 
 /**
- * What a reconcile asks of the queue: come back after a delay (else after the resync period), or retry with
- * backoff. A problem that retrying cannot fix (JetStream refusing a config) is reported in status, not retried.
+ * What a reconcile asks of the queue: a status refresh after a delay (besides the full reconcile after the resync
+ * period), or a retry with backoff. A problem that retrying cannot fix (JetStream refusing a config) is reported in
+ * status, not retried.
  */
-export type Outcome = { requeueAfterMs?: number; retry?: boolean; terminal?: boolean };
+export type Outcome = { refreshAfterMs?: number; retry?: boolean; terminal?: boolean };
 
 /**
  * Whether retrying cannot help: the API server refused what was sent as invalid, or JetStream refused a config

@@ -26,7 +26,12 @@ import type { OperatorMetrics } from './metrics.ts';
 import { WorkQueue } from './queue.ts';
 import type { RenderOptions } from './render.ts';
 import { SecretKeys } from './secrets.ts';
-import { finalizeSubscription, reconcileSubscription, rewriteDispatcherReady } from './subscriptions.ts';
+import {
+  finalizeSubscription,
+  reconcileSubscription,
+  refreshSubscription,
+  rewriteDispatcherReady,
+} from './subscriptions.ts';
 import { type Caches, parseKey, resourceKey, subscriptionsOf, triggers, writerOf } from './triggers.ts';
 
 export interface ControllerOptions {
@@ -165,6 +170,10 @@ function reconciler(ctx: Context, queue: WorkQueue, resyncMs: number) {
     }
     const raw = structuredClone(cached);
     if (queue.statusOnly(key) && !raw.metadata.deletionTimestamp && (await rewriteReady(ctx, kind, raw))) return;
+    if (queue.refreshOnly(key) && !raw.metadata.deletionTimestamp && (await refresh(ctx, kind, raw))) {
+      queue.addAfter(key, ctx.statusIntervalMs, true);
+      return;
+    }
     const started = performance.now();
     try {
       const outcome = await reconcile(ctx, kind, raw);
@@ -179,7 +188,8 @@ function reconciler(ctx: Context, queue: WorkQueue, resyncMs: number) {
       if (outcome.retry) queue.retry(key);
       else queue.forget(key);
       // The earlier of a retry and the next look wins.
-      queue.addAfter(key, outcome.requeueAfterMs ?? resyncMs);
+      queue.addAfter(key, resyncMs);
+      if (outcome.refreshAfterMs !== undefined) queue.addAfter(key, outcome.refreshAfterMs, true);
     } catch (err) {
       const message = apiMessage(err);
       const terminal = isTerminal(err);
@@ -211,6 +221,25 @@ async function rewriteReady(ctx: Context, kind: ResourceKind, raw: RawResource):
     ctx.log.warn(
       { kind, namespace: raw.metadata.namespace, name: raw.metadata.name, err: apiMessage(err) },
       'could not write Ready; reconciling instead',
+    );
+    return false;
+  }
+}
+
+/**
+ * A subscription's status refresh: its counters read again from JetStream, without a reconcile. False when that
+ * does not do (an endpoint has no counters), and a reconcile follows.
+ */
+async function refresh(ctx: Context, kind: ResourceKind, raw: RawResource): Promise<boolean> {
+  if (kind !== 'WebhookSubscription') return false;
+  try {
+    const done = await refreshSubscription(ctx, raw);
+    if (done) ctx.metrics.statusRefreshed(kind);
+    return done;
+  } catch (err) {
+    ctx.log.warn(
+      { kind, namespace: raw.metadata.namespace, name: raw.metadata.name, err: apiMessage(err) },
+      'could not refresh the status; reconciling instead',
     );
     return false;
   }

@@ -34,6 +34,7 @@ export class OperatorMetrics {
   readonly #reconciles: Counter<'kind' | 'result'>;
   readonly #duration: Histogram<'kind'>;
   readonly #statusRewrites: Counter<'kind'>;
+  readonly #statusRefreshes: Counter<'kind'>;
   readonly #leader: Gauge;
   readonly #pending: Gauge<'namespace' | 'subscription' | 'endpoint'>;
   readonly #ackPending: Gauge<'namespace' | 'subscription' | 'endpoint'>;
@@ -60,6 +61,12 @@ export class OperatorMetrics {
     this.#statusRewrites = new Counter({
       name: 'hookyard_operator_status_rewrites_total',
       help: "Ready written again from a Deployment's availability alone, without a reconcile, by kind.",
+      labelNames: ['kind'],
+      registers,
+    });
+    this.#statusRefreshes = new Counter({
+      name: 'hookyard_operator_status_refreshes_total',
+      help: "A subscription's status counters read again from JetStream without a reconcile, by kind.",
       labelNames: ['kind'],
       registers,
     });
@@ -97,6 +104,7 @@ export class OperatorMetrics {
       for (const result of results) this.#reconciles.inc({ kind, result }, 0);
       this.#duration.zero({ kind });
       this.#statusRewrites.inc({ kind }, 0);
+      this.#statusRefreshes.inc({ kind }, 0);
     }
     this.#leader.set(0);
   }
@@ -108,6 +116,10 @@ export class OperatorMetrics {
 
   statusRewritten(kind: ResourceKind): void {
     this.#statusRewrites.inc({ kind });
+  }
+
+  statusRefreshed(kind: ResourceKind): void {
+    this.#statusRefreshes.inc({ kind });
   }
 
   leader(isLeader: boolean): void {

@@ -5,7 +5,9 @@
 // status change of what it owns is handed out marked so (statusOnly), unless something else asked for it too, and
 // ahead of all others: it takes one status write, where a reconcile takes many requests, and during a burst of new
 // resources it would otherwise wait behind every one of them (with 1000 + 1000, no subscription was Ready until
-// the last one had been reconciled once).
+// the last one had been reconciled once). A key added after a delay for a status refresh (a subscription's counters
+// read again) is handed out marked so (refreshOnly), unless something else asked for a full reconcile; a refresh
+// also does what a status-only turn does.
 
 export interface QueueOptions {
   /** Delay after the first failure (ms); it doubles per failure. */
@@ -15,16 +17,21 @@ export interface QueueOptions {
   first?: (key: string) => boolean;
 }
 
+/** What a key's turn has to do, least first: write Ready again, refresh the counters, or reconcile it. */
+type Scope = 'status' | 'refresh' | 'full';
+
 export class WorkQueue {
   readonly #ready: string[] = [];
   readonly #readyFirst: string[] = [];
   /** Keys added status-only: handed out before both lists above. */
   readonly #readyStatusOnly: string[] = [];
   readonly #queued = new Set<string>();
-  /** Keys being worked on, and whether they were handed out status-only. */
-  readonly #active = new Map<string, boolean>();
-  /** Queued or dirty keys that something other than a status change asked for. */
+  /** Keys being worked on, and what their turn has to do. */
+  readonly #active = new Map<string, Scope>();
+  /** Queued or dirty keys that something other than a status change or a refresh asked for. */
   readonly #full = new Set<string>();
+  /** Queued or dirty keys that a status refresh asked for. */
+  readonly #refresh = new Set<string>();
   /** Keys added again while being worked on: they go back on the queue when their worker is done. */
   readonly #dirty = new Set<string>();
   /** Keys waiting for an active key to be done (see addWhenDone). */
@@ -45,16 +52,26 @@ export class WorkQueue {
 
   /** Queues the key; `statusOnly`: all that changed is the status of an object it owns. */
   add(key: string, statusOnly = false): void {
+    this.#add(key, statusOnly ? 'status' : 'full');
+  }
+
+  #add(key: string, scope: Scope): void {
     if (this.#closed) return;
-    if (!statusOnly) this.#full.add(key);
+    if (scope === 'full') this.#full.add(key);
+    if (scope === 'refresh') this.#refresh.add(key);
     if (this.#active.has(key)) {
       this.#dirty.add(key);
       return;
     }
     if (this.#queued.has(key)) return;
     this.#queued.add(key);
-    (statusOnly ? this.#readyStatusOnly : this.#first(key) ? this.#readyFirst : this.#ready).push(key);
+    (scope === 'status' ? this.#readyStatusOnly : this.#first(key) ? this.#readyFirst : this.#ready).push(key);
     this.#waiters.shift()?.();
+  }
+
+  /** The widest scope asked for a queued or dirty key. */
+  #scopeOf(key: string): Scope {
+    return this.#full.has(key) ? 'full' : this.#refresh.has(key) ? 'refresh' : 'status';
   }
 
   /** Adds the key once `other` is done if a worker has it now (else at once): `key` needs what `other` makes. */
@@ -69,21 +86,30 @@ export class WorkQueue {
 
   /** Whether the active key was added only for status changes of what it owns. */
   statusOnly(key: string): boolean {
-    return this.#active.get(key) === true;
+    return this.#active.get(key) === 'status';
   }
 
-  /** Adds the key after a delay; of two pending delays for the same key, the one due first wins. */
-  addAfter(key: string, delayMs: number): void {
+  /** Whether the active key was added only for a status refresh (and maybe status changes). */
+  refreshOnly(key: string): boolean {
+    return this.#active.get(key) === 'refresh';
+  }
+
+  /**
+   * Adds the key after a delay, for a full reconcile or (`refresh`) a status refresh; of two pending delays of the
+   * same key and kind, the one due first wins.
+   */
+  addAfter(key: string, delayMs: number, refresh = false): void {
     if (this.#closed) return;
     const due = Date.now() + delayMs;
-    const pending = this.#timers.get(key);
+    const slot = refresh ? `refresh ${key}` : key;
+    const pending = this.#timers.get(slot);
     if (pending && pending.due <= due) return;
     if (pending) clearTimeout(pending.timer);
     const timer = setTimeout(() => {
-      this.#timers.delete(key);
-      this.add(key);
+      this.#timers.delete(slot);
+      this.#add(key, refresh ? 'refresh' : 'full');
     }, delayMs).unref();
-    this.#timers.set(key, { timer, due });
+    this.#timers.set(slot, { timer, due });
   }
 
   /** After a failed reconcile: the key comes back after its own, growing delay. */
@@ -106,7 +132,9 @@ export class WorkQueue {
       const key = this.#readyStatusOnly.shift() ?? this.#readyFirst.shift() ?? this.#ready.shift();
       if (key !== undefined) {
         this.#queued.delete(key);
-        this.#active.set(key, !this.#full.delete(key));
+        this.#active.set(key, this.#scopeOf(key));
+        this.#full.delete(key);
+        this.#refresh.delete(key);
         return key;
       }
       await new Promise<void>((ok) => this.#waiters.push(ok));
@@ -116,7 +144,7 @@ export class WorkQueue {
 
   done(key: string): void {
     this.#active.delete(key);
-    if (this.#dirty.delete(key)) this.add(key, !this.#full.has(key));
+    if (this.#dirty.delete(key)) this.#add(key, this.#scopeOf(key));
     for (const waiting of this.#waiting.get(key) ?? []) this.add(waiting);
     this.#waiting.delete(key);
   }

@@ -6,18 +6,19 @@ import { parse } from 'yaml';
 import { ConditionType, Reason } from '../api/conditions.ts';
 import { kinds } from '../api/kinds.ts';
 import type { ProviderEndpoint } from '../api/provider-endpoint.ts';
-import type { ReplayStatus } from '../api/replay.ts';
+import { type ReplayStatus, replayAnnotation } from '../api/replay.ts';
 import { resolveSources, type Source } from '../api/sources.ts';
 import type { WebhookSubscription } from '../api/webhook-subscription.ts';
 import { targetUrl } from '../dispatcher/target.ts';
 import { consumerConfig } from '../jetstream/consumers.ts';
 import { deadLetterStreamConfig } from '../jetstream/dead-letters.ts';
-import { deadLetterStream, endpointStream } from '../jetstream/layout.ts';
+import { deadLetterStream, endpointStream, replayStream } from '../jetstream/layout.ts';
 import { orderingStatus, orderingStream, orderingStreamConfig } from '../jetstream/ordering.ts';
 import { deleteStream } from '../jetstream/streams.ts';
 import {
   applyObject,
   type Context,
+  checksOf,
   deploymentCheck,
   ensureConsumerOf,
   ensureStreamOf,
@@ -99,18 +100,7 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource, clai
   checks.push(consumerCheck(subscription, sources, consumers, jetStream.problem));
   checks.push(eventTypesCheck(spec.eventTypes, sources, endpoints));
 
-  const counts = { pending: 0, ackPending: 0, redelivered: 0 };
-  let lastAckTime: string | undefined;
-  for (const { source, info } of consumers) {
-    if (!info || source.endpoint === '') continue; // the replay stream's consumer has its own counts
-    const c = { pending: info.num_pending, ackPending: info.num_ack_pending, redelivered: info.num_redelivered };
-    ctx.metrics.consumer(namespace, name, source.endpoint, c);
-    counts.pending += c.pending;
-    counts.ackPending += c.ackPending;
-    counts.redelivered += c.redelivered;
-    const acked = info.ack_floor.last_active as unknown as string | undefined;
-    if (acked && (!lastAckTime || Date.parse(acked) > Date.parse(lastAckTime))) lastAckTime = acked;
-  }
+  const counts = countersOf(ctx, raw, consumers);
   ctx.metrics.forget(
     namespace,
     name,
@@ -126,23 +116,89 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource, clai
   checks.push(deploymentCheck(ConditionType.DispatcherReady, 'dispatcher', deployment));
   checks.push(targetCheck(spec.paused, consumers, counts.redelivered));
 
-  await writeStatus(
-    ctx,
-    raw,
-    {
-      targetURL: targetUrl(spec.target, namespace),
-      pending: counts.pending,
-      ackPending: counts.ackPending,
-      redelivered: counts.redelivered,
-      deadLettered,
-      ordering,
-      replay,
-      lastAckTime: lastAckTime && !lastAckTime.startsWith('0001-') ? normalizeTime(lastAckTime) : undefined,
-    },
-    checks,
-    readyFrom,
+  const fields = { targetURL: targetUrl(spec.target, namespace), ...counts, deadLettered, ordering, replay };
+  await writeStatus(ctx, raw, fields, checks, readyFrom);
+  return { retry: jetStream.retry, terminal: jetStream.terminal, refreshAfterMs: ctx.statusIntervalMs };
+}
+
+/** The status counters of the consumers on the sources' streams, each also set in the operator's metrics. */
+function countersOf(ctx: Context, raw: RawResource, consumers: SourceConsumer[]) {
+  const { namespace, name } = raw.metadata;
+  const counts = { pending: 0, ackPending: 0, redelivered: 0 };
+  let lastAckTime: string | undefined;
+  for (const { source, info } of consumers) {
+    if (!info || source.endpoint === '') continue; // the replay stream's consumer has its own counts
+    const c = { pending: info.num_pending, ackPending: info.num_ack_pending, redelivered: info.num_redelivered };
+    ctx.metrics.consumer(namespace, name, source.endpoint, c);
+    counts.pending += c.pending;
+    counts.ackPending += c.ackPending;
+    counts.redelivered += c.redelivered;
+    const acked = info.ack_floor.last_active as unknown as string | undefined;
+    if (acked && (!lastAckTime || Date.parse(acked) > Date.parse(lastAckTime))) lastAckTime = acked;
+  }
+  const acked = lastAckTime && !lastAckTime.startsWith('0001-') ? normalizeTime(lastAckTime) : undefined;
+  return { ...counts, lastAckTime: acked };
+}
+
+/** The checks a status refresh works out again: the rest stay as the last reconcile wrote them. */
+const refreshedChecks: string[] = [ConditionType.TargetReachable, ConditionType.DispatcherReady];
+
+/**
+ * The status refresh between reconciles (every status interval): the counters read again from JetStream (each
+ * consumer, the dead letters, the ordering keys) and the status written when they, or the dispatcher's
+ * availability, changed: no render, no apply, no stream set up. What the Kubernetes objects drift to comes as
+ * watch events, each a reconcile. Returns false, and writes nothing, when it takes a reconcile: the status is not
+ * of the current generation, a check other than those two fails, a resume or a replay waits, or a consumer or
+ * stream is gone (JetStream lost it, or someone deleted it).
+ */
+export async function refreshSubscription(ctx: Context, raw: RawResource): Promise<boolean> {
+  const { conditions = [], ...fields } = raw.status ?? {};
+  const { namespace, name, annotations = {} } = raw.metadata;
+  if (raw.status?.observedGeneration !== raw.metadata.generation) return false;
+  const checks = checksOf(conditions);
+  const target = checks.some((c) => c.type === ConditionType.TargetReachable);
+  const failing = checks.some(
+    (c) =>
+      c.type === ConditionType.Reconciled ||
+      (readyFrom.includes(c.type) && !refreshedChecks.includes(c.type) && c.status !== true),
   );
-  return { retry: jetStream.retry, terminal: jetStream.terminal, requeueAfterMs: ctx.statusIntervalMs };
+  const replay = raw.status?.replay as ReplayStatus | undefined;
+  const replayWaits = annotations[replayAnnotation] !== undefined && (!replay || replay.phase === 'Sending');
+  if (!target || failing || replayWaits || annotations[resumeAnnotation] !== undefined) return false;
+  const subscription = await parseOrReport<WebhookSubscription>(ctx, raw, Promise.resolve(), readyFrom);
+  if (!subscription) return true; // reported as invalid
+  const { spec } = subscription;
+  const endpoints = ctx.caches.endpoints.list(namespace) as unknown as ProviderEndpoint[];
+  const sources: Source[] = [...resolveSources(subscription, endpoints), { namespace, endpoint: '' }];
+  let read: [SourceConsumer[], number | undefined, JetStreamParts['ordering']];
+  try {
+    read = await Promise.all([
+      Promise.all(
+        sources.map(async (source) => {
+          const stream = source.endpoint ? endpointStream(namespace, source.endpoint) : replayStream(namespace, name);
+          return { source, info: await ctx.jsm.consumers.info(stream, name) };
+        }),
+      ),
+      spec.deadLetter.enabled
+        ? ctx.jsm.streams.info(deadLetterStream(namespace, name)).then((info) => info.state.messages)
+        : undefined,
+      spec.ordering ? orderingStatus(ctx.jsm, namespace, name) : undefined,
+    ]);
+  } catch (err) {
+    if (err instanceof JetStreamApiError) return false; // the reconcile makes again what is gone, or says why not
+    throw err;
+  }
+  const [consumers, deadLettered, ordering] = read;
+  ctx.metrics.deadLetters(namespace, name, deadLettered);
+  const counts = countersOf(ctx, raw, consumers);
+  const deployment = ctx.caches.deployments.get(dispatcherName(name), namespace);
+  const now: Record<string, Check> = {
+    [ConditionType.TargetReachable]: targetCheck(spec.paused, consumers, counts.redelivered),
+    [ConditionType.DispatcherReady]: deploymentCheck(ConditionType.DispatcherReady, 'dispatcher', deployment),
+  };
+  const refreshed = checks.map((c) => now[c.type] ?? c);
+  await writeStatus(ctx, raw, { ...fields, ...counts, deadLettered, ordering }, refreshed, readyFrom);
+  return true;
 }
 
 type SourceConsumer = { source: Source; info?: ConsumerInfo; problem?: string };

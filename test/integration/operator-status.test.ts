@@ -199,7 +199,7 @@ spec: { ${spec}, target: { url: "http://orders.shop.svc" } }
       ]);
       return pending === 1 && ackPending === 2 && redelivered === 1;
     });
-    // Both read off one scrape, as status refreshes keep reconciling.
+    // Both read off one scrape, as reconciles may run meanwhile.
     const text = await (await fetch(`http://127.0.0.1:${operator.metricsPort}/metrics`)).text();
     const value = (series: string) =>
       Number(
@@ -215,6 +215,15 @@ spec: { ${spec}, target: { url: "http://orders.shop.svc" } }
       .reduce((sum, l) => sum + Number(l.split(' ')[1]), 0);
     assert.ok(observed > 0, 'no reconcile duration observed');
     assert.equal(observed, reconciles, 'a reconcile without its duration');
+  });
+
+  it("makes a subscription's consumer deleted behind its back again at the next status refresh", async () => {
+    await apply(endpoint('lost'));
+    await apply(subscription('lost-orders', 'sources: [{ endpoint: lost }]'));
+    await waitReconciled('WebhookSubscription', 'lost-orders');
+    await nats.jsm.consumers.delete(endpointStream(namespace, 'lost'), 'lost-orders');
+    // Within the status interval (1 s here), long before the resync period (10 min).
+    await waitFor('the consumer is made again', async () => (await consumerNames('lost')).includes('lost-orders'));
   });
 
   it('says JetStream is unavailable while its NATS server is down, and makes the stream when it is back', async (t) => {

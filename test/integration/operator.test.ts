@@ -327,8 +327,7 @@ spec:
     );
     await sleep(3000); // several status refreshes
     assert.ok(
-      ((await operator.metric('hookyard_operator_reconciles_total', { kind: 'WebhookSubscription' })) ?? 0) >
-        (await list('WebhookSubscription')).length,
+      ((await operator.metric('hookyard_operator_status_refreshes_total', { kind: 'WebhookSubscription' })) ?? 0) > 0,
       'status refreshes ran',
     );
     assert.deepEqual(await versions(), before);

@@ -108,6 +108,40 @@ describe('work queue', () => {
     queue.close();
   });
 
+  it('hands a key out refresh-only when only its status refresh asked for it; a full wake wins', async () => {
+    const queue = new WorkQueue();
+    queue.addAfter('a', 1, true);
+    queue.addAfter('b', 1, true);
+    queue.add('c', true);
+    queue.addAfter('c', 1, true);
+    await sleep(50);
+    queue.add('b');
+    const turns = [];
+    for (let i = 0; i < 3; i++) {
+      const key = (await queue.next()) as string;
+      turns.push([key, queue.refreshOnly(key), queue.statusOnly(key)]);
+    }
+    // c: a refresh also writes what a status-only turn would.
+    assert.deepEqual(turns, [
+      ['c', true, false],
+      ['a', true, false],
+      ['b', false, false],
+    ]);
+    queue.close();
+  });
+
+  it("keeps a key's full reconcile due beside its status refresh", async () => {
+    const queue = new WorkQueue();
+    queue.addAfter('a', 100);
+    queue.addAfter('a', 1, true);
+    const refreshed = (await queue.next()) as string;
+    assert.equal(queue.refreshOnly(refreshed), true);
+    queue.done(refreshed);
+    const reconciled = (await queue.next()) as string;
+    assert.deepEqual([reconciled, queue.refreshOnly(reconciled)], ['a', false]);
+    queue.close();
+  });
+
   it('hands out status-only keys before every other, so a Ready write does not wait behind a burst', async () => {
     const queue = new WorkQueue({ first: (key) => key.startsWith('endpoint/') });
     queue.add('subscription/new');

@@ -83,7 +83,7 @@ describe('Helm chart', () => {
     const operator = findObject(objects, 'Deployment').spec.template.spec.containers[0];
     const entrypoint = imageEntrypoint();
     assert.deepEqual(operator.command, [entrypoint[0], ...operatorNodeFlags(), entrypoint.at(-1)]);
-    assert.ok(operatorNodeFlags().includes('--max-semi-space-size=2'));
+    assert.ok(operatorNodeFlags().includes('--optimize-for-size'));
     const pdb = findObject(objects, 'PodDisruptionBudget');
     assert.equal(pdb.spec.unhealthyPodEvictionPolicy, 'AlwaysAllow', 'a pod that is not Ready never blocks a drain');
     const r = await dryRun(yaml);

@@ -46,7 +46,7 @@ import { mapSecrets, resolveSecrets, type SecretStore } from '../runtime/secrets
 import type { TraceContext, Tracer } from '../runtime/tracing.ts';
 import { AckBatcher } from './acks.ts';
 import { createDeadLetters, type DeadLetterOrdering } from './dead-letters.ts';
-import { type StoredEvent, storedEvent } from './event.ts';
+import { headerBlock, type StoredEvent, storedEvent } from './event.ts';
 import { formatEvent } from './format.ts';
 import { flowGate, pullSize, type SourceWindow } from './gate.ts';
 import { createHistory } from './history.ts';
@@ -481,7 +481,7 @@ async function admit(
 /** The event a stream message holds, with its receive time and endpoint. */
 export function storedEventOf(msg: JsMsg, source: SourceLoop): StoredEvent {
   const receivedAt = new Date(msg.info.timestampNanos / 1e6);
-  return storedEvent({ data: msg.data, headers: msg.headers, receivedAt }, source.endpoint);
+  return storedEvent({ data: msg.data, headers: headerBlock(msg) ?? msg.headers, receivedAt }, source.endpoint);
 }
 
 /**

@@ -346,24 +346,25 @@ function deliveryPhases(
     if (event.replay) metrics.replayAttempt(attemptOutcome[decision.action]);
     const record = { number: attempt, startedAt, durationMs: seconds * 1000, replay: event.replay };
     history.record(event, record, result, decision);
-    const logged = { eventId: event.id, eventType: event.type, attempt, result: describeResult(result) };
+    // Made only for a line that is written: most deliveries log nothing.
+    const logged = () => ({ eventId: event.id, eventType: event.type, attempt, result: describeResult(result) });
     switch (decision.action) {
       case 'ack': {
         if (ordering) await ordering.confirm(msg, '+ACK');
         else acks.ack(msg);
         const receivedAt = event.receivedAt ? Date.parse(event.receivedAt) : Number.NaN;
         metrics.delivered(Number.isNaN(receivedAt) ? undefined : (Date.now() - receivedAt) / 1000);
-        log.debug(logged, 'delivered');
+        if (log.isLevelEnabled('debug')) log.debug(logged(), 'delivered');
         return 'settled';
       }
       case 'retry':
         await ordering?.beforeRetry(msg);
         retries.schedule(msg, decision.delayMs);
         metrics.retry();
-        log.info({ ...logged, delayMs: decision.delayMs }, 'delivery failed, retry scheduled');
+        log.info({ ...logged(), delayMs: decision.delayMs }, 'delivery failed, retry scheduled');
         return 'retrying';
       case 'pause':
-        log.error(logged, 'target answered 410 Gone: subscription paused until resumed');
+        log.error(logged(), 'target answered 410 Gone: subscription paused until resumed');
         await pauseConsumers();
         await ordering?.beforeRetry(msg);
         retries.schedule(msg, null);

@@ -110,6 +110,9 @@ export function createHistory(options: {
     log.warn({ error: reason, records }, 'attempt record not stored; delivery goes on');
   };
   const subject = (record: AttemptRecord) => attemptSubject(namespace, subscription, record.eventId);
+  // As bytes: nats.js encodes a string payload with a TextEncoder, a new ArrayBuffer each time, four times what
+  // Buffer.from (Node's pool of small buffers) costs for a record (docs/benchmarks.md).
+  const payload = (record: AttemptRecord) => Buffer.from(JSON.stringify(record));
   const publish = () => {
     const records = turn;
     turn = [];
@@ -124,14 +127,14 @@ export function createHistory(options: {
     const last = records.pop();
     if (!last) return;
     try {
-      for (const record of records) nc.publish(subject(record), JSON.stringify(record));
+      for (const record of records) nc.publish(subject(record), payload(record));
     } catch (err) {
       failed(count, (err as Error).message); // the connection is closed
       return;
     }
     waitingRecords += count;
     const answered = publisher
-      .publish(subject(last), JSON.stringify(last))
+      .publish(subject(last), payload(last))
       .then(
         () => {},
         (err: Error) => failed(count, err.message),

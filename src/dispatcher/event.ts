@@ -26,6 +26,9 @@ export interface StoredEvent {
   view(): Promise<unknown>;
 }
 
+/** Hookyard-Header-, in any case (a test rather than a lowercased copy of every name). */
+const originalPrefix = new RegExp(`^${h.original}`, 'i');
+
 /**
  * The event of a stream message: its id is Nats-Msg-Id (Hookyard-Event-Id on a dead letter), its receive time the
  * message's stream timestamp, its endpoint the stream's. `headers`: the message's MsgHdrs, or its header block as
@@ -39,9 +42,8 @@ export function storedEvent(
   const { data, headers } = message;
   const values = headers instanceof Uint8Array ? readHeaderBlock(headers) : firstValues(headers);
   const originalHeaders: Record<string, string> = {};
-  const prefix = h.original.toLowerCase();
   for (const [key, value] of values) {
-    if (key.toLowerCase().startsWith(prefix)) originalHeaders[key.slice(prefix.length).toLowerCase()] = value;
+    if (originalPrefix.test(key)) originalHeaders[key.slice(h.original.length).toLowerCase()] = value;
   }
   const get = (name: string) => values.get(name) || undefined;
   const contentType = get(h.contentType);

@@ -4,8 +4,9 @@
 // stream, consumer and dead-letter stream, and write Ready into its status, with as many requests in flight as
 // the operator's workers (--workers, 4), no informers, no checks, over the same keep-alive connections.
 // Runs against a real kube-apiserver, etcd and nats-server (started by test/harness/run.ts). No kubelet runs here:
-// for the operator, a stand-in reports each Deployment's pods available (its Ready waits for that); the baseline
-// does not wait for pods.
+// a stand-in reports each Deployment's pods available, on both sides, as a cluster's controllers would; the
+// operator's Ready waits for that, the baseline's does not. Both sides run with the chart's finalizer policy, as
+// `helm install` sets it up on Kubernetes 1.36 or later: new resources come with the operator's finalizer.
 // The operator runs with the node flags of its pod (podNodeFlags). Options: --count N (default 200),
 // --idle-seconds S (60), --workers N (4), --node-flags='...' (the operator's node flags instead of the pod's).
 // Ready is watched, not polled; progress goes to stderr every 10 s.
@@ -31,6 +32,7 @@ import { Kube, keepConnectionsAlive } from '../src/operator/kube.ts';
 import { renderEndpoint, renderSubscription } from '../src/operator/render.ts';
 import { log } from '../src/runtime/log.ts';
 import { bundleCli, operatorNodeFlags } from '../test/harness/cli.ts';
+import { installFinalizerPolicy } from '../test/harness/helm.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl, requireEnv } from '../test/harness/kube.ts';
 import { simulatePods, startOperator } from '../test/harness/workloads.ts';
 import { benchReport, cpuMs, rssMiB } from './report.ts';
@@ -186,19 +188,25 @@ async function apiWrites(): Promise<Map<string, number>> {
   return writes;
 }
 
-/** The writes `during` made, most first: "APPLY deployments 400, ...". */
-async function writesDuring<T>(during: () => Promise<T>): Promise<[T, string]> {
+/** CPU seconds (user + system) a process has used. */
+const cpuSeconds = (pid: number) => cpuMs(pid) / 1000;
+
+/** The API server's and etcd's processes (test/harness/run.ts), for the CPU they spend on each side. */
+const controlPlane = requireEnv('HOOKYARD_TEST_KUBE_PIDS').split(',').map(Number);
+const controlPlaneCpu = () => controlPlane.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+
+/** The writes `during` made, most first ("APPLY deployments 400, ..."), and the API server's and etcd's CPU s. */
+async function costDuring<T>(during: () => Promise<T>): Promise<[T, string, number]> {
   const before = await apiWrites();
+  const cpuBefore = controlPlaneCpu();
   const result = await during();
+  const cpu = controlPlaneCpu() - cpuBefore;
   const rows = [...(await apiWrites())]
     .map(([key, n]) => [key, n - (before.get(key) ?? 0)] as const)
     .filter(([, n]) => n > 0)
     .sort((x, y) => y[1] - x[1]);
-  return [result, rows.map(([key, n]) => `${key} ${n}`).join(', ')];
+  return [result, rows.map(([key, n]) => `${key} ${n}`).join(', '), cpu];
 }
-
-/** CPU seconds (user + system) a process has used. */
-const cpuSeconds = (pid: number) => cpuMs(pid) / 1000;
 
 /** The baseline: the same objects and JetStream state, applied once per resource, then Ready written. */
 async function baseline(namespace: string) {
@@ -267,6 +275,7 @@ await installCRDs();
 /** The operator's side: time to Ready, then a quiet minute; the operator and the pod stand-in stop however it ends. */
 async function measureOperator() {
   const namespace = await createNamespace('bench-operator');
+  const removePolicy = await installFinalizerPolicy([namespace]);
   const stopPods = simulatePods(namespace);
   // The operator as the image runs it: the dist/ bundle (npm run build).
   const operator = await startOperator(
@@ -313,15 +322,26 @@ async function measureOperator() {
   } finally {
     await operator.stop();
     stopPods();
+    await removePolicy();
   }
 }
 
-const [op, operatorWrites] = await writesDuring(measureOperator);
+const [op, operatorWrites, operatorControlPlane] = await costDuring(measureOperator);
 
-const baselineNamespace = await createNamespace('bench-baseline');
-const [baselineSeconds, baselineWrites] = await writesDuring(() =>
-  timeToReady(baselineNamespace, () => baseline(baselineNamespace)),
-);
+/** The baseline's side, in the same cluster: the pod stand-in makes its Deployments available too. */
+async function measureBaseline() {
+  const namespace = await createNamespace('bench-baseline');
+  const removePolicy = await installFinalizerPolicy([namespace]);
+  const stopPods = simulatePods(namespace);
+  try {
+    return await timeToReady(namespace, () => baseline(namespace));
+  } finally {
+    stopPods();
+    await removePolicy();
+  }
+}
+
+const [baselineSeconds, baselineWrites, baselineControlPlane] = await costDuring(measureBaseline);
 
 const ratio = op.seconds / baselineSeconds;
 const perResource = op.reconcilesToReady / (2 * count);
@@ -341,6 +361,10 @@ report.line(`operator RSS: ${op.startupRss.toFixed(0)} MiB at start, ${op.busyRs
 report.line(`operator CPU from the apply to all Ready: ${op.burstCpu.toFixed(1)} s`);
 report.line(`API server writes, operator side (until it had idled): ${operatorWrites}`);
 report.line(`API server writes, baseline: ${baselineWrites}`);
+report.line(
+  `API server and etcd CPU: ${operatorControlPlane.toFixed(1)} s on the operator's side (until it had idled), ` +
+    `${baselineControlPlane.toFixed(1)} s on the baseline's`,
+);
 report.line(
   `operator reconciles until all were Ready: ${op.reconcilesToReady} (${perResource.toFixed(2)} per resource, ` +
     `${((op.reconcileSeconds / op.reconcilesToReady) * 1000).toFixed(0)} ms each on average), and ${op.rewritesToReady} ` +

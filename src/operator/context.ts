@@ -257,6 +257,7 @@ export interface FieldCondition {
 export async function parseOrReport<T>(
   ctx: Context,
   raw: RawResource,
+  claimed: Promise<void>,
   readyFrom: string[],
   fieldConditions: FieldCondition[] = [],
 ): Promise<T | undefined> {
@@ -271,6 +272,7 @@ export async function parseOrReport<T>(
   } catch (err) {
     if (!(err instanceof InvalidResource)) throw err;
     const checks = invalidSpecChecks(err.problems, fieldConditions);
+    await claimed;
     await writeStatus(ctx, raw, {}, checks, [ConditionType.SpecValid, ...readyFrom]);
     return undefined;
   }

@@ -242,12 +242,22 @@ async function reconcile(ctx: Context, kind: ResourceKind, raw: RawResource): Pr
     ctx.log.info({ kind, namespace: raw.metadata.namespace, name: raw.metadata.name }, 'cleaned up');
     return {};
   }
-  if (!finalizers.includes(finalizer)) {
-    const patched = await ctx.kube.patchMetadata(raw, { finalizers: [...finalizers, finalizer] });
-    resourceCache(ctx, kind).assume(patched, raw.metadata.resourceVersion);
-    raw.metadata.resourceVersion = patched.metadata.resourceVersion;
-  }
-  return await (kind === 'ProviderEndpoint' ? reconcileEndpoint : reconcileSubscription)(ctx, raw);
+  // A new resource's finalizer is written beside its first Kubernetes objects, which it owns (they go with it
+  // whatever happens); each kind waits for it before it makes anything in JetStream, and before its status.
+  const claimed = finalizers.includes(finalizer) ? Promise.resolve() : addFinalizer(ctx, kind, raw);
+  const reconciled = (kind === 'ProviderEndpoint' ? reconcileEndpoint : reconcileSubscription)(ctx, raw, claimed);
+  // Both settle before the reconcile ends, whichever fails.
+  const [outcome, claim] = await Promise.allSettled([reconciled, claimed]);
+  if (claim.status === 'rejected') throw claim.reason;
+  if (outcome.status === 'rejected') throw outcome.reason;
+  return outcome.value;
+}
+
+async function addFinalizer(ctx: Context, kind: ResourceKind, raw: RawResource): Promise<void> {
+  const finalizers = raw.metadata.finalizers ?? [];
+  const patched = await ctx.kube.patchMetadata(raw, { finalizers: [...finalizers, finalizer] });
+  resourceCache(ctx, kind).assume(patched, raw.metadata.resourceVersion);
+  raw.metadata.resourceVersion = patched.metadata.resourceVersion;
 }
 
 /** After a reconcile threw: Ready=False with the error (and an Event), the rest of the status as it was. */

@@ -25,8 +25,9 @@ import type { Check } from './status.ts';
 
 const readyFrom: string[] = [ConditionType.SecretsResolved, ConditionType.StreamReady, ConditionType.ReceiverReady];
 
-export async function reconcileEndpoint(ctx: Context, raw: RawResource): Promise<Outcome> {
-  const endpoint = await parseOrReport<ProviderEndpoint>(ctx, raw, readyFrom);
+/** `claimed`: resolves once the resource has the finalizer (controller.ts). */
+export async function reconcileEndpoint(ctx: Context, raw: RawResource, claimed: Promise<void>): Promise<Outcome> {
+  const endpoint = await parseOrReport<ProviderEndpoint>(ctx, raw, claimed, readyFrom);
   if (!endpoint) return {};
   const { namespace, name } = raw.metadata;
   const checks: Check[] = [];
@@ -39,25 +40,28 @@ export async function reconcileEndpoint(ctx: Context, raw: RawResource): Promise
 
   const objects = renderEndpoint(endpoint, { ...ctx.render, secretsChecksum: secrets.checksum });
   const { caches } = ctx;
-  // The stream and the objects beside the Deployment at once; the Deployment after them, so its receivers find
-  // their stream.
-  const [stream] = await Promise.all([
-    ensureEndpointStream(ctx, raw, endpoint),
-    applyObject(ctx, objects.configMap, caches.configMaps),
+  // All at once but the Deployment, which comes once its receivers would find their stream and their ConfigMap.
+  const stream = claimed.then(() => ensureEndpointStream(ctx, raw, endpoint));
+  const configMap = applyObject(ctx, objects.configMap, caches.configMaps);
+  // With a Secret missing the pods could not start: the Deployment waits (an existing one keeps running).
+  const deployment = Promise.all([stream, configMap]).then(() =>
+    secrets.checksum
+      ? applyObject(ctx, objects.deployment, caches.deployments)
+      : caches.deployments.get(receiverName(name), namespace),
+  );
+  const [{ check, retry, terminal }, receiver] = await Promise.all([
+    stream,
+    deployment,
+    configMap,
     applyObject(ctx, objects.service, caches.services),
     objects.ingress
       ? applyObject(ctx, objects.ingress, caches.ingresses)
       : removeObject(ctx, ingressHeader(namespace, name), caches.ingresses),
   ]);
-  checks.push(stream.check);
-  // With a Secret missing the pods could not start: the Deployment waits (an existing one keeps running).
-  const deployment = secrets.checksum
-    ? await applyObject(ctx, objects.deployment, caches.deployments)
-    : caches.deployments.get(receiverName(name), namespace);
-  checks.push(deploymentCheck(ConditionType.ReceiverReady, 'receiver', deployment));
+  checks.push(check, deploymentCheck(ConditionType.ReceiverReady, 'receiver', receiver));
 
   await writeStatus(ctx, raw, { url: objects.url }, checks, readyFrom);
-  return { retry: stream.retry, terminal: stream.terminal };
+  return { retry, terminal };
 }
 
 /** The endpoint's stream, and its StreamReady check. */

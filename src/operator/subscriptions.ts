@@ -58,8 +58,9 @@ const notFound = (err: unknown) =>
   err instanceof JetStreamApiError &&
   (err.code === JetStreamApiCodes.StreamNotFound || err.code === JetStreamApiCodes.ConsumerNotFound);
 
-export async function reconcileSubscription(ctx: Context, raw: RawResource): Promise<Outcome> {
-  const subscription = await parseOrReport<WebhookSubscription>(ctx, raw, readyFrom, [
+/** `claimed`: resolves once the resource has the finalizer (controller.ts). */
+export async function reconcileSubscription(ctx: Context, raw: RawResource, claimed: Promise<void>): Promise<Outcome> {
+  const subscription = await parseOrReport<WebhookSubscription>(ctx, raw, claimed, readyFrom, [
     // The schema compiles the filter (so the webhook refuses one that does not); the operator names it apart.
     { field: 'spec.filter', type: ConditionType.FilterValid, reason: Reason.FilterInvalid },
   ]);
@@ -85,14 +86,14 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
   const previous = configMap && moved ? previousSources(configMap) : undefined;
   if (moved) await removeConsumers(ctx, namespace, name, previous ?? [], sources);
 
-  const jetStream = await ensureJetStream(
-    ctx,
-    raw,
-    subscription,
-    sources,
-    previous,
-    deadLetterReplicas(endpoints, sources),
-  );
+  // A new subscription's ConfigMap is applied beside its finalizer and JetStream state; an existing one's after
+  // its consumers, so that a source added is read from its newest event even if the operator stops in between.
+  const [jetStream] = await Promise.all([
+    claimed.then(() =>
+      ensureJetStream(ctx, raw, subscription, sources, previous, deadLetterReplicas(endpoints, sources)),
+    ),
+    configMap ? undefined : applyObject(ctx, objects.configMap, ctx.caches.configMaps),
+  ]);
   const { consumers, replay, deadLettered, ordering } = jetStream;
   if (raw.metadata.annotations?.[resumeAnnotation] !== undefined) await resume(ctx, raw, consumers);
   checks.push(consumerCheck(subscription, sources, consumers, jetStream.problem));
@@ -116,7 +117,7 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource): Pro
     sources.map((s) => s.endpoint),
   );
 
-  await applyObject(ctx, objects.configMap, ctx.caches.configMaps);
+  if (configMap) await applyObject(ctx, objects.configMap, ctx.caches.configMaps);
   // The dispatcher starts only once it can run: its Secrets exist, its filter compiles and it has a source.
   const runnable = secrets.checksum !== undefined && checks[0]?.status === true && sources.length > 0;
   const deployment = runnable

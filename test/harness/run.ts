@@ -43,6 +43,8 @@ try {
       HOOKYARD_TEST_KUBE_TOKEN: kube.token,
       HOOKYARD_TEST_NATS_URL: nats.url,
       HOOKYARD_TEST_WORKDIR: work.path,
+      // For benches that report what the API server and etcd spent (read from /proc, never signalled).
+      HOOKYARD_TEST_KUBE_PIDS: kube.servers.map((s) => s.process.pid).join(','),
     },
   });
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {

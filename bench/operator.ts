@@ -5,7 +5,8 @@
 // the operator's workers (--workers, 4), no informers, no checks, over the same keep-alive connections.
 // Runs against a real kube-apiserver, etcd and nats-server (started by test/harness/run.ts). No kubelet runs here:
 // a stand-in reports each Deployment's pods available, on both sides, as a cluster's controllers would; the
-// operator's Ready waits for that, the baseline's does not.
+// operator's Ready waits for that, the baseline's does not. Both sides run with the chart's finalizer policy, as
+// `helm install` sets it up on Kubernetes 1.36 or later: new resources come with the operator's finalizer.
 // The operator runs with the node flags of its pod (podNodeFlags). Options: --count N (default 200),
 // --idle-seconds S (60), --workers N (4), --node-flags='...' (the operator's node flags instead of the pod's).
 // Ready is watched, not polled; progress goes to stderr every 10 s.
@@ -31,6 +32,7 @@ import { Kube, keepConnectionsAlive } from '../src/operator/kube.ts';
 import { renderEndpoint, renderSubscription } from '../src/operator/render.ts';
 import { log } from '../src/runtime/log.ts';
 import { bundleCli, operatorNodeFlags } from '../test/harness/cli.ts';
+import { installFinalizerPolicy } from '../test/harness/helm.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl, requireEnv } from '../test/harness/kube.ts';
 import { simulatePods, startOperator } from '../test/harness/workloads.ts';
 import { benchReport, cpuMs, rssMiB } from './report.ts';
@@ -273,6 +275,7 @@ await installCRDs();
 /** The operator's side: time to Ready, then a quiet minute; the operator and the pod stand-in stop however it ends. */
 async function measureOperator() {
   const namespace = await createNamespace('bench-operator');
+  const removePolicy = await installFinalizerPolicy([namespace]);
   const stopPods = simulatePods(namespace);
   // The operator as the image runs it: the dist/ bundle (npm run build).
   const operator = await startOperator(
@@ -319,6 +322,7 @@ async function measureOperator() {
   } finally {
     await operator.stop();
     stopPods();
+    await removePolicy();
   }
 }
 
@@ -327,11 +331,13 @@ const [op, operatorWrites, operatorControlPlane] = await costDuring(measureOpera
 /** The baseline's side, in the same cluster: the pod stand-in makes its Deployments available too. */
 async function measureBaseline() {
   const namespace = await createNamespace('bench-baseline');
+  const removePolicy = await installFinalizerPolicy([namespace]);
   const stopPods = simulatePods(namespace);
   try {
     return await timeToReady(namespace, () => baseline(namespace));
   } finally {
     stopPods();
+    await removePolicy();
   }
 }
 

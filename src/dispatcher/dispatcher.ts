@@ -46,8 +46,8 @@ import { mapSecrets, resolveSecrets, type SecretStore } from '../runtime/secrets
 import type { TraceContext, Tracer } from '../runtime/tracing.ts';
 import { AckBatcher } from './acks.ts';
 import { createDeadLetters, type DeadLetterOrdering } from './dead-letters.ts';
-import { type StoredEvent, storedEvent } from './event.ts';
-import { formatEvent } from './format.ts';
+import { headerBlock, type StoredEvent, storedEvent } from './event.ts';
+import { type Formatted, formatEvent } from './format.ts';
 import { flowGate, pullSize, type SourceWindow } from './gate.ts';
 import { createHistory } from './history.ts';
 import { Leases } from './leases.ts';
@@ -119,32 +119,34 @@ export function createDelivery(
     allowPrivateAddresses: spec.target.allowPrivateAddresses,
     tls: targetTlsOptions(spec.target.tls, secrets, configMaps),
   });
+  /** The request of one attempt: the headers in the order they are sent, set one by one (no spreads: one object per delivery). */
+  function post(formatted: Formatted, event: StoredEvent, attempt: number, deliveryId: string, trace?: TraceContext) {
+    const headers: Record<string, string> = Object.assign({}, extraHeaders, formatted.headers);
+    headers['user-agent'] = userAgent;
+    headers['hookyard-delivery-id'] = deliveryId;
+    headers['hookyard-attempt'] = String(attempt);
+    headers['hookyard-event-id'] = event.id;
+    headers['hookyard-event-type'] = event.type;
+    if (event.replay) headers['hookyard-replay'] = event.replay;
+    if (event.test) headers['hookyard-test'] = 'true';
+    if (signer) Object.assign(headers, signer(event.id, formatted.body));
+    if (trace) {
+      headers.traceparent = trace.traceparent;
+      if (trace.tracestate) headers.tracestate = trace.tracestate;
+    }
+    return target.send({ method: spec.target.method, headers, body: formatted.body });
+  }
   return {
     target,
-    async send(
+    send(
       event: StoredEvent,
       attempt: number,
       deliveryId = defaultDeliveryId(event, attempt),
       trace?: TraceContext,
     ): Promise<AttemptResult> {
-      const formatted = await formatEvent(event, spec.format);
-      const headers: Record<string, string> = {
-        ...extraHeaders,
-        ...formatted.headers,
-        'user-agent': userAgent,
-        'hookyard-delivery-id': deliveryId,
-        'hookyard-attempt': String(attempt),
-        'hookyard-event-id': event.id,
-        'hookyard-event-type': event.type,
-        ...(event.replay ? { 'hookyard-replay': event.replay } : {}),
-        ...(event.test ? { 'hookyard-test': 'true' } : {}),
-        ...signer?.(event.id, formatted.body),
-      };
-      if (trace) {
-        headers.traceparent = trace.traceparent;
-        if (trace.tracestate) headers.tracestate = trace.tracestate;
-      }
-      return target.send({ method: spec.target.method, headers, body: formatted.body });
+      const formatted = formatEvent(event, spec.format); // raw: no promise (format.ts)
+      if (formatted instanceof Promise) return formatted.then((f) => post(f, event, attempt, deliveryId, trace));
+      return post(formatted, event, attempt, deliveryId, trace);
     },
   };
 }
@@ -344,24 +346,25 @@ function deliveryPhases(
     if (event.replay) metrics.replayAttempt(attemptOutcome[decision.action]);
     const record = { number: attempt, startedAt, durationMs: seconds * 1000, replay: event.replay };
     history.record(event, record, result, decision);
-    const logged = { eventId: event.id, eventType: event.type, attempt, result: describeResult(result) };
+    // Made only for a line that is written: most deliveries log nothing.
+    const logged = () => ({ eventId: event.id, eventType: event.type, attempt, result: describeResult(result) });
     switch (decision.action) {
       case 'ack': {
         if (ordering) await ordering.confirm(msg, '+ACK');
         else acks.ack(msg);
         const receivedAt = event.receivedAt ? Date.parse(event.receivedAt) : Number.NaN;
         metrics.delivered(Number.isNaN(receivedAt) ? undefined : (Date.now() - receivedAt) / 1000);
-        log.debug(logged, 'delivered');
+        if (log.isLevelEnabled('debug')) log.debug(logged(), 'delivered');
         return 'settled';
       }
       case 'retry':
         await ordering?.beforeRetry(msg);
         retries.schedule(msg, decision.delayMs);
         metrics.retry();
-        log.info({ ...logged, delayMs: decision.delayMs }, 'delivery failed, retry scheduled');
+        log.info({ ...logged(), delayMs: decision.delayMs }, 'delivery failed, retry scheduled');
         return 'retrying';
       case 'pause':
-        log.error(logged, 'target answered 410 Gone: subscription paused until resumed');
+        log.error(logged(), 'target answered 410 Gone: subscription paused until resumed');
         await pauseConsumers();
         await ordering?.beforeRetry(msg);
         retries.schedule(msg, null);
@@ -386,8 +389,9 @@ function deliveryPhases(
     try {
       const attempt = msg.info.deliveryCount;
       if (attempt > 1 && !retries.redelivered(msg)) metrics.possibleDuplicate();
-      await ordering?.beforeAttempt(msg);
-      if (!(await admit(phase, msg, source, event, ordering))) return 'settled';
+      if (ordering) await ordering.beforeAttempt(msg);
+      const admitted = admit(phase, msg, source, event, ordering); // mostly no promise (admit)
+      if (!(typeof admitted === 'boolean' ? admitted : await admitted)) return 'settled';
       try {
         return await attemptAndSettle(msg, event, ordering);
       } finally {
@@ -439,18 +443,33 @@ interface AdmitContext {
   gate: ReturnType<typeof flowGate>['gate'];
 }
 
-/** Match and gate: whether the event is attempted now (true), or was settled without an attempt (false). */
-async function admit(
+/**
+ * Match and gate: whether the event is attempted now (true), or was settled without an attempt (false). Without a
+ * filter or ordering, and with a slot free at the gate, the answer is no promise: each promise is a turn of the
+ * microtask queue, and a delivery went through about ten (docs/benchmarks.md).
+ */
+function admit(
   ctx: AdmitContext,
   msg: JsMsg,
   source: SourceLoop,
   event: StoredEvent,
   ordering?: OrderingHooks,
-): Promise<boolean> {
-  const { filter, policy, acks, metrics, deadLetters, gate } = ctx;
+): boolean | Promise<boolean> {
+  const { filter } = ctx;
   const typeMatches = !source.clientSideTypes || source.clientSideTypes.some((p) => subjectMatches(p, msg.subject));
-  const matches =
-    typeMatches && (!filter || filter({ type: event.type, headers: event.originalHeaders, body: await event.view() }));
+  if (!typeMatches || !filter) return admitMatched(ctx, msg, typeMatches, ordering);
+  const matches = (body: unknown) => filter({ type: event.type, headers: event.originalHeaders, body });
+  return event.view().then((body) => admitMatched(ctx, msg, matches(body), ordering));
+}
+
+/** `admit` once the event types and the filter have been checked (`matches`). */
+function admitMatched(
+  ctx: AdmitContext,
+  msg: JsMsg,
+  matches: boolean,
+  ordering?: OrderingHooks,
+): boolean | Promise<boolean> {
+  const { policy, acks, metrics, deadLetters, gate } = ctx;
   const attempt = msg.info.deliveryCount;
   switch (beforeAttempt(attempt, matches, policy)) {
     case 'skip':
@@ -458,30 +477,40 @@ async function admit(
       metrics.filtered();
       return false;
     case 'exhausted':
-      await deadLetters.store(msg, attempt - 1, 'exhausted', undefined, ordering);
-      return false;
+      return deadLetters.store(msg, attempt - 1, 'exhausted', undefined, ordering).then(() => false);
     case 'attempt':
-      if (await ordering?.keyDeadLettered(msg)) {
-        await deadLetters.store(msg, attempt - 1, 'ordering', undefined, ordering);
-        return false;
-      }
-      if (!(await gate.admit())) {
-        msg.nak(); // stopping: not attempted, handed straight to whoever runs next
-        return false;
-      }
-      if (ordering && !ordering.inContact()) {
-        // The wait at the gate may have outlasted the pin: another replica may have this key now.
-        gate.cancel();
-        throw new Error('out of contact with NATS: not attempted');
-      }
-      return true;
+      if (ordering) return admitOrdered(ctx, msg, ordering);
+      if (gate.tryAdmit()) return true;
+      return gate.admit().then((admitted) => {
+        if (!admitted) msg.nak(); // stopping: not attempted, handed straight to whoever runs next
+        return admitted;
+      });
   }
+}
+
+/** The gate of an ordered subscription: not while its key has a dead letter, nor once out of contact with NATS. */
+async function admitOrdered(ctx: AdmitContext, msg: JsMsg, ordering: OrderingHooks): Promise<boolean> {
+  const { deadLetters, gate } = ctx;
+  if (await ordering.keyDeadLettered(msg)) {
+    await deadLetters.store(msg, msg.info.deliveryCount - 1, 'ordering', undefined, ordering);
+    return false;
+  }
+  if (!(gate.tryAdmit() || (await gate.admit()))) {
+    msg.nak(); // stopping: not attempted, handed straight to whoever runs next
+    return false;
+  }
+  if (!ordering.inContact()) {
+    // The wait at the gate may have outlasted the pin: another replica may have this key now.
+    gate.cancel();
+    throw new Error('out of contact with NATS: not attempted');
+  }
+  return true;
 }
 
 /** The event a stream message holds, with its receive time and endpoint. */
 export function storedEventOf(msg: JsMsg, source: SourceLoop): StoredEvent {
   const receivedAt = new Date(msg.info.timestampNanos / 1e6);
-  return storedEvent({ data: msg.data, headers: msg.headers, receivedAt }, source.endpoint);
+  return storedEvent({ data: msg.data, headers: headerBlock(msg) ?? msg.headers, receivedAt }, source.endpoint);
 }
 
 /**

@@ -46,6 +46,15 @@ export class FlowGate {
     return admitted;
   }
 
+  /**
+   * True when the delivery may start now (it then holds a slot until `done()`): nothing waits before it and the
+   * slot, the breaker and the bucket let it. Otherwise false, and `admit()` is the wait. Most deliveries find a
+   * slot free, and a promise per delivery is a turn of the microtask queue (docs/benchmarks.md).
+   */
+  tryAdmit(): boolean {
+    return !this.#closed && this.#waiting.length === 0 && this.#start();
+  }
+
   /** A delivery that was admitted has finished. */
   done(): void {
     this.#inFlight--;
@@ -61,22 +70,26 @@ export class FlowGate {
 
   /** Starts as many waiting deliveries as may start now; call it when the breaker changes state. */
   pump(): void {
+    while (this.#waiting.length > 0 && this.#start()) (this.#waiting.shift() as (admitted: boolean) => void)(true);
+  }
+
+  /** Takes a slot (and the breaker's probe, a token) if the delivery may start now; otherwise rechecks later. */
+  #start(): boolean {
     const { concurrency, breaker, bucket } = this.#options;
-    while (this.#waiting.length > 0 && this.#inFlight < concurrency) {
-      if (breaker && breaker.allowance(1) === 0) {
-        this.#recheckIn(recheckMs);
-        return;
-      }
-      const tokenInMs = bucket?.take() ?? 0;
-      if (tokenInMs > 0) {
-        this.#recheckIn(Math.min(tokenInMs, recheckMs));
-        return;
-      }
-      this.#inFlight++;
-      breaker?.started();
-      this.#options.onInFlight?.(this.#inFlight);
-      (this.#waiting.shift() as (admitted: boolean) => void)(true);
+    if (this.#inFlight >= concurrency) return false;
+    if (breaker && breaker.allowance(1) === 0) {
+      this.#recheckIn(recheckMs);
+      return false;
     }
+    const tokenInMs = bucket?.take() ?? 0;
+    if (tokenInMs > 0) {
+      this.#recheckIn(Math.min(tokenInMs, recheckMs));
+      return false;
+    }
+    this.#inFlight++;
+    breaker?.started();
+    this.#options.onInFlight?.(this.#inFlight);
+    return true;
   }
 
   /** Refuses every waiting and later delivery (stopping): each gets false, so its event can be handed back. */

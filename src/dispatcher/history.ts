@@ -59,7 +59,7 @@ export function attemptRecord(
     eventType: event.type,
     endpoint: event.endpoint,
     attempt: attempt.number,
-    time: new Date(attempt.startedAt).toISOString(),
+    time: rfc3339(attempt.startedAt),
     durationMs: Math.round(attempt.durationMs * 10) / 10,
     decision: decision.action === 'ack' ? 'delivered' : decision.action,
   };
@@ -70,6 +70,17 @@ export function attemptRecord(
   if (attempt.replay) record.replay = attempt.replay;
   return record;
 }
+
+/**
+ * The RFC 3339 text of a time in milliseconds. Attempts started in the same millisecond share one: a batch of
+ * events starts within a millisecond or two, and formatting the time was most of the cost of building a record
+ * (docs/benchmarks.md).
+ */
+function rfc3339(ms: number): string {
+  if (ms !== lastTime.ms) lastTime = { ms, text: new Date(ms).toISOString() };
+  return lastTime.text;
+}
+let lastTime = { ms: Number.NaN, text: '' };
 
 type RecordArgs = [event: StoredEvent, attempt: Attempt, result: AttemptResult, decision: Decision];
 
@@ -97,6 +108,7 @@ export function createHistory(options: {
 }) {
   const { namespace, subscription, nc, log } = options;
   if (!options.enabled) return { record(..._attempt: RecordArgs): void {}, async close(): Promise<void> {} };
+  const name = `${namespace}/${subscription}`;
   const publisher = jetstreamPublisher(nc, answerTimeoutMs);
   /** Batches sent and not answered yet. */
   const waiting = new Set<Promise<void>>();
@@ -110,6 +122,9 @@ export function createHistory(options: {
     log.warn({ error: reason, records }, 'attempt record not stored; delivery goes on');
   };
   const subject = (record: AttemptRecord) => attemptSubject(namespace, subscription, record.eventId);
+  // As bytes: nats.js encodes a string payload with a TextEncoder, a new ArrayBuffer each time, four times what
+  // Buffer.from (Node's pool of small buffers) costs for a record (docs/benchmarks.md).
+  const payload = (record: AttemptRecord) => Buffer.from(JSON.stringify(record));
   const publish = () => {
     const records = turn;
     turn = [];
@@ -124,14 +139,14 @@ export function createHistory(options: {
     const last = records.pop();
     if (!last) return;
     try {
-      for (const record of records) nc.publish(subject(record), JSON.stringify(record));
+      for (const record of records) nc.publish(subject(record), payload(record));
     } catch (err) {
       failed(count, (err as Error).message); // the connection is closed
       return;
     }
     waitingRecords += count;
     const answered = publisher
-      .publish(subject(last), JSON.stringify(last))
+      .publish(subject(last), payload(last))
       .then(
         () => {},
         (err: Error) => failed(count, err.message),
@@ -147,7 +162,7 @@ export function createHistory(options: {
     // microtasks, so a record published at once was a system call of its own for each delivery.
     // The record is made here, not by the caller: with history off no record is built on the delivery's path.
     record(...[event, attempt, result, decision]: RecordArgs): void {
-      const record = attemptRecord(`${namespace}/${subscription}`, event, attempt, result, decision);
+      const record = attemptRecord(name, event, attempt, result, decision);
       if (turn.push(record) === 1) options.later(publish);
     },
     /** Waits for the answers to the records published so far (at most five seconds); flush `later` first. */

@@ -1,7 +1,7 @@
 import { createSecretKey } from 'node:crypto';
 import type { WebhookSubscriptionSpec } from '../api/webhook-subscription.ts';
 import { withoutNewline } from '../runtime/secrets.ts';
-import { hmac } from '../signatures/hmac.ts';
+import { hmacText } from '../signatures/hmac.ts';
 import { proignHeader, signProign } from '../signatures/proign.ts';
 import {
   InvalidSigningKey,
@@ -59,7 +59,7 @@ export function createSigner(spec: SigningSpec, secrets: Buffer[]): Signer {
   }
   if (spec.scheme === 'proign') return (_eventId, body) => ({ [header]: signProign(keys, body) });
   return (_eventId, body) => ({
-    [header]: keys.map((key) => `${spec.prefix}${hmac(spec.algorithm, key, body).toString(spec.encoding)}`).join(', '),
+    [header]: keys.map((key) => `${spec.prefix}${hmacText(spec.algorithm, key, spec.encoding, body)}`).join(', '),
   });
 }
 

@@ -179,13 +179,18 @@ export class Target {
     });
   }
 
-  async send(request: SendRequest): Promise<AttemptResult> {
+  /** Never rejects: what became of the attempt is the result. */
+  send(request: SendRequest): Promise<AttemptResult> {
     if (this.#forbidden) {
-      return { kind: 'TargetForbidden', error: `${this.url.hostname} is a link-local or metadata address` };
+      return Promise.resolve({
+        kind: 'TargetForbidden',
+        error: `${this.url.hostname} is a link-local or metadata address`,
+      });
     }
     const attempt = new Attempt(
       performance.now() + this.#options.timeoutMs,
       this.#options.maxResponseBytes ?? 64 * 1024,
+      this.#settled,
     );
     this.#track(attempt);
     try {
@@ -193,19 +198,25 @@ export class Target {
         { path: this.#path, method: request.method as 'POST', headers: request.headers, body: request.body },
         attempt,
       );
-      const { status, retryAfter } = await attempt.response;
-      return { kind: 'Response', status, retryAfterMs: parseRetryAfter(retryAfter) };
     } catch (err) {
-      const code = errorCode(err);
-      if (code === 'EHOOKYARD_FORBIDDEN_ADDRESS') return { kind: 'TargetForbidden', error: (err as Error).message };
-      if (code && timeoutCodes.has(code)) {
-        return { kind: 'TargetTimeout', error: `no response within ${this.#options.timeoutMs}ms (${code})` };
-      }
-      return { kind: 'TargetUnreachable', error: code ?? (err as Error).message };
-    } finally {
-      this.#active.delete(attempt);
+      attempt.fail(err as Error);
     }
+    return attempt.result;
   }
+
+  /** What an attempt came to, once it settled (no async function around it: one promise per attempt, not three). */
+  readonly #settled = (attempt: Attempt, outcome: { status: number; retryAfter?: string } | Error): AttemptResult => {
+    this.#active.delete(attempt);
+    if (!(outcome instanceof Error)) {
+      return { kind: 'Response', status: outcome.status, retryAfterMs: parseRetryAfter(outcome.retryAfter) };
+    }
+    const code = errorCode(outcome);
+    if (code === 'EHOOKYARD_FORBIDDEN_ADDRESS') return { kind: 'TargetForbidden', error: outcome.message };
+    if (code && timeoutCodes.has(code)) {
+      return { kind: 'TargetTimeout', error: `no response within ${this.#options.timeoutMs}ms (${code})` };
+    }
+    return { kind: 'TargetUnreachable', error: code ?? outcome.message };
+  };
 
   /**
    * One deadline per attempt, over connecting, sending, the headers and the body together. One sweep per target
@@ -239,32 +250,40 @@ class DeadlineExceeded extends Error {
 /** Ends reading a response body past the cap: the status is known, the rest is not worth reading. */
 class BodyCapReached extends Error {}
 
+type Settled = (attempt: Attempt, outcome: { status: number; retryAfter?: string } | Error) => AttemptResult;
+
 /**
  * One request as an undici dispatch handler: the status and Retry-After from the response head, the body counted
  * and dropped (the connection closed rather than read past `maxBytes`), and `expire()` for the deadline sweep.
+ * `result` resolves once, with what `settled` makes of the response or the error.
  */
 class Attempt implements Dispatcher.DispatchHandler {
   readonly deadline: number;
-  readonly response: Promise<{ status: number; retryAfter: string | undefined }>;
+  readonly result: Promise<AttemptResult>;
   readonly #maxBytes: number;
+  readonly #settled: Settled;
   #controller: Dispatcher.DispatchController | undefined;
   #status = 0;
   #retryAfter: string | undefined;
   #bytes = 0;
-  #settle!: (outcome: Error | undefined) => void;
+  #done = false;
+  #resolve!: (result: AttemptResult) => void;
 
-  constructor(deadline: number, maxBytes: number) {
+  constructor(deadline: number, maxBytes: number, settled: Settled) {
     this.deadline = deadline;
     this.#maxBytes = maxBytes;
-    this.response = new Promise((ok, fail) => {
-      this.#settle = (error) => (error ? fail(error) : ok({ status: this.#status, retryAfter: this.#retryAfter }));
-    });
+    this.#settled = settled;
+    this.result = new Promise((ok) => (this.#resolve = ok));
   }
 
   expire() {
     const error = new DeadlineExceeded();
     if (this.#controller) this.#controller.abort(error);
-    this.#settle(error); // also when still queued for a connection: it is aborted once it starts
+    this.fail(error); // also when still queued for a connection: it is aborted once it starts
+  }
+
+  fail(error: Error) {
+    this.#settle(error);
   }
 
   onRequestStart(controller: Dispatcher.DispatchController) {
@@ -289,6 +308,12 @@ class Attempt implements Dispatcher.DispatchHandler {
 
   onResponseError(_c: Dispatcher.DispatchController, error: Error) {
     this.#settle(error instanceof BodyCapReached ? undefined : error);
+  }
+
+  #settle(error: Error | undefined) {
+    if (this.#done) return;
+    this.#done = true;
+    this.#resolve(this.#settled(this, error ?? { status: this.#status, retryAfter: this.#retryAfter }));
   }
 }
 

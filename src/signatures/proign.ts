@@ -5,7 +5,7 @@
 // re-serialization, made by the same JSON.parse and JSON.stringify, is what that receiver reproduces whatever the
 // bytes look like.
 import type { KeyObject } from 'node:crypto';
-import { hmac } from './hmac.ts';
+import { hmacText } from './hmac.ts';
 
 export const proignHeader = 'X-Proign-Signature';
 
@@ -25,5 +25,5 @@ export function proignSignedContent(body: Uint8Array): Uint8Array {
 /** One `sha256=<hex>` per secret, joined by `, ` when several are listed (see docs/dispatcher.md for rotation). */
 export function signProign(secrets: (Uint8Array | KeyObject)[], body: Uint8Array): string {
   const content = proignSignedContent(body);
-  return secrets.map((s) => `sha256=${hmac('sha256', s, content).toString('hex')}`).join(', ');
+  return secrets.map((s) => `sha256=${hmacText('sha256', s, 'hex', content)}`).join(', ');
 }

@@ -5,7 +5,7 @@
 // to a string before signing (changing any body that is not UTF-8), fixes the tolerance at 5 minutes, takes one
 // secret and has no v1a; the tests check that both agree on v1.
 import { createPrivateKey, type KeyObject, sign } from 'node:crypto';
-import { hmac, signatureEquals, timestampWithin } from './hmac.ts';
+import { hmacText, signatureEquals, timestampWithin } from './hmac.ts';
 
 export const standardWebhookHeaders = {
   id: 'webhook-id',
@@ -24,7 +24,7 @@ export function signStandardWebhook(
   timestampSeconds: number,
   body: Uint8Array,
 ): string {
-  return `v1,${hmac('sha256', key, `${id}.${timestampSeconds}.`, body).toString('base64')}`;
+  return `v1,${hmacText('sha256', key, 'base64', `${id}.${timestampSeconds}.`, body)}`;
 }
 
 export class InvalidSigningKey extends Error {

@@ -1,6 +1,6 @@
 // Stripe-Signature: "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>'>[,v1=...]" (Stripe's docs).
 import type { KeyObject } from 'node:crypto';
-import { hmac, signatureEquals, timestampWithin } from './hmac.ts';
+import { hmacText, signatureEquals, timestampWithin } from './hmac.ts';
 import type { VerifyResult } from './standard-webhooks.ts';
 
 /** One `v1=` per secret, in order, so a receiver holding either one accepts it while rotating (Stripe does the same). */
@@ -10,7 +10,7 @@ export function signStripe(
   body: Uint8Array,
 ): string {
   const all = Array.isArray(secrets) ? secrets : [secrets];
-  const v1 = all.map((s) => `,v1=${hmac('sha256', s, `${timestampSeconds}.`, body).toString('hex')}`);
+  const v1 = all.map((s) => `,v1=${hmacText('sha256', s, 'hex', `${timestampSeconds}.`, body)}`);
   return `t=${timestampSeconds}${v1.join('')}`;
 }
 
@@ -29,7 +29,7 @@ export function verifyStripe(
   }
   const received = pairs.filter(([k, v]) => k === 'v1' && v).map(([, v]) => v as string);
   for (const secret of secrets) {
-    const expected = hmac('sha256', secret, `${t}.`, body).toString('hex');
+    const expected = hmacText('sha256', secret, 'hex', `${t}.`, body);
     if (received.some((r) => signatureEquals(r, expected))) return { ok: true };
   }
   return { ok: false, reason: 'no Stripe-Signature v1 signature matches' };

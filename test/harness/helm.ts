@@ -1,10 +1,12 @@
 // Helpers for tests of the Helm chart: helm itself (with its state in a temporary folder), the chart rendered to
 // objects, and CRDs of other projects (prometheus-operator, cert-manager) that scripts/build-tools.sh fetched.
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readdirSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseAllDocuments } from 'yaml';
+import { finalizer } from '../../src/operator/kube.ts';
 import { kubectl, type Result } from './kube.ts';
 import { binDir, root, tempDir } from './servers.ts';
 
@@ -86,4 +88,43 @@ export async function renderedRuleGroups(set: string[] = []): Promise<RuleGroup[
   const { objects } = await renderChart(args.concat(set.flatMap((s) => ['--set', s])));
   const rule = objects.find((o) => o.kind === 'PrometheusRule');
   return rule ? (rule.spec.groups as RuleGroup[]) : [];
+}
+
+/** The API the chart's finalizer policy needs; `helm install` sees it on Kubernetes 1.36 or later. */
+export const mutatingPolicyApi = 'admissionregistration.k8s.io/v1/MutatingAdmissionPolicy';
+
+/**
+ * The chart's finalizer policy (templates/finalizer-policy.yaml) as `helm install` renders it for these watched
+ * namespaces, applied to the API server; resolves once the API server applies it. Returns what removes it.
+ */
+export async function installFinalizerPolicy(namespaces: string[]): Promise<() => Promise<void>> {
+  const release = `finalizer-${randomBytes(3).toString('hex')}`;
+  const r = await helm(
+    ['template', release, chartDir, '--show-only', 'templates/finalizer-policy.yaml', '--api-versions'].concat(
+      mutatingPolicyApi,
+      ['--set', `watchNamespaces={${namespaces.join(',')}}`],
+    ),
+  );
+  if (r.code !== 0) throw new Error(`helm template failed: ${r.stderr}`);
+  const applied = await kubectl(['apply', '--server-side', '--field-manager=hookyard-test', '-f', '-'], r.stdout);
+  if (applied.code !== 0) throw new Error(`applying the finalizer policy failed: ${applied.stderr}`);
+  // The API server picks policies up asynchronously: wait until a dry-run create comes back with the finalizer.
+  const probe = JSON.stringify({
+    apiVersion: 'hookyard.io/v1alpha1',
+    kind: 'ProviderEndpoint',
+    metadata: { name: 'finalizer-probe', namespace: namespaces[0] },
+    spec: { provider: 'generic', verification: [{ none: true }] },
+  });
+  for (let i = 0; ; i++) {
+    const created = await kubectl(
+      ['create', '--dry-run=server', '-o', 'jsonpath={.metadata.finalizers}', '-f', '-'],
+      probe,
+    );
+    if (created.stdout.includes(finalizer)) break;
+    if (i > 100) throw new Error(`the finalizer policy was never applied: ${created.stdout} ${created.stderr}`);
+    await sleep(100);
+  }
+  return async () => {
+    await kubectl(['delete', '--ignore-not-found', '-f', '-'], r.stdout);
+  };
 }

@@ -10,9 +10,18 @@ import * as k8s from '@kubernetes/client-node';
 import { parse } from 'yaml';
 import { dashboardFile, dashboardText } from '../../scripts/generate-dashboard.ts';
 import { operatorCommand } from '../../src/commands.ts';
+import { finalizer } from '../../src/operator/kube.ts';
 import { parseFlags } from '../../src/runtime/flags.ts';
 import { imageEntrypoint, operatorNodeFlags } from '../harness/cli.ts';
-import { chartDir, everythingValues, findObject, helm, installCachedCRDs, renderChart } from '../harness/helm.ts';
+import {
+  chartDir,
+  everythingValues,
+  findObject,
+  helm,
+  installCachedCRDs,
+  installFinalizerPolicy,
+  renderChart,
+} from '../harness/helm.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl } from '../harness/kube.ts';
 import { root } from '../harness/servers.ts';
 
@@ -150,6 +159,40 @@ describe('Helm chart', () => {
     assert.equal(r.code, 0, r.stderr);
   });
 
+  it("creates resources with the operator's finalizer already on them, in the watched namespaces only", async () => {
+    await installCRDs();
+    const [watched, other] = [await createNamespace('finalized'), await createNamespace('unwatched')];
+    after(await installFinalizerPolicy([watched]));
+    const finalizersOf = async (object: object) => {
+      const created = await kubectl(
+        ['create', '-o', 'jsonpath={.metadata.finalizers}', '-f', '-'],
+        JSON.stringify(object),
+      );
+      assert.equal(created.code, 0, created.stderr);
+      return created.stdout ? (JSON.parse(created.stdout) as string[]) : [];
+    };
+    const endpoint = (namespace: string, name: string, finalizers?: string[]) => ({
+      apiVersion: 'hookyard.io/v1alpha1',
+      kind: 'ProviderEndpoint',
+      metadata: { name, namespace, finalizers },
+      spec: { provider: 'generic', verification: [{ none: true }] },
+    });
+    const subscription = {
+      apiVersion: 'hookyard.io/v1alpha1',
+      kind: 'WebhookSubscription',
+      metadata: { name: 'orders', namespace: watched },
+      spec: { sources: [{ endpoint: 'orders' }], target: { url: 'http://orders.shop.svc:8080/hooks' } },
+    };
+    assert.deepEqual(await finalizersOf(endpoint(watched, 'orders')), [finalizer]);
+    assert.deepEqual(await finalizersOf(subscription), [finalizer]);
+    assert.deepEqual(await finalizersOf(endpoint(watched, 'kept', ['example.com/keep'])), [
+      'example.com/keep',
+      finalizer,
+    ]);
+    assert.deepEqual(await finalizersOf(endpoint(watched, 'twice', [finalizer])), [finalizer]);
+    assert.deepEqual(await finalizersOf(endpoint(other, 'orders')), [], 'no operator of this release removes it there');
+  });
+
   it('lets a delete that hangs without an operator be finished by hand, as docs/uninstall.md says', async () => {
     await installCRDs();
     const namespace = await createNamespace('stuck');
@@ -263,8 +306,19 @@ describe('Helm chart', () => {
       assert.equal(await caBundle(), before['ca.crt']);
     });
 
-    it('covers the watched namespaces, and only those, with its admission webhook', async () => {
+    it('covers the watched namespaces, and only those, with its admission webhook and finalizer policy', async () => {
       assert.ok(namespace, 'installed');
+      const binding = await kubectl([
+        'get',
+        'mutatingadmissionpolicybinding',
+        `${release}-hookyard-finalizer`,
+        '-o',
+        'json',
+      ]);
+      assert.equal(binding.code, 0, `helm install renders the policy on this API server: ${binding.stderr}`);
+      assert.deepEqual(JSON.parse(binding.stdout).spec.matchResources.namespaceSelector.matchExpressions, [
+        { key: 'kubernetes.io/metadata.name', operator: 'In', values: [watched] },
+      ]);
       // Nothing here can answer the webhook (no operator pod, no cluster network), so it is read, not called.
       const read = await kubectl(['get', 'validatingwebhookconfiguration', `${release}-hookyard`, '-o', 'json']);
       const [webhook] = (JSON.parse(read.stdout) as k8s.V1ValidatingWebhookConfiguration).webhooks ?? [];
@@ -358,7 +412,9 @@ describe('Helm chart', () => {
       assert.ok(namespace, 'installed');
       const r = await helm(['uninstall', release, '--namespace', namespace]);
       assert.equal(r.code, 0, r.stderr);
-      const left = await kubectl(['get', 'validatingwebhookconfigurations,clusterroles', '-o', 'name']);
+      const kinds =
+        'validatingwebhookconfigurations,mutatingadmissionpolicies,mutatingadmissionpolicybindings,clusterroles';
+      const left = await kubectl(['get', kinds, '-o', 'name']);
       assert.doesNotMatch(left.stdout, new RegExp(`/${release}-hookyard`));
       namespace = '';
     });

@@ -7,6 +7,7 @@ import { HTTP } from 'cloudevents';
 import { Registry } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
 import { type Dispatcher, replayDeadLetters, startDispatcher } from '../../src/dispatcher/dispatcher.ts';
+import { headerBlock, type StoredEvent, storedEvent } from '../../src/dispatcher/event.ts';
 import { consumerConfig, ensureConsumer } from '../../src/jetstream/consumers.ts';
 import { deadLetterStream, headers as h, replaySubject } from '../../src/jetstream/layout.ts';
 import { mapSecrets } from '../../src/runtime/secrets.ts';
@@ -700,6 +701,28 @@ describe('dispatcher', () => {
     // Running it again changes nothing.
     const again = await ensureConsumer(t.nats.jsm, t.nats.stream, config);
     assert.equal(again.created, before.created);
+  });
+
+  it("reads a stored event from the header block nats.js received as from the message's headers", async () => {
+    const t = await setup({});
+    const published = await t.publish({
+      type: 'order.shipped',
+      body: '{}',
+      headers: { 'X-Proign-Delivery-Id': ' dlv_1 ', 'x-trace': 'a: b' },
+    });
+    const msg = await (await t.nats.js.consumers.get(t.nats.stream)).next();
+    assert.ok(msg);
+    const block = headerBlock(msg);
+    assert.ok(block, "this nats.js's messages keep their header block where headerBlock reads it");
+    const fields = ({ view: _, ...e }: StoredEvent) => e;
+    const event = fields(storedEvent({ data: msg.data, headers: block }, 'shop/orders'));
+    assert.deepEqual(event, fields(storedEvent({ data: msg.data, headers: msg.headers }, 'shop/orders')));
+    assert.equal(event.id, published.id);
+    assert.deepEqual(event.originalHeaders, {
+      'content-type': 'application/json',
+      'x-proign-delivery-id': 'dlv_1',
+      'x-trace': 'a: b',
+    });
   });
 
   it('registers every series at zero, every label combination the docs list, before any event', async () => {

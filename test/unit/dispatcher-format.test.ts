@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { MsgHdrsImpl } from '@nats-io/nats-core/internal';
 import { headers as natsHeaders } from '@nats-io/transport-node';
 import { HTTP } from 'cloudevents';
 import fc from 'fast-check';
-import { type StoredEvent, storedEvent } from '../../src/dispatcher/event.ts';
+import { readHeaderBlock, type StoredEvent, storedEvent } from '../../src/dispatcher/event.ts';
 import { formatEvent } from '../../src/dispatcher/format.ts';
 
 const event = (body: Uint8Array, contentType?: string): StoredEvent => {
@@ -80,5 +81,31 @@ describe('stored events', () => {
     assert.equal(await e.view(), undefined, 'without the header the body has no view');
     const withKind = storedEvent({ data: Buffer.from('state=shipped&id=7'), headers }, 'shop/siteflow');
     assert.deepEqual({ ...((await withKind.view()) as object) }, { state: 'shipped', id: '7' });
+  });
+
+  it('read from the header block as received, each name has the first value MsgHdrs would give it', () => {
+    const name = fc.stringMatching(/^[A-Za-z0-9-]{1,12}$/);
+    const known = fc.constantFrom(
+      'Nats-Msg-Id',
+      'Hookyard-Event-Type',
+      'Hookyard-Header-content-type',
+      'Hookyard-Test',
+    );
+    const value = fc.stringMatching(/^[ -~]{0,20}$/); // spaces and colons included
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.oneof(known, name), value), { maxLength: 12 }), (pairs) => {
+        const headers = new MsgHdrsImpl();
+        for (const [k, v] of pairs) headers.append(k, v);
+        const block = headers.encode();
+        const decoded = MsgHdrsImpl.decode(block);
+        assert.deepEqual(readHeaderBlock(block), new Map([...decoded].map(([k, all]) => [k, all[0] ?? ''])));
+        const fields = ({ view: _, ...e }: StoredEvent) => e;
+        const receivedAt = new Date('2024-01-15T10:30:00.000Z');
+        assert.deepEqual(
+          fields(storedEvent({ data: new Uint8Array(), headers: block, receivedAt }, 'shop/orders')),
+          fields(storedEvent({ data: new Uint8Array(), headers: decoded, receivedAt }, 'shop/orders')),
+        );
+      }),
+    );
   });
 });

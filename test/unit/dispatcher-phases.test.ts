@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import fc from 'fast-check';
 import { AckBatcher } from '../../src/dispatcher/acks.ts';
-import { CircuitBreaker, type CircuitState } from '../../src/dispatcher/flow.ts';
+import { CircuitBreaker, type CircuitState, TokenBucket } from '../../src/dispatcher/flow.ts';
 import { FlowGate, pullSize } from '../../src/dispatcher/gate.ts';
 import { Leases } from '../../src/dispatcher/leases.ts';
 import {
@@ -30,15 +30,17 @@ describe('flow gate', () => {
     await fc.assert(
       fc.asyncProperty(
         fc.integer({ min: 1, max: 8 }),
-        fc.array(fc.boolean(), { minLength: 1, maxLength: 60 }),
+        fc.array(fc.constantFrom('admit', 'tryAdmit', 'done'), { minLength: 1, maxLength: 60 }),
         async (concurrency, steps) => {
           const gate = new FlowGate({ concurrency });
           const admitted: number[] = [];
           let offered = 0;
-          for (const offer of steps) {
-            if (offer || gate.inFlight === 0) {
+          for (const step of steps) {
+            if (step !== 'done' || gate.inFlight === 0) {
               const n = offered++;
-              void gate.admit().then((ok) => ok && admitted.push(n));
+              // The delivery phases try for a slot at once, and wait only when they get none.
+              if (step === 'tryAdmit' && gate.tryAdmit()) admitted.push(n);
+              else void gate.admit().then((ok) => ok && admitted.push(n));
             } else gate.done();
             await nextTurn();
             assert.ok(gate.inFlight <= concurrency, `${gate.inFlight} in flight`);
@@ -73,6 +75,23 @@ describe('flow gate', () => {
     await nextTurn();
     assert.equal(admitted, 3, 'closed: the rest');
     gate.close();
+  });
+
+  it('never lets a delivery that tries for a slot pass one already waiting for a token', async () => {
+    let now = 0;
+    const gate = new FlowGate({ concurrency: 4, bucket: new TokenBucket(1, 1, () => now) });
+    try {
+      assert.equal(gate.tryAdmit(), true, 'the burst token');
+      let waited = false;
+      void gate.admit().then((ok) => (waited = ok));
+      now = 1000; // a token is due, and the waiting delivery's recheck has not run yet
+      assert.equal(gate.tryAdmit(), false, 'the waiting delivery comes first');
+      gate.pump();
+      await nextTurn();
+      assert.equal(waited, true);
+    } finally {
+      gate.close();
+    }
   });
 
   it('refuses what waits once closed, so it can be handed back', async () => {

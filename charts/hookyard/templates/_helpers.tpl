@@ -74,13 +74,20 @@ app.kubernetes.io/component: operator
 {{- define "hookyard.webhookNamespaceSelector" -}}
 {{- if .Values.webhook.namespaceSelector }}
 {{- toYaml .Values.webhook.namespaceSelector }}
-{{- else if .Values.watchNamespaces }}
+{{- else }}
+{{- include "hookyard.watchedNamespaceSelector" . }}
+{{- end }}
+{{- end }}
+
+{{- /* The namespaces the operator reconciles (watchNamespaces), or every namespace. */}}
+{{- define "hookyard.watchedNamespaceSelector" -}}
+{{- if .Values.watchNamespaces -}}
 matchExpressions:
   - key: kubernetes.io/metadata.name
     operator: In
     values:
       {{- toYaml .Values.watchNamespaces | nindent 6 }}
-{{- else }}
+{{- else -}}
 {}
 {{- end }}
 {{- end }}

@@ -212,35 +212,37 @@ function reconciler(ctx: Context, queue: WorkQueue, resyncMs: number) {
  * After a status change of its Deployment alone (its pods became available, or stopped being): Ready written
  * again without a reconcile. False when that does not do, and a reconcile follows.
  */
-async function rewriteReady(ctx: Context, kind: ResourceKind, raw: RawResource): Promise<boolean> {
-  try {
+const rewriteReady = (ctx: Context, kind: ResourceKind, raw: RawResource) =>
+  statusTurn(ctx, kind, raw, 'could not write Ready; reconciling instead', async () => {
     const done = await (kind === 'ProviderEndpoint' ? rewriteReceiverReady : rewriteDispatcherReady)(ctx, raw);
     if (done) ctx.metrics.statusRewritten(kind);
     return done;
-  } catch (err) {
-    ctx.log.warn(
-      { kind, namespace: raw.metadata.namespace, name: raw.metadata.name, err: apiMessage(err) },
-      'could not write Ready; reconciling instead',
-    );
-    return false;
-  }
-}
+  });
 
 /**
  * A subscription's status refresh: its counters read again from JetStream, without a reconcile. False when that
  * does not do (an endpoint has no counters), and a reconcile follows.
  */
-async function refresh(ctx: Context, kind: ResourceKind, raw: RawResource): Promise<boolean> {
-  if (kind !== 'WebhookSubscription') return false;
-  try {
+const refresh = (ctx: Context, kind: ResourceKind, raw: RawResource) =>
+  statusTurn(ctx, kind, raw, 'could not refresh the status; reconciling instead', async () => {
+    if (kind !== 'WebhookSubscription') return false;
     const done = await refreshSubscription(ctx, raw);
     if (done) ctx.metrics.statusRefreshed(kind);
     return done;
+  });
+
+/** A turn that writes status without a reconcile: false when it did not do, or failed (logged), so one follows. */
+async function statusTurn(
+  ctx: Context,
+  kind: ResourceKind,
+  raw: RawResource,
+  failure: string,
+  write: () => Promise<boolean>,
+): Promise<boolean> {
+  try {
+    return await write();
   } catch (err) {
-    ctx.log.warn(
-      { kind, namespace: raw.metadata.namespace, name: raw.metadata.name, err: apiMessage(err) },
-      'could not refresh the status; reconciling instead',
-    );
+    ctx.log.warn({ kind, namespace: raw.metadata.namespace, name: raw.metadata.name, err: apiMessage(err) }, failure);
     return false;
   }
 }

@@ -1,9 +1,10 @@
 // The schemas' cross-field rules evaluated with @bufbuild/cel, the way the API server evaluates them. Imported for
 // its effect by validate.ts; kept apart so that a receiver, which parses withoutRules, never loads CEL.
 import { celEnv, parse, plan } from '@bufbuild/cel';
+import { compiledOnce } from '../runtime/re2.ts';
 import { setRuleEvaluator } from './rules.ts';
 
-const env = celEnv();
+const env = celEnv({ re2: compiledOnce });
 /**
  * Each rule parsed and planned once: the rules are the schemas' own, a fixed set, and parsing them again for every
  * resource was a third of the operator's CPU while it reconciled a burst of new resources.

@@ -1,5 +1,6 @@
 import { CelScalar, celEnv, isCelError, mapType, parse, plan } from '@bufbuild/cel';
 import { strings } from '@bufbuild/cel/ext';
+import { compiledOnce } from '../runtime/re2.ts';
 
 /** What a subscription filter sees of an event. */
 export interface FilterInput {
@@ -21,6 +22,7 @@ const env = celEnv({
     body: CelScalar.DYN,
   },
   funcs: strings,
+  re2: compiledOnce,
 });
 
 type Expr = ReturnType<typeof parse>['expr'];

@@ -193,14 +193,30 @@ const cpuSeconds = (pid: number) => cpuMs(pid) / 1000;
 
 /** The API server's and etcd's processes (test/harness/run.ts), for the CPU they spend on each side. */
 const controlPlane = requireEnv('HOOKYARD_TEST_KUBE_PIDS').split(',').map(Number);
-const controlPlaneCpu = () => controlPlane.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+const natsServer = Number(requireEnv('HOOKYARD_TEST_NATS_PID'));
 
-/** The writes `during` made, most first ("APPLY deployments 400, ..."), and the API server's and etcd's CPU s. */
-async function costDuring<T>(during: () => Promise<T>): Promise<[T, string, number]> {
+/**
+ * CPU seconds so far of what both sides share: the API server and etcd, nats-server, and this process (its watches
+ * of Ready, the pod stand-in, and on the baseline's side the baseline itself).
+ */
+const sharedCpu = () => ({
+  controlPlane: controlPlane.reduce((sum, pid) => sum + cpuSeconds(pid), 0),
+  nats: cpuSeconds(natsServer),
+  bench: (process.cpuUsage().user + process.cpuUsage().system) / 1e6,
+});
+type SharedCpu = ReturnType<typeof sharedCpu>;
+
+/** The writes `during` made, most first ("APPLY deployments 400, ..."), and the CPU seconds of sharedCpu it took. */
+async function costDuring<T>(during: () => Promise<T>): Promise<[T, string, SharedCpu]> {
   const before = await apiWrites();
-  const cpuBefore = controlPlaneCpu();
+  const cpuBefore = sharedCpu();
   const result = await during();
-  const cpu = controlPlaneCpu() - cpuBefore;
+  const cpuAfter = sharedCpu();
+  const cpu = {
+    controlPlane: cpuAfter.controlPlane - cpuBefore.controlPlane,
+    nats: cpuAfter.nats - cpuBefore.nats,
+    bench: cpuAfter.bench - cpuBefore.bench,
+  };
   const rows = [...(await apiWrites())]
     .map(([key, n]) => [key, n - (before.get(key) ?? 0)] as const)
     .filter(([, n]) => n > 0)
@@ -326,7 +342,7 @@ async function measureOperator() {
   }
 }
 
-const [op, operatorWrites, operatorControlPlane] = await costDuring(measureOperator);
+const [op, operatorWrites, operatorCpu] = await costDuring(measureOperator);
 
 /** The baseline's side, in the same cluster: the pod stand-in makes its Deployments available too. */
 async function measureBaseline() {
@@ -341,7 +357,7 @@ async function measureBaseline() {
   }
 }
 
-const [baselineSeconds, baselineWrites, baselineControlPlane] = await costDuring(measureBaseline);
+const [baselineSeconds, baselineWrites, baselineCpu] = await costDuring(measureBaseline);
 
 const ratio = op.seconds / baselineSeconds;
 const perResource = op.reconcilesToReady / (2 * count);
@@ -362,8 +378,10 @@ report.line(`operator CPU from the apply to all Ready: ${op.burstCpu.toFixed(1)}
 report.line(`API server writes, operator side (until it had idled): ${operatorWrites}`);
 report.line(`API server writes, baseline: ${baselineWrites}`);
 report.line(
-  `API server and etcd CPU: ${operatorControlPlane.toFixed(1)} s on the operator's side (until it had idled), ` +
-    `${baselineControlPlane.toFixed(1)} s on the baseline's`,
+  `API server and etcd CPU: ${operatorCpu.controlPlane.toFixed(1)} s on the operator's side (until it had idled), ` +
+    `${baselineCpu.controlPlane.toFixed(1)} s on the baseline's; nats-server ${operatorCpu.nats.toFixed(1)} and ` +
+    `${baselineCpu.nats.toFixed(1)} s; this process (watching Ready, the pod stand-in, the baseline) ` +
+    `${operatorCpu.bench.toFixed(1)} and ${baselineCpu.bench.toFixed(1)} s`,
 );
 report.line(
   `operator reconciles until all were Ready: ${op.reconcilesToReady} (${perResource.toFixed(2)} per resource, ` +

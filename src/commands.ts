@@ -157,6 +157,11 @@ export const operatorCommand = {
       default: '30s',
       description: 'how often subscription counters are read from JetStream',
     },
+    'status-settle': {
+      type: 'duration',
+      default: '2s',
+      description: "how long a new resource's first status waits for its pods, to say Ready in one write; 0s: no wait",
+    },
     'resync-period': {
       type: 'duration',
       default: '10m',

@@ -36,6 +36,8 @@ export interface Context {
   log: Logger;
   /** How often a subscription's counters are read again from JetStream (ms). */
   statusIntervalMs: number;
+  /** How long a new resource's first status waits for its pods (writeOrHoldStatus; 0: not at all). */
+  statusSettleMs: number;
   /** The values of referenced Secrets, as digests: the cache holds Secrets' metadata only. */
   secretKeys: SecretKeys;
   /** The same for referenced ConfigMaps (a CA bundle). */
@@ -59,7 +61,7 @@ export interface Context {
  * period), or a retry with backoff. A problem that retrying cannot fix (JetStream refusing a config) is reported in
  * status, not retried.
  */
-export type Outcome = { refreshAfterMs?: number; retry?: boolean; terminal?: boolean };
+export type Outcome = { refreshAfterMs?: number; statusAfterMs?: number; retry?: boolean; terminal?: boolean };
 
 /**
  * Whether retrying cannot help: the API server refused what was sent as invalid, or JetStream refused a config
@@ -239,8 +241,11 @@ export function deploymentCheck(type: string, noun: string, deployment: k8s.V1De
 
 const parsed = new Map<string, { key: string; value: unknown }>();
 
-/** Forgets a deleted resource's parsed spec. */
-export const forgetParsed = (uid: string | undefined) => parsed.delete(uid ?? '');
+/** Forgets what is kept of a deleted resource: its parsed spec, and a status held back (writeOrHoldStatus). */
+export function forgetResource(uid: string | undefined): void {
+  parsed.delete(uid ?? '');
+  held.delete(uid ?? '');
+}
 
 /** A field whose problems have a condition of their own instead of SpecValid (a filter: FilterValid). */
 export interface FieldCondition {
@@ -297,9 +302,38 @@ export function invalidSpecChecks(problems: string[], fieldConditions: FieldCond
     .filter((check) => check.message !== '');
 }
 
+/** A new resource's first status, held back by writeOrHoldStatus, by the resource's uid. */
+const held = new Map<string, { generation?: number; fields: Record<string, unknown>; checks: Check[] }>();
+
+/**
+ * Writes the status, or, for a resource never given one that waits only for the pods of its Deployment (`pods`:
+ * that check's type), holds it back for ctx.statusSettleMs and returns true; the caller asks for a status-only turn
+ * then (Outcome.statusAfterMs). When the pods are available before it (rewriteCheck), a single write says Ready,
+ * instead of one that says PodsNotReady and another that says Ready: for a burst of new resources the second
+ * write was most of what the API server did beyond a minimal controller's work (docs/benchmarks.md).
+ */
+export async function writeOrHoldStatus(
+  ctx: Context,
+  raw: RawResource,
+  fields: Record<string, unknown>,
+  checks: Check[],
+  readyFrom: string[],
+  pods: string,
+): Promise<boolean> {
+  const waiting = checks.filter((c) => readyFrom.includes(c.type) && c.status !== true);
+  const onlyPods = waiting.length === 1 && waiting[0]?.type === pods && waiting[0].reason === Reason.PodsNotReady;
+  if (ctx.statusSettleMs > 0 && fresh(raw) && onlyPods) {
+    held.set(raw.metadata.uid ?? '', { generation: raw.metadata.generation, fields, checks });
+    return true;
+  }
+  await writeStatus(ctx, raw, fields, checks, readyFrom);
+  return false;
+}
+
 /**
  * Writes the status when it differs from what the resource has (an unchanged write would still move the
- * resourceVersion), and records an Event when Ready turns to a problem or back from one.
+ * resourceVersion), and records an Event when Ready turns to a problem or back from one. A status held back is
+ * dropped: this one replaces it.
  */
 export async function writeStatus(
   ctx: Context,
@@ -308,6 +342,7 @@ export async function writeStatus(
   checks: Check[],
   readyFrom: string[],
 ): Promise<void> {
+  held.delete(raw.metadata.uid ?? '');
   const generation = raw.metadata.generation;
   const conditions = conditionsFor(checks, readyFrom, raw.status?.conditions, generation);
   const status: Record<string, unknown> = { observedGeneration: generation, ...fields, conditions };
@@ -347,11 +382,17 @@ export function checksOf(conditions: Condition[]): Check[] {
 
 /**
  * Writes the status again with one check replaced (its Deployment's availability, read from the cache) and the
- * rest as the last reconcile wrote them: no JetStream call, no apply. Returns false, and writes nothing, when that
- * is not enough and the resource needs a reconcile: its status is not of its current generation, or a check other
- * than this one keeps it from Ready.
+ * rest as the last reconcile wrote them, or held them back: no JetStream call, no apply. Returns false, and writes
+ * nothing, when that is not enough and the resource needs a reconcile: its status is not of its current
+ * generation, or a check other than this one keeps it from Ready.
  */
 export async function rewriteCheck(ctx: Context, raw: RawResource, check: Check, readyFrom: string[]) {
+  const waiting = held.get(raw.metadata.uid ?? '');
+  if (waiting && waiting.generation === raw.metadata.generation) {
+    const checks = waiting.checks.map((c) => (c.type === check.type ? check : c));
+    await writeStatus(ctx, raw, waiting.fields, checks, readyFrom);
+    return true;
+  }
   const { conditions = [], ...fields } = raw.status ?? {};
   if (raw.status?.observedGeneration !== raw.metadata.generation) return false;
   const checks = checksOf(conditions);

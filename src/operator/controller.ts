@@ -12,7 +12,7 @@ import type { Logger } from '../runtime/log.ts';
 import {
   type Context,
   checksOf,
-  forgetParsed,
+  forgetResource,
   isTerminal,
   type Outcome,
   type RawResource,
@@ -48,6 +48,8 @@ export interface ControllerOptions {
   resyncMs?: number;
   /** First retry delay of a failed reconcile (ms); it doubles per failure. */
   retryBaseMs?: number;
+  /** How long a new resource's first status waits for its pods (ms; context.ts, writeOrHoldStatus). */
+  statusSettleMs?: number;
 }
 
 export interface Controller {
@@ -108,6 +110,7 @@ export function startController(options: ControllerOptions): Controller {
     metrics,
     log,
     statusIntervalMs: options.statusIntervalMs ?? 30_000,
+    statusSettleMs: options.statusSettleMs ?? 2000,
     secretKeys: new SecretKeys((namespace, name) => kube.readSecret(namespace, name)),
     configMapKeys: new SecretKeys((namespace, name) => kube.readConfigMapKeys(namespace, name)),
     caches: caches as Caches,
@@ -171,7 +174,7 @@ function reconciler(ctx: Context, queue: WorkQueue, resyncMs: number) {
     const raw = structuredClone(cached);
     if (queue.statusOnly(key) && !raw.metadata.deletionTimestamp && (await rewriteReady(ctx, kind, raw))) return;
     if (queue.refreshOnly(key) && !raw.metadata.deletionTimestamp && (await refresh(ctx, kind, raw))) {
-      queue.addAfter(key, ctx.statusIntervalMs, true);
+      queue.addAfter(key, ctx.statusIntervalMs, 'refresh');
       return;
     }
     const started = performance.now();
@@ -189,7 +192,8 @@ function reconciler(ctx: Context, queue: WorkQueue, resyncMs: number) {
       else queue.forget(key);
       // The earlier of a retry and the next look wins.
       queue.addAfter(key, resyncMs);
-      if (outcome.refreshAfterMs !== undefined) queue.addAfter(key, outcome.refreshAfterMs, true);
+      if (outcome.refreshAfterMs !== undefined) queue.addAfter(key, outcome.refreshAfterMs, 'refresh');
+      if (outcome.statusAfterMs !== undefined) queue.addAfter(key, outcome.statusAfterMs, 'status');
     } catch (err) {
       const message = apiMessage(err);
       const terminal = isTerminal(err);
@@ -263,7 +267,7 @@ async function reconcile(ctx: Context, kind: ResourceKind, raw: RawResource): Pr
   if (raw.metadata.deletionTimestamp) {
     if (!finalizers.includes(finalizer)) return {};
     await (kind === 'ProviderEndpoint' ? finalizeEndpoint : finalizeSubscription)(ctx, raw);
-    forgetParsed(raw.metadata.uid);
+    forgetResource(raw.metadata.uid);
     try {
       await ctx.kube.patchMetadata(raw, { finalizers: finalizers.filter((f) => f !== finalizer) });
     } catch (err) {

@@ -18,7 +18,7 @@ import {
   removeObjects,
   resolveSecrets,
   rewriteCheck,
-  writeStatus,
+  writeOrHoldStatus,
 } from './context.ts';
 import { endpointSecretRefs, natsSecretRefs, receiverName, renderEndpoint } from './render.ts';
 import type { Check } from './status.ts';
@@ -60,8 +60,8 @@ export async function reconcileEndpoint(ctx: Context, raw: RawResource, claimed:
   ]);
   checks.push(check, deploymentCheck(ConditionType.ReceiverReady, 'receiver', receiver));
 
-  await writeStatus(ctx, raw, { url: objects.url }, checks, readyFrom);
-  return { retry, terminal };
+  const held = await writeOrHoldStatus(ctx, raw, { url: objects.url }, checks, readyFrom, ConditionType.ReceiverReady);
+  return { retry, terminal, statusAfterMs: held ? ctx.statusSettleMs : undefined };
 }
 
 /** The endpoint's stream, and its StreamReady check. */

@@ -1,7 +1,7 @@
 // The operator's writes to the API server: server-side apply with one field manager, deletes that tolerate what
 // is already gone, status and finalizer patches, and Events.
 import * as k8s from '@kubernetes/client-node';
-import { fetch } from 'undici';
+import { type Dispatcher, request } from 'undici';
 import { collectionPath, type KindRef, kinds, type ResourceKind } from '../api/kinds.ts';
 
 export const fieldManager = 'hookyard-operator';
@@ -96,14 +96,15 @@ export class Kube {
     await this.#kc.applySecurityAuthentication(context);
     context.setHeaderParam('Content-Type', contentType);
     context.setHeaderParam('Accept', 'application/json');
-    const response = await fetch(url, {
+    // undici's request rather than its fetch, whose web streams were most of the cost of a write's round trip.
+    const response = await request(url, {
       method: 'PATCH',
       headers: context.getHeaders(),
       body: JSON.stringify(body),
-      dispatcher: context.getDispatcher(),
+      dispatcher: context.getDispatcher() as Dispatcher | undefined,
     });
-    const text = await response.text();
-    if (!response.ok) throw new k8s.ApiException(response.status, `PATCH ${path}`, text, {});
+    const text = await response.body.text();
+    if (response.statusCode >= 300) throw new k8s.ApiException(response.statusCode, `PATCH ${path}`, text, {});
     return JSON.parse(text) as T;
   }
 

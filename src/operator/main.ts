@@ -131,6 +131,7 @@ export async function main(args: string[]): Promise<void> {
       namespaces: (values.namespaces ?? '').split(',').filter(Boolean),
       workers: values.workers,
       statusIntervalMs: values['status-interval'],
+      statusSettleMs: values['status-settle'],
       resyncMs: values['resync-period'],
     });
     controller.started.then(() => {

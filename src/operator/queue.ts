@@ -18,7 +18,7 @@ export interface QueueOptions {
 }
 
 /** What a key's turn has to do, least first: write Ready again, refresh the counters, or reconcile it. */
-type Scope = 'status' | 'refresh' | 'full';
+export type Scope = 'status' | 'refresh' | 'full';
 
 export class WorkQueue {
   readonly #ready: string[] = [];
@@ -95,19 +95,19 @@ export class WorkQueue {
   }
 
   /**
-   * Adds the key after a delay, for a full reconcile or (`refresh`) a status refresh; of two pending delays of the
-   * same key and kind, the one due first wins.
+   * Adds the key after a delay, for a full reconcile, a status refresh or a status-only turn; of two pending delays
+   * of the same key and scope, the one due first wins.
    */
-  addAfter(key: string, delayMs: number, refresh = false): void {
+  addAfter(key: string, delayMs: number, scope: Scope = 'full'): void {
     if (this.#closed) return;
     const due = Date.now() + delayMs;
-    const slot = refresh ? `refresh ${key}` : key;
+    const slot = `${scope} ${key}`;
     const pending = this.#timers.get(slot);
     if (pending && pending.due <= due) return;
     if (pending) clearTimeout(pending.timer);
     const timer = setTimeout(() => {
       this.#timers.delete(slot);
-      this.#add(key, refresh ? 'refresh' : 'full');
+      this.#add(key, scope);
     }, delayMs).unref();
     this.#timers.set(slot, { timer, due });
   }

@@ -29,6 +29,7 @@ import {
   removeObjects,
   resolveSecrets,
   rewriteCheck,
+  writeOrHoldStatus,
   writeStatus,
 } from './context.ts';
 import { matchEventTypes } from './event-types.ts';
@@ -117,8 +118,13 @@ export async function reconcileSubscription(ctx: Context, raw: RawResource, clai
   checks.push(targetCheck(spec.paused, consumers, counts.redelivered));
 
   const fields = { targetURL: targetUrl(spec.target, namespace), ...counts, deadLettered, ordering, replay };
-  await writeStatus(ctx, raw, fields, checks, readyFrom);
-  return { retry: jetStream.retry, terminal: jetStream.terminal, refreshAfterMs: ctx.statusIntervalMs };
+  const held = await writeOrHoldStatus(ctx, raw, fields, checks, readyFrom, ConditionType.DispatcherReady);
+  return {
+    retry: jetStream.retry,
+    terminal: jetStream.terminal,
+    refreshAfterMs: ctx.statusIntervalMs,
+    statusAfterMs: held ? ctx.statusSettleMs : undefined,
+  };
 }
 
 /** The status counters of the consumers on the sources' streams, each also set in the operator's metrics. */

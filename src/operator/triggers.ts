@@ -6,7 +6,7 @@ import type * as k8s from '@kubernetes/client-node';
 import { apiVersion } from '../api/common.ts';
 import { type KindRef, kinds, type ResourceKind } from '../api/kinds.ts';
 import type { Context, RawResource } from './context.ts';
-import { forgetParsed } from './context.ts';
+import { forgetResource } from './context.ts';
 import type { Verb } from './informer.ts';
 import { endpointSecretRefs, subscriptionConfigMapRefs, subscriptionSecretRefs } from './render.ts';
 
@@ -33,6 +33,7 @@ export function parseKey(key: string): { kind: ResourceKind; namespace: string; 
 }
 
 const managedBy = 'app.kubernetes.io/managed-by=hookyard-operator';
+const notManagedBy = 'app.kubernetes.io/managed-by!=hookyard-operator';
 
 /** The trigger table of both reconcilers. */
 export function triggers(caches: Caches, natsSecret: string | undefined): Trigger[] {
@@ -55,7 +56,15 @@ export function triggers(caches: Caches, natsSecret: string | undefined): Trigge
   ];
   const watches: Trigger[] = [
     { kind: kinds.Secret, cache: 'secrets', metadataOnly: true, wakes: wake.referrers },
-    { kind: kinds.ConfigMap, cache: 'referencedConfigMaps', metadataOnly: true, wakes: wake.configMapReferrers },
+    // Not the operator's own ConfigMaps, which no resource references: each of their changes would be one more watch
+    // event, and one more look through every subscription of the namespace.
+    {
+      kind: kinds.ConfigMap,
+      cache: 'referencedConfigMaps',
+      labelSelector: notManagedBy,
+      metadataOnly: true,
+      wakes: wake.configMapReferrers,
+    },
   ];
   return [...forKinds, ...owns, ...watches];
 }
@@ -110,7 +119,7 @@ function wakers(caches: Caches, natsSecret: string | undefined) {
     const key = `${kind}/${r.metadata.namespace}/${r.metadata.name}`;
     if (verb === 'delete') {
       intents.delete(key);
-      forgetParsed(r.metadata.uid);
+      forgetResource(r.metadata.uid);
       return true;
     }
     const { generation, labels, annotations, finalizers, deletionTimestamp } = r.metadata;

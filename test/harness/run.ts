@@ -45,6 +45,7 @@ try {
       HOOKYARD_TEST_WORKDIR: work.path,
       // For benches that report what the API server and etcd spent (read from /proc, never signalled).
       HOOKYARD_TEST_KUBE_PIDS: kube.servers.map((s) => s.process.pid).join(','),
+      HOOKYARD_TEST_NATS_PID: String(nats.process.pid),
     },
   });
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {

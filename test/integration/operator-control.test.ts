@@ -9,13 +9,15 @@ import * as k8s from '@kubernetes/client-node';
 import { ConditionType, Reason } from '../../src/api/conditions.ts';
 import { kinds } from '../../src/api/kinds.ts';
 import { deadLetterStream, endpointStream } from '../../src/jetstream/layout.ts';
+import { Informer } from '../../src/operator/informer.ts';
 import { receiverName } from '../../src/operator/render.ts';
+import { log } from '../../src/runtime/log.ts';
 import { type ApiProxy, startApiProxy } from '../harness/api-proxy.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl } from '../harness/kube.ts';
 import { testNats } from '../harness/nats.ts';
 import { tempDir } from '../harness/servers.ts';
 import { waitFor } from '../harness/wait.ts';
-import { type RunningOperator, reconciledWithoutPods, startOperator } from '../harness/workloads.ts';
+import { type RunningOperator, reconciledWithoutPods, simulatePods, startOperator } from '../harness/workloads.ts';
 
 interface Resource {
   metadata: k8s.V1ObjectMeta & { name: string };
@@ -218,6 +220,59 @@ spec: { sources: [{ endpoint: shop-fotoweb }], eventTypes: [order.submited], tar
     ]);
     assert.equal(r.code, 0, r.stderr);
     await waitReconciled('WebhookSubscription', 'fotoweb-typo');
+  });
+
+  it("writes a new resource's status once, saying Ready, when its pods are available in time", async () => {
+    // A namespace of its own, where the pod stand-in makes every Deployment available, and an operator that holds a
+    // new resource's first status for far longer than the stand-in takes; every status the API server stores is
+    // seen by a watch.
+    const settled = await createNamespace('control-settle');
+    const stopPods = simulatePods(settled);
+    const statuses = new Map<string, string[]>();
+    const watches = [kinds.ProviderEndpoint, kinds.WebhookSubscription].map(
+      (kind) =>
+        new Informer<Resource>({
+          kc,
+          kind,
+          namespace: settled,
+          resyncMs: 10 * 60_000,
+          log,
+          onChange: (r) => {
+            const seen = statuses.get(`${kind.kind}/${r.metadata.name}`) ?? [];
+            const ready = condition(r, ConditionType.Ready);
+            const status = ready ? `${ready.status} ${ready.reason}` : 'none';
+            if (seen.at(-1) !== status) seen.push(status);
+            statuses.set(`${kind.kind}/${r.metadata.name}`, seen);
+          },
+        }),
+    );
+    const settling = await startOperator('operator-settle', [
+      '--namespaces',
+      settled,
+      '--no-leader-election',
+      '--status-settle',
+      '10m',
+    ]);
+    try {
+      await Promise.all(watches.map((w) => w.synced));
+      const applied = await kubectl(
+        ['apply', '--server-side', '-n', settled, '-f', '-'],
+        `${endpoint('settled')}---
+apiVersion: hookyard.io/v1alpha1
+kind: WebhookSubscription
+metadata: { name: settled-orders }
+spec: { sources: [{ endpoint: settled }], target: { url: "http://orders.shop.svc" } }
+`,
+      );
+      assert.equal(applied.code, 0, applied.stderr);
+      const keys = ['ProviderEndpoint/settled', 'WebhookSubscription/settled-orders'];
+      await waitFor('both Ready', async () => keys.every((key) => statuses.get(key)?.at(-1) === 'True Ready'));
+      for (const key of keys) assert.deepEqual(statuses.get(key), ['none', 'True Ready'], key);
+    } finally {
+      for (const w of watches) w.stop();
+      stopPods();
+      await settling.stop();
+    }
   });
 
   it('comes back to every resource each resync period: a stream deleted by hand is made again', async () => {

@@ -110,10 +110,10 @@ describe('work queue', () => {
 
   it('hands a key out refresh-only when only its status refresh asked for it; a full wake wins', async () => {
     const queue = new WorkQueue();
-    queue.addAfter('a', 1, true);
-    queue.addAfter('b', 1, true);
+    queue.addAfter('a', 1, 'refresh');
+    queue.addAfter('b', 1, 'refresh');
     queue.add('c', true);
-    queue.addAfter('c', 1, true);
+    queue.addAfter('c', 1, 'refresh');
     await sleep(50);
     queue.add('b');
     const turns = [];
@@ -130,10 +130,22 @@ describe('work queue', () => {
     queue.close();
   });
 
+  it('hands a key out status-only after a delay asked for a status-only turn (a held first status)', async () => {
+    const queue = new WorkQueue();
+    queue.addAfter('a', 1, 'status');
+    queue.addAfter('a', 100);
+    const held = (await queue.next()) as string;
+    assert.deepEqual([held, queue.statusOnly(held)], ['a', true]);
+    queue.done(held);
+    const reconciled = (await queue.next()) as string;
+    assert.deepEqual([reconciled, queue.statusOnly(reconciled)], ['a', false]);
+    queue.close();
+  });
+
   it("keeps a key's full reconcile due beside its status refresh", async () => {
     const queue = new WorkQueue();
     queue.addAfter('a', 100);
-    queue.addAfter('a', 1, true);
+    queue.addAfter('a', 1, 'refresh');
     const refreshed = (await queue.next()) as string;
     assert.equal(queue.refreshOnly(refreshed), true);
     queue.done(refreshed);

@@ -332,8 +332,8 @@ export async function writeOrHoldStatus(
 
 /**
  * Writes the status when it differs from what the resource has (an unchanged write would still move the
- * resourceVersion), and records an Event when Ready turns to a problem or back from one. A status held back is
- * dropped: this one replaces it.
+ * resourceVersion), and records an Event when Ready turns to a problem or back from one; true when it wrote. A
+ * status held back is dropped: this one replaces it.
  */
 export async function writeStatus(
   ctx: Context,
@@ -341,12 +341,12 @@ export async function writeStatus(
   fields: Record<string, unknown>,
   checks: Check[],
   readyFrom: string[],
-): Promise<void> {
+): Promise<boolean> {
   held.delete(raw.metadata.uid ?? '');
   const generation = raw.metadata.generation;
   const conditions = conditionsFor(checks, readyFrom, raw.status?.conditions, generation);
   const status: Record<string, unknown> = { observedGeneration: generation, ...fields, conditions };
-  if (!statusChanged(raw.status, status)) return;
+  if (!statusChanged(raw.status, status)) return false;
   // A merge patch keeps fields it does not name: the ones no longer set are removed with null.
   const removed = Object.keys(raw.status ?? {}).filter((key) => status[key] === undefined);
   const patched = await ctx.kube.patchStatus(raw, {
@@ -356,16 +356,17 @@ export async function writeStatus(
   resourceCache(ctx, raw.kind).assume(patched, raw.metadata.resourceVersion);
   const ready = conditions[0] as Condition;
   const before = readyReason(raw.status?.conditions);
-  if (ready.reason === before) return;
+  if (ready.reason === before) return true;
   // Events are for what a user has to act on: a problem, and its end. Pods still starting are not one.
   const isProblem = (reason: string | undefined) =>
     reason !== undefined && reason !== Reason.Ready && !progressing.has(reason);
   const problem = isProblem(ready.reason);
   const recovered = !problem && isProblem(before);
-  if (!problem && !recovered) return;
+  if (!problem && !recovered) return true;
   await ctx.kube.event(raw, problem ? 'Warning' : 'Normal', ready.reason, ready.message).catch((err: unknown) => {
     ctx.log.warn({ err: String(err) }, 'could not record an Event');
   });
+  return true;
 }
 
 /** The checks a status's conditions were written from (all but Ready, which summarizes them). */
@@ -380,35 +381,36 @@ export function checksOf(conditions: Condition[]): Check[] {
     }));
 }
 
+/** What a status-only turn came to: the status written, found as it should be, or a reconcile needed. */
+export type Rewrite = 'written' | 'unchanged' | 'reconcile';
+
 /**
  * Writes the status again with one check replaced (its Deployment's availability, read from the cache) and the
- * rest as the last reconcile wrote them, or held them back: no JetStream call, no apply. Returns false, and writes
- * nothing, when that is not enough and the resource needs a reconcile: its status is not of its current
- * generation, or a check other than this one keeps it from Ready.
+ * rest as the last reconcile wrote them, or held them back: no JetStream call, no apply. Writes nothing, and says
+ * 'reconcile', when that is not enough: its status is not of its current generation, or a check other than this
+ * one keeps it from Ready.
  */
-export async function rewriteCheck(ctx: Context, raw: RawResource, check: Check, readyFrom: string[]) {
+export async function rewriteCheck(
+  ctx: Context,
+  raw: RawResource,
+  check: Check,
+  readyFrom: string[],
+): Promise<Rewrite> {
+  const replaced = (checks: Check[]) => checks.map((c) => (c.type === check.type ? check : c));
   const waiting = held.get(raw.metadata.uid ?? '');
   if (waiting && waiting.generation === raw.metadata.generation) {
-    const checks = waiting.checks.map((c) => (c.type === check.type ? check : c));
-    await writeStatus(ctx, raw, waiting.fields, checks, readyFrom);
-    return true;
+    await writeStatus(ctx, raw, waiting.fields, replaced(waiting.checks), readyFrom);
+    return 'written';
   }
   const { conditions = [], ...fields } = raw.status ?? {};
-  if (raw.status?.observedGeneration !== raw.metadata.generation) return false;
+  if (raw.status?.observedGeneration !== raw.metadata.generation) return 'reconcile';
   const checks = checksOf(conditions);
   const others = checks.filter((c) => c.type !== check.type);
-  if (others.length === checks.length) return false;
+  if (others.length === checks.length) return 'reconcile';
   if (others.some((c) => c.type === ConditionType.Reconciled || (readyFrom.includes(c.type) && c.status !== true))) {
-    return false;
+    return 'reconcile';
   }
-  await writeStatus(
-    ctx,
-    raw,
-    fields,
-    checks.map((c) => (c.type === check.type ? check : c)),
-    readyFrom,
-  );
-  return true;
+  return (await writeStatus(ctx, raw, fields, replaced(checks), readyFrom)) ? 'written' : 'unchanged';
 }
 
 /** Ready reasons of a resource on its way to Ready, not stuck. */

@@ -218,9 +218,9 @@ function reconciler(ctx: Context, queue: WorkQueue, resyncMs: number) {
  */
 const rewriteReady = (ctx: Context, kind: ResourceKind, raw: RawResource) =>
   statusTurn(ctx, kind, raw, 'could not write Ready; reconciling instead', async () => {
-    const done = await (kind === 'ProviderEndpoint' ? rewriteReceiverReady : rewriteDispatcherReady)(ctx, raw);
-    if (done) ctx.metrics.statusRewritten(kind);
-    return done;
+    const turn = await (kind === 'ProviderEndpoint' ? rewriteReceiverReady : rewriteDispatcherReady)(ctx, raw);
+    if (turn === 'written') ctx.metrics.statusRewritten(kind);
+    return turn !== 'reconcile';
   });
 
 /**

@@ -14,6 +14,7 @@ import {
   type Outcome,
   parseOrReport,
   type RawResource,
+  type Rewrite,
   removeObject,
   removeObjects,
   resolveSecrets,
@@ -92,7 +93,7 @@ async function ensureEndpointStream(ctx: Context, raw: RawResource, endpoint: Pr
 }
 
 /** Ready again from the receiver Deployment's availability alone; false when it takes a reconcile. */
-export async function rewriteReceiverReady(ctx: Context, raw: RawResource): Promise<boolean> {
+export async function rewriteReceiverReady(ctx: Context, raw: RawResource): Promise<Rewrite> {
   const deployment = ctx.caches.deployments.get(receiverName(raw.metadata.name), raw.metadata.namespace);
   return await rewriteCheck(ctx, raw, deploymentCheck(ConditionType.ReceiverReady, 'receiver', deployment), readyFrom);
 }

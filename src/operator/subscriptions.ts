@@ -26,6 +26,7 @@ import {
   type Outcome,
   parseOrReport,
   type RawResource,
+  type Rewrite,
   removeObjects,
   resolveSecrets,
   rewriteCheck,
@@ -312,7 +313,7 @@ async function ensureJetStream(
 }
 
 /** Ready again from the dispatcher Deployment's availability alone; false when it takes a reconcile. */
-export async function rewriteDispatcherReady(ctx: Context, raw: RawResource): Promise<boolean> {
+export async function rewriteDispatcherReady(ctx: Context, raw: RawResource): Promise<Rewrite> {
   const deployment = ctx.caches.deployments.get(dispatcherName(raw.metadata.name), raw.metadata.namespace);
   const check = deploymentCheck(ConditionType.DispatcherReady, 'dispatcher', deployment);
   return await rewriteCheck(ctx, raw, check, readyFrom);

@@ -92,7 +92,7 @@ async function ensureEndpointStream(ctx: Context, raw: RawResource, endpoint: Pr
   }
 }
 
-/** Ready again from the receiver Deployment's availability alone; false when it takes a reconcile. */
+/** Ready again from the receiver Deployment's availability alone, or 'reconcile' when that does not do. */
 export async function rewriteReceiverReady(ctx: Context, raw: RawResource): Promise<Rewrite> {
   const deployment = ctx.caches.deployments.get(receiverName(raw.metadata.name), raw.metadata.namespace);
   return await rewriteCheck(ctx, raw, deploymentCheck(ConditionType.ReceiverReady, 'receiver', deployment), readyFrom);

@@ -312,7 +312,7 @@ async function ensureJetStream(
   return parts;
 }
 
-/** Ready again from the dispatcher Deployment's availability alone; false when it takes a reconcile. */
+/** Ready again from the dispatcher Deployment's availability alone, or 'reconcile' when that does not do. */
 export async function rewriteDispatcherReady(ctx: Context, raw: RawResource): Promise<Rewrite> {
   const deployment = ctx.caches.deployments.get(dispatcherName(raw.metadata.name), raw.metadata.namespace);
   const check = deploymentCheck(ConditionType.DispatcherReady, 'dispatcher', deployment);

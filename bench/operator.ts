@@ -199,11 +199,14 @@ const natsServer = Number(requireEnv('HOOKYARD_TEST_NATS_PID'));
  * CPU seconds so far of what both sides share: the API server and etcd, nats-server, and this process (its watches
  * of Ready, the pod stand-in, and on the baseline's side the baseline itself).
  */
-const sharedCpu = () => ({
-  controlPlane: controlPlane.reduce((sum, pid) => sum + cpuSeconds(pid), 0),
-  nats: cpuSeconds(natsServer),
-  bench: (process.cpuUsage().user + process.cpuUsage().system) / 1e6,
-});
+const sharedCpu = () => {
+  const own = process.cpuUsage();
+  return {
+    controlPlane: controlPlane.reduce((sum, pid) => sum + cpuSeconds(pid), 0),
+    nats: cpuSeconds(natsServer),
+    bench: (own.user + own.system) / 1e6,
+  };
+};
 type SharedCpu = ReturnType<typeof sharedCpu>;
 
 /** The writes `during` made, most first ("APPLY deployments 400, ..."), and the CPU seconds of sharedCpu it took. */

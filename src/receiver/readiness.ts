@@ -7,42 +7,53 @@ import type { Logger } from '../runtime/log.ts';
 import type { Nats } from '../runtime/nats.ts';
 
 export interface Readiness {
-  /** True while connected and the last look at every stream, at most `intervalMs` ago, found it. */
+  /** True while connected and the last look at every stream, on this connection, at most `intervalMs` ago, found it. */
   ready(): boolean;
   /** A publish failed: not ready until the next look succeeds. */
   failed(): void;
   stop(): void;
 }
 
-/** Looks up each stream the receiver publishes to (JetStream's stream info) every `intervalMs`. */
+/**
+ * Looks up each stream the receiver publishes to (JetStream's stream info) every `intervalMs`. A look counts only
+ * for the connection it was made on: after a reconnect the server may be another one, or one still recovering,
+ * and until the next look there is nothing to say a publish would succeed.
+ */
 export function jetStreamReadiness(nats: Nats, streams: () => string[], log: Logger, intervalMs = 1000): Readiness {
-  let found = false;
+  /** The connection (`nats.connections()`) on which the last look found every stream; 0 for none. */
+  let foundOn = 0;
+  /** What the log last said, so that it speaks only when that changes. */
+  let saidReady = false;
   let running = true;
   const manager = jetstreamManager(nats.nc, { checkAPI: false, timeout: intervalMs });
   const look = async () => {
     const jsm = await manager;
     for (const stream of streams()) await jsm.streams.info(stream);
   };
+  const ready = () => foundOn === nats.connections() && nats.connected();
   (async () => {
     while (running) {
-      const before = found;
-      found =
+      const on = nats.connections();
+      const found =
         nats.connected() &&
         (await look().then(
           () => true,
           (err: unknown) => {
-            if (before) log.warn({ err: String(err) }, 'JetStream does not answer for the stream: not ready');
+            if (saidReady) log.warn({ err: String(err) }, 'JetStream does not answer for the stream: not ready');
+            saidReady = false;
             return false;
           },
         ));
-      if (found && !before) log.info('JetStream answers for the stream: ready');
+      foundOn = found ? on : 0;
+      if (found && !saidReady) log.info('JetStream answers for the stream: ready');
+      saidReady ||= found;
       await sleep(intervalMs, undefined, { ref: false });
     }
   })();
   return {
-    ready: () => found && nats.connected(),
+    ready,
     failed: () => {
-      found = false;
+      foundOn = 0;
     },
     stop: () => {
       running = false;

@@ -20,6 +20,8 @@ export interface Nats {
   nc: NatsConnection;
   /** True while connected; false during a reconnect. */
   connected(): boolean;
+  /** How many times it has connected: 1 after the first connection, one more at each reconnect. */
+  connections(): number;
 }
 
 /** The URLs without user names, passwords or tokens, fit for logs and probes. */
@@ -73,12 +75,16 @@ export async function connectNats(options: NatsOptions, log: Logger): Promise<Na
   log.info({ nats: url }, 'connected to NATS');
   const connected = nc;
   let up = true;
+  let connections = 1;
   (async () => {
     for await (const s of connected.status()) {
       if (s.type === 'disconnect' || s.type === 'staleConnection') up = false;
-      if (s.type === 'reconnect') up = true;
+      if (s.type === 'reconnect') {
+        up = true;
+        connections++;
+      }
       if (s.type === 'disconnect' || s.type === 'reconnect') log.warn({ nats: s.type }, `NATS ${s.type}`);
     }
   })().catch(() => {});
-  return { nc: connected, connected: () => up && !connected.isClosed() };
+  return { nc: connected, connected: () => up && !connected.isClosed(), connections: () => connections };
 }

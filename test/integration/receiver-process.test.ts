@@ -7,12 +7,15 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import pino from 'pino';
 import { fetch } from 'undici';
 import { stringify } from 'yaml';
 import type { ProviderEndpoint } from '../../src/api/provider-endpoint.ts';
 import { parseResource } from '../../src/api/validate.ts';
 import { endpointStream } from '../../src/jetstream/layout.ts';
 import { endpointStreamConfig, ensureStream } from '../../src/jetstream/streams.ts';
+import { jetStreamReadiness } from '../../src/receiver/readiness.ts';
+import { connectNats } from '../../src/runtime/nats.ts';
 import { streamMessages, testNats } from '../harness/nats.ts';
 import {
   binDir,
@@ -224,4 +227,46 @@ describe('receiver process', () => {
 async function clientConnections(monitorPort: number): Promise<number> {
   const res = await fetch(`http://127.0.0.1:${monitorPort}/connz`).catch(() => null);
   return ((await res?.json()) as { num_connections?: number } | undefined)?.num_connections ?? 0;
+}
+
+describe('receiver readiness', () => {
+  it('is not ready after a reconnect until a look on the new connection finds the stream', async () => {
+    const work = tempDir('hookyard-readiness-');
+    let nats: NatsServer | undefined = await startNats(work.path, join(work.path, 'nats'));
+    let noJetStream: Server | undefined;
+    const { jsm, nc } = await testNats(nats.url);
+    await ensureStream(jsm, endpointStreamConfig('shop', 'orders', (parseResource(manifest) as ProviderEndpoint).spec));
+    await nc.close();
+    const quiet = pino({ level: 'silent' });
+    const connection = await connectNats({ url: nats.url, name: 'readiness-test' }, quiet);
+    // Longer than the test: the only look is the one at the start, so a look made before the reconnect would
+    // still say ready after it, as when a server comes back within a look's interval.
+    const readiness = jetStreamReadiness(connection, () => [endpointStream('shop', 'orders')], quiet, 600_000);
+    try {
+      await waitFor(() => readiness.ready(), 'ready');
+      const port = nats.port;
+      await nats.stop();
+      nats = undefined;
+      await waitFor(() => !connection.connected(), 'disconnected');
+      const monitor = await freePort();
+      const args = ['-a', '127.0.0.1', '-p', String(port), '-m', String(monitor)];
+      noJetStream = startProcess('nats-server-no-jetstream', join(binDir, 'nats-server'), args, work.path);
+      await waitFor(() => connection.connected(), 'reconnected to a server without JetStream');
+      assert.equal(readiness.ready(), false, 'ready on a new connection no look was made on');
+    } finally {
+      readiness.stop();
+      await connection.nc.close();
+      await noJetStream?.stop();
+      await nats?.stop();
+      work.remove();
+    }
+  });
+});
+
+async function waitFor(check: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    if (check()) return;
+    await sleep(50);
+  }
+  throw new Error(`${what} not reached`);
 }

@@ -113,9 +113,12 @@ export function createDeadLetters(options: DeadLetterOptions) {
         result,
         error,
       });
-      // The PubAck says the dead letter is stored; only then is the original given up.
+      // The PubAck says the dead letter is stored; only then is the original given up. The id names the stored
+      // message, so a retried publish is stored once; with its store time, since a stream deleted and made again
+      // starts its sequences at 1, and within the duplicate window a new event's dead letter would be taken for
+      // the old one's and dropped while the event is terminated.
       await options.js.publish(deadLetterSubject(options.namespace, options.subscription), msg.data, {
-        msgID: `${msg.info.stream}:${msg.seq}`,
+        msgID: `${msg.info.stream}:${msg.seq}:${msg.info.timestampNanos}`,
         headers,
       });
       await ordering?.deadLettered(msg);

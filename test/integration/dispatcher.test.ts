@@ -353,6 +353,33 @@ describe('dispatcher', () => {
     assert.match(String(stored?.header.get(h.lastError)), /interrupted/);
   });
 
+  it('dead-letters an event of a stream made again at a sequence an earlier dead letter came from', async () => {
+    const t = await setup({ retry: { maxAttempts: 5, ...fast } }, (_r, res) => {
+      res.statusCode = 400;
+      res.end();
+    });
+    const dlq = deadLetterStream(t.names.namespace, t.names.subscription);
+    const deadLettered = async () => (await t.nats.jsm.streams.info(dlq).catch(() => undefined))?.state.messages;
+    await t.publish({ type: 'order.shipped', body: '{"n":1}' });
+    await t.run();
+    await eventually(async () => (await deadLettered()) === 1);
+    await t.stop();
+    // Deleted and made again, as when a ProviderEndpoint is deleted and created again: its sequences restart.
+    await t.nats.jsm.streams.delete(t.nats.stream);
+    await natsSetup(t.names.namespace, t.names.endpoint).then((again) => again.nc.close());
+    const second = await t.publish({ type: 'order.shipped', body: '{"n":2}' });
+    await t.run();
+    await eventually(async () => {
+      const info = await t.consumerInfo();
+      return t.target.received.length === 2 && info.num_pending === 0 && info.num_ack_pending === 0;
+    });
+    assert.equal(await deadLettered(), 2, 'the second dead letter was not stored');
+    const stored = await t.nats.jsm.streams.getMessage(dlq, {
+      last_by_subj: `hookyard-dlq.${t.names.namespace}.${t.names.subscription}`,
+    });
+    assert.equal(stored?.header.get(h.deadLetterEventId), second.id);
+  });
+
   it('dead-letters a permanent failure (400) at once', async () => {
     const t = await setup({ retry: { maxAttempts: 5, ...fast } }, (_r, res) => {
       res.statusCode = 400;

@@ -22,6 +22,8 @@ export interface Readiness {
 export function jetStreamReadiness(nats: Nats, streams: () => string[], log: Logger, intervalMs = 1000): Readiness {
   /** The connection (`nats.connections()`) on which the last look found every stream; 0 for none. */
   let foundOn = 0;
+  /** Failed publishes so far: a look that was under way when one failed does not count. */
+  let failures = 0;
   /** What the log last said, so that it speaks only when that changes. */
   let saidReady = false;
   let running = true;
@@ -34,6 +36,7 @@ export function jetStreamReadiness(nats: Nats, streams: () => string[], log: Log
   (async () => {
     while (running) {
       const on = nats.connections();
+      const failuresBefore = failures;
       const found =
         nats.connected() &&
         (await look().then(
@@ -44,7 +47,7 @@ export function jetStreamReadiness(nats: Nats, streams: () => string[], log: Log
             return false;
           },
         ));
-      foundOn = found ? on : 0;
+      foundOn = found && failures === failuresBefore ? on : 0;
       if (found && !saidReady) log.info('JetStream answers for the stream: ready');
       saidReady ||= found;
       await sleep(intervalMs, undefined, { ref: false });
@@ -54,6 +57,7 @@ export function jetStreamReadiness(nats: Nats, streams: () => string[], log: Log
     ready,
     failed: () => {
       foundOn = 0;
+      failures++;
     },
     stop: () => {
       running = false;

@@ -7,6 +7,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { jetstreamManager } from '@nats-io/jetstream';
 import pino from 'pino';
 import { fetch } from 'undici';
 import { stringify } from 'yaml';
@@ -258,6 +259,29 @@ describe('receiver readiness', () => {
       await connection.nc.close();
       await noJetStream?.stop();
       await nats?.stop();
+      work.remove();
+    }
+  });
+  it('is not ready after a failed publish until a look that began after it finds the stream', async () => {
+    const work = tempDir('hookyard-readiness-');
+    const nats = await startNats(work.path, join(work.path, 'nats'));
+    const { jsm, nc } = await testNats(nats.url);
+    await ensureStream(jsm, endpointStreamConfig('shop', 'orders', (parseResource(manifest) as ProviderEndpoint).spec));
+    const quiet = pino({ level: 'silent' });
+    const connection = await connectNats({ url: nats.url, name: 'readiness-test' }, quiet);
+    // The first look starts at once and the next only after the test: the publish fails while it is under way.
+    const readiness = jetStreamReadiness(connection, () => [endpointStream('shop', 'orders')], quiet, 600_000);
+    readiness.failed();
+    try {
+      // The look under way has answered once a request sent after it has (one connection, answered in order).
+      await jetstreamManager(connection.nc).then((m) => m.streams.info(endpointStream('shop', 'orders')));
+      await sleep(100);
+      assert.equal(readiness.ready(), false, 'ready from a look that began before the publish failed');
+    } finally {
+      readiness.stop();
+      await connection.nc.close();
+      await nc.close();
+      await nats.stop();
       work.remove();
     }
   });

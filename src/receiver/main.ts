@@ -102,10 +102,9 @@ export async function main(args: string[]): Promise<void> {
   registerProcessMetrics(registry);
   const metrics = new ReceiverMetrics(registry);
   const tracer = await startTracing({ endpoint: values['otlp-endpoint'], serviceName: 'hookyard-receiver', log });
-  const fingerprint = (secrets: { fingerprint: string }) =>
-    createHash('sha256').update(readFileSync(configFile)).update(secrets.fingerprint).digest('hex');
+  const configHash = () => createHash('sha256').update(readFileSync(configFile)).digest('hex');
   const initialSecrets = directorySecrets(secretsDir);
-  let lastFingerprint = fingerprint(initialSecrets);
+  let last = { config: configHash(), secrets: initialSecrets.fingerprint };
   let endpoints = stateMap(resource, endpointState(resource, initialSecrets, metrics));
   logState(log, endpoints);
 
@@ -159,11 +158,20 @@ export async function main(args: string[]): Promise<void> {
   const reload = setInterval(() => {
     try {
       const secrets = directorySecrets(secretsDir);
-      const current = fingerprint(secrets);
-      if (current === lastFingerprint) return;
-      lastFingerprint = current;
-      resource = loadEndpoint(configFile);
-      endpoints = stateMap(resource, endpointState(resource, secrets, metrics));
+      const now = { config: configHash(), secrets: secrets.fingerprint };
+      if (now.config === last.config && now.secrets === last.secrets) return;
+      const configOnly = now.secrets === last.secrets;
+      last = now;
+      const next = loadEndpoint(configFile);
+      const state = endpointState(next, secrets, metrics);
+      // A pod's Secrets are fixed when it starts: a new config that needs one this pod lacks comes with a rollout
+      // that replaces the pod, and until then the config it has keeps serving rather than answering 503.
+      if (configOnly && 'error' in state && ![...endpoints.values()].some((s) => 'error' in s)) {
+        log.warn({ reason: state.error }, 'new configuration cannot serve in this pod; keeping the previous one');
+        return;
+      }
+      resource = next;
+      endpoints = stateMap(resource, state);
       log.info('configuration reloaded');
       logState(log, endpoints);
     } catch (err) {

@@ -164,6 +164,19 @@ describe('receiver process', () => {
     assert.equal((await send('evt_old', 'token-one')).status, 401);
   });
 
+  it('keeps serving with its configuration when a new one names a Secret the pod was not started with', async () => {
+    const configFile = join(work.path, 'endpoint.yaml');
+    const other = structuredClone(manifest);
+    other.spec.verification = [{ bearer: { secretRefs: [{ name: 'other-token', key: 'token' }] } }];
+    writeFileSync(configFile, stringify(other));
+    try {
+      await until(async () => output.join('').includes('keeping the previous one'), 'the new configuration refused');
+      assert.equal((await send('evt_kept', 'token-two')).status, 200);
+    } finally {
+      writeFileSync(configFile, stringify(manifest));
+    }
+  });
+
   it('answers a 3 MiB body with 413 every time, not a connection reset', async () => {
     // Like most HTTP clients, this one writes the whole body before it reads the response.
     const body = Buffer.alloc(3 << 20, 'a');

@@ -9,7 +9,7 @@ import type { Nats } from '../runtime/nats.ts';
 export interface Readiness {
   /** True while connected and the last look at every stream, on this connection, at most `intervalMs` ago, found it. */
   ready(): boolean;
-  /** A publish failed: not ready until the next look succeeds. */
+  /** A publish failed: not ready until a look begun after it succeeds. */
   failed(): void;
   stop(): void;
 }

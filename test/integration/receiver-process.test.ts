@@ -15,8 +15,8 @@ import type { ProviderEndpoint } from '../../src/api/provider-endpoint.ts';
 import { parseResource } from '../../src/api/validate.ts';
 import { endpointStream } from '../../src/jetstream/layout.ts';
 import { endpointStreamConfig, ensureStream } from '../../src/jetstream/streams.ts';
-import { jetStreamReadiness } from '../../src/receiver/readiness.ts';
-import { connectNats } from '../../src/runtime/nats.ts';
+import { jetStreamReadiness, type Readiness } from '../../src/receiver/readiness.ts';
+import { connectNats, type Nats } from '../../src/runtime/nats.ts';
 import { streamMessages, testNats } from '../harness/nats.ts';
 import {
   binDir,
@@ -246,59 +246,70 @@ async function clientConnections(monitorPort: number): Promise<number> {
 describe('receiver readiness', () => {
   it('is not ready after a reconnect until a look on the new connection finds the stream', async () => {
     const work = tempDir('hookyard-readiness-');
-    let nats: NatsServer | undefined = await startNats(work.path, join(work.path, 'nats'));
+    let nats: NatsServer | undefined;
     let noJetStream: Server | undefined;
-    const { jsm, nc } = await testNats(nats.url);
-    await ensureStream(jsm, endpointStreamConfig('shop', 'orders', (parseResource(manifest) as ProviderEndpoint).spec));
-    await nc.close();
-    const quiet = pino({ level: 'silent' });
-    const connection = await connectNats({ url: nats.url, name: 'readiness-test' }, quiet);
-    // Longer than the test: the only look is the one at the start, so a look made before the reconnect would
-    // still say ready after it, as when a server comes back within a look's interval.
-    const readiness = jetStreamReadiness(connection, () => [endpointStream('shop', 'orders')], quiet, 600_000);
+    let connection: Nats | undefined;
+    let readiness: Readiness | undefined;
     try {
-      await waitFor(() => readiness.ready(), 'ready');
+      nats = await startNats(work.path, join(work.path, 'nats'));
+      connection = await readinessSetup(nats.url);
+      // Longer than the test: the only look is the one at the start, so a look made before the reconnect would
+      // still say ready after it, as when a server comes back within a look's interval.
+      readiness = jetStreamReadiness(connection, () => [endpointStream('shop', 'orders')], quiet, 600_000);
+      const { ready } = readiness;
+      const { connected } = connection;
+      await waitFor(ready, 'ready');
       const port = nats.port;
       await nats.stop();
       nats = undefined;
-      await waitFor(() => !connection.connected(), 'disconnected');
+      await waitFor(() => !connected(), 'disconnected');
       const monitor = await freePort();
       const args = ['-a', '127.0.0.1', '-p', String(port), '-m', String(monitor)];
       noJetStream = startProcess('nats-server-no-jetstream', join(binDir, 'nats-server'), args, work.path);
-      await waitFor(() => connection.connected(), 'reconnected to a server without JetStream');
-      assert.equal(readiness.ready(), false, 'ready on a new connection no look was made on');
+      await waitFor(connected, 'reconnected to a server without JetStream');
+      assert.equal(ready(), false, 'ready on a new connection no look was made on');
     } finally {
-      readiness.stop();
-      await connection.nc.close();
+      readiness?.stop();
+      await connection?.nc.close();
       await noJetStream?.stop();
       await nats?.stop();
       work.remove();
     }
   });
+
   it('is not ready after a failed publish until a look that began after it finds the stream', async () => {
     const work = tempDir('hookyard-readiness-');
-    const nats = await startNats(work.path, join(work.path, 'nats'));
-    const { jsm, nc } = await testNats(nats.url);
-    await ensureStream(jsm, endpointStreamConfig('shop', 'orders', (parseResource(manifest) as ProviderEndpoint).spec));
-    const quiet = pino({ level: 'silent' });
-    const connection = await connectNats({ url: nats.url, name: 'readiness-test' }, quiet);
-    // The first look starts at once and the next only after the test: the publish fails while it is under way.
-    const readiness = jetStreamReadiness(connection, () => [endpointStream('shop', 'orders')], quiet, 600_000);
-    readiness.failed();
+    let nats: NatsServer | undefined;
+    let connection: Nats | undefined;
+    let readiness: Readiness | undefined;
     try {
+      nats = await startNats(work.path, join(work.path, 'nats'));
+      connection = await readinessSetup(nats.url);
+      // The first look starts at once and the next only after the test: the publish fails while it is under way.
+      readiness = jetStreamReadiness(connection, () => [endpointStream('shop', 'orders')], quiet, 600_000);
+      readiness.failed();
       // The look under way has answered once a request sent after it has (one connection, answered in order).
       await jetstreamManager(connection.nc).then((m) => m.streams.info(endpointStream('shop', 'orders')));
       await sleep(100);
       assert.equal(readiness.ready(), false, 'ready from a look that began before the publish failed');
     } finally {
-      readiness.stop();
-      await connection.nc.close();
-      await nc.close();
-      await nats.stop();
+      readiness?.stop();
+      await connection?.nc.close();
+      await nats?.stop();
       work.remove();
     }
   });
 });
+
+const quiet = pino({ level: 'silent' });
+
+/** The endpoint's stream in a fresh nats-server, and the receiver's kind of connection to it. */
+async function readinessSetup(url: string): Promise<Nats> {
+  const { jsm, nc } = await testNats(url);
+  await ensureStream(jsm, endpointStreamConfig('shop', 'orders', (parseResource(manifest) as ProviderEndpoint).spec));
+  await nc.close();
+  return connectNats({ url, name: 'readiness-test' }, quiet);
+}
 
 async function waitFor(check: () => boolean, what: string): Promise<void> {
   for (let i = 0; i < 300; i++) {

@@ -137,18 +137,24 @@ export function electLeader(kc: k8s.KubeConfig, options: LeaderOptions, log: Log
       clearInterval(watchdog);
       if (!leader) return;
       leader = false;
-      try {
-        const lease = await api.readNamespacedLease({ namespace, name });
-        if (lease.spec?.holderIdentity === identity) {
+      // A renewal already under way may write between this read and this write: read again and retry, or the
+      // standby would wait out the whole lease duration (seen: a 409 at SIGTERM).
+      for (let attempt = 1; attempt <= 5; attempt++) {
+        try {
+          const lease = await api.readNamespacedLease({ namespace, name });
+          if (lease.spec?.holderIdentity !== identity) break;
           // As client-go does on release: no holder, and a lease that expires at once.
           await api.replaceNamespacedLease({
             namespace,
             name,
             body: { ...lease, spec: { ...lease.spec, holderIdentity: undefined, leaseDurationSeconds: 1 } },
           });
+          break;
+        } catch (err) {
+          if ((err as { code?: number }).code === 409 && attempt < 5) continue;
+          log.warn({ err: String(err) }, 'leader election: could not release the lease');
+          break;
         }
-      } catch (err) {
-        log.warn({ err: String(err) }, 'leader election: could not release the lease');
       }
       onLost();
     },

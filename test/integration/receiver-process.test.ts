@@ -245,70 +245,67 @@ async function clientConnections(monitorPort: number): Promise<number> {
 
 describe('receiver readiness', () => {
   it('is not ready after a reconnect until a look on the new connection finds the stream', async () => {
-    const work = tempDir('hookyard-readiness-');
-    let nats: NatsServer | undefined;
-    let noJetStream: Server | undefined;
-    let connection: Nats | undefined;
-    let readiness: Readiness | undefined;
-    try {
-      nats = await startNats(work.path, join(work.path, 'nats'));
-      connection = await readinessSetup(nats.url);
-      // Longer than the test: the only look is the one at the start, so a look made before the reconnect would
-      // still say ready after it, as when a server comes back within a look's interval.
-      readiness = jetStreamReadiness(connection, () => [endpointStream('shop', 'orders')], quiet, 600_000);
-      const { ready } = readiness;
-      const { connected } = connection;
-      await waitFor(ready, 'ready');
-      const port = nats.port;
+    // The only look is the one at the start, so a look made before the reconnect would still say ready after it,
+    // as when a server comes back within a look's interval.
+    await withReadiness(async ({ nats, connection, readiness, work, started }) => {
+      await waitFor(readiness.ready, 'ready');
       await nats.stop();
-      nats = undefined;
-      await waitFor(() => !connected(), 'disconnected');
+      await waitFor(() => !connection.connected(), 'disconnected');
       const monitor = await freePort();
-      const args = ['-a', '127.0.0.1', '-p', String(port), '-m', String(monitor)];
-      noJetStream = startProcess('nats-server-no-jetstream', join(binDir, 'nats-server'), args, work.path);
-      await waitFor(connected, 'reconnected to a server without JetStream');
-      assert.equal(ready(), false, 'ready on a new connection no look was made on');
-    } finally {
-      readiness?.stop();
-      await connection?.nc.close();
-      await noJetStream?.stop();
-      await nats?.stop();
-      work.remove();
-    }
+      const args = ['-a', '127.0.0.1', '-p', String(nats.port), '-m', String(monitor)];
+      started(startProcess('nats-server-no-jetstream', join(binDir, 'nats-server'), args, work));
+      await waitFor(connection.connected, 'reconnected to a server without JetStream');
+      assert.equal(readiness.ready(), false, 'ready on a new connection no look was made on');
+    });
   });
 
   it('is not ready after a failed publish until a look that began after it finds the stream', async () => {
-    const work = tempDir('hookyard-readiness-');
-    let nats: NatsServer | undefined;
-    let connection: Nats | undefined;
-    let readiness: Readiness | undefined;
-    try {
-      nats = await startNats(work.path, join(work.path, 'nats'));
-      connection = await readinessSetup(nats.url);
-      // The first look starts at once and the next only after the test: the publish fails while it is under way.
-      readiness = jetStreamReadiness(connection, () => [endpointStream('shop', 'orders')], quiet, 600_000);
+    await withReadiness(async ({ connection, readiness }) => {
+      // The first look is under way: the publish fails while it is.
       readiness.failed();
       // The look under way has answered once a request sent after it has (one connection, answered in order).
       await jetstreamManager(connection.nc).then((m) => m.streams.info(endpointStream('shop', 'orders')));
       await sleep(100);
       assert.equal(readiness.ready(), false, 'ready from a look that began before the publish failed');
-    } finally {
-      readiness?.stop();
-      await connection?.nc.close();
-      await nats?.stop();
-      work.remove();
-    }
+    });
   });
 });
 
 const quiet = pino({ level: 'silent' });
 
-/** The endpoint's stream in a fresh nats-server, and the receiver's kind of connection to it. */
-async function readinessSetup(url: string): Promise<Nats> {
-  const { jsm, nc } = await testNats(url);
-  await ensureStream(jsm, endpointStreamConfig('shop', 'orders', (parseResource(manifest) as ProviderEndpoint).spec));
-  await nc.close();
-  return connectNats({ url, name: 'readiness-test' }, quiet);
+interface ReadinessCase {
+  nats: NatsServer;
+  connection: Nats;
+  readiness: Readiness;
+  work: string;
+  /** Stops this server too at the end. */
+  started(server: Server): void;
+}
+
+/**
+ * The endpoint's stream in a fresh nats-server, the receiver's kind of connection to it, and its readiness with
+ * a look interval longer than any test, so that only the look at the start is made; all stopped at the end.
+ */
+async function withReadiness(test: (c: ReadinessCase) => Promise<void>): Promise<void> {
+  const work = tempDir('hookyard-readiness-');
+  const servers: Server[] = [];
+  let connection: Nats | undefined;
+  let readiness: Readiness | undefined;
+  try {
+    const nats = await startNats(work.path, join(work.path, 'nats'));
+    servers.push(nats);
+    const { jsm, nc } = await testNats(nats.url);
+    await ensureStream(jsm, endpointStreamConfig('shop', 'orders', (parseResource(manifest) as ProviderEndpoint).spec));
+    await nc.close();
+    connection = await connectNats({ url: nats.url, name: 'readiness-test' }, quiet);
+    readiness = jetStreamReadiness(connection, () => [endpointStream('shop', 'orders')], quiet, 600_000);
+    await test({ nats, connection, readiness, work: work.path, started: (server) => servers.push(server) });
+  } finally {
+    readiness?.stop();
+    await connection?.nc.close();
+    for (const server of servers) await server.stop();
+    work.remove();
+  }
 }
 
 async function waitFor(check: () => boolean, what: string): Promise<void> {

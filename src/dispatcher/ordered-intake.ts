@@ -163,14 +163,17 @@ export async function startOrderedIntake(sources: SourceLoop[], phases: Delivery
 
   /** No longer pinned (another replica is): what waits here goes back at once; deliveries in flight finish. */
   function handBack(state: SourceState) {
-    for (const held of state.queues.drain()) {
-      phases.leases.release(held.msg.msg);
-      try {
-        held.msg.msg.nak();
-      } catch {
-        // the connection is gone: JetStream hands it out again after ackWait
+    const waiting = state.queues.drain().map((held) => held.msg.msg);
+    for (const msg of waiting) phases.leases.release(msg);
+    contact.whenConnected(() => {
+      for (const msg of waiting) {
+        try {
+          msg.nak();
+        } catch {
+          // the connection was closed: JetStream hands it out again after ackWait
+        }
       }
-    }
+    });
     state.pin = undefined;
     state.recovering = true;
   }
@@ -402,6 +405,8 @@ function contactFence(nc: NatsConnection, freshMs: number, lost: (reason: string
   let stopped = false;
   let epoch = 0;
   let at = Date.now();
+  let connected = true;
+  const afterReconnect: (() => void)[] = [];
   const statuses = nc.status();
   const lose = (reason: string) => {
     epoch++;
@@ -410,7 +415,13 @@ function contactFence(nc: NatsConnection, freshMs: number, lost: (reason: string
   void (async () => {
     for await (const status of statuses) {
       if (stopped) break;
-      if (status.type === 'disconnect') lose('disconnected');
+      if (status.type === 'disconnect') {
+        connected = false;
+        lose('disconnected');
+      } else if (status.type === 'reconnect') {
+        connected = true;
+        for (const send of afterReconnect.splice(0)) send();
+      }
     }
   })();
   void (async () => {
@@ -435,6 +446,14 @@ function contactFence(nc: NatsConnection, freshMs: number, lost: (reason: string
       return epoch;
     },
     fresh: () => Date.now() - at < freshMs,
+    /**
+     * Runs `send` now, or once reconnected: nats.js drops what is published while disconnected (each dial empties
+     * its outbound buffer), so a nak sent then would leave the event with this replica until ackWait.
+     */
+    whenConnected(send: () => void) {
+      if (connected) send();
+      else afterReconnect.push(send);
+    },
     stop() {
       stopped = true;
       (statuses as { stop?: () => void }).stop?.();

@@ -36,6 +36,7 @@ export async function startNatsProxy(upstreamUrl: string) {
   const upstream = new URL(upstreamUrl);
   const sockets = new Set<Socket>();
   const rules: Rule[] = [];
+  const counters: { direction: Direction; matches: (frame: string) => boolean; n: number }[] = [];
   let stalled = false;
   const held: (() => void)[] = [];
 
@@ -43,6 +44,7 @@ export async function startNatsProxy(upstreamUrl: string) {
     framer((frame) => {
       const send = () => {
         const text = frame.toString('latin1');
+        for (const c of counters) if (c.direction === direction && c.matches(text)) c.n++;
         const rule = rules.find((r) => r.direction === direction && r.matches(text));
         if (rule) {
           rules.splice(rules.indexOf(rule), 1);
@@ -76,6 +78,16 @@ export async function startNatsProxy(upstreamUrl: string) {
     /** Drops the next frame going `direction` that `matches` (its protocol line and payload, as text); resolves then. */
     dropNext(direction: Direction, matches: (frame: string) => boolean): Promise<void> {
       return new Promise((dropped) => rules.push({ direction, matches, dropped }));
+    },
+    /** Counts the frames going `direction` that `matches` from now on (those a drop rule takes as well). */
+    countFrames(direction: Direction, matches: (frame: string) => boolean): () => number {
+      const counter = { direction, matches, n: 0 };
+      counters.push(counter);
+      return () => counter.n;
+    },
+    /** Closes the connections open now, as a network blip does; the client may connect again at once. */
+    cut() {
+      for (const s of sockets) s.destroy();
     },
     /** Holds every frame both ways, connections left open, until resume(). */
     stall() {

@@ -511,6 +511,43 @@ describe('per-key ordering', () => {
     assert.ok(!bAfterB1(), `b0 sent again after b1: ${arrivals.join(' ')}`);
   });
 
+  it('hands back the events waiting for their key as soon as a dropped connection is made again', {
+    timeout: 60_000,
+  }, async (t) => {
+    const names = uniqueNames('ordering-cut');
+    const nats = await natsSetup(names.namespace, names.endpoint);
+    t.after(() => nats.nc.close());
+    const proxy = await startNatsProxy(natsUrl());
+    t.after(() => proxy.close());
+    const arrivals: number[] = [];
+    let release: () => void = () => {};
+    const released = new Promise<void>((ok) => (release = ok));
+    let holding: () => void = () => {};
+    const firstHeld = new Promise<void>((ok) => (holding = ok));
+    const target = await startTarget(async (r, res) => {
+      arrivals.push((JSON.parse(r.body.toString()) as { n: number }).n);
+      if (arrivals.length === 1) {
+        holding();
+        await released; // a0 is being delivered while a1 and a2 wait for it
+      }
+      res.end();
+    });
+    t.after(() => target.close());
+    for (const n of [0, 1, 2]) await publishKeyed(nats, names, 'a', n);
+    // ackWait far longer than the test: a1 and a2 can come back in time only by their naks.
+    const spec = { target: { url: target.url, timeout: '20s' }, ackWait: '5m', ordering: { key: 'body.key' } };
+    const replica = await inProcessReplica(names, spec, proxy.url);
+    t.after(() => stopReplica(replica));
+    await firstHeld;
+    const naks = proxy.countFrames('to-server', (f) => f.startsWith('PUB $JS.ACK.') && f.endsWith('\r\n-NAK\r\n'));
+    proxy.cut();
+    // Sent while disconnected, nats.js would have dropped them.
+    await eventually(() => naks() >= 2);
+    release();
+    await eventually(settled(nats, names));
+    assert.deepEqual(arrivals, [0, 1, 2]);
+  });
+
   it('removes a retry record whose write was stored but not confirmed, so the key is not blocked at the next takeover', {
     timeout: 60_000,
   }, async (t) => {

@@ -322,7 +322,7 @@ function deliveryPhases(
     onSize: metrics.scheduledRetries,
   });
 
-  const phase: AdmitContext = { filter, policy, acks, metrics, deadLetters, gate };
+  const phase: AdmitContext = { filter, policy, acks, metrics, deadLetters, history, gate };
 
   async function pauseConsumers() {
     const until = new Date(Date.now() + 100 * 365 * 24 * 3600 * 1000);
@@ -440,6 +440,7 @@ interface AdmitContext {
   acks: AckBatcher<JsMsg>;
   metrics: DispatcherMetrics;
   deadLetters: ReturnType<typeof createDeadLetters>;
+  history: ReturnType<typeof createHistory>;
   gate: ReturnType<typeof flowGate>['gate'];
 }
 
@@ -457,19 +458,20 @@ function admit(
 ): boolean | Promise<boolean> {
   const { filter } = ctx;
   const typeMatches = !source.clientSideTypes || source.clientSideTypes.some((p) => subjectMatches(p, msg.subject));
-  if (!typeMatches || !filter) return admitMatched(ctx, msg, typeMatches, ordering);
+  if (!typeMatches || !filter) return admitMatched(ctx, msg, event, typeMatches, ordering);
   const matches = (body: unknown) => filter({ type: event.type, headers: event.originalHeaders, body });
-  return event.view().then((body) => admitMatched(ctx, msg, matches(body), ordering));
+  return event.view().then((body) => admitMatched(ctx, msg, event, matches(body), ordering));
 }
 
 /** `admit` once the event types and the filter have been checked (`matches`). */
 function admitMatched(
   ctx: AdmitContext,
   msg: JsMsg,
+  event: StoredEvent,
   matches: boolean,
   ordering?: OrderingHooks,
 ): boolean | Promise<boolean> {
-  const { policy, acks, metrics, deadLetters, gate } = ctx;
+  const { policy, acks, metrics, deadLetters, history, gate } = ctx;
   const attempt = msg.info.deliveryCount;
   switch (beforeAttempt(attempt, matches, policy)) {
     case 'skip':
@@ -477,9 +479,12 @@ function admitMatched(
       metrics.filtered();
       return false;
     case 'exhausted':
-      return deadLetters.store(msg, attempt - 1, 'exhausted', undefined, ordering).then(() => false);
+      return deadLetters.store(msg, attempt - 1, 'exhausted', undefined, ordering).then(() => {
+        history.notAttempted(event, attempt, 'exhausted');
+        return false;
+      });
     case 'attempt':
-      if (ordering) return admitOrdered(ctx, msg, ordering);
+      if (ordering) return admitOrdered(ctx, msg, event, ordering);
       if (gate.tryAdmit()) return true;
       return gate.admit().then((admitted) => {
         if (!admitted) msg.nak(); // stopping: not attempted, handed straight to whoever runs next
@@ -489,10 +494,16 @@ function admitMatched(
 }
 
 /** The gate of an ordered subscription: not while its key has a dead letter, nor once out of contact with NATS. */
-async function admitOrdered(ctx: AdmitContext, msg: JsMsg, ordering: OrderingHooks): Promise<boolean> {
+async function admitOrdered(
+  ctx: AdmitContext,
+  msg: JsMsg,
+  event: StoredEvent,
+  ordering: OrderingHooks,
+): Promise<boolean> {
   const { deadLetters, gate } = ctx;
   if (await ordering.keyDeadLettered(msg)) {
     await deadLetters.store(msg, msg.info.deliveryCount - 1, 'ordering', undefined, ordering);
+    ctx.history.notAttempted(event, msg.info.deliveryCount, 'ordering');
     return false;
   }
   if (!(gate.tryAdmit() || (await gate.admit()))) {

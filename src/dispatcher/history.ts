@@ -83,6 +83,10 @@ function rfc3339(ms: number): string {
 let lastTime = { ms: Number.NaN, text: '' };
 
 type RecordArgs = [event: StoredEvent, attempt: Attempt, result: AttemptResult, decision: Decision];
+/** `delivery`: JetStream's delivery count of the event's message, as `attempt` is for an attempt. */
+type NotAttemptedArgs = [event: StoredEvent, delivery: number, reason: 'exhausted' | 'ordering'];
+
+const notSent = { error: 'not attempted', decision: 'dead-letter' } as const;
 
 /** Attempt records published and not yet acknowledged, at most. */
 export const maxPendingRecords = 4096;
@@ -107,7 +111,9 @@ export function createHistory(options: {
   later: (write: () => void) => void;
 }) {
   const { namespace, subscription, nc, log } = options;
-  if (!options.enabled) return { record(..._attempt: RecordArgs): void {}, async close(): Promise<void> {} };
+  if (!options.enabled) {
+    return { record(..._attempt: RecordArgs): void {}, notAttempted(..._args: NotAttemptedArgs) {}, async close() {} };
+  }
   const name = `${namespace}/${subscription}`;
   const publisher = jetstreamPublisher(nc, answerTimeoutMs);
   /** Batches sent and not answered yet. */
@@ -120,6 +126,9 @@ export function createHistory(options: {
     if (Date.now() - lastWarning < 60_000) return;
     lastWarning = Date.now();
     log.warn({ error: reason, records }, 'attempt record not stored; delivery goes on');
+  };
+  const add = (record: AttemptRecord) => {
+    if (turn.push(record) === 1) options.later(publish);
   };
   const subject = (record: AttemptRecord) => attemptSubject(namespace, subscription, record.eventId);
   // As bytes: nats.js encodes a string payload with a TextEncoder, a new ArrayBuffer each time, four times what
@@ -162,8 +171,27 @@ export function createHistory(options: {
     // microtasks, so a record published at once was a system call of its own for each delivery.
     // The record is made here, not by the caller: with history off no record is built on the delivery's path.
     record(...[event, attempt, result, decision]: RecordArgs): void {
-      const record = attemptRecord(name, event, attempt, result, decision);
-      if (turn.push(record) === 1) options.later(publish);
+      add(attemptRecord(name, event, attempt, result, decision));
+    },
+    /**
+     * An event dead-lettered without an attempt: its attempts were used up before this delivery (the last one's
+     * outcome never settled it), or an earlier event of its key was dead-lettered (DeadLetterRest). Recorded so
+     * that an event's records end with what became of it.
+     */
+    notAttempted(...[event, delivery, reason]: NotAttemptedArgs): void {
+      const { id: eventId, type: eventType, endpoint } = event;
+      const time = rfc3339(Date.now());
+      add({
+        subscription: name,
+        eventId,
+        eventType,
+        endpoint,
+        attempt: delivery,
+        time,
+        durationMs: 0,
+        ...notSent,
+        reason,
+      });
     },
     /** Waits for the answers to the records published so far (at most five seconds); flush `later` first. */
     async close(): Promise<void> {

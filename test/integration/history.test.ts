@@ -7,6 +7,7 @@ import { Registry } from 'prom-client';
 import { type Dispatcher, startDispatcher } from '../../src/dispatcher/dispatcher.ts';
 import type { AttemptRecord } from '../../src/dispatcher/history.ts';
 import { readAttempts } from '../../src/history/read.ts';
+import { consumerConfig, ensureConsumer } from '../../src/jetstream/consumers.ts';
 import { attemptStream } from '../../src/jetstream/layout.ts';
 import { mapSecrets } from '../../src/runtime/secrets.ts';
 import {
@@ -51,7 +52,12 @@ async function setup(spec: Record<string, unknown>, respond: Parameters<typeof s
   });
   const metric = async (name: string, labels: Record<string, string> = {}) =>
     metricValue(await registry.metrics(), name, labels);
-  return { names, nats, target, run, metric, stop: () => dispatcher?.stop() };
+  const base = {
+    subscription: `${names.namespace}/${names.subscription}`,
+    eventType: 'order.shipped',
+    endpoint: `${names.namespace}/${names.endpoint}`,
+  };
+  return { names, nats, target, run, metric, subscription: sub, base, stop: () => dispatcher?.stop() };
 }
 
 /** What a record says, without the clock: time and duration are checked apart. */
@@ -91,12 +97,7 @@ describe('attempt records', () => {
     await eventually(async () => (await t.metric('hookyard_dispatcher_delivered_total')) === 3);
     await t.stop();
 
-    const subscriptionName = `${t.names.namespace}/${t.names.subscription}`;
-    const base = {
-      subscription: subscriptionName,
-      eventType: 'order.shipped',
-      endpoint: `${t.names.namespace}/${t.names.endpoint}`,
-    };
+    const base = t.base;
     const js = jetstream(t.nats.nc);
     const records = await readAttempts(js, t.names.namespace, t.names.subscription);
     const byEvent = (id: string) => records.filter((r) => r.eventId === id).map(outcome);
@@ -116,6 +117,59 @@ describe('attempt records', () => {
     const one = await readAttempts(js, t.names.namespace, t.names.subscription, { eventId: 'retry-1' });
     assert.deepEqual(one.map(outcome), byEvent('retry-1'));
     assert.equal(await t.metric('hookyard_dispatcher_attempt_records_failed_total'), 0);
+  });
+
+  it('end with a dead letter sent no attempt when an earlier event of its key was dead-lettered', async () => {
+    const t = await setup({ ordering: { key: 'body.key', onDeadLetter: 'DeadLetterRest' } }, (r, res) => {
+      res.statusCode = r.headers['hookyard-event-id'] === 'k-1' ? 400 : 200;
+      res.end();
+    });
+    for (const id of ['k-1', 'k-2'])
+      await publishEvent(t.nats.nc, t.names.namespace, t.names.endpoint, {
+        id,
+        type: 'order.shipped',
+        body: '{"key":"k"}',
+      });
+    await t.run();
+    await eventually(
+      async () => (await t.metric('hookyard_dispatcher_dead_letters_total', { reason: 'ordering' })) === 1,
+    );
+    await t.stop();
+    assert.deepEqual((await readAttempts(jetstream(t.nats.nc), t.names.namespace, t.names.subscription)).map(outcome), [
+      { ...t.base, eventId: 'k-1', attempt: 1, status: 400, decision: 'dead-letter', reason: 'permanent' },
+      { ...t.base, eventId: 'k-2', attempt: 1, error: 'not attempted', decision: 'dead-letter', reason: 'ordering' },
+    ]);
+  });
+
+  it('end with a dead letter sent no attempt when the delivery of its last attempt never settled', async () => {
+    const t = await setup({ retry: { maxAttempts: 1 } }, (_r, res) => {
+      res.end();
+    });
+    await publishEvent(t.nats.nc, t.names.namespace, t.names.endpoint, {
+      id: 'lost-1',
+      type: 'order.shipped',
+      body: '{}',
+    });
+    // A dispatcher that took the event and was gone before settling it: the event comes back after ackWait.
+    const js = jetstream(t.nats.nc);
+    const config = consumerConfig(t.names.namespace, t.names.subscription, t.names.endpoint, t.subscription.spec);
+    await ensureConsumer(t.nats.jsm, t.nats.stream, config);
+    assert.ok(await (await js.consumers.get(t.nats.stream, config.durable_name)).next());
+    await t.run();
+    await eventually(
+      async () => (await t.metric('hookyard_dispatcher_dead_letters_total', { reason: 'exhausted' })) === 1,
+    );
+    await t.stop();
+    assert.deepEqual((await readAttempts(js, t.names.namespace, t.names.subscription)).map(outcome), [
+      {
+        ...t.base,
+        eventId: 'lost-1',
+        attempt: 2,
+        error: 'not attempted',
+        decision: 'dead-letter',
+        reason: 'exhausted',
+      },
+    ]);
   });
 
   it('keeps no records with history disabled', async () => {

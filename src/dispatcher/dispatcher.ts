@@ -6,6 +6,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   type Consumer,
+  type ConsumerInfo,
   JetStreamApiCodes,
   JetStreamApiError,
   type JetStreamClient,
@@ -28,7 +29,7 @@ import {
   subjectMatches,
 } from '../jetstream/consumers.ts';
 import { deadLetterStreamConfig } from '../jetstream/dead-letters.ts';
-import { attemptStreamConfig, replayStreamConfig } from '../jetstream/history.ts';
+import { attemptStreamConfig } from '../jetstream/history.ts';
 import {
   deadLetterStream,
   endpointOfStream,
@@ -184,15 +185,17 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   const js: JetStreamClient = jetstream(nc);
   if (spec.deadLetter.enabled) await ensureStream(jsm, deadLetterStreamConfig(namespace, name, spec.deadLetter.maxAge));
   if (spec.history.enabled) await ensureStream(jsm, attemptStreamConfig(namespace, name, spec.history));
-  await ensureStream(jsm, replayStreamConfig(namespace, name));
   const sources = await openSources(options, jsm, js);
+  const replay = await openReplay(jsm, js, namespace, name, spec);
+  if (replay) sources.push(replay);
   if (sources.some((s) => s.paused) || spec.paused) metrics.paused(true);
 
-  const deliver = deliveryPhases(options, { js, jsm, metrics, log, sources: sources.map((s) => s.loop) });
-  const fetchExpiresMs = options.fetchExpiresMs ?? 5000;
+  // Shared with the phases and the intake, which take the replay stream's loop when it comes.
   const loops = sources.map((s) => s.loop);
+  const deliver = deliveryPhases(options, { js, jsm, metrics, log, sources: loops });
+  const fetchExpiresMs = options.fetchExpiresMs ?? 5000;
   const ordering = spec.ordering;
-  let intake: { stopping: boolean; stop(): Promise<void> };
+  let intake: Intake;
   if (!ordering) intake = startIntake(loops, deliver, { paused: spec.paused, fetchExpiresMs, log });
   else if (spec.paused) intake = startIntake([], deliver, { paused: true, fetchExpiresMs, log });
   else {
@@ -200,8 +203,22 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     const options_ = { spec: { ...spec, ordering }, namespace, subscription: name, nc, jsm, js, log, fetchExpiresMs };
     intake = await startOrderedIntake(loops, deliver, { ...options_, registry: options.registry });
   }
+  let checking = false;
   const status = setInterval(async () => {
+    if (checking) return;
+    checking = true;
     try {
+      // The operator makes the replay stream at the subscription's first replay request; from then on it is one
+      // more source. Until then it is looked for here, so a subscription never replayed has no stream for it.
+      if (!sources.some((s) => s.loop.replay)) {
+        const opened = await openReplay(jsm, js, namespace, name, spec);
+        if (opened && !intake.stopping) {
+          sources.push(opened);
+          loops.push(opened.loop);
+          await intake.add(opened.loop);
+          log.info({ stream: opened.loop.stream }, 'replay stream found: reading it');
+        }
+      }
       let paused = spec.paused;
       for (const { loop } of sources) {
         if (!loop.replay) paused ||= (await jsm.consumers.info(loop.stream, name)).paused === true;
@@ -214,6 +231,8 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
         await jsm.consumers.resume(replay.stream, name);
     } catch {
       // the next round tries again
+    } finally {
+      checking = false;
     }
   }, options.statusIntervalMs ?? 10_000);
   status.unref();
@@ -234,7 +253,6 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
 async function openSources(options: DispatcherOptions, jsm: JetStreamManager, js: JetStreamClient) {
   const spec = options.subscription.spec;
   const name = options.subscription.metadata.name;
-  const namespace = options.subscription.metadata.namespace ?? 'default';
   const out: { loop: SourceLoop; paused: boolean }[] = [];
   for (const source of options.sources) {
     const config = consumerConfig(source.namespace, name, source.endpoint, spec);
@@ -248,12 +266,30 @@ async function openSources(options: DispatcherOptions, jsm: JetStreamManager, js
     const loop = sourceLoop(spec, { stream: info.stream_name, endpoint, consumer, clientSideTypes });
     out.push({ loop, paused: info.paused === true });
   }
-  // The replay stream is one more source: what a replay request queued goes through the same phases.
-  const replay = await ensureConsumer(jsm, replayStream(namespace, name), replayConsumerConfig(namespace, name, spec));
-  const consumer = await js.consumers.get(replay.stream_name, name);
-  const loop = sourceLoop(spec, { stream: replay.stream_name, endpoint: '', consumer, replay: true });
-  out.push({ loop, paused: replay.paused === true });
   return out;
+}
+
+/**
+ * The replay stream's source, once the operator has made the stream (at the subscription's first replay request;
+ * undefined before): what a replay request queued there goes through the same phases as the sources' events.
+ */
+async function openReplay(
+  jsm: JetStreamManager,
+  js: JetStreamClient,
+  namespace: string,
+  name: string,
+  spec: WebhookSubscription['spec'],
+): Promise<{ loop: SourceLoop; paused: boolean } | undefined> {
+  let info: ConsumerInfo;
+  try {
+    info = await ensureConsumer(jsm, replayStream(namespace, name), replayConsumerConfig(namespace, name, spec));
+  } catch (err) {
+    if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return undefined;
+    throw err;
+  }
+  const consumer = await js.consumers.get(info.stream_name, name);
+  const loop = sourceLoop(spec, { stream: info.stream_name, endpoint: '', consumer, replay: true });
+  return { loop, paused: info.paused === true };
 }
 
 /**
@@ -266,6 +302,14 @@ function sourceLoop(
   of: Omit<SourceLoop, 'cap' | 'outstanding' | 'held'>,
 ): SourceLoop {
   return { ...of, cap: spec.concurrency, outstanding: 0, held: 0 };
+}
+
+/** What the dispatcher asks of its intake, ordered or not. */
+export interface Intake {
+  readonly stopping: boolean;
+  /** Reads one more source from now on (the replay stream, once it exists). */
+  add(source: SourceLoop): Promise<void>;
+  stop(): Promise<void>;
 }
 
 /** What became of one event handed to `deliver`: settled (acked, terminated, or handed back at once), or waiting for a retry. */
@@ -317,7 +361,7 @@ function deliveryPhases(
   const leases = new Leases<JsMsg>(durationMs(spec.ackWait));
   const { gate, breaker } = flowGate(spec, metrics, log);
   const retries = sharedRetries(nc, retrySubject(namespace, name), {
-    capacity: ctx.sources.length * (spec.concurrency + retryBacklog),
+    capacity: (options.sources.length + 1) * (spec.concurrency + retryBacklog), // the sources and the replay stream
     graceMs: durationMs(spec.ackWait),
     onSize: metrics.scheduledRetries,
   });
@@ -598,17 +642,20 @@ function startIntake(
     }
   }
 
-  const loops = Promise.all(sources.map(run));
+  const runs = sources.map(run);
   return {
     get stopping() {
       return stopping;
+    },
+    async add(source: SourceLoop) {
+      if (!stopping) runs.push(run(source));
     },
     async stop() {
       stopping = true;
       for (const p of openPulls) p.stop();
       phases.gate.close();
       wake();
-      await loops;
+      await Promise.all(runs);
       while (running.size > 0) await Promise.all([...running]);
     },
   };

@@ -178,11 +178,18 @@ export async function startOrderedIntake(sources: SourceLoop[], phases: Delivery
     state.recovering = true;
   }
 
-  const loops = Promise.all(states.map((state) => pullLoop(ctx, state, { receive, handBack })));
+  const pulls = states.map((state) => pullLoop(ctx, state, { receive, handBack }));
   const swept = sweep(ctx, states, pump);
   return {
     get stopping() {
       return stopping;
+    },
+    async add(source: SourceLoop) {
+      await requirePinned([source]);
+      if (stopping) return;
+      const state = sourceState(source);
+      states.push(state);
+      pulls.push(pullLoop(ctx, state, { receive, handBack }));
     },
     async stop() {
       stopping = true;
@@ -195,7 +202,7 @@ export async function startOrderedIntake(sources: SourceLoop[], phases: Delivery
         }
       }
       phases.gate.close();
-      await loops;
+      await Promise.all(pulls);
       await Promise.all(states.map((s) => s.reading));
       while (running.size > 0) await Promise.all([...running]);
       await swept;

@@ -31,6 +31,7 @@ import {
 } from '../jetstream/layout.ts';
 import { clearDeadKeys } from '../jetstream/ordering.ts';
 import type { Context, RawResource } from './context.ts';
+import { ensureReplayStream } from './history.ts';
 
 /** How many selected events status lists. */
 const listed = 100;
@@ -61,6 +62,8 @@ export async function reconcileReplay(
   raw: RawResource,
   subscription: WebhookSubscription,
   sources: Source[],
+  /** Of the replay stream, made here before the first copy is queued (src/operator/history.ts). */
+  replicas: number,
 ): Promise<ReplayStatus | undefined> {
   const previous = raw.status?.replay as ReplayStatus | undefined;
   const text = raw.metadata.annotations?.[replayAnnotation];
@@ -81,6 +84,7 @@ export async function reconcileReplay(
   const startedAt = now();
   const namespace = raw.metadata.namespace;
   const name = raw.metadata.name;
+  if (!request.dryRun && !request.purgeDeadLetters) await ensureReplayStream(ctx, raw, subscription.spec, replicas);
   // Each event is queued (or, for a purge, deleted) as it is read, so a request holds one body at a time.
   const send = async (s: Selected) => {
     if (!request.purgeDeadLetters) await queue(ctx.jsm.jetstream(), namespace, name, request.id, s);

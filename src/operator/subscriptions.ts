@@ -188,8 +188,14 @@ export async function refreshSubscription(ctx: Context, raw: RawResource): Promi
     read = await Promise.all([
       Promise.all(
         sources.map(async (source) => {
-          const stream = source.endpoint ? endpointStream(namespace, source.endpoint) : replayStream(namespace, name);
-          return { source, info: await ctx.jsm.consumers.info(stream, name) };
+          if (source.endpoint)
+            return { source, info: await ctx.jsm.consumers.info(endpointStream(namespace, source.endpoint), name) };
+          // The replay stream exists only once the subscription was replayed (src/operator/history.ts).
+          const info = await ctx.jsm.consumers.info(replayStream(namespace, name), name).catch((err: unknown) => {
+            if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return undefined;
+            throw err;
+          });
+          return { source, info };
         }),
       ),
       spec.deadLetter.enabled
@@ -275,7 +281,7 @@ async function ensureJetStream(
     let info: ConsumerInfo | undefined;
     try {
       info = await ensureHistoryStreams(ctx, raw, spec, replicas);
-      parts.replay = await reconcileReplay(ctx, raw, subscription, sources);
+      parts.replay = await reconcileReplay(ctx, raw, subscription, sources, replicas);
     } catch (err) {
       failed('history', 'history streams', err);
     }

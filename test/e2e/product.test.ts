@@ -910,14 +910,13 @@ spec: {sources: [{endpoint: proign}], filter: "nope(", target: {url: "http://x"}
       120,
     );
     // What docs/uninstall.md says is left to remove by hand: the streams (the subscription's consumer is on the
-    // endpoint's stream and goes with it): the endpoint's two, and the subscription's dead letters, attempts and
-    // replays.
+    // endpoint's stream and goes with it): the endpoint's two, and the subscription's dead letters and attempts
+    // (it was never replayed, so it has no replay stream).
     const kept = [
       endpointStream(namespace, 'siteflow'),
       duplicateStream(namespace, 'siteflow'),
       deadLetterStream(namespace, 'siteflow-status'),
       attemptStream(namespace, 'siteflow-status'),
-      replayStream(namespace, 'siteflow-status'),
     ];
     assert.deepEqual((await leftOf('siteflow', 'siteflow-status')).sort(), kept.map((k) => `stream ${k}`).sort());
     await withNats(async (jsm) => {

@@ -9,7 +9,9 @@ import { Webhook } from 'standardwebhooks';
 import { type Dispatcher, replayDeadLetters, startDispatcher } from '../../src/dispatcher/dispatcher.ts';
 import { headerBlock, type StoredEvent, storedEvent } from '../../src/dispatcher/event.ts';
 import { consumerConfig, ensureConsumer } from '../../src/jetstream/consumers.ts';
+import { replayStreamConfig } from '../../src/jetstream/history.ts';
 import { deadLetterStream, headers as h, replaySubject } from '../../src/jetstream/layout.ts';
+import { ensureStream } from '../../src/jetstream/streams.ts';
 import { mapSecrets } from '../../src/runtime/secrets.ts';
 import {
   eventually,
@@ -550,7 +552,9 @@ describe('dispatcher', () => {
       await new Promise((ok) => setTimeout(ok, 200));
       res.end();
     });
-    await t.run(); // makes the replay stream
+    await t.run();
+    // Made after the dispatcher started, as the operator does at the first replay request: the dispatcher finds it.
+    await ensureStream(t.nats.jsm, replayStreamConfig(t.names.namespace, t.names.subscription));
     for (let i = 0; i < 12; i++) {
       const headers = natsHeaders();
       headers.set(h.eventType, 'order.shipped');

@@ -15,7 +15,7 @@ import { parseResource } from '../../src/api/validate.ts';
 import type { WebhookSubscription } from '../../src/api/webhook-subscription.ts';
 import { type Dispatcher, startDispatcher } from '../../src/dispatcher/dispatcher.ts';
 import type { AttemptRecord } from '../../src/dispatcher/history.ts';
-import { deadLetterStream, duplicateSubject, replayStream } from '../../src/jetstream/layout.ts';
+import { deadLetterStream, duplicateSubject, endpointStream } from '../../src/jetstream/layout.ts';
 import { freePort } from '../../src/runtime/net.ts';
 import { mapSecrets } from '../../src/runtime/secrets.ts';
 import { runCli, sourceCli } from '../harness/cli.ts';
@@ -61,7 +61,9 @@ describe('hookyard history commands', () => {
       const r = await kubectl(['apply', '--server-side', '-n', namespace, '-f', '-'], shopAndOrders(target.url));
       assert.equal(r.code, 0, r.stderr);
     }
-    await waitFor('the streams', () => nats.jsm.streams.info(replayStream(mine, 'orders')).catch(() => undefined));
+    await waitFor('the streams', () =>
+      nats.jsm.consumers.info(endpointStream(mine, 'shop'), 'orders').catch(() => undefined),
+    );
     const raw = await custom.getNamespacedCustomObject({
       group: 'hookyard.io',
       version: 'v1alpha1',

@@ -13,7 +13,7 @@ import { parseResource } from '../../src/api/validate.ts';
 import type { WebhookSubscription } from '../../src/api/webhook-subscription.ts';
 import { type Dispatcher, startDispatcher } from '../../src/dispatcher/dispatcher.ts';
 import { readStream } from '../../src/history/read.ts';
-import { endpointStream, replayStream } from '../../src/jetstream/layout.ts';
+import { endpointStream } from '../../src/jetstream/layout.ts';
 import { mapSecrets } from '../../src/runtime/secrets.ts';
 import { shopAndOrders } from '../harness/examples.ts';
 import { createNamespace, installCRDs, kubeConfig, kubectl } from '../harness/kube.ts';
@@ -66,10 +66,9 @@ describe('replay of an ordered subscription under load', () => {
       shopAndOrders(target.url, { concurrency: 8, ordering: { key: 'body.key' } }),
     );
     assert.equal(r.code, 0, r.stderr);
-    await waitFor('the endpoint stream and the replay stream', async () => {
-      await nats.jsm.streams.info(endpointStream(namespace, 'shop'));
-      return nats.jsm.streams.info(replayStream(namespace, 'orders')).catch(() => undefined);
-    });
+    await waitFor("the subscription's consumer", () =>
+      nats.jsm.consumers.info(endpointStream(namespace, 'shop'), 'orders').catch(() => undefined),
+    );
     const { group, version, plural } = kinds.WebhookSubscription;
     const raw = await custom.getNamespacedCustomObject({ group, version, plural, namespace, name: 'orders' });
     dispatcher = await startDispatcher({

@@ -53,9 +53,9 @@ describe('replay', () => {
       res.end();
     });
     await apply(shopAndOrders(target.url, { eventTypes: ['order.shipped'] }));
-    await waitFor('the endpoint stream and the replay stream', async () => {
-      await nats.jsm.streams.info(endpointStream(namespace, 'shop'));
-      return nats.jsm.streams.info(replayStream(namespace, 'orders')).catch(() => undefined);
+    await waitFor("the subscription's consumer and attempt records", async () => {
+      await nats.jsm.consumers.info(endpointStream(namespace, 'shop'), 'orders');
+      return nats.jsm.streams.info(attemptStream(namespace, 'orders')).catch(() => undefined);
     });
     const raw = await custom.getNamespacedCustomObject({ ...plural(), name: 'orders' });
     dispatcher = await startDispatcher({
@@ -113,6 +113,12 @@ describe('replay', () => {
     (await core.listNamespacedEvent({ namespace })).items.filter((e) => e.reason === reason);
 
   it('a dry run of the dead letters lists them and sends nothing; then all dead letters reach the target once, marked', async () => {
+    const noReplayStream = /stream not found/;
+    await assert.rejects(
+      nats.jsm.streams.info(replayStream(namespace, 'orders')),
+      noReplayStream,
+      'made only to replay',
+    );
     for (const id of ['ok-1', 'bad-1', 'bad-2']) await publish(id);
     await waitFor('two dead letters', async () => (await deadLetters()) === 2);
     fixed = true;
@@ -129,7 +135,7 @@ describe('replay', () => {
     );
     assert.equal(target.received.length, before, 'a dry run sends nothing');
     assert.equal(await deadLetters(), 2, 'a dry run keeps the dead letters');
-    assert.equal((await nats.jsm.streams.info(replayStream(namespace, 'orders'))).state.messages, 0);
+    await assert.rejects(nats.jsm.streams.info(replayStream(namespace, 'orders')), noReplayStream, 'nor a dry run');
 
     const done = await replay({ id: 'dl-1', deadLetters: true });
     assert.equal(done.selected, 2);

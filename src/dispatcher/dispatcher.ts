@@ -7,8 +7,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import {
   type Consumer,
   type ConsumerInfo,
-  JetStreamApiCodes,
-  JetStreamApiError,
   type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
@@ -40,7 +38,7 @@ import {
   replayStream,
 } from '../jetstream/layout.ts';
 import { clearDeadKeys, orderingStreamConfig } from '../jetstream/ordering.ts';
-import { ensureStream } from '../jetstream/streams.ts';
+import { ensureStream, isStreamNotFound } from '../jetstream/streams.ts';
 import { durationMs } from '../runtime/duration.ts';
 import type { Logger } from '../runtime/log.ts';
 import { mapSecrets, resolveSecrets, type SecretStore } from '../runtime/secrets.ts';
@@ -284,7 +282,7 @@ async function openReplay(
   try {
     info = await ensureConsumer(jsm, replayStream(namespace, name), replayConsumerConfig(namespace, name, spec));
   } catch (err) {
-    if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return undefined;
+    if (isStreamNotFound(err)) return undefined;
     throw err;
   }
   const consumer = await js.consumers.get(info.stream_name, name);
@@ -676,7 +674,7 @@ export async function replayDeadLetters(options: {
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);
   const info = await jsm.streams.info(stream).catch((err) => {
-    if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return undefined;
+    if (isStreamNotFound(err)) return undefined;
     throw err;
   });
   const total = info?.state.messages ?? 0;

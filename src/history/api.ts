@@ -7,6 +7,7 @@ import * as k8s from '@kubernetes/client-node';
 import { JetStreamApiCodes, JetStreamApiError, type JetStreamClient } from '@nats-io/jetstream';
 import express from 'express';
 import { deadLetterStream, endpointStream, eventSubject, headers as h } from '../jetstream/layout.ts';
+import { isStreamNotFound } from '../jetstream/streams.ts';
 import type { Logger } from '../runtime/log.ts';
 import { duplicateCounts, readAttempts, readStream } from './read.ts';
 
@@ -149,7 +150,7 @@ export function historyRouter(options: { kc: k8s.KubeConfig; js: () => JetStream
     if (!/^[1-9][0-9]*$/.test(sequence)) throw new HttpError(400, 'name the message by its sequence, such as 42');
     const jsm = await jetstream().jetstreamManager();
     const m = await jsm.streams.getMessage(stream, { seq: Number(sequence) }).catch((err: unknown) => {
-      if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return null;
+      if (isStreamNotFound(err)) return null;
       throw err;
     });
     if (!m) return undefined;

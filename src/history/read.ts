@@ -1,13 +1,7 @@
 // Reading what JetStream keeps about a subscription: its attempt records, by event or all of them. An ordered
 // consumer (ephemeral, removed by the server once idle) reads a stream from the start or from a time, and stops at
 // what was there when it started.
-import {
-  DeliverPolicy,
-  JetStreamApiCodes,
-  JetStreamApiError,
-  type JetStreamClient,
-  type JsMsg,
-} from '@nats-io/jetstream';
+import { DeliverPolicy, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
 import type { AttemptRecord } from '../dispatcher/history.ts';
 import {
   attemptStream,
@@ -16,6 +10,7 @@ import {
   duplicateStream,
   duplicateSubjects,
 } from '../jetstream/layout.ts';
+import { isStreamNotFound } from '../jetstream/streams.ts';
 
 export interface ReadOptions {
   filterSubjects?: string[];
@@ -35,7 +30,7 @@ export async function* readStream(js: JetStreamClient, stream: string, options: 
         : {}),
     })
     .catch((err: unknown) => {
-      if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return undefined;
+      if (isStreamNotFound(err)) return undefined;
       throw err;
     });
   if (!consumer) return;
@@ -91,7 +86,7 @@ export async function duplicateCounts(js: JetStreamClient, namespace: string, en
   const info = await jsm.streams
     .info(duplicateStream(namespace, endpoint), { subjects_filter: duplicateSubjects(namespace, endpoint) })
     .catch((err: unknown) => {
-      if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return undefined;
+      if (isStreamNotFound(err)) return undefined;
       throw err;
     });
   const counts = new Map<string, number>();

@@ -2,15 +2,9 @@
 // stream, which events wait for a retry (so that a dispatcher that takes over knows which keys are blocked and by
 // which event) and, with onDeadLetter: DeadLetterRest, which keys have a dead letter. One message per record,
 // one subject per record; a record is removed by purging its subject. Nothing is written on the happy path.
-import {
-  JetStreamApiCodes,
-  JetStreamApiError,
-  type JetStreamManager,
-  RetentionPolicy,
-  StorageType,
-  type StreamConfig,
-} from '@nats-io/jetstream';
+import { type JetStreamManager, RetentionPolicy, StorageType, type StreamConfig } from '@nats-io/jetstream';
 import { durationNanos } from '../runtime/duration.ts';
+import { isStreamNotFound } from './streams.ts';
 
 export const orderingStream = (namespace: string, subscription: string) =>
   `hookyard-ordering_${namespace}_${subscription}`;
@@ -39,7 +33,7 @@ export async function clearDeadKeys(jsm: JetStreamManager, namespace: string, su
   await jsm.streams
     .purge(orderingStream(namespace, subscription), { filter: deadKeyFilter(namespace, subscription) })
     .catch((err: unknown) => {
-      if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
+      if (!isStreamNotFound(err)) throw err;
     });
 }
 

@@ -78,18 +78,21 @@ export async function ensureStream(jsm: JetStreamManager, config: Partial<Stream
     if (configHolds(existing.config, config)) return existing;
     return await jsm.streams.update(config.name, config);
   } catch (err) {
-    if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)
-      return await jsm.streams.add(config);
+    if (isStreamNotFound(err)) return await jsm.streams.add(config);
     throw err;
   }
 }
+
+/** Whether JetStream answered that the stream does not exist. */
+export const isStreamNotFound = (err: unknown) =>
+  err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound;
 
 /** Deletes a stream; one that is already gone is fine. */
 export async function deleteStream(jsm: JetStreamManager, name: string): Promise<void> {
   try {
     await jsm.streams.delete(name);
   } catch (err) {
-    if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
+    if (!isStreamNotFound(err)) throw err;
   }
 }
 

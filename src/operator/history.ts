@@ -1,15 +1,8 @@
-// The subscription's history streams, as the operator keeps them: the attempt records (while spec.history is
-// enabled; deleted when it is turned off) and the replay stream with the subscription's consumer on it. The replay
-// stream is made at the subscription's first replay request, before anything is queued there (so a replay can be
-// queued before a dispatcher runs), and kept in step with the spec from then on: most subscriptions are never
-// replayed, and each replay stream and consumer is one more JetStream object (in a cluster, one more Raft group).
-// Both go with the subscription.
-import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
 import type { WebhookSubscriptionSpec } from '../api/webhook-subscription.ts';
 import { replayConsumerConfig } from '../jetstream/consumers.ts';
 import { attemptStreamConfig, replayStreamConfig } from '../jetstream/history.ts';
 import { attemptStream, replayStream } from '../jetstream/layout.ts';
-import { deleteStream } from '../jetstream/streams.ts';
+import { deleteStream, isStreamNotFound } from '../jetstream/streams.ts';
 import { type Context, ensureConsumerOf, ensureStreamOf, type RawResource } from './context.ts';
 
 /** The attempt records' stream, and the replay stream if there is one; resolves to the replay consumer, if any. */
@@ -27,7 +20,7 @@ export async function ensureHistoryStreams(
     const made = await ctx.jsm.streams.info(replayStream(namespace, name)).then(
       () => true,
       (err: unknown) => {
-        if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return false;
+        if (isStreamNotFound(err)) return false;
         throw err;
       },
     );

@@ -14,7 +14,7 @@ import { consumerConfig } from '../jetstream/consumers.ts';
 import { deadLetterStreamConfig } from '../jetstream/dead-letters.ts';
 import { deadLetterStream, endpointStream, replayStream } from '../jetstream/layout.ts';
 import { orderingStatus, orderingStream, orderingStreamConfig } from '../jetstream/ordering.ts';
-import { deleteStream } from '../jetstream/streams.ts';
+import { deleteStream, isStreamNotFound } from '../jetstream/streams.ts';
 import {
   applyObject,
   type Context,
@@ -192,7 +192,7 @@ export async function refreshSubscription(ctx: Context, raw: RawResource): Promi
             return { source, info: await ctx.jsm.consumers.info(endpointStream(namespace, source.endpoint), name) };
           // The replay stream exists only once the subscription was replayed (src/operator/history.ts).
           const info = await ctx.jsm.consumers.info(replayStream(namespace, name), name).catch((err: unknown) => {
-            if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return undefined;
+            if (isStreamNotFound(err)) return undefined;
             throw err;
           });
           return { source, info };

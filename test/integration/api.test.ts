@@ -7,6 +7,7 @@ import { badResources, misleading } from '../fixtures/bad-resources.ts';
 import { exampleDocuments, namesOf } from '../harness/examples.ts';
 import { createNamespace, installAdmissionWebhook, installCRDs, kubectl } from '../harness/kube.ts';
 import { root } from '../harness/servers.ts';
+import { waitFor } from '../harness/wait.ts';
 
 describe('API against a real kube-apiserver', () => {
   let namespace: string;
@@ -58,7 +59,11 @@ describe('API against a real kube-apiserver', () => {
 
   it('describes every field in kubectl explain, and marks verification required', async () => {
     for (const field of ['webhooksubscription.spec.target.service.port', 'providerendpoint.status.conditions.reason']) {
-      const r = await kubectl(['explain', field]);
+      // The API server publishes a CRD's OpenAPI, which kubectl explain reads, a moment after it is Established.
+      const r = await waitFor(`kubectl explain ${field}`, async () => {
+        const explained = await kubectl(['explain', field]);
+        return explained.code === 0 || !explained.stderr.includes("couldn't find resource") ? explained : undefined;
+      });
       assert.equal(r.code, 0, r.stderr);
       assert.doesNotMatch(r.stdout, /<empty>|<no description>/, field);
     }

@@ -188,7 +188,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   if (replay) sources.push(replay);
   if (sources.some((s) => s.paused) || spec.paused) metrics.paused(true);
 
-  // Shared with the phases and the intake, which take the replay stream's loop when it comes.
+  // Shared with the phases, which pause every loop on a 410; the replay stream's is added when it comes.
   const loops = sources.map((s) => s.loop);
   const deliver = deliveryPhases(options, { js, jsm, metrics, log, sources: loops });
   const fetchExpiresMs = options.fetchExpiresMs ?? 5000;
@@ -208,23 +208,22 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     try {
       // The operator makes the replay stream at the subscription's first replay request; from then on it is one
       // more source. Until then it is looked for here, so a subscription never replayed has no stream for it.
-      if (!sources.some((s) => s.loop.replay)) {
+      if (!loops.some((loop) => loop.replay)) {
         const opened = await openReplay(jsm, js, namespace, name, spec);
         if (opened && !intake.stopping) {
-          sources.push(opened);
           loops.push(opened.loop);
           await intake.add(opened.loop);
           log.info({ stream: opened.loop.stream }, 'replay stream found: reading it');
         }
       }
       let paused = spec.paused;
-      for (const { loop } of sources) {
+      for (const loop of loops) {
         if (!loop.replay) paused ||= (await jsm.consumers.info(loop.stream, name)).paused === true;
       }
       metrics.paused(paused);
       // A 410 pauses the replay consumer too; the sources' consumers say when it is over (resumed by the operator
       // or by hand), and the replay consumer follows them.
-      const replay = sources.find((s) => s.loop.replay)?.loop;
+      const replay = loops.find((loop) => loop.replay);
       if (!paused && replay && (await jsm.consumers.info(replay.stream, name)).paused === true)
         await jsm.consumers.resume(replay.stream, name);
     } catch {
@@ -234,7 +233,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     }
   }, options.statusIntervalMs ?? 10_000);
   status.unref();
-  log.info({ sources: sources.map((s) => s.loop.stream), target: deliver.targetOrigin }, 'dispatcher started');
+  log.info({ sources: loops.map((loop) => loop.stream), target: deliver.targetOrigin }, 'dispatcher started');
 
   return {
     async stop() {

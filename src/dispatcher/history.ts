@@ -86,8 +86,6 @@ type RecordArgs = [event: StoredEvent, attempt: Attempt, result: AttemptResult, 
 /** `delivery`: JetStream's delivery count of the event's message, as `attempt` is for an attempt. */
 type NotAttemptedArgs = [event: StoredEvent, delivery: number, reason: 'exhausted' | 'ordering'];
 
-const notSent = { error: 'not attempted', decision: 'dead-letter' } as const;
-
 /** Attempt records published and not yet acknowledged, at most. */
 export const maxPendingRecords = 4096;
 
@@ -181,6 +179,7 @@ export function createHistory(options: {
     notAttempted(...[event, delivery, reason]: NotAttemptedArgs): void {
       const { id: eventId, type: eventType, endpoint } = event;
       const time = rfc3339(Date.now());
+      const error = 'not attempted';
       add({
         subscription: name,
         eventId,
@@ -189,7 +188,8 @@ export function createHistory(options: {
         attempt: delivery,
         time,
         durationMs: 0,
-        ...notSent,
+        error,
+        decision: 'dead-letter',
         reason,
       });
     },

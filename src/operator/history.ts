@@ -1,3 +1,9 @@
+// The subscription's history streams, as the operator keeps them: the attempt records (while spec.history is
+// enabled; deleted when it is turned off) and the replay stream with the subscription's consumer on it. The replay
+// stream is made at the subscription's first replay request, before anything is queued there (so a replay can be
+// queued before a dispatcher runs), and kept in step with the spec from then on: most subscriptions are never
+// replayed, and each stream and consumer is one more JetStream object (in a cluster, one more Raft group). Both go
+// with the subscription.
 import type { WebhookSubscriptionSpec } from '../api/webhook-subscription.ts';
 import { replayConsumerConfig } from '../jetstream/consumers.ts';
 import { attemptStreamConfig, replayStreamConfig } from '../jetstream/history.ts';
